@@ -1,0 +1,23 @@
+"""Job stores: one contract (`base.Store`), backends picked by URL and imported lazily."""
+
+from .base import (
+    ACTIVE,
+    FINISHED,
+    STATUSES,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    Outcome,
+    Store,
+)
+
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "STATUSES",
+    "JobRecord",
+    "JobStatus",
+    "NewJob",
+    "Outcome",
+    "Store",
+]

@@ -1,0 +1,207 @@
+"""The job store contract: what every backend (memory, SQLite, PostgreSQL) promises.
+
+A store holds jobs and their lifecycle; it never runs them. Times are plain floats (seconds
+since the epoch) passed in by the caller, so a store never reads a clock and tests drive it
+with a fake one.
+
+Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` checks):
+
+- `enqueue` writes a whole batch in ONE transaction, committed (durably, for a durable store)
+  before it returns. A `key` already held by an *active* job (queued or running) returns that
+  job's id with `created=False`; once the job is finished the key is free again.
+- `claim` hands out due queued jobs (`run_at <= now`, oldest `run_at` first, then id) and
+  running jobs whose lease expired (their worker died: at least once). A claimed job is
+  `running`, `attempts += 1`, `lease_until = now + lease_s`, `worker` set. An expired job that
+  has already used `max_attempts` attempts is not claimed again: it becomes `dead`.
+- `renew`, `finish` and `release` only touch jobs still held by that worker: a worker whose
+  lease expired and whose job was claimed by another cannot overwrite the newer attempt.
+- `finish` records a batch of outcomes in one transaction. `ok=True` -> `succeeded`;
+  `ok=False` with `retry_at` -> `queued` again at `retry_at` (error kept); `ok=False` without
+  `retry_at` -> `dead` when the attempts are used up, else `failed` (a permanent failure such
+  as bad arguments). See `hitpool.hitd.lifecycle`.
+- `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
+  shutdown).
+- `cancel` only cancels a queued job.
+
+Queue depth for the HTTP side's 429 decision: `queued_estimate()` is a plain (non-async)
+method that answers from a counter kept in memory, never touching the database. It is exact
+for a single process owning the store (memory, SQLite) and this process's view for a shared
+PostgreSQL store. `counts()` is the exact, slower answer (one query).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from ..._errors import SpecError
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
+ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "dead", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue. `run_at` is when it becomes due (now, or now + delay)."""
+
+    task: str
+    args: dict[str, Any]
+    run_at: float
+    max_attempts: int = 3
+    key: str | None = None
+
+
+def iso(t: float | None) -> str | None:
+    """Seconds since the epoch -> ISO-8601 UTC with milliseconds, e.g. 2026-11-22T03:00:00.123Z."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as the store holds it."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    result: Any
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    run_at: float
+    key: str | None
+    lease_until: float | None
+    worker: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of `GET /jobs/{id}`: times as ISO-8601 UTC strings or null."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "status": self.status,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt of a job ended, reported by the worker that held it.
+
+    ok=True: succeeded with `result`. ok=False with `retry_at`: queued again at `retry_at`.
+    ok=False without `retry_at`: dead if the attempts are used up, else failed (permanent).
+    """
+
+    id: int
+    worker: str
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    retry_at: float | None = None
+
+
+class Store(ABC):
+    """The abstract job store. Pick a backend with `Store.from_url(url)`."""
+
+    durable: ClassVar[bool]
+    """False for memory://: its jobs die with the process."""
+
+    @staticmethod
+    def from_url(url: str) -> Store:
+        """memory://, sqlite:///relative.db, sqlite:////absolute.db, postgresql://...
+
+        The backend module is imported only when its URL is used (asyncpg stays optional).
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "memory":
+            from .memory import MemoryStore
+
+            return MemoryStore()
+        if scheme == "sqlite":
+            # SQLAlchemy's convention: sqlite:///hitd.db is relative, sqlite:////var/hitd.db
+            # is absolute. The part after "sqlite://" must start with "/".
+            rest = url[len("sqlite://") :]
+            if not rest.startswith("/") or len(rest) < 2:
+                raise SpecError(
+                    "store",
+                    f"bad SQLite URL {url!r}: use sqlite:///relative/path.db "
+                    "or sqlite:////absolute/path.db",
+                )
+            from .sqlite import SQLiteStore
+
+            return SQLiteStore(rest[1:])
+        if scheme in ("postgresql", "postgres"):
+            try:
+                module = importlib.import_module(".postgresql", __package__)
+            except ImportError as e:  # asyncpg is the optional `postgres` extra
+                raise SpecError(
+                    "store", f"postgresql:// needs asyncpg: pip install 'hitpool[postgres]' ({e})"
+                ) from e
+            store: Store = module.PostgreSQLStore(url)
+            return store
+        raise SpecError(
+            "store",
+            f"unknown store URL {url!r}: use memory://, sqlite:///path.db or postgresql://...",
+        )
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema. Raises StoreUnavailable when it cannot."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and close. Safe to call twice."""
+
+    @abstractmethod
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        """Add jobs in ONE committed transaction. Returns (id, created) per job, in order."""
+
+    @abstractmethod
+    async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
+        """Take up to `limit` due jobs (and expired leases) for `worker`; see the module doc."""
+
+    @abstractmethod
+    async def renew(self, ids: Sequence[int], worker: str, now: float, lease_s: float) -> None:
+        """Extend the leases `worker` still holds to `now + lease_s`."""
+
+    @abstractmethod
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
+        """Record outcomes in one transaction; ignored for jobs no longer held by that worker."""
+
+    @abstractmethod
+    async def release(self, ids: Sequence[int], worker: str) -> None:
+        """Put jobs `worker` holds back to queued, due now, without counting the attempt."""
+
+    @abstractmethod
+    async def get(self, id: int) -> JobRecord | None:
+        """The job, or None."""
+
+    @abstractmethod
+    async def cancel(self, id: int) -> bool:
+        """Cancel a queued job. True only if it was queued (now cancelled)."""
+
+    @abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Jobs per status, every status present (exact: one query)."""
+
+    @abstractmethod
+    def queued_estimate(self) -> int:
+        """Queued jobs, from a counter in memory: cheap enough for every request's 429 check."""
