@@ -195,8 +195,8 @@ class Store(ABC):
         """The job, or None."""
 
     @abstractmethod
-    async def cancel(self, id: int) -> bool:
-        """Cancel a queued job. True only if it was queued (now cancelled)."""
+    async def cancel(self, id: int, now: float | None = None) -> bool:
+        """Cancel a queued job. True only if it was queued (now cancelled, finished_at=now)."""
 
     @abstractmethod
     async def counts(self) -> dict[str, int]:

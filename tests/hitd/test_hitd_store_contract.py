@@ -1,0 +1,375 @@
+"""The job store contract: one test class, inherited by every backend (saq's pattern).
+
+Each backend's class only provides the `store` fixture; every behaviour is asserted once here.
+Time is a plain number passed in, so leases and retries need no sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hitpool import SpecError, StoreError, StoreUnavailable
+from hitpool.hitd.store import NewJob, Outcome, Store
+from hitpool.hitd.store.memory import MemoryStore
+from hitpool.hitd.store.sqlite import SQLiteStore
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a fixed "now"
+
+
+def job(task: str = "hello", run_at: float = T0, key: str | None = None, **kw: object) -> NewJob:
+    return NewJob(task=task, args=dict(kw) or {"name": "x"}, run_at=run_at, key=key)
+
+
+class StoreContract:
+    """Every store inherits this; the subclass provides the `store` fixture."""
+
+    # -- enqueue and get -----------------------------------------------------------------
+
+    async def test_enqueue_returns_new_ids_in_order(self, store: Store) -> None:
+        out = await store.enqueue([job(), job(), job()], T0)
+        assert [created for _, created in out] == [True, True, True]
+        ids = [id for id, _ in out]
+        assert len(set(ids)) == 3 and ids == sorted(ids)
+        assert await store.enqueue([], T0) == []
+
+    async def test_get_returns_the_queued_record(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue(
+            [NewJob("hello", {"name": "Zoë", "n": [1, {"a": None}]}, T0 + 5, 4, "k1")], T0
+        )
+        rec = await store.get(id)
+        assert rec is not None
+        assert (rec.id, rec.task, rec.status, rec.attempts, rec.max_attempts) == (
+            id,
+            "hello",
+            "queued",
+            0,
+            4,
+        )
+        assert rec.args == {"name": "Zoë", "n": [1, {"a": None}]}
+        assert (rec.created_at, rec.run_at, rec.key) == (T0, T0 + 5, "k1")
+        assert (rec.started_at, rec.finished_at, rec.lease_until, rec.worker) == (None,) * 4
+        assert rec.to_json() == {
+            "id": id,
+            "task": "hello",
+            "args": {"name": "Zoë", "n": [1, {"a": None}]},
+            "status": "queued",
+            "attempts": 0,
+            "result": None,
+            "error": None,
+            "created_at": "2027-01-15T08:00:00.000Z",
+            "started_at": None,
+            "finished_at": None,
+        }
+        assert await store.get(id + 1000) is None
+
+    # -- idempotency keys ----------------------------------------------------------------
+
+    async def test_key_held_by_an_active_job_returns_its_id(self, store: Store) -> None:
+        [(a, created)] = await store.enqueue([job(key="k")], T0)
+        assert created
+        [same, other] = await store.enqueue([job(key="k"), job(key="other")], T0)
+        assert same == (a, False) and other[1] and other[0] != a
+        await store.claim("w1", 1, T0, 30)  # running is still active
+        [(again, created)] = await store.enqueue([job(key="k")], T0)
+        assert (again, created) == (a, False)
+        assert (await store.counts())["queued"] + (await store.counts())["running"] == 2
+
+    async def test_same_key_twice_in_one_batch_is_one_job(self, store: Store) -> None:
+        out = await store.enqueue([job(key="dup"), job(), job(key="dup")], T0)
+        assert out[0][1] and out[1][1] and out[2] == (out[0][0], False)
+        assert (await store.counts())["queued"] == 2
+
+    async def test_a_finished_job_frees_its_key(self, store: Store) -> None:
+        [(a, _)] = await store.enqueue([job(key="k")], T0)
+        await store.claim("w1", 1, T0, 30)
+        await store.finish([Outcome(a, "w1", ok=True, result=1)], T0 + 1)
+        [(b, created)] = await store.enqueue([job(key="k")], T0 + 2)
+        assert created and b != a
+        assert await store.cancel(b)
+        [(c, created)] = await store.enqueue([job(key="k")], T0 + 3)
+        assert created and c not in (a, b)
+
+    # -- claim ---------------------------------------------------------------------------
+
+    async def test_claim_takes_due_jobs_oldest_first(self, store: Store) -> None:
+        later = await store.enqueue([job(run_at=T0 + 10)], T0)
+        old = await store.enqueue([job(run_at=T0 - 5), job(run_at=T0 - 1)], T0)
+        got = await store.claim("w1", 10, T0, 30)
+        assert [r.id for r in got] == [old[0][0], old[1][0]]
+        r = got[0]
+        assert (r.status, r.attempts, r.worker, r.started_at, r.lease_until) == (
+            "running",
+            1,
+            "w1",
+            T0,
+            T0 + 30,
+        )
+        assert await store.claim("w2", 10, T0 + 9.9, 30) == []
+        [due] = await store.claim("w2", 10, T0 + 10, 30)
+        assert due.id == later[0][0]
+
+    async def test_claim_respects_the_limit(self, store: Store) -> None:
+        await store.enqueue([job() for _ in range(5)], T0)
+        assert len(await store.claim("w1", 2, T0, 30)) == 2
+        assert len(await store.claim("w1", 0, T0, 30)) == 0
+        assert len(await store.claim("w1", 10, T0, 30)) == 3
+        assert await store.claim("w1", 10, T0, 30) == []
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def test_an_expired_lease_is_claimed_again_with_the_attempt_counted(
+        self, store: Store
+    ) -> None:
+        [(id, _)] = await store.enqueue([job()], T0)
+        await store.claim("w1", 1, T0, 10)
+        assert await store.claim("w2", 1, T0 + 9.99, 10) == []
+        [again] = await store.claim("w2", 1, T0 + 10, 10)
+        assert (again.id, again.attempts, again.worker, again.started_at) == (id, 2, "w2", T0 + 10)
+        # The first worker's late result is ignored: w2 owns the job now.
+        await store.finish([Outcome(id, "w1", ok=True, result="late")], T0 + 11)
+        rec = await store.get(id)
+        assert rec is not None and rec.status == "running" and rec.result is None
+        await store.finish([Outcome(id, "w2", ok=True, result="mine")], T0 + 12)
+        rec = await store.get(id)
+        assert rec is not None
+        assert (rec.status, rec.result, rec.attempts) == ("succeeded", "mine", 2)
+
+    async def test_renew_extends_only_the_holders_lease(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue([job()], T0)
+        await store.claim("w1", 1, T0, 10)
+        await store.renew([id], "w1", T0 + 5, 10)
+        await store.renew([id], "intruder", T0 + 9, 100)  # not the holder: ignored
+        assert await store.claim("w2", 1, T0 + 14.9, 10) == []
+        [again] = await store.claim("w2", 1, T0 + 15, 10)
+        assert again.worker == "w2"
+        await store.renew([], "w2", T0, 10)  # no-op
+
+    async def test_an_expired_lease_on_the_last_attempt_is_dead(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue([NewJob("hello", {}, T0, max_attempts=2)], T0)
+        await store.claim("w1", 1, T0, 10)
+        await store.claim("w2", 1, T0 + 10, 10)
+        assert await store.claim("w3", 1, T0 + 20, 10) == []
+        rec = await store.get(id)
+        assert rec is not None
+        assert (rec.status, rec.attempts, rec.finished_at) == ("dead", 2, T0 + 20)
+        assert rec.error is not None and "lease expired" in rec.error
+
+    # -- finish --------------------------------------------------------------------------
+
+    async def test_finish_records_a_batch_of_outcomes(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job() for _ in range(4)], T0)]
+        await store.claim("w1", 4, T0, 30)
+        await store.finish(
+            [
+                Outcome(ids[0], "w1", ok=True, result={"ok": [1, 2]}),
+                Outcome(ids[1], "w1", ok=False, error="boom", retry_at=T0 + 7),
+                Outcome(ids[2], "w1", ok=False, error="bad args"),
+                Outcome(ids[3], "w1", ok=True),
+            ],
+            T0 + 1,
+        )
+        recs = [await store.get(i) for i in ids]
+        assert [r.status for r in recs if r] == ["succeeded", "queued", "failed", "succeeded"]
+        ok, retry, failed, _ = (r for r in recs if r)
+        assert (ok.result, ok.error, ok.finished_at) == ({"ok": [1, 2]}, None, T0 + 1)
+        assert ok.lease_until is None
+        assert (retry.error, retry.run_at, retry.attempts, retry.finished_at) == (
+            "boom",
+            T0 + 7,
+            1,
+            None,
+        )
+        assert (failed.error, failed.finished_at) == ("bad args", T0 + 1)
+        assert await store.claim("w1", 10, T0 + 6.9, 30) == []
+        [again] = await store.claim("w1", 10, T0 + 7, 30)
+        assert (again.id, again.attempts) == (ids[1], 2)
+        await store.finish([], T0)
+
+    async def test_a_failure_on_the_last_attempt_is_dead(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue([NewJob("hello", {}, T0, max_attempts=1)], T0)
+        await store.claim("w1", 1, T0, 30)
+        await store.finish([Outcome(id, "w1", ok=False, error="boom")], T0 + 1)
+        rec = await store.get(id)
+        assert rec is not None and (rec.status, rec.error, rec.attempts) == ("dead", "boom", 1)
+
+    async def test_finish_by_someone_else_is_ignored(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue([job()], T0)
+        await store.finish([Outcome(id, "w1", ok=True)], T0)  # not even claimed
+        await store.claim("w1", 1, T0, 30)
+        await store.finish([Outcome(id, "w2", ok=False, error="x")], T0)
+        rec = await store.get(id)
+        assert rec is not None and (rec.status, rec.worker) == ("running", "w1")
+
+    # -- release and cancel --------------------------------------------------------------
+
+    async def test_release_requeues_without_counting_the_attempt(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job(), job()], T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.release(ids, "someone-else")
+        assert (await store.counts())["running"] == 2
+        await store.release([ids[0]], "w1")
+        rec = await store.get(ids[0])
+        assert rec is not None
+        assert (rec.status, rec.attempts, rec.worker, rec.lease_until) == ("queued", 0, None, None)
+        [again] = await store.claim("w2", 5, T0, 30)
+        assert (again.id, again.attempts) == (ids[0], 1)
+        await store.release([], "w1")
+
+    async def test_cancel_only_cancels_queued_jobs(self, store: Store) -> None:
+        a, b, c = (id for id, _ in await store.enqueue([job(), job(), job()], T0))
+        assert await store.cancel(a, T0 + 1) is True
+        assert await store.cancel(a) is False  # already cancelled
+        await store.claim("w1", 1, T0, 30)  # takes b
+        assert await store.cancel(b) is False
+        assert await store.cancel(c + 99) is False
+        rec = await store.get(a)
+        assert rec is not None and (rec.status, rec.finished_at) == ("cancelled", T0 + 1)
+        assert [r.id for r in await store.claim("w1", 5, T0, 30)] == [c]
+
+    # -- counts and the queue depth ------------------------------------------------------
+
+    async def test_counts_and_queued_estimate_follow_every_move(self, store: Store) -> None:
+        assert await store.counts() == dict.fromkeys(
+            ["queued", "running", "succeeded", "failed", "dead", "cancelled"], 0
+        )
+        ids = [id for id, _ in await store.enqueue([job() for _ in range(6)], T0)]
+        assert store.queued_estimate() == 6
+        await store.cancel(ids[5])
+        await store.claim("w1", 4, T0, 30)
+        assert store.queued_estimate() == 1
+        await store.finish(
+            [
+                Outcome(ids[0], "w1", ok=True),
+                Outcome(ids[1], "w1", ok=False, error="e", retry_at=T0 + 1),
+                Outcome(ids[2], "w1", ok=False, error="e"),
+            ],
+            T0,
+        )
+        assert store.queued_estimate() == 2
+        await store.release([ids[3]], "w1")
+        assert store.queued_estimate() == 3
+        counts = await store.counts()
+        assert counts == {
+            "queued": 3,
+            "running": 0,
+            "succeeded": 1,
+            "failed": 1,
+            "dead": 0,
+            "cancelled": 1,
+        }
+
+
+# -- the backends ----------------------------------------------------------------------------
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[Store]:
+        s = Store.from_url("memory://")
+        await s.open()
+        yield s
+        await s.close()
+
+    def test_is_not_durable(self) -> None:
+        assert MemoryStore.durable is False
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        s = SQLiteStore(tmp_path / "jobs.db")
+        await s.open()
+        yield s
+        await s.close()
+
+    def test_is_durable(self) -> None:
+        assert SQLiteStore.durable is True
+
+    async def test_uses_wal_and_full_sync(self, store: Store) -> None:
+        await store.enqueue([job()], T0)
+        assert isinstance(store, SQLiteStore)
+        conn = sqlite3.connect(store.path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+        # synchronous is per connection: ask the store's own writer connection.
+        from hitpool.hitd.store import sqlite as mod
+
+        conn = mod.connect(store.path)
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        conn.close()
+
+    async def test_concurrent_writes_share_commits(self, store: Store) -> None:
+        assert isinstance(store, SQLiteStore)
+        before = store.commits
+        outs = await asyncio.gather(*(store.enqueue([job(), job()], T0) for _ in range(50)))
+        ids = [id for out in outs for id, _ in out]
+        assert len(set(ids)) == 100
+        # 50 enqueue calls issued in one loop turn: the writer merges them into few commits.
+        assert store.commits - before < 50
+        assert (await store.counts())["queued"] == 100
+
+    async def test_jobs_survive_close_and_reopen(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.db"
+        s = SQLiteStore(path)
+        await s.open()
+        [(id, _)] = await s.enqueue([job(key="k")], T0)
+        await s.claim("w1", 1, T0, 30)
+        await s.enqueue([job()], T0)
+        await s.close()
+        await s.close()  # twice is fine
+        with pytest.raises(StoreError):
+            await s.enqueue([job()], T0)
+        s2 = SQLiteStore(path)
+        await s2.open()
+        assert s2.queued_estimate() == 1
+        rec = await s2.get(id)
+        assert rec is not None and (rec.status, rec.worker) == ("running", "w1")
+        [again] = await s2.claim("w2", 1, T0 + 30, 30)  # expired leases come first
+        assert (again.id, again.attempts) == (id, 2)
+        await s2.close()
+
+    async def test_missing_directory_is_unavailable(self, tmp_path: Path) -> None:
+        s = SQLiteStore(tmp_path / "nope" / "jobs.db")
+        with pytest.raises(StoreUnavailable, match="does not exist"):
+            await s.open()
+
+    async def test_not_a_database_is_unavailable(self, tmp_path: Path) -> None:
+        path = tmp_path / "junk.db"
+        path.write_bytes(b"this is not sqlite" * 100)
+        with pytest.raises(StoreUnavailable):
+            await SQLiteStore(path).open()
+
+
+class TestSQLiteStoreWithoutReturning(StoreContract):
+    """The fallback for SQLite < 3.35 (no UPDATE ... RETURNING) keeps the same contract."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        s = SQLiteStore(tmp_path / "jobs.db", returning=False)
+        await s.open()
+        yield s
+        await s.close()
+
+
+# -- from_url ---------------------------------------------------------------------------------
+
+
+def test_from_url_picks_the_backend(tmp_path: Path) -> None:
+    assert isinstance(Store.from_url("memory://"), MemoryStore)
+    rel = Store.from_url("sqlite:///hitd.db")
+    assert isinstance(rel, SQLiteStore) and rel.path == "hitd.db"
+    absolute = Store.from_url(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(absolute, SQLiteStore) and absolute.path == f"{tmp_path}/x.db"
+
+
+@pytest.mark.parametrize("url", ["redis://localhost", "sqlite://", "sqlite:///", "hitd.db", ""])
+def test_from_url_names_the_store_field_for_a_bad_url(url: str) -> None:
+    with pytest.raises(SpecError) as e:
+        Store.from_url(url)
+    assert e.value.field == "store"
+    assert "memory://" in str(e.value) or "sqlite:///" in str(e.value)
