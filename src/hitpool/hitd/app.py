@@ -1,0 +1,411 @@
+"""The HTTP API of hitd: routes, validation of job bodies, error answers.
+
+    POST   /work        the seed's collector: form or JSON {name, delay} -> 201 (task `hello`)
+    POST   /jobs        a job object or an array of up to 1000 -> 202 {"id"} / {"ids"}
+    GET    /jobs/{id}   the job
+    DELETE /jobs/{id}   cancel a queued job
+    GET    /healthz     liveness; 503 while draining
+    GET    /metrics     Prometheus text
+    GET    /stats       the same numbers as JSON
+
+A 202 (201 for /work) is sent only after the job is committed to the store: the handler
+hands the jobs to the `Intake` and returns its future, which resolves after the group commit.
+Validation is pure (`parse_job`, `parse_delay`, `parse_work`): it takes `now` and raises
+`SpecError(field, message)`, which becomes a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
+from .http import Request, Response, error_response, json_response
+from .intake import Intake
+from .metrics import HttpCounters, WorkerNumbers, render
+from .store.base import NewJob, Store
+
+__all__ = [
+    "App",
+    "AppConfig",
+    "MAX_BATCH",
+    "parse_delay",
+    "parse_job",
+    "parse_jobs",
+    "parse_work",
+]
+
+MAX_BATCH = 1000
+MAX_DELAY_S = 366 * 24 * 3600.0  # a job due more than a year ahead is a typo
+MAX_ATTEMPTS = 100
+MAX_KEY_LEN = 200
+WORK_MAX_DELAY_S = 10.0  # the seed's collector allowed at most 10 s of `hello`
+
+_JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+# Checks a task name and its args: raises UnknownTask (422) or SpecError (400).
+TaskCheck = Callable[[str, Mapping[str, Any]], None]
+
+
+def parse_delay(value: Any, field: str, max_s: float = MAX_DELAY_S) -> float:
+    """A delay in seconds: a number, or a Go-style duration string ("5s", "1m30s", "250ms")."""
+    if isinstance(value, bool):
+        raise SpecError(field, 'must be a duration like "5s" or a number of seconds')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise SpecError(field, 'must be a duration like "5s" or a number of seconds')
+        try:
+            seconds = float(text)  # "2.5" means seconds, like a bare number
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for m in _DURATION.finditer(text):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _UNIT_S[m.group(2)]
+                pos = m.end()
+            if pos != len(text):
+                raise SpecError(
+                    field, f'{value!r} is not a duration: use e.g. "5s", "250ms", "1m30s" or 2.5'
+                )
+    else:
+        raise SpecError(field, 'must be a duration like "5s" or a number of seconds')
+    if not math.isfinite(seconds) or seconds < 0:
+        raise SpecError(field, f"must be zero or more seconds, got {value!r}")
+    if seconds > max_s:
+        raise SpecError(field, f"must be at most {max_s:g} seconds, got {value!r}")
+    return seconds
+
+
+def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) -> NewJob:
+    """One job object of POST /jobs -> NewJob, due at `now` + delay."""
+    if not isinstance(obj, dict):
+        raise SpecError(prefix.rstrip(".") or "body", "a job must be a JSON object")
+    for name in obj:
+        if name not in _JOB_FIELDS:
+            allowed = ", ".join(sorted(_JOB_FIELDS))
+            raise SpecError(prefix + str(name), f"unknown field; a job has {allowed}")
+    task = obj.get("task")
+    if not isinstance(task, str) or not task:
+        raise SpecError(prefix + "task", "required: the name of a registered task")
+    args = obj.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise SpecError(prefix + "args", "must be a JSON object of keyword arguments")
+    delay = parse_delay(obj.get("delay", 0), prefix + "delay")
+    max_attempts = obj.get("max_attempts", 3)
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= MAX_ATTEMPTS
+    ):
+        raise SpecError(prefix + "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
+    job_key = obj.get("key", key)
+    if job_key is not None and (not isinstance(job_key, str) or not 0 < len(job_key) <= 200):
+        raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
+    return NewJob(task, args, now + delay, max_attempts, job_key)
+
+
+def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> list[NewJob]:
+    """The body of POST /jobs: one job object or an array of 1 to 1000."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError("body", f"malformed JSON: {e}")
+    if isinstance(doc, list):
+        if not doc:
+            raise SpecError("body", "an empty array: send 1 to 1000 jobs")
+        if len(doc) > MAX_BATCH:
+            raise SpecError("body", f"{len(doc)} jobs: send at most {MAX_BATCH} per request")
+        if header_key is not None:
+            raise SpecError(
+                "Idempotency-Key", 'applies to one job: give each job of an array its own "key"'
+            )
+        return [parse_job(obj, now, f"[{i}].") for i, obj in enumerate(doc)]
+    if header_key is not None and not 0 < len(header_key) <= MAX_KEY_LEN:
+        raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
+    return [parse_job(doc, now, "", header_key)]
+
+
+def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
+    """The seed's collector: `name` and `delay` from a form, a JSON object or the query."""
+    fields: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    if "json" in content_type or body.lstrip()[:1] == b"{":
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SpecError("body", f"malformed JSON: {e}")
+        if not isinstance(doc, dict):
+            raise SpecError("body", "must be a JSON object {name, delay}")
+        fields.update(doc)
+    elif body:
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise SpecError("body", "a form must be UTF-8")
+        fields.update(parse_qsl(text, keep_blank_values=True))
+    name = fields.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError("name", "You must specify a name.")
+    delay = parse_delay(fields.get("delay", 0), "delay", WORK_MAX_DELAY_S)
+    return name, delay
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    queue_size: int = 100_000
+    token: str | None = None
+    retry_after_s: int = 1
+
+
+class App:
+    """The request handler. Call it with a Request; it returns a Response or a future."""
+
+    def __init__(
+        self,
+        store: Store,
+        intake: Intake,
+        check_task: TaskCheck,
+        worker_numbers: Callable[[], WorkerNumbers],
+        config: AppConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.intake = intake
+        self.check_task = check_task
+        self.worker_numbers = worker_numbers
+        self.config = config or AppConfig()
+        self.clock = clock
+        self.counters = HttpCounters()
+        self.draining = False
+        self.started_at = clock()
+        self._token = (
+            f"Bearer {self.config.token}".encode() if self.config.token is not None else None
+        )
+        self._retry = (("Retry-After", str(self.config.retry_after_s)),)
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def __call__(self, req: Request) -> Response | Awaitable[Response]:
+        path = req.path
+        if path == "/jobs":
+            if req.method != "POST":
+                return self._not_allowed(req, "POST")
+            return self._authorized(req) or self._post_jobs(req)
+        if path.startswith("/jobs/"):
+            if req.method not in ("GET", "DELETE"):
+                return self._not_allowed(req, "GET, DELETE")
+            denied = self._authorized(req)
+            if denied is not None:
+                return denied
+            raw = path[len("/jobs/") :]
+            if not raw.isdigit() or len(raw) > 18:
+                return error_response(404, f"no job {raw!r}: ids are integers", "id")
+            if req.method == "GET":
+                return self._get_job(int(raw))
+            return self._cancel_job(int(raw))
+        if path == "/work":
+            if req.method != "POST":
+                return self._not_allowed(req, "POST")
+            return self._authorized(req) or self._post_work(req)
+        if path == "/healthz":
+            # No token: load balancers and orchestrators probe it.
+            if req.method != "GET":
+                return self._not_allowed(req, "GET")
+            if self.draining:
+                return json_response(503, {"status": "draining"}, self._retry)
+            return json_response(200, {"status": "ok"})
+        if path == "/metrics":
+            if req.method != "GET":
+                return self._not_allowed(req, "GET")
+            return self._authorized(req) or self._metrics()
+        if path == "/stats":
+            if req.method != "GET":
+                return self._not_allowed(req, "GET")
+            return self._authorized(req) or self._stats()
+        return error_response(404, f"no route {path!r}", "path")
+
+    def _not_allowed(self, req: Request, allow: str) -> Response:
+        msg = f"{req.method} is not allowed on {req.path}: use {allow}"
+        return error_response(405, msg, "method", (("Allow", allow),))
+
+    def _authorized(self, req: Request) -> Response | None:
+        """None when no token is set or the request carries it; else the 401."""
+        if self._token is None:
+            return None
+        given = req.headers.get("authorization")
+        if given is not None and hmac.compare_digest(given.encode(), self._token):
+            return None
+        return error_response(
+            401,
+            "missing or wrong token: send Authorization: Bearer <token>",
+            "Authorization",
+            (("WWW-Authenticate", 'Bearer realm="hitd"'),),
+        )
+
+    # --- job submission ---------------------------------------------------------------------
+
+    def _admit(self, n: int) -> Response | None:
+        """None when `n` more jobs fit; else the 503 (draining) or 429 (queue full)."""
+        if self.draining:
+            self.counters.reject(503)
+            return error_response(503, "the server is draining", None, self._retry)
+        waiting = self.store.queued_estimate() + self.intake.in_flight
+        if waiting + n > self.config.queue_size:
+            self.counters.reject(429)
+            return error_response(
+                429,
+                f"{waiting} jobs are waiting (queue-size {self.config.queue_size}): retry later",
+                "queue",
+                self._retry,
+            )
+        return None
+
+    def _bad(self, e: SpecError | UnknownTask, field: str | None = None) -> Response:
+        if isinstance(e, UnknownTask):
+            self.counters.reject(422)
+            return error_response(422, f"unknown task {e.task!r}", field or "task")
+        self.counters.reject(400)
+        return error_response(400, e.message, e.field)
+
+    def _submit(
+        self, jobs: list[NewJob], respond: Callable[[list[tuple[int, bool]]], Response]
+    ) -> Response | asyncio.Future[Response]:
+        try:
+            return self.intake.submit(jobs, respond)
+        except DispatcherClosed:
+            self.counters.reject(503)
+            return error_response(503, "the server is draining", None, self._retry)
+
+    def _post_jobs(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            jobs = parse_jobs(req.body, self.clock(), req.headers.get("idempotency-key"))
+        except SpecError as e:
+            return self._bad(e)
+        single = not req.body.lstrip().startswith(b"[")
+        check = self.check_task
+        for i, job in enumerate(jobs):
+            prefix = "" if single else f"[{i}]."
+            try:
+                check(job.task, job.args)
+            except UnknownTask as e:
+                return self._bad(e, prefix + "task")
+            except SpecError as e:
+                return self._bad(SpecError(prefix + e.field, e.message))
+        denied = self._admit(len(jobs))
+        if denied is not None:
+            return denied
+        counters = self.counters
+
+        def respond(ids: list[tuple[int, bool]]) -> Response:
+            new = sum(1 for _, created in ids if created)
+            counters.accepted += new
+            counters.deduplicated += len(ids) - new
+            if single:
+                job_id, created = ids[0]
+                headers: tuple[tuple[str, str], ...] = (("Location", f"/jobs/{job_id}"),)
+                if not created:
+                    headers += (("Idempotent-Replayed", "true"),)
+                return Response(202, b'{"id":%d}' % job_id, headers)
+            body = b'{"ids":[' + b",".join(b"%d" % i for i, _ in ids) + b"]}"
+            return Response(202, body, (("Location", f"/jobs/{ids[0][0]}"),))
+
+        return self._submit(jobs, respond)
+
+    def _post_work(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            name, delay = parse_work(
+                req.body, req.headers.get("content-type", "").lower(), req.query
+            )
+        except SpecError as e:
+            return self._bad(e)
+        args = {"name": name, "delay": delay}
+        try:
+            self.check_task("hello", args)
+        except (UnknownTask, SpecError) as e:
+            return self._bad(e)
+        denied = self._admit(1)
+        if denied is not None:
+            return denied
+        counters = self.counters
+
+        def respond(ids: list[tuple[int, bool]]) -> Response:
+            counters.accepted += 1
+            job_id = ids[0][0]
+            body = {"id": job_id, "name": name, "delay": delay}
+            return json_response(201, body, (("Location", f"/jobs/{job_id}"),))
+
+        job = NewJob("hello", args, self.clock(), 1)
+        return self._submit([job], respond)
+
+    # --- reading and cancelling -------------------------------------------------------------
+
+    async def _get_job(self, job_id: int) -> Response:
+        try:
+            record = await self.store.get(job_id)
+        except StoreError as e:
+            return error_response(503, f"the job store failed: {e}", "store", self._retry)
+        if record is None:
+            return error_response(404, f"no job {job_id}", "id")
+        return json_response(200, record.to_json())
+
+    async def _cancel_job(self, job_id: int) -> Response:
+        try:
+            if await self.store.cancel(job_id):
+                record = await self.store.get(job_id)
+                return json_response(200, record.to_json() if record else {"id": job_id})
+            record = await self.store.get(job_id)
+        except StoreError as e:
+            return error_response(503, f"the job store failed: {e}", "store", self._retry)
+        if record is None:
+            return error_response(404, f"no job {job_id}", "id")
+        return error_response(
+            409, f"job {job_id} is {record.status}: only a queued job can be cancelled", "status"
+        )
+
+    # --- numbers ----------------------------------------------------------------------------
+
+    def _metrics(self) -> Response:
+        text = render(self.counters, self.worker_numbers(), self.draining)
+        return Response(200, text.encode(), content_type="text/plain; version=0.0.4")
+
+    async def _stats(self) -> Response:
+        w = self.worker_numbers()
+        intake = self.intake.statistics()
+        try:
+            counts: dict[str, int] | None = await self.store.counts()
+        except StoreError:
+            counts = None
+        c = self.counters
+        body = {
+            "accepted": c.accepted,
+            "deduplicated": c.deduplicated,
+            "rejected": {str(k): v for k, v in sorted(c.rejected.items())},
+            "completed": w.completed,
+            "failed": w.failed,
+            "queue": {"depth": w.queued, "in_flight": w.in_flight, "size": self.config.queue_size},
+            "workers": {"size": w.workers, "busy": w.busy},
+            "jobs": counts,
+            "intake": {
+                "commits": intake.commits,
+                "committed": intake.committed,
+                "largest_batch": intake.largest_batch,
+                "failures": intake.failures,
+            },
+            "draining": self.draining,
+            "uptime_s": round(self.clock() - self.started_at, 3),
+        }
+        return json_response(200, body)

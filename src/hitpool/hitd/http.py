@@ -1,0 +1,545 @@
+"""A small HTTP/1.1 server: an `asyncio.Protocol` around httptools' request parser.
+
+Why not uvicorn, Starlette or aiohttp: measured on one core, a 202 after a grouped SQLite
+commit came out at 44-47k jobs/s with this shape and at 16-27k with the others. The speed
+comes from doing little per request: no coroutine per request on the fast path (a handler
+returns a `Response`, or a future when it must wait, e.g. for the commit), one write per
+batch of pipelined responses, and one timer per server rather than one per connection.
+
+What it guarantees, and why:
+
+- Keep-alive, and pipelined requests answered in the order they arrived (RFC 9112 9.3.2):
+  each connection keeps a queue of answers, written from the head as they become ready.
+- Limits: the request line plus headers at most ``max_header_bytes`` (16 KiB, h11's figure;
+  nginx allows 8 KiB per line, Node 16 KiB in all) or 431; the body at most ``max_body_bytes``
+  (1 MiB) or 413, decided from ``Content-Length`` before the body is read.
+- Timeouts, checked once a second by one sweeper: an idle keep-alive connection is closed
+  after ``keep_alive_timeout``; a request that has started but not finished arriving after
+  ``request_timeout`` gets 408 (slowloris); a client that stops reading its answers for
+  ``write_timeout`` is dropped.
+- Bounded memory: at most ``max_pipeline`` unanswered requests per connection (reading pauses
+  beyond that) and at most ``max_connections`` connections (more get 503 and are closed).
+
+Errors the protocol answers itself (400 malformed, 408, 413, 431, 503) carry the same JSON
+body as the application's: ``{"error": ..., "field": ..., "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+__all__ = [
+    "Handler",
+    "HttpLimits",
+    "HttpServer",
+    "Request",
+    "Response",
+    "error_response",
+    "json_response",
+]
+
+log = logging.getLogger("hitpool.hitd.http")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request. Header names are lower-case; repeated headers are joined by ', '."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One answer. ``headers`` are extra headers; Content-Length and Date are added here."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+
+
+# A handler answers at once (a Response) or later (an awaitable, best a plain future:
+# a coroutine costs a Task per request).
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    """A JSON answer, compact, one line."""
+    return Response(status, json.dumps(payload, separators=(",", ":")).encode(), headers)
+
+
+def error_response(
+    status: int,
+    message: str,
+    field: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    """The one error shape: the reason phrase as a snake_case word, the field, the message."""
+    error = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return json_response(status, {"error": error, "field": field, "message": message}, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Limits of one server. Times are seconds."""
+
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 1024 * 1024
+    keep_alive_timeout: float = 75.0
+    request_timeout: float = 10.0
+    write_timeout: float = 30.0
+    max_pipeline: int = 64
+    max_connections: int = 10_000
+    sweep_interval: float = 1.0  # how often timeouts are checked (and Date refreshed)
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+
+
+_STATUS_LINES: dict[int, bytes] = {s.value: _status_line(s.value) for s in HTTPStatus}
+
+
+class _AbortRequest(Exception):
+    """Raised inside a parser callback to stop parsing and answer with `response`."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+_IDLE, _READING, _CLOSED = 0, 1, 2
+
+
+class HttpServer:
+    """Owns the listening socket, every connection and the timeout sweeper.
+
+    Lifecycle: `await start(host, port)`, then `stop_accepting()` closes the listening socket,
+    and `await close(timeout)` lets connections finish what they were answering, then closes
+    them. ``closing`` makes every further answer carry ``Connection: close``.
+    """
+
+    def __init__(self, handler: Handler, limits: HttpLimits | None = None) -> None:
+        self.handler = handler
+        self.limits = limits or HttpLimits()
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self.date_line = b""
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._idle_event = asyncio.Event()
+        self._update_date()
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        return int(self.sockets[0].getsockname()[1])
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        else:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), host, port, reuse_address=True, backlog=4096
+            )
+        self._sweeper = asyncio.create_task(self._sweep(), name="hitd-http-sweeper")
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; open connections keep being served."""
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, close idle connections, wait up to `grace` s for the busy ones."""
+        self.closing = True
+        self.stop_accepting()
+        deadline = time.monotonic() + grace
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        while self.connections and time.monotonic() < deadline:
+            self._idle_event.clear()
+            try:
+                await asyncio.wait_for(self._idle_event.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+            for conn in list(self.connections):
+                conn.close_if_idle()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _notify_idle(self) -> None:
+        self._idle_event.set()
+
+    def _update_date(self) -> None:
+        self.date_line = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval)
+            self._update_date()
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse, hand to the handler, answer in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._loop = asyncio.get_event_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._state = _CLOSED
+        self._since = 0.0  # when the current state began (loop time)
+        self._reading_paused = False
+        self._writing_paused_at: float | None = None
+        # Answers in request order: (Response or future, keep_alive).
+        self._queue: collections.deque[tuple[Any, tuple[bool, bool]]] = collections.deque()
+        self._out: list[bytes] = []
+        self._in_data = False
+        self._tasks: set[asyncio.Task[Response]] = set()
+        # The request being parsed.
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if len(self._server.connections) >= self._limits.max_connections or self._server.closing:
+            resp = error_response(503, "too many connections", headers=(("Retry-After", "1"),))
+            transport.write(self._encode(resp, keep_alive=False))
+            transport.close()
+            return
+        self._server.connections.add(self)
+        self._state = _IDLE
+        self._since = self._loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        self._queue.clear()
+        for task in self._tasks:
+            task.cancel()
+        self._server.connections.discard(self)
+        self._server._notify_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _CLOSED:
+            return
+        self._in_data = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(error_response(400, "protocol upgrades are not supported", "Upgrade"))
+        except httptools.HttpParserCallbackError as exc:
+            ctx = exc.__context__
+            if isinstance(ctx, _AbortRequest):
+                self._fail(ctx.response)
+            elif isinstance(ctx, _StopParsing):
+                pass  # the request asked to close; it is answered, the rest is ignored
+            else:
+                log.exception("error while handling a request", exc_info=ctx)
+                self._fail(error_response(500, "internal error"))
+        except httptools.HttpParserError as exc:
+            self._fail(error_response(400, f"malformed HTTP request: {exc}", "request"))
+        finally:
+            self._in_data = False
+        self._flush()
+
+    def pause_writing(self) -> None:
+        self._writing_paused_at = self._loop.time()
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused_at = None
+        if len(self._queue) < self._limits.max_pipeline:
+            self._resume_reading()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still read its answers: keep the write side open while
+        # answers are pending, then close.
+        if not self._queue:
+            return None
+        self._eof = True
+        return True
+
+    # --- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._state = _READING
+        self._since = self._loop.time()
+        self._url = b""
+        self._headers = {}
+        self._head_bytes = 0
+        self._body = []
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self._limits.max_header_bytes:
+            raise _AbortRequest(error_response(414, "the URL is too long", "url"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._limits.max_header_bytes:
+            limit = self._limits.max_header_bytes
+            raise _AbortRequest(
+                error_response(431, f"request headers are larger than {limit} bytes", "headers")
+            )
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self._headers.get(key)
+        self._headers[key] = text if old is None else f"{old}, {text}"
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                raise _AbortRequest(error_response(400, "not a number", "Content-Length"))
+            if size > self._limits.max_body_bytes:
+                raise _AbortRequest(self._too_large())
+        expect = self._headers.get("expect")
+        if expect is not None and expect.lower() == "100-continue" and not self._queue:
+            # Only when nothing is pending: an interim answer may not overtake earlier ones.
+            self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if not self._in_data:
+                self._flush()
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_bytes += len(chunk)
+        if self._body_bytes > self._limits.max_body_bytes:
+            raise _AbortRequest(self._too_large())
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        keep_alive = bool(parser.should_keep_alive()) and not self._server.closing
+        url = self._url
+        path, _, query = url.partition(b"?")
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(
+            parser.get_method().decode("ascii", "replace"),
+            path.decode("latin-1"),
+            query.decode("latin-1"),
+            self._headers,
+            body,
+        )
+        self._body = []
+        self._state = _IDLE
+        self._since = self._loop.time()
+        http10 = parser.get_http_version() == "1.0"
+        try:
+            result = self._server.handler(request)
+        except Exception:
+            log.exception("handler failed on %s %s", request.method, request.path)
+            result = error_response(500, "internal error")
+        self._answer(result, keep_alive, http10)
+        if not keep_alive:
+            # Nothing after this request is read: stop the parser feeding more.
+            self._pause_reading()
+            raise _StopParsing
+
+    # --- answering in order -----------------------------------------------------------------
+
+    def _answer(self, result: Response | Awaitable[Response], keep_alive: bool, h10: bool) -> None:
+        ka = (keep_alive, h10)
+        if isinstance(result, Response):
+            if not self._queue:
+                self._out.append(self._encode(result, keep_alive, h10))
+                if not keep_alive:
+                    self._close_after_flush = True
+                return
+            self._queue.append((result, ka))
+        else:
+            fut: asyncio.Future[Response]
+            if asyncio.isfuture(result):
+                fut = result  # type: ignore[assignment]
+            else:
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                fut = task
+            self._queue.append((fut, ka))
+            fut.add_done_callback(self._on_ready)
+        if len(self._queue) >= self._limits.max_pipeline:
+            self._pause_reading()
+
+    def _on_ready(self, _fut: asyncio.Future[Response]) -> None:
+        if self._state == _CLOSED:
+            return
+        self._drain_queue()
+        if not self._in_data:
+            self._flush()
+
+    def _drain_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            item, (keep_alive, h10) = queue[0]
+            if not isinstance(item, Response):
+                if not item.done():
+                    return
+                if item.cancelled():
+                    resp = error_response(503, "the server is shutting down")
+                    keep_alive = False
+                else:
+                    exc = item.exception()
+                    if exc is not None:
+                        log.error("handler failed", exc_info=exc)
+                        resp = error_response(500, "internal error")
+                    else:
+                        resp = item.result()
+            else:
+                resp = item
+            queue.popleft()
+            if not queue and self._server.closing and self._state != _READING:
+                keep_alive = False  # the last answer before a shutdown says so
+            self._out.append(self._encode(resp, keep_alive, h10))
+            if not keep_alive:
+                self._close_after_flush = True
+                queue.clear()
+                return
+        if self._reading_paused and self._writing_paused_at is None:
+            self._resume_reading()
+
+    _close_after_flush = False
+    _eof = False
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._out.clear()
+            return
+        if self._out:
+            out = self._out
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._close_after_flush or (self._eof and not self._queue):
+            self._state = _CLOSED
+            transport.close()
+        elif self._server.closing and not self._queue and self._state == _IDLE:
+            transport.close()
+        if not self._queue:
+            self._server._notify_idle()
+
+    def _encode(self, resp: Response, keep_alive: bool, h10: bool = False) -> bytes:
+        status_line = _STATUS_LINES.get(resp.status) or _status_line(resp.status)
+        parts = [
+            status_line,
+            b"content-type: ",
+            resp.content_type.encode("latin-1"),
+            b"\r\ncontent-length: ",
+            str(len(resp.body)).encode(),
+            b"\r\n",
+            self._server.date_line,
+        ]
+        for name, value in resp.headers:
+            parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        elif h10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts += (b"\r\n", resp.body)
+        return b"".join(parts)
+
+    def _fail(self, resp: Response) -> None:
+        """Answer a request the protocol refused, after the ones before it, then close."""
+        self._state = _IDLE
+        self._queue.append((resp, (False, False)))
+        self._pause_reading()
+        self._drain_queue()
+
+    # --- flow control and timeouts ----------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            try:
+                self._transport.pause_reading()
+            except RuntimeError:
+                pass
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None and not self._close_after_flush:
+            self._reading_paused = False
+            try:
+                self._transport.resume_reading()
+            except RuntimeError:
+                pass
+
+    def close_if_idle(self) -> None:
+        if self._transport is None:
+            return
+        if self._state != _READING and not self._queue:
+            self._flush()
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def check_timeouts(self, now: float) -> None:
+        limits = self._limits
+        if self._transport is None or self._state == _CLOSED:
+            return
+        if self._writing_paused_at is not None:
+            if now - self._writing_paused_at > limits.write_timeout:
+                self.abort()
+            return
+        if self._state == _READING and not self._reading_paused:
+            if now - self._since > limits.request_timeout:
+                msg = f"the request did not arrive within {limits.request_timeout:g} s"
+                self._fail(error_response(408, msg, "request"))
+                self._flush()
+        elif not self._queue and now - self._since > limits.keep_alive_timeout:
+            self._transport.close()
+
+    def _too_large(self) -> Response:
+        limit = self._limits.max_body_bytes
+        return error_response(413, f"the body is larger than {limit} bytes", "body")
+
+
+class _StopParsing(Exception):
+    """Raised after a request that closes the connection, so the parser reads no further."""

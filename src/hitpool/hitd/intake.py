@@ -1,0 +1,156 @@
+"""Group commit of enqueues: what arrives while one commit runs goes in the next, together.
+
+A 202 is a promise, so it is sent only after `store.enqueue()` has committed the job. One
+durable (fsynced) commit per job gave 4k jobs/s here; one per batch gives over 200k rows/s.
+So requests do not commit: they `submit()` their jobs and get a future; one flusher task
+takes everything submitted since its last commit, makes ONE `enqueue()` call, and resolves
+every waiting future. At low load a batch is one request (the flusher wakes on the next loop
+turn); under load batches grow by themselves while the previous commit is in the disk.
+
+Each request's future is resolved with its finished HTTP `Response` (built by a callback the
+request supplied), so a request costs one future and no coroutine. If the store fails, every
+request of that batch is answered 503 and nothing was promised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .._errors import DispatcherClosed, StoreError
+from .http import Response, error_response
+from .store.base import NewJob, Store
+
+__all__ = ["Intake", "IntakeStatistics"]
+
+log = logging.getLogger("hitpool.hitd.intake")
+
+# Builds the answer of one request from the (id, created) pairs of its jobs.
+Respond = Callable[[list[tuple[int, bool]]], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeStatistics:
+    pending: int  # jobs submitted, not yet in a commit
+    committing: int  # jobs in the commit under way
+    commits: int  # enqueue() calls made
+    committed: int  # jobs committed (created or deduplicated)
+    largest_batch: int
+    failures: int  # enqueue() calls that raised
+
+
+class Intake:
+    """Collects submitted jobs and commits them in groups. Use as ``async with``."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._jobs: list[NewJob] = []
+        self._waiters: list[tuple[asyncio.Future[Response], int, Respond]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._committing = 0
+        self._commits = 0
+        self._committed = 0
+        self._largest = 0
+        self._failures = 0
+
+    async def __aenter__(self) -> Intake:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flusher(), name="hitd-intake")
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs accepted for commit but not yet committed (pending + committing)."""
+        return len(self._jobs) + self._committing
+
+    def submit(self, jobs: Sequence[NewJob], respond: Respond) -> asyncio.Future[Response]:
+        """Queue `jobs` for the next commit; the future gets `respond(ids)` once committed.
+
+        Never waits and never raises for load: admission (429) is the caller's decision.
+        Raises DispatcherClosed after `close()` began.
+        """
+        if self._closed:
+            raise DispatcherClosed("the intake is closed")
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._jobs.extend(jobs)
+        self._waiters.append((fut, len(jobs), respond))
+        self._wake.set()
+        return fut
+
+    async def close(self) -> None:
+        """Commit and answer everything already submitted, then stop."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def statistics(self) -> IntakeStatistics:
+        return IntakeStatistics(
+            pending=len(self._jobs),
+            committing=self._committing,
+            commits=self._commits,
+            committed=self._committed,
+            largest_batch=self._largest,
+            failures=self._failures,
+        )
+
+    async def _flusher(self) -> None:
+        while True:
+            if not self._jobs:
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            jobs, self._jobs = self._jobs, []
+            waiters, self._waiters = self._waiters, []
+            self._committing = len(jobs)
+            try:
+                ids = await self._store.enqueue(jobs, self._clock())
+            except (StoreError, OSError) as exc:
+                log.error("enqueue of %d jobs failed: %s", len(jobs), exc)
+                self._failures += 1
+                self._fail(waiters, f"the job store failed: {exc}")
+                continue
+            except asyncio.CancelledError:
+                self._fail(waiters, "the server is shutting down")
+                raise
+            except Exception as exc:  # a bug in a store: answer, log, keep serving
+                log.exception("enqueue of %d jobs failed", len(jobs))
+                self._failures += 1
+                self._fail(waiters, f"the job store failed: {type(exc).__name__}")
+                continue
+            finally:
+                self._committing = 0
+            self._commits += 1
+            self._committed += len(jobs)
+            self._largest = max(self._largest, len(jobs))
+            start = 0
+            for fut, n, respond in waiters:
+                part = ids[start : start + n]
+                start += n
+                if fut.done():  # the client went away; the jobs are committed all the same
+                    continue
+                try:
+                    fut.set_result(respond(part))
+                except Exception as exc:
+                    fut.set_exception(exc)
+
+    @staticmethod
+    def _fail(waiters: list[tuple[asyncio.Future[Response], int, Respond]], msg: str) -> None:
+        resp = error_response(503, msg, "store", headers=(("Retry-After", "1"),))
+        for fut, _, _ in waiters:
+            if not fut.done():
+                fut.set_result(resp)

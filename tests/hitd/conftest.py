@@ -1,0 +1,219 @@
+"""Shared helpers for the hitd HTTP tests: a raw HTTP/1.1 client on real sockets.
+
+The client is deliberately raw (bytes in, parsed responses out) so tests can pipeline,
+send malformed requests and stall mid-request, which a library client would not allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httptools
+import pytest
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _ReplyParser:
+    def __init__(self) -> None:
+        self.done: list[Reply] = []
+        self._cur = Reply(0)
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self._cur = Reply(0)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._cur.headers[name.decode().lower()] = value.decode()
+
+    def on_headers_complete(self) -> None:
+        self._cur.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self._cur.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append(self._cur)
+
+
+def encode(
+    method: str,
+    path: str,
+    body: bytes | str | Any = b"",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    if not isinstance(body, bytes | str):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    head = f"{method} {path} HTTP/1.1\r\nHost: test\r\n"
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    if body or method in ("POST", "PUT"):
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+class Client:
+    """One keep-alive connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._p = _ReplyParser()
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    encode = staticmethod(encode)
+
+    async def send(self, raw: bytes) -> None:
+        self.writer.write(raw)
+        await self.writer.drain()
+
+    async def replies(self, n: int, timeout: float = 5.0) -> list[Reply]:
+        async with asyncio.timeout(timeout):
+            while len(self._p.done) < n:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                self._p.parser.feed_data(data)
+        got, self._p.done = self._p.done[:n], self._p.done[n:]
+        return got
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | Any = b"",
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        await self.send(encode(method, path, body, headers))
+        (reply,) = await self.replies(1)
+        return reply
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection (EOF) within `timeout`."""
+        async with asyncio.timeout(timeout):
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    return True
+                self._p.parser.feed_data(data)
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[int], Any]]:
+    clients: list[Client] = []
+
+    async def make(port: int) -> Client:
+        c = await Client.connect(port)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+# --- real hitd processes ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HitdProcess:
+    """`python -m hitpool.hitd` as a real child process."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        # Tests pass task modules that live next to them.
+        here = str(Path(__file__).parent)
+        full_env["PYTHONPATH"] = here + os.pathsep + full_env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hitpool.hitd", "--port", str(self.port), *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.output = b""
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Poll (bounded) until the port accepts connections: it is another process."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"hitd exited: {self.proc.stdout.read()!r}")  # type: ignore[union-attr]
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("hitd did not start listening")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def term(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(15)
+        assert self.proc.stdout is not None
+        self.output = self.proc.stdout.read()
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def hitd_process(tmp_path: Path) -> Iterator[Callable[..., HitdProcess]]:
+    procs: list[HitdProcess] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> HitdProcess:
+        p = HitdProcess(list(args), tmp_path, env)
+        procs.append(p)
+        p.wait_ready()
+        return p
+
+    yield spawn
+    for p in procs:
+        p.stop()

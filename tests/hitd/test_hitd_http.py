@@ -1,0 +1,271 @@
+"""The HTTP/1.1 protocol of hitd on real sockets: keep-alive, pipelining, limits, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from hitpool.hitd.http import HttpLimits, HttpServer, Request, Response, json_response
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+def echo(req: Request) -> Response:
+    return json_response(
+        200, {"method": req.method, "path": req.path, "query": req.query, "len": len(req.body)}
+    )
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[HttpServer]]]:
+    servers: list[HttpServer] = []
+
+    async def start(handler: Handler = echo, **limits: Any) -> HttpServer:
+        server = HttpServer(handler, HttpLimits(**limits))
+        await server.start("127.0.0.1", 0)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        await s.close(grace=1.0)
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    for i in range(3):
+        r = await c.request("GET", f"/x/{i}?a=1")
+        assert r.status == 200
+        assert r.json() == {"method": "GET", "path": f"/x/{i}", "query": "a=1", "len": 0}
+        assert r.headers["content-type"] == "application/json"
+        assert "date" in r.headers
+        assert "connection" not in r.headers
+    assert len(server.connections) == 1
+
+
+async def test_pipelined_requests_are_answered_in_order_even_when_ready_out_of_order(
+    serve, connect
+) -> None:
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[Response]] = []
+    arrived = asyncio.Event()
+
+    def handler(req: Request) -> Response | Awaitable[Response]:
+        if req.path == "/now":
+            return json_response(200, {"path": req.path})
+        fut: asyncio.Future[Response] = loop.create_future()
+        futures.append(fut)
+        if len(futures) == 3:
+            arrived.set()
+        return fut
+
+    server = await serve(handler)
+    c = await connect(server.port)
+    raw = b"".join(c.encode("GET", p) for p in ("/a", "/now", "/b", "/c"))
+    await c.send(raw)
+    await arrived.wait()
+    # Resolve the last first: nothing may be written before /a is ready.
+    futures[2].set_result(json_response(200, {"path": "/c"}))
+    futures[1].set_result(json_response(200, {"path": "/b"}))
+    futures[0].set_result(json_response(200, {"path": "/a"}))
+    replies = await c.replies(4)
+    assert [r.json()["path"] for r in replies] == ["/a", "/now", "/b", "/c"]
+
+
+async def test_coroutine_handler_and_post_body(serve, connect) -> None:
+    async def handler(req: Request) -> Response:
+        await asyncio.sleep(0)
+        return json_response(201, {"body": req.body.decode()})
+
+    server = await serve(handler)
+    c = await connect(server.port)
+    r = await c.request("POST", "/p", b"hello")
+    assert (r.status, r.json()) == (201, {"body": "hello"})
+
+
+async def test_chunked_body_is_assembled(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    raw = b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    await c.send(raw)
+    (r,) = await c.replies(1)
+    assert r.json()["len"] == 5
+
+
+async def test_body_over_the_limit_by_content_length_is_413_and_closes(serve, connect) -> None:
+    server = await serve(max_body_bytes=100)
+    c = await connect(server.port)
+    # Only the head is sent: the 413 comes from Content-Length before any body is read.
+    await c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n")
+    (r,) = await c.replies(1)
+    assert r.status == 413
+    assert r.json()["field"] == "body"
+    assert r.headers["connection"] == "close"
+    assert await c.closed()
+
+
+async def test_chunked_body_over_the_limit_is_413(serve, connect) -> None:
+    server = await serve(max_body_bytes=10)
+    c = await connect(server.port)
+    chunk = b"8\r\n12345678\r\n"
+    await c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2)
+    (r,) = await c.replies(1)
+    assert r.status == 413
+    assert await c.closed()
+
+
+async def test_headers_over_the_limit_are_431(serve, connect) -> None:
+    server = await serve(max_header_bytes=1024)
+    c = await connect(server.port)
+    await c.send(c.encode("GET", "/", headers={"X-Big": "a" * 2000}))
+    (r,) = await c.replies(1)
+    assert r.status == 431
+    assert r.json()["field"] == "headers"
+    assert await c.closed()
+
+
+async def test_malformed_request_is_400_json_and_closes(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
+    r1, r2 = await c.replies(2)
+    assert r1.status == 200
+    assert r2.status == 400
+    assert r2.json()["error"] == "bad_request"
+    assert r2.json()["field"] == "request"
+    assert await c.closed()
+
+
+async def test_error_after_pending_answers_waits_its_turn(serve, connect) -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Response] = loop.create_future()
+    server = await serve(lambda req: fut)
+    c = await connect(server.port)
+    await c.send(c.encode("GET", "/slow") + b"BAD\r\n\r\n")
+    await asyncio.sleep(0)  # let the server read; the answer to /slow is not ready
+    fut.set_result(json_response(200, {"ok": True}))
+    r1, r2 = await c.replies(2)
+    assert (r1.status, r2.status) == (200, 400)
+
+
+async def test_connection_close_and_http10_close_after_the_answer(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(c.encode("GET", "/a", headers={"Connection": "close"}) + c.encode("GET", "/b"))
+    (r,) = await c.replies(1)
+    assert r.headers["connection"] == "close"
+    assert await c.closed()
+    c10 = await connect(server.port)
+    await c10.send(b"GET /old HTTP/1.0\r\n\r\n")
+    (r,) = await c10.replies(1)
+    assert r.json()["path"] == "/old"
+    assert await c10.closed()
+
+
+async def test_http10_keep_alive_is_honoured(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    (r,) = await c.replies(1)
+    assert r.headers["connection"] == "keep-alive"
+    r = await c.request("GET", "/2")
+    assert r.status == 200
+
+
+async def test_handler_exception_is_500_json(serve, connect) -> None:
+    def broken(req: Request) -> Response:
+        raise RuntimeError("boom")
+
+    server = await serve(broken)
+    c = await connect(server.port)
+    r = await c.request("GET", "/")
+    assert r.status == 500
+    assert r.json()["error"] == "internal_server_error"
+    assert (await c.request("GET", "/")).status == 500  # the connection survives
+
+
+async def test_idle_keep_alive_connection_is_closed(serve, connect) -> None:
+    server = await serve(keep_alive_timeout=0.1, sweep_interval=0.02)
+    c = await connect(server.port)
+    assert (await c.request("GET", "/")).status == 200
+    assert await c.closed(timeout=2.0)
+
+
+async def test_slow_client_gets_408(serve, connect) -> None:
+    server = await serve(request_timeout=0.1, sweep_interval=0.02)
+    c = await connect(server.port)
+    await c.send(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Len")  # and then nothing
+    (r,) = await c.replies(1, timeout=2.0)
+    assert r.status == 408
+    assert r.json()["field"] == "request"
+    assert await c.closed()
+
+
+async def test_too_many_connections_get_503(serve, connect) -> None:
+    server = await serve(max_connections=1)
+    c1 = await connect(server.port)
+    assert (await c1.request("GET", "/")).status == 200
+    c2 = await connect(server.port)
+    (r,) = await c2.replies(1)
+    assert r.status == 503
+    assert r.headers["retry-after"] == "1"
+    assert await c2.closed()
+
+
+async def test_expect_100_continue(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(
+        b"POST /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    line = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 2.0)
+    assert line == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await c.send(b"ok")
+    (r,) = await c.replies(1)
+    assert r.json()["len"] == 2
+
+
+async def test_many_pipelined_requests_answered_later_arrive_in_order(serve, connect) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handler(req: Request) -> Response | Awaitable[Response]:
+        fut: asyncio.Future[Response] = loop.create_future()
+        loop.call_soon(fut.set_result, json_response(200, {"path": req.path}))
+        return fut
+
+    server = await serve(handler, max_pipeline=4)
+    c = await connect(server.port)
+    await c.send(b"".join(c.encode("GET", f"/{i}") for i in range(300)))
+    replies = await c.replies(300)
+    assert [r.json()["path"] for r in replies] == [f"/{i}" for i in range(300)]
+    assert (await c.request("GET", "/after")).json()["path"] == "/after"
+
+
+async def test_close_answers_pending_requests_before_closing(serve, connect) -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Response] = loop.create_future()
+    got = asyncio.Event()
+
+    def handler(req: Request) -> Response | Awaitable[Response]:
+        got.set()
+        return fut
+
+    server = HttpServer(handler, HttpLimits())
+    await server.start("127.0.0.1", 0)
+    c = await connect(server.port)
+    idle = await connect(server.port)
+    await c.send(c.encode("POST", "/jobs", b"{}"))
+    await got.wait()
+    closing = asyncio.create_task(server.close(grace=5.0))
+    assert await idle.closed()  # an idle connection goes at once
+    fut.set_result(json_response(202, {"id": 1}))
+    (r,) = await c.replies(1)
+    assert r.status == 202
+    assert r.headers["connection"] == "close"
+    assert await c.closed()
+    await closing
+    assert not server.connections
