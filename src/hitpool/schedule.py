@@ -26,7 +26,9 @@ class OpenSchedule:
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise SpecError("rate", f"must be a positive number of items per second, got {self.rate!r}")
+            raise SpecError(
+                "rate", f"must be a positive number of items per second, got {self.rate!r}"
+            )
 
     def due(self, i: int) -> float:
         """The time item ``i`` is due."""

@@ -1,0 +1,325 @@
+"""The bookkeeping the asyncio `Dispatcher` and the threaded `ThreadDispatcher` share.
+
+Only the waiting differs between the two (futures on a loop against locks on threads), so
+everything else lives here: the job handle and its states, the counters, the barriers
+behind `join()`, validation and the statistics snapshot. Nothing here blocks or awaits.
+
+A job moves through these states, and only forwards:
+
+    queued ──> running ──> succeeded | failed | cancelled
+      └──────────────────────────────────────> cancelled
+
+The invariant checked by the tests at every step:
+``dispatched == completed + failed + cancelled + queued + running``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from ._errors import JobCancelled, SpecError
+
+__all__ = ["DispatcherStatistics", "JobStatus"]
+
+log = logging.getLogger("hitpool")
+
+T = TypeVar("T")
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+_FINISHED: Final = frozenset((SUCCEEDED, FAILED, CANCELLED))
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherStatistics:
+    """A snapshot of a dispatcher; it does not change when the dispatcher does."""
+
+    workers: int
+    busy: int
+    idle: int
+    queued: int
+    dispatched: int
+    completed: int
+    failed: int
+    cancelled: int
+    queue_size: int
+    closed: bool
+
+    @property
+    def running(self) -> int:
+        return self.busy
+
+
+def check_size(name: str, value: object) -> int:
+    """Validate a worker count or queue size: a whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(name, f"must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+class Barrier:
+    """The jobs dispatched between two `join()` calls; a join waits for its own and older ones.
+
+    Barriers are only made by `join()`, so a pool nobody joins counts every job in one.
+    ``waiter`` is the loop future or thread event a join parks on, made only when one waits.
+    """
+
+    __slots__ = ("count", "waiter")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.waiter: Any = None
+
+
+class BaseJob(Generic[T]):
+    """A dispatched call: its function, its state, and its outcome once it has one."""
+
+    __slots__ = (
+        "_barrier",
+        "_callbacks",
+        "_exc",
+        "_pool",
+        "_result",
+        "_retrieved",
+        "_waiter",
+        "args",
+        "fn",
+        "id",
+        "kwargs",
+        "status",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        pool: Core,
+        id: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        barrier: Barrier,
+    ) -> None:
+        self._pool = pool
+        self.id = id
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self._barrier = barrier
+        self.status: JobStatus = QUEUED
+        self.worker_id: int | None = None
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self._callbacks: list[Callable[[Any], object]] | None = None
+        self._retrieved = False
+        self._waiter: Any = None
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        return f"<{type(self).__name__} {self.id} {name} {self.status}>"
+
+    def done(self) -> bool:
+        return self.status in _FINISHED
+
+    def cancelled(self) -> bool:
+        return self.status == CANCELLED
+
+    def cancel(self) -> bool:
+        """Cancel the job; True when it will not complete normally."""
+        return self._pool._cancel_job(self)
+
+    def exception(self) -> BaseException | None:
+        """The job's exception (None when it succeeded); only for a finished job."""
+        if self.status not in _FINISHED:
+            raise RuntimeError(f"{self!r} has not finished")
+        self._retrieved = True
+        if self.status == CANCELLED:
+            return JobCancelled(self)
+        return self._exc
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(job)`` once the job finishes, whatever the outcome (at once if it has)."""
+        if self.status in _FINISHED:
+            self._pool._call_callback(fn, self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
+        else:
+            self._callbacks.append(fn)
+
+    def _outcome(self) -> T:
+        self._retrieved = True
+        if self.status == SUCCEEDED:
+            return self._result  # type: ignore[no-any-return]
+        if self.status == CANCELLED:
+            raise JobCancelled(self)
+        assert self._exc is not None
+        raise self._exc
+
+
+class _UnretrievedFailure:
+    """Mixed into a failed job's class so that only failed jobs pay for a finalizer."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        job: Any = self
+        if not job._retrieved and job._exc is not None:
+            log.error("hitpool: exception of %r was never retrieved", job, exc_info=job._exc)
+
+
+_failed_classes: dict[type, type] = {}
+
+
+def failed_class(cls: type) -> type:
+    """The subclass of a job class that logs an unretrieved exception when collected."""
+    sub = _failed_classes.get(cls)
+    if sub is None:
+        sub = type(cls.__name__, (cls, _UnretrievedFailure), {"__slots__": ()})
+        sub.__module__ = cls.__module__
+        sub.__qualname__ = cls.__qualname__
+        _failed_classes[cls] = sub
+    return sub
+
+
+class Core:
+    """The counters and rules both dispatchers follow; subclasses add the waiting."""
+
+    def __init__(
+        self,
+        workers: int,
+        queue_size: int,
+        on_error: Callable[[Any, BaseException], object] | None,
+        fail_fast: bool,
+    ) -> None:
+        self._workers = check_size("workers", workers)
+        self._queue_size = check_size("queue_size", queue_size)
+        self._on_error = on_error
+        self._fail_fast = fail_fast
+        self._next_id = 0
+        self._dispatched = 0
+        self._completed = 0
+        self._failed = 0
+        self._cancelled = 0
+        self._queued = 0  # ready + delayed: what counts against queue_size
+        self._busy = 0
+        self._closed = False
+        self._barrier = Barrier()
+        self._open_barriers: list[Barrier] = []  # older barriers some join waits on
+        self._first_failure: BaseException | None = None
+
+    # -- accounting -------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue_size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> DispatcherStatistics:
+        return DispatcherStatistics(
+            workers=self._workers,
+            busy=self._busy,
+            idle=max(0, self._workers - self._busy),
+            queued=self._queued,
+            dispatched=self._dispatched,
+            completed=self._completed,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            queue_size=self._queue_size,
+            closed=self._closed,
+        )
+
+    def _admit(self, job: BaseJob[Any]) -> None:
+        """Count a job that was just made; the caller has checked for room."""
+        self._dispatched += 1
+        self._queued += 1
+        job._barrier.count += 1
+
+    def _settle(
+        self, job: BaseJob[Any], status: str, result: Any, exc: BaseException | None
+    ) -> None:
+        """Record a job's outcome: counters, barrier, callbacks, error hooks."""
+        prior = job.status
+        if prior == RUNNING:
+            self._busy -= 1
+        elif prior == QUEUED:
+            self._queued -= 1
+        job.status = status  # type: ignore[assignment]
+        if status == SUCCEEDED:
+            self._completed += 1
+            job._result = result
+        elif status == FAILED:
+            self._failed += 1
+            job._exc = exc
+            if self._on_error is not None:
+                job._retrieved = True
+                try:
+                    self._on_error(job, exc)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("hitpool: on_error callback failed for %r", job)
+            else:
+                job.__class__ = failed_class(type(job))
+            if self._fail_fast and self._first_failure is None:
+                job._retrieved = True
+                self._first_failure = exc
+                self._on_fail_fast()
+        else:
+            self._cancelled += 1
+        job.args = ()  # drop references the finished job no longer needs
+        job.kwargs = _EMPTY
+        barrier = job._barrier
+        barrier.count -= 1
+        if barrier.count == 0 and barrier.waiter is not None:
+            self._wake_barrier(barrier)
+        waiter = job._waiter
+        if waiter is not None:
+            self._wake_job(job, waiter)
+        callbacks = job._callbacks
+        if callbacks is not None:
+            job._callbacks = None
+            for cb in callbacks:
+                self._call_callback(cb, job)
+
+    def _call_callback(self, fn: Callable[[Any], object], job: BaseJob[Any]) -> None:
+        try:
+            fn(job)
+        except Exception:
+            log.exception("hitpool: done callback %r failed for %r", fn, job)
+
+    def _join_barriers(self) -> list[Barrier]:
+        """Start a new barrier; return the ones a join made now must wait for."""
+        current = self._barrier
+        if current.count:
+            self._barrier = Barrier()
+            self._open_barriers.append(current)
+        self._open_barriers = [b for b in self._open_barriers if b.count]
+        return list(self._open_barriers)
+
+    # -- what each twin does its own way ----------------------------------------------
+
+    def _cancel_job(self, job: BaseJob[Any]) -> bool:
+        raise NotImplementedError
+
+    def _wake_barrier(self, barrier: Barrier) -> None:
+        raise NotImplementedError
+
+    def _wake_job(self, job: BaseJob[Any], waiter: Any) -> None:
+        raise NotImplementedError
+
+    def _on_fail_fast(self) -> None:
+        raise NotImplementedError
+
+
+_EMPTY: dict[str, Any] = {}

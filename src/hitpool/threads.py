@@ -1,0 +1,463 @@
+"""`ThreadDispatcher`: the blocking twin of `Dispatcher`, for plain functions on threads.
+
+The bookkeeping is `Dispatcher`'s (`_core.Core`); only the waiting differs: one lock guards
+the counters, idle workers and full-queue callers wait on conditions of that lock, and a
+caller of `job.result()` gets an event of its own only when the job has not finished yet.
+
+A worker settles its last job and takes the next one in one hold of the lock, and only an
+idle worker is ever woken, so a busy pool does not hand the GIL back and forth per job the
+way `ThreadPoolExecutor` does (it wakes a thread and builds a `Future` with its own
+`Condition` for every submit).
+
+A running thread cannot be interrupted: ``job.cancel()`` and ``stop(cancel=True)``
+cancel queued jobs and wait for running ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._core import (
+    _FINISHED,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Barrier,
+    BaseJob,
+    Core,
+    check_size,
+)
+from ._errors import DispatcherClosed, QueueFull
+from .dispatcher import _check_delay
+
+__all__ = ["ThreadDispatcher", "ThreadJob"]
+
+T = TypeVar("T")
+
+
+class ThreadJob(BaseJob[T]):
+    """A job on a `ThreadDispatcher`: ``job.result(timeout)`` blocks for its outcome."""
+
+    __slots__ = ()
+
+    def result(self, timeout: float | None = None) -> T:
+        """The job's return value, or its exception re-raised; TimeoutError after ``timeout``."""
+        if self.status not in _FINISHED:
+            pool: ThreadDispatcher = self._pool  # type: ignore[assignment]
+            with pool._mutex:
+                if self.status in _FINISHED:
+                    event = None
+                else:
+                    event = threading.Event()
+                    if self._waiter is None:
+                        self._waiter = [event]
+                    else:
+                        self._waiter.append(event)
+            if event is not None and not event.wait(timeout):
+                raise TimeoutError(f"{self!r} did not finish within {timeout} s")
+        return self._outcome()
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        pool: ThreadDispatcher = self._pool  # type: ignore[assignment]
+        with pool._mutex:  # a worker may be settling the job right now
+            super().add_done_callback(fn)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job has finished; False when ``timeout`` passed first."""
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            return self.done()
+        except BaseException:
+            pass
+        return True
+
+
+class ThreadDispatcher(Core):
+    """A fixed pool of worker threads fed from a bounded queue.
+
+    ``with ThreadDispatcher(workers=8, queue_size=64) as pool`` starts the threads; leaving
+    the block joins and stops them (with an exception: cancels the queued jobs first).
+    """
+
+    def __init__(
+        self,
+        workers: int = 8,
+        queue_size: int = 64,
+        *,
+        on_error: Callable[[ThreadJob[Any], BaseException], object] | None = None,
+        fail_fast: bool = False,
+        name: str = "hitpool",
+    ) -> None:
+        super().__init__(workers, queue_size, on_error, fail_fast)
+        self._name = name
+        # Re-entrant: done callbacks and on_error run under it and may dispatch again.
+        self._mutex = threading.RLock()
+        self._work_cv = threading.Condition(self._mutex)  # idle workers wait here
+        self._room_cv = threading.Condition(self._mutex)  # callers wait here for room
+        self._timer_cv = threading.Condition(self._mutex)  # the delay thread waits here
+        self._ready: deque[ThreadJob[Any]] = deque()
+        self._delayed: set[ThreadJob[Any]] = set()
+        self._heap: list[tuple[float, int, ThreadJob[Any]]] = []
+        self._seq = itertools.count()
+        self._idle = 0
+        self._room_waiting = 0
+        self._threads: dict[int, threading.Thread] = {}
+        self._timer_thread: threading.Thread | None = None
+        self._started = False
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<ThreadDispatcher workers={s.workers} busy={s.busy} queued={s.queued}"
+            f" dispatched={s.dispatched} closed={s.closed}>"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> ThreadDispatcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.stop(cancel=True)
+            return
+        try:
+            self.join()
+        except BaseException:
+            self.stop(cancel=True)
+            raise
+        self.stop()
+        if self._fail_fast and self._first_failure is not None:
+            raise self._first_failure
+
+    def start(self) -> None:
+        """Start the worker threads (``with`` does this)."""
+        with self._mutex:
+            if self._started:
+                return
+            if self._closed:
+                raise DispatcherClosed("this dispatcher was stopped; make a new one")
+            self._started = True
+            for wid in range(self._workers):
+                self._spawn(wid)
+
+    def _spawn(self, wid: int) -> None:
+        thread = threading.Thread(
+            target=self._work, args=(wid,), name=f"{self._name}-worker-{wid}", daemon=True
+        )
+        self._threads[wid] = thread
+        thread.start()
+
+    def stop(self, cancel: bool = False) -> None:
+        """Take no more jobs, then drain them (default) or cancel the queued ones.
+
+        Returns once every worker thread has exited; running jobs always finish.
+        """
+        with self._mutex:
+            self._closed = True
+            self._stopping = True
+            if cancel:
+                self._cancel_queued()
+            self._room_cv.notify_all()
+            self._work_cv.notify_all()
+            self._timer_cv.notify_all()
+            threads = list(self._threads.values())
+            if self._timer_thread is not None:
+                threads.append(self._timer_thread)
+        me = threading.current_thread()
+        for thread in threads:
+            if thread is not me:
+                thread.join()
+
+    def _cancel_queued(self) -> None:
+        while self._ready:
+            self._settle(self._ready.popleft(), CANCELLED, None, None)
+        for job in list(self._delayed):
+            self._delayed.discard(job)
+            self._settle(job, CANCELLED, None, None)
+
+    # -- dispatching --------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        delay: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ThreadJob[T]:
+        """Queue ``fn(*args, **kwargs)``; block while the queue is full.
+
+        ``timeout`` bounds the wait for room (`QueueFull` after it).
+        """
+        if delay is not None:
+            delay = _check_delay(delay)
+        with self._mutex:
+            if self._closed:
+                raise DispatcherClosed("the dispatcher is stopped")
+            if self._full(delay):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._room_waiting += 1
+                try:
+                    while self._full(delay):
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise QueueFull(f"no room within {timeout} s (queue_size)")
+                        self._room_cv.wait(left)
+                        if self._closed:
+                            raise DispatcherClosed("the dispatcher is stopped")
+                finally:
+                    self._room_waiting -= 1
+            return self._put(fn, args, kwargs, delay)
+
+    def dispatch_nowait(
+        self, fn: Callable[..., T], /, *args: Any, delay: float | None = None, **kwargs: Any
+    ) -> ThreadJob[T]:
+        """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
+        if delay is not None:
+            delay = _check_delay(delay)
+        with self._mutex:
+            if self._closed:
+                raise DispatcherClosed("the dispatcher is stopped")
+            if self._full(delay):
+                raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
+            return self._put(fn, args, kwargs, delay)
+
+    def _full(self, delay: float | None) -> bool:
+        if delay:
+            return len(self._delayed) >= self._queue_size
+        return len(self._ready) >= self._queue_size
+
+    def _put(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        delay: float | None,
+    ) -> ThreadJob[Any]:
+        if not self._started:
+            raise RuntimeError(
+                "start the ThreadDispatcher first: `with ThreadDispatcher(...) as pool`"
+            )
+        job: ThreadJob[Any] = ThreadJob(self, self._next_id, fn, args, kwargs, self._barrier)
+        self._next_id += 1
+        self._admit(job)
+        if delay:
+            self._delayed.add(job)
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
+            if len(self._heap) > 2 * len(self._delayed) + 64:
+                # Cancelled entries stay in the heap until popped; keep them few.
+                self._heap = [e for e in self._heap if e[2] in self._delayed]
+                heapq.heapify(self._heap)
+            if self._timer_thread is None:
+                self._timer_thread = threading.Thread(
+                    target=self._timers, name=f"{self._name}-timers", daemon=True
+                )
+                self._timer_thread.start()
+            else:
+                self._timer_cv.notify()
+        else:
+            self._ready.append(job)
+            if self._idle:
+                self._work_cv.notify()
+        return job
+
+    def _timers(self) -> None:
+        """Move delayed jobs to the ready queue when they are due."""
+        with self._mutex:
+            while True:
+                heap = self._heap
+                if self._stopping and not self._delayed:
+                    return
+                if not heap:
+                    self._timer_cv.wait()
+                    continue
+                due, _, job = heap[0]
+                left = due - time.monotonic()
+                if left > 0:
+                    self._timer_cv.wait(left)
+                    continue
+                heapq.heappop(heap)
+                if job in self._delayed:
+                    self._delayed.discard(job)
+                    self._ready.append(job)
+                    if self._idle:
+                        self._work_cv.notify()
+                    if self._stopping and not self._delayed:
+                        self._work_cv.notify_all()
+
+    # -- the workers --------------------------------------------------------------------
+
+    def _work(self, wid: int) -> None:
+        ready = self._ready
+        settle = self._settle
+        job: ThreadJob[Any] | None = None
+        status = SUCCEEDED
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                with self._mutex:
+                    if job is not None:
+                        settle(job, status, result, error)
+                        job = result = error = None
+                    while not ready:
+                        if wid >= self._workers or (self._stopping and not self._delayed):
+                            return
+                        self._idle += 1
+                        self._work_cv.wait()
+                        self._idle -= 1
+                    if wid >= self._workers:
+                        self._work_cv.notify()  # leave the job to a worker that stays
+                        return
+                    job = ready.popleft()
+                    self._queued -= 1
+                    self._busy += 1
+                    job.status = RUNNING
+                    job.worker_id = wid
+                    if self._room_waiting:
+                        self._room_cv.notify()
+                try:
+                    result = job.fn(*job.args, **job.kwargs)
+                    status = SUCCEEDED
+                except Exception as exc:
+                    status = FAILED
+                    error = exc
+        finally:
+            with self._mutex:
+                if self._threads.get(wid) is threading.current_thread():
+                    del self._threads[wid]
+                if self._stopping:
+                    self._work_cv.notify_all()
+
+    # -- Core hooks ---------------------------------------------------------------------
+
+    def _cancel_job(self, job: BaseJob[Any]) -> bool:
+        with self._mutex:
+            if job.status != QUEUED:
+                return False
+            if job in self._delayed:
+                self._delayed.discard(job)  # type: ignore[arg-type]
+            else:
+                self._ready.remove(job)  # type: ignore[arg-type]
+            self._settle(job, CANCELLED, None, None)
+            if self._room_waiting:
+                self._room_cv.notify()
+            return True
+
+    def _wake_barrier(self, barrier: Barrier) -> None:
+        events = barrier.waiter
+        barrier.waiter = None
+        for event in events:
+            event.set()
+
+    def _wake_job(self, job: BaseJob[Any], waiter: Any) -> None:
+        job._waiter = None
+        for event in waiter:
+            event.set()
+
+    def _on_fail_fast(self) -> None:
+        self._closed = True
+        self._cancel_queued()
+        self._room_cv.notify_all()
+
+    # -- barriers, sizing, map ----------------------------------------------------------
+
+    def join(self, timeout: float | None = None) -> None:
+        """Block until every job dispatched so far has finished; the pool stays open."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mutex:
+            events = []
+            for barrier in self._join_barriers():
+                if barrier.count:
+                    event = threading.Event()
+                    if barrier.waiter is None:
+                        barrier.waiter = [event]
+                    else:
+                        barrier.waiter.append(event)
+                    events.append(event)
+        for event in events:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not event.wait(left):
+                raise TimeoutError(f"jobs still running after {timeout} s")
+        if self._fail_fast and self._first_failure is not None:
+            raise self._first_failure
+
+    def resize(self, workers: int) -> None:
+        """Change the number of worker threads; extra ones finish their job and exit."""
+        workers = check_size("workers", workers)
+        with self._mutex:
+            old = self._workers
+            self._workers = workers
+            if not self._started or self._closed:
+                return
+            for wid in range(old, workers):
+                if wid not in self._threads:
+                    self._spawn(wid)
+            if workers < old:
+                self._work_cv.notify_all()
+
+    def map(
+        self, fn: Callable[[Any], T], iterable: Iterable[Any], *, ordered: bool = True
+    ) -> Iterator[T]:
+        """Run ``fn(item)`` for each item, pulling the iterable lazily; yield the results.
+
+        In input order when ``ordered``, else as they complete; at most
+        ``workers + queue_size`` in flight; closing the generator cancels the queued rest.
+        """
+        window = self._workers + self._queue_size
+        in_flight: deque[ThreadJob[T]] = deque()
+        done: deque[ThreadJob[T]] = deque()
+        arrived = threading.Condition(threading.Lock())
+
+        def on_done(job: ThreadJob[T]) -> None:
+            with arrived:
+                done.append(job)
+                arrived.notify()
+
+        it = iter(iterable)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < window:
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    job = self.dispatch(fn, item)
+                    in_flight.append(job)
+                    if not ordered:
+                        job.add_done_callback(on_done)
+                if not in_flight:
+                    return
+                if ordered:
+                    yield in_flight.popleft().result()
+                else:
+                    with arrived:
+                        while not done:
+                            arrived.wait()
+                        finished = done.popleft()
+                    in_flight.remove(finished)
+                    yield finished._outcome()
+        finally:
+            for job in in_flight:
+                job.cancel()
