@@ -1,0 +1,143 @@
+# Shared helpers for loadgen.sh and intake.sh (sourced, not run).
+#
+# What it gives: log/die, a registry of the processes and cgroups this script started (and a
+# cleanup that ends exactly those, by pid), a CPU-budget wrapper (cgroup v2 cpu.max, else the
+# cgroup v1 cpu controller's CFS quota, else taskset alone, and it says which), and `measure`,
+# which runs one command pinned and budgeted under /usr/bin/time so every row carries its CPU use.
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+OUT_DIR="$BENCH_DIR/out"
+PY="$ROOT_DIR/.venv/bin/python"
+STATS="$BENCH_DIR/_stats.py"
+mkdir -p "$OUT_DIR"
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- processes and cgroups we own ---------------------------------------------------------------
+OWNED_PIDS=()
+OWNED_CGROUPS=()
+TMP_DIR=""
+
+own_pid() { OWNED_PIDS+=("$1"); }
+
+stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL; only ever a pid we started
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid cg
+    for pid in "${OWNED_PIDS[@]}"; do stop_pid "$pid"; done
+    for cg in "${OWNED_CGROUPS[@]}"; do
+        # Anything still inside was started by us through cg_exec; end it by pid, then remove.
+        if [[ -f "$cg/cgroup.procs" ]]; then
+            while read -r pid; do [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null; done <"$cg/cgroup.procs"
+            for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+        fi
+    done
+    [[ -n $TMP_DIR && -d $TMP_DIR ]] && rm -rf "$TMP_DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- CPU budget -----------------------------------------------------------------------------------
+# CG_MODE is v2, v1 or none. cgroup v2 is preferred (cpu.max); this machine's /sys/fs/cgroup may be
+# the v1 layout with a separate cpu controller, whose CFS quota enforces the same budget.
+CG_MODE=none
+CG_NOTE=""
+cg_detect() {
+    if [[ $(stat -fc %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs && -w /sys/fs/cgroup ]] &&
+        grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        # Enabling +cpu for children of the root is allowed even with processes in the root.
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
+            echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        if grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
+            CG_MODE=v2
+            CG_NOTE="cgroup v2 cpu.max"
+            return
+        fi
+    fi
+    if [[ $(stat -fc %T /sys/fs/cgroup/cpu 2>/dev/null) == cgroupfs && -w /sys/fs/cgroup/cpu &&
+        -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
+        CG_MODE=v1
+        CG_NOTE="cgroup v1 cpu controller (cpu.cfs_quota_us), /sys/fs/cgroup is not cgroup2"
+        return
+    fi
+    CG_MODE=none
+    CG_NOTE="NO CPU QUOTA: cgroups unusable here, generators only pinned with taskset (a full core each)"
+}
+
+# cg_make NAME QUOTA_US PERIOD_US -> sets CG_DIR to the new cgroup ("" when CG_MODE=none).
+# (A variable, not output: $(cg_make) would run in a subshell and lose the cleanup registration.)
+cg_make() {
+    local name="hitpool-bench-$$-$1" quota=$2 period=$3 dir
+    case $CG_MODE in
+    v2)
+        dir="/sys/fs/cgroup/$name"
+        mkdir "$dir" && echo "$quota $period" >"$dir/cpu.max"
+        ;;
+    v1)
+        dir="/sys/fs/cgroup/cpu/$name"
+        mkdir "$dir" && echo "$period" >"$dir/cpu.cfs_period_us" && echo "$quota" >"$dir/cpu.cfs_quota_us"
+        ;;
+    *) dir="" ;;
+    esac
+    [[ -n $dir ]] && OWNED_CGROUPS+=("$dir")
+    CG_DIR=$dir
+}
+
+# cg_throttled CGDIR -> "periods throttled" counters, to show the quota did bite
+cg_throttled() {
+    [[ -n $1 && -f $1/cpu.stat ]] || { echo "- -"; return; }
+    awk '/^nr_periods/{p=$2} /^nr_throttled/{t=$2} END{print p+0, t+0}' "$1/cpu.stat"
+}
+
+# cg_exec CGDIR CPULIST CMD... : run CMD (exec, in the foreground) inside CGDIR pinned to CPULIST.
+cg_exec() {
+    local cg=$1 cpus=$2
+    shift 2
+    if [[ -n $cg ]]; then
+        sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cg" taskset -c "$cpus" "$@"
+    else
+        taskset -c "$cpus" "$@"
+    fi
+}
+
+# measure TIMEFILE CGDIR CPULIST CMD... : like cg_exec, with /usr/bin/time writing
+# "elapsed user sys" to TIMEFILE; never fails the script (the exit code is returned).
+measure() {
+    local tf=$1 cg=$2 cpus=$3
+    shift 3
+    cg_exec "$cg" "$cpus" /usr/bin/time -o "$tf" -f '%e %U %S' "$@"
+}
+
+# cpu_cores TIMEFILE -> CPU seconds / wall seconds, e.g. 0.50
+cpu_cores() { awk 'END{ if ($1 > 0) printf "%.2f", ($2 + $3) / $1; else print "null" }' "$1" 2>/dev/null || echo null; }
+
+# load_note: the machine is shared; record what else was running at measurement time.
+load_note() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"; }
+
+need_venv() {
+    if [[ ! -x $PY ]]; then
+        log "project .venv missing: make .venv/.installed"
+        make -C "$ROOT_DIR" .venv/.installed >&2 || die "make .venv/.installed failed"
+    fi
+}
+
+need_apt() { # need_apt BINARY PACKAGE...
+    local bin=$1
+    shift
+    command -v "$bin" >/dev/null 2>&1 && return 0
+    log "installing $* with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 || die "apt-get install $* failed"
+}

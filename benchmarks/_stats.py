@@ -1,0 +1,308 @@
+"""Shared helpers for the benchmark scripts: parse each tool's output, take medians, print tables.
+
+Standard library only, so any Python 3.11 runs it. The shell scripts call it as
+
+    _stats.py freeport
+    _stats.py parse TOOL OUTPUT_FILE [k=v]... -> one JSON object on stdout (k=v added to it)
+    _stats.py loadgen-table RESULTS.jsonl     -> markdown table of generators
+    _stats.py intake-table RESULTS.jsonl      -> markdown table of job servers
+
+Every tool's output is normalised to {"requests", "errors", "rps", "duration_s", "p99_s"}, where
+`requests` counts completed responses as the tool itself reports them: the scripts compare that
+count with the server's own, so a tool that over- or under-counts shows up in the table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import statistics
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers: one per tool. Each takes the text the tool printed and returns the normalised record.
+
+
+def _last_json_object(text: str) -> Record:
+    """The last line that parses as a JSON object (tools may log before it)."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    # hit --json may pretty-print over several lines: try the whole text from the first brace.
+    start = text.find("{")
+    if start >= 0:
+        obj = json.loads(text[start:])
+        if isinstance(obj, dict):
+            return obj
+    raise ValueError("no JSON object in the output")
+
+
+def parse_wrk(text: str) -> Record:
+    """wrk with benchmarks' Lua `done()` hook, which prints one JSON line (times in us)."""
+    o = _last_json_object(text)
+    duration_s = o["duration_us"] / 1e6
+    errors = sum(int(v) for v in o["errors"].values())
+    return {
+        "requests": int(o["requests"]),
+        "errors": errors,
+        "rps": o["requests"] / duration_s if duration_s else 0.0,
+        "duration_s": duration_s,
+        "p99_s": o["p99_us"] / 1e6,
+    }
+
+
+_HEY_RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_HEY_TOTAL = re.compile(r"Total:\s+([0-9.]+) secs")
+_HEY_STATUS = re.compile(r"\[(\d{3})\]\s+(\d+) responses")
+_HEY_ERR = re.compile(r"^\s+\[(\d+)\]\s+\S", re.M)
+_HEY_P99 = re.compile(r"99% in ([0-9.]+) secs")
+
+
+def parse_hey(text: str) -> Record:
+    rps = float(_HEY_RPS.search(text).group(1))  # type: ignore[union-attr]
+    total = float(_HEY_TOTAL.search(text).group(1))  # type: ignore[union-attr]
+    statuses = {int(c): int(n) for c, n in _HEY_STATUS.findall(text)}
+    err_part = text.split("Error distribution:", 1)[1] if "Error distribution:" in text else ""
+    errors = sum(int(n) for n in _HEY_ERR.findall(err_part))
+    p99 = _HEY_P99.search(text)
+    ok = sum(n for c, n in statuses.items() if 200 <= c < 300)
+    return {
+        "requests": sum(statuses.values()),
+        "errors": errors + sum(statuses.values()) - ok,
+        "rps": rps,
+        "duration_s": total,
+        "p99_s": float(p99.group(1)) if p99 else None,
+    }
+
+
+def parse_hit(text: str) -> Record:
+    """`hit --json`: the stable schema of issue 3."""
+    o = _last_json_object(text)
+    lat = o.get("latency_s") or {}
+    return {
+        "requests": int(o["requests"]),
+        "errors": int(o.get("errors", 0)),
+        "rps": float(o["rps"]),
+        "duration_s": float(o["duration_s"]),
+        "p99_s": lat.get("p99"),
+    }
+
+
+def parse_own(text: str) -> Record:
+    """bare_client.py and aiohttp_client.py print the normalised record themselves."""
+    o = _last_json_object(text)
+    return {k: o.get(k) for k in ("requests", "errors", "rps", "duration_s", "p99_s")}
+
+
+def parse_locust(text: str) -> Record:
+    """locust --headless --only-summary: the final tables it prints on exit.
+
+    Its --csv files are written by a timer and may miss the last second (seen here: 7,577 in
+    the CSV against 10,142 in the printed summary and in nginx's count), so parse the summary.
+    """
+    stats = re.search(r"^\s+Aggregated\s+(\d+)\s+(\d+)\([^)]*\)\s+\|.*\|\s+([0-9.]+)\s", text, re.M)
+    if stats is None:
+        raise ValueError("no Aggregated row in locust's summary")
+    requests, failures, rps = int(stats.group(1)), int(stats.group(2)), float(stats.group(3))
+    p99 = None
+    pct = text.split("Response time percentiles", 1)
+    if len(pct) == 2:
+        header = next(line for line in pct[1].splitlines() if "99%" in line).split()
+        row = re.search(r"^\s+Aggregated\s+(.*)$", pct[1], re.M)
+        if row is not None:
+            values = row.group(1).split()
+            # Columns right-aligned under the header; the row's tail lines up with "50% ... # reqs".
+            names = header[header.index("50%") :]
+            cols = dict(zip(names[-len(values) :], values, strict=False))
+            if cols.get("99%", "N/A") != "N/A":
+                p99 = float(cols["99%"]) / 1000
+    return {
+        "requests": requests,
+        "errors": failures,
+        "rps": rps,
+        "duration_s": requests / rps if rps else 0.0,
+        "p99_s": p99,
+    }
+
+
+def parse(tool: str, path: str) -> Record:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    parsers = {"wrk": parse_wrk, "hey": parse_hey, "hit": parse_hit, "locust": parse_locust}
+    return parsers.get(tool, parse_own)(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def load(path: str) -> list[Record]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return statistics.median(vs) if vs else None
+
+
+def _fmt_int(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "—" if v is None else f"{v * 1000:.2f}"
+
+
+def _diff(a: int | None, b: int | None) -> str:
+    return "?" if a is None or b is None else f"{a - b:+d}"
+
+
+def _fmt_cores(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def _fmt_ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or not b else f"{a / b:.2f}x"
+
+
+def _group(records: list[Record], *keys: str) -> dict[tuple[Any, ...], list[Record]]:
+    groups: dict[tuple[Any, ...], list[Record]] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def loadgen_table(records: list[Record]) -> str:
+    """One row per generator: median req/s over its runs, and the count check against nginx."""
+    order = ["wrk", "hey", "hit", "bare", "aiohttp", "locust"]
+    groups = _group(records, "tool")
+    med = {k[0]: _median(r["rps"] for r in g) for k, g in groups.items()}
+    lines = [
+        "| generator | CPU budget | runs | req/s (median) | min-max req/s | CPU used (cores) "
+        "| p99 ms | tool count - nginx count (per run) | errors | vs wrk | vs hey |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    tools = sorted(groups, key=lambda k: order.index(k[0]) if k[0] in order else 99)
+    for key in tools:
+        tool = key[0]
+        g = groups[key]
+        rps = [r["rps"] for r in g if r["rps"] is not None]
+        diffs = ", ".join(_diff(r["requests"], r.get("server_count")) for r in g)
+        lines.append(
+            f"| {tool} | {g[0].get('budget', '?')} | {len(g)} | {_fmt_int(med[tool])} "
+            f"| {_fmt_int(min(rps) if rps else None)}-{_fmt_int(max(rps) if rps else None)} "
+            f"| {_fmt_cores(_median(r.get('cpu_cores') for r in g))} "
+            f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} | {diffs} "
+            f"| {sum(int(r.get('errors') or 0) for r in g)} "
+            f"| {_fmt_ratio(med[tool], med.get('wrk'))} | {_fmt_ratio(med[tool], med.get('hey'))} |"
+        )
+    hit = med.get("hit")
+    lines.append("")
+    if hit is None:
+        lines.append("hit: not measured (not installed yet).")
+    else:
+        lines.append(
+            f"hit / wrk = {_fmt_ratio(hit, med.get('wrk'))} (goal >= 1.0x), "
+            f"hit / hey = {_fmt_ratio(hit, med.get('hey'))} (goal >= 2.5x)."
+        )
+    return "\n".join(lines)
+
+
+def intake_table(records: list[Record]) -> str:
+    """One row per (server, body shape): accepted jobs/s, p99, jobs/min, ratio to Go."""
+    groups = _group(records, "server", "shape")
+    med = {k: _median(r["jobs_per_s"] for r in g) for k, g in groups.items()}
+    lines = [
+        "| server | store | body | runs | accepted jobs/s (median) | min-max jobs/s "
+        "| p99 ms (median) | jobs/min | vs Go | accepted check (server - client, per run) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    order = {"go": 0, "hitd": 1}
+    for key in sorted(groups, key=lambda k: (k[1], order.get(k[0], 9))):
+        server, shape = key
+        g = groups[key]
+        jps = [r["jobs_per_s"] for r in g]
+        m = med[key]
+        checks = ", ".join(
+            "?"
+            if r.get("server_accepted") is None
+            else f"{r['server_accepted'] - r['accepted']:+d}"
+            for r in g
+        )
+        lines.append(
+            f"| {server} | {g[0].get('store', '?')} | {shape} | {len(g)} | {_fmt_int(m)} "
+            f"| {_fmt_int(min(jps))}-{_fmt_int(max(jps))} "
+            f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} "
+            f"| {_fmt_int(m * 60 if m is not None else None)} "
+            f"| {_fmt_ratio(m, med.get(('go', shape)))} | {checks} |"
+        )
+    lines.append("")
+    for shape in sorted({k[1] for k in groups}):
+        h, go = med.get(("hitd", shape)), med.get(("go", shape))
+        if h is not None:
+            floor = "meets" if h * 60 >= 1_000_000 else "misses"
+            lines.append(
+                f"{shape}: hitd / Go = {_fmt_ratio(h, go)} (goal >= 1.0x); "
+                f"hitd {_fmt_int(h * 60)} jobs/min ({floor} the 1,000,000 floor)."
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, *rest = argv
+    if cmd == "freeport":
+        print(free_port())
+    elif cmd == "parse" and len(rest) >= 2:
+        record = parse(rest[0], rest[1])
+        for kv in rest[2:]:
+            k, _, v = kv.partition("=")
+            try:
+                record[k] = json.loads(v)
+            except ValueError:
+                record[k] = v
+        print(json.dumps(record))
+    elif cmd == "summary" and len(rest) == 1:
+        r = json.loads(rest[0])
+        line = f"{r['rps']:,.0f} req/s, {r['requests']} done"
+        if "server_count" in r:
+            line += f" (server saw {r['server_count']})"
+        if r.get("cpu_cores") is not None:
+            line += f", {r['cpu_cores']} cores"
+        if r.get("cfs_periods") is not None:
+            line += f", throttled {r['cfs_throttled']}/{r['cfs_periods']} periods"
+        print(line)
+    elif cmd == "loadgen-table" and len(rest) == 1:
+        print(loadgen_table(load(rest[0])))
+    elif cmd == "intake-table" and len(rest) == 1:
+        print(intake_table(load(rest[0])))
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
