@@ -109,7 +109,7 @@ async def dispatch(
     from this iterator after cancelling the rest.
     """
     async with Dispatcher(workers=concurrency, queue_size=concurrency) as pool:
-        results = pool.map(fn, source, ordered=ordered)
+        results: AsyncIterator[Any] = pool.map(fn, source, ordered=ordered)
         try:
             async for result in results:
                 yield result

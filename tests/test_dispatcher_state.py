@@ -1,0 +1,126 @@
+"""A hypothesis state machine of random dispatch / finish / cancel / join / resize / stop
+sequences; after every step the counts add up and the bounds hold."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from hitpool import Dispatcher, DispatcherClosed, Job, QueueFull
+
+QUEUE_SIZE = 4
+
+
+class DispatcherMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.pool = Dispatcher(workers=2, queue_size=QUEUE_SIZE)
+        self.run(self.pool.__aenter__())
+        self.jobs: list[tuple[Job[Any], asyncio.Event]] = []
+        self.cap = 2  # the most workers that may be busy (resizing down lets jobs finish)
+        self.stopped = False
+        self.live = 0
+        self.peak = 0
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def turn(self) -> None:
+        for _ in range(4):
+            self.run(asyncio.sleep(0))
+
+    async def work(self, event: asyncio.Event) -> None:
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        try:
+            await event.wait()
+        finally:
+            self.live -= 1
+
+    @rule(n=st.integers(1, 6))
+    def dispatch(self, n: int) -> None:
+        for _ in range(n):
+            event = asyncio.Event()
+            before = self.pool.statistics()
+            try:
+                job = self.pool.dispatch_nowait(self.work, event)
+            except QueueFull:
+                assert before.queued >= QUEUE_SIZE
+                continue
+            except DispatcherClosed:
+                assert self.stopped
+                continue
+            self.jobs.append((job, event))
+        self.turn()
+
+    @rule(data=st.data())
+    def finish_one(self, data: st.DataObject) -> None:
+        if self.jobs:
+            _, event = data.draw(st.sampled_from(self.jobs))
+            event.set()
+        self.turn()
+
+    @rule(data=st.data())
+    def cancel_one(self, data: st.DataObject) -> None:
+        if self.jobs:
+            job, _ = data.draw(st.sampled_from(self.jobs))
+            was_done = job.done()
+            assert job.cancel() is not was_done
+        self.turn()
+
+    @precondition(lambda self: not self.stopped)
+    @rule(workers=st.integers(1, 5))
+    def resize(self, workers: int) -> None:
+        self.pool.resize(workers)
+        self.cap = max(self.cap, workers)
+        self.turn()
+
+    @rule()
+    def join(self) -> None:
+        for _, event in self.jobs:
+            event.set()
+        self.run(self.pool.join())
+        assert all(job.done() for job, _ in self.jobs)
+        self.cap = self.pool.workers
+        self.peak = self.live
+
+    @precondition(lambda self: not self.stopped)
+    @rule(cancel=st.booleans())
+    def stop(self, cancel: bool) -> None:
+        if not cancel:
+            for _, event in self.jobs:
+                event.set()
+        self.run(self.pool.stop(cancel=cancel))
+        self.stopped = True
+        assert all(job.done() for job, _ in self.jobs)
+        assert not self.pool._tasks
+
+    @invariant()
+    def counts_add_up(self) -> None:
+        s = self.pool.statistics()
+        assert s.dispatched == s.completed + s.failed + s.cancelled + s.queued + s.busy
+        assert s.dispatched == len(self.jobs)
+        assert s.queued <= QUEUE_SIZE
+        assert s.busy <= self.cap
+        assert self.peak <= self.cap
+        assert sum(job.status == "running" for job, _ in self.jobs) == s.busy
+        assert sum(job.status == "queued" for job, _ in self.jobs) == s.queued
+
+    def teardown(self) -> None:
+        self.run(self.pool.stop(cancel=True))
+        assert not self.pool._tasks
+        self.loop.close()
+
+
+DispatcherMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDispatcherMachine = DispatcherMachine.TestCase

@@ -1,0 +1,194 @@
+"""Behaviour of ThreadDispatcher: the same contract as Dispatcher, blocking."""
+
+from __future__ import annotations
+
+import threading
+from itertools import count
+
+import pytest
+
+from hitpool import DispatcherClosed, JobCancelled, QueueFull, SpecError, ThreadDispatcher
+
+
+class Gate:
+    def __init__(self, expect: int = 0) -> None:
+        self.open = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.started = 0
+        self.expect = expect
+        self.all_started = threading.Event()
+
+    def job(self, value: object = None) -> object:
+        with self.lock:
+            self.running += 1
+            self.started += 1
+            self.peak = max(self.peak, self.running)
+            if self.started >= self.expect:
+                self.all_started.set()
+        try:
+            assert self.open.wait(10)
+        finally:
+            with self.lock:
+                self.running -= 1
+        return value
+
+
+def test_results_and_concurrency_bound() -> None:
+    gate = Gate(expect=3)
+    with ThreadDispatcher(workers=3, queue_size=40) as pool:
+        jobs = [pool.dispatch(gate.job, i) for i in range(40)]
+        assert gate.all_started.wait(5)
+        s = pool.statistics()
+        assert (s.busy, s.queued) == (3, 37)
+        assert s.dispatched == s.completed + s.failed + s.cancelled + s.queued + s.busy
+        gate.open.set()
+        assert [j.result(5) for j in jobs] == list(range(40))
+    assert gate.peak == 3
+    assert {j.worker_id for j in jobs} <= {0, 1, 2}
+    assert threading.active_count() == 1
+
+
+def test_dispatch_blocks_when_full_and_nowait_raises() -> None:
+    gate = Gate(expect=1)
+    with ThreadDispatcher(workers=1, queue_size=1) as pool:
+        pool.dispatch(gate.job)
+        assert gate.all_started.wait(5)
+        pool.dispatch(gate.job)
+        with pytest.raises(QueueFull):
+            pool.dispatch_nowait(gate.job)
+        with pytest.raises(QueueFull):
+            pool.dispatch(gate.job, timeout=0.01)
+        entered = threading.Event()
+        result: list[object] = []
+
+        def producer() -> None:
+            entered.set()
+            result.append(pool.dispatch(gate.job, "late").result(5))
+
+        t = threading.Thread(target=producer)
+        t.start()
+        assert entered.wait(5)
+        assert pool.statistics().queued == 1
+        gate.open.set()
+        t.join(5)
+        assert result == ["late"]
+
+
+def test_errors_join_and_callbacks() -> None:
+    errors: list[str] = []
+
+    def boom(i: int) -> None:
+        raise ValueError(str(i))
+
+    with ThreadDispatcher(
+        workers=4, queue_size=8, on_error=lambda j, e: errors.append(str(e))
+    ) as pool:
+        for batch in range(10):
+            jobs = [pool.dispatch(boom, batch * 10 + i) for i in range(10)]
+            pool.join()
+            assert all(j.done() for j in jobs)
+        with pytest.raises(ValueError, match="99"):
+            jobs[-1].result()
+    assert sorted(errors, key=int) == [str(i) for i in range(100)]
+    assert pool.statistics().failed == 100
+
+
+def test_fail_fast_and_cancel_of_queued() -> None:
+    gate = Gate(expect=1)
+
+    def boom() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError):
+        with ThreadDispatcher(workers=1, queue_size=10, fail_fast=True) as pool:
+            first = pool.dispatch(gate.job)
+            assert gate.all_started.wait(5)
+            pool.dispatch(boom)
+            rest = [pool.dispatch(gate.job) for _ in range(3)]
+            assert rest[0].cancel()
+            with pytest.raises(JobCancelled):
+                rest[0].result()
+            gate.open.set()
+            pool.join()
+    assert first.status == "succeeded"  # a running thread is never interrupted
+    assert {j.status for j in rest} == {"cancelled"}
+    with pytest.raises(DispatcherClosed):
+        pool.dispatch(gate.job)
+
+
+def test_stop_cancel_and_exception_in_block() -> None:
+    gate = Gate(expect=2)
+    with pytest.raises(ZeroDivisionError), ThreadDispatcher(workers=2, queue_size=10) as pool:
+        jobs = [pool.dispatch(gate.job) for _ in range(6)]
+        assert gate.all_started.wait(5)
+        threading.Timer(0, gate.open.set).start()
+        1 / 0  # noqa: B018
+    assert [j.status for j in jobs].count("cancelled") == 4
+    assert pool.statistics().completed == 2
+    assert threading.active_count() == 1
+
+
+def test_delay_orders_and_map() -> None:
+    order: list[str] = []
+    with ThreadDispatcher(workers=1, queue_size=4) as pool:
+        late = pool.dispatch(order.append, "late", delay=0.03)
+        pool.dispatch(order.append, "early", delay=0.01)
+        pool.dispatch(order.append, "now").result(5)
+        late.result(5)
+        assert list(pool.map(lambda x: x * 2, range(50))) == [2 * x for x in range(50)]
+        assert sorted(pool.map(lambda x: x, range(20), ordered=False)) == list(range(20))
+    assert order == ["now", "early", "late"]
+
+
+def test_map_is_lazy_over_an_infinite_iterable() -> None:
+    pulled = count()
+
+    def naturals():  # type: ignore[no-untyped-def]
+        while True:
+            yield next(pulled)
+
+    with ThreadDispatcher(workers=2, queue_size=2) as pool:
+        gen = pool.map(lambda x: x + 1, naturals())
+        assert [next(gen) for _ in range(10)] == list(range(1, 11))
+        gen.close()
+        assert next(pulled) <= 10 + 4 + 1
+
+
+def test_resize() -> None:
+    gate = Gate(expect=2)
+    with ThreadDispatcher(workers=2, queue_size=30) as pool:
+        for _ in range(20):
+            pool.dispatch(gate.job)
+        assert gate.all_started.wait(5)
+        gate.expect = 5
+        gate.all_started.clear()
+        pool.resize(5)
+        assert gate.all_started.wait(5)
+        pool.resize(1)
+        gate.open.set()
+        pool.join()
+        jobs = [pool.dispatch(int, "1") for _ in range(5)]
+        pool.join()
+        assert {j.worker_id for j in jobs} == {0}
+    assert gate.peak == 5
+
+
+def test_bad_input() -> None:
+    with pytest.raises(SpecError):
+        ThreadDispatcher(workers=0)
+    with ThreadDispatcher(workers=1, queue_size=1) as pool, pytest.raises(SpecError):
+        pool.dispatch(int, delay=-1)
+    with pytest.raises(RuntimeError, match="with ThreadDispatcher"):
+        ThreadDispatcher().dispatch(int)
+
+
+def test_result_timeout() -> None:
+    gate = Gate(expect=1)
+    with ThreadDispatcher(workers=1, queue_size=1) as pool:
+        job = pool.dispatch(gate.job, 5)
+        with pytest.raises(TimeoutError):
+            job.result(timeout=0.01)
+        gate.open.set()
+        assert job.result(5) == 5
