@@ -1,0 +1,237 @@
+"""What a load test is: a frozen, validated `Spec`, and the parsers for its flag values.
+
+Every check raises `SpecError(field, message)` where ``field`` is the Spec field name
+(``requests``, ``concurrency``...); the CLI maps it to the flag (``-n``, ``-c``...) in
+`FLAGS`, and hitd answers 4xx naming the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._errors import SpecError
+
+# The flag each Spec field comes from, for CLI messages.
+FLAGS = {
+    "url": "URL",
+    "requests": "-n",
+    "concurrency": "-c",
+    "rps": "--rps",
+    "duration": "-z",
+    "method": "-m",
+    "headers": "-H",
+    "body": "-d",
+    "content_type": "-T",
+    "timeout": "-t",
+    "insecure": "-k",
+    "processes": "-p",
+    "ok": "--ok",
+}
+
+DEFAULT_REQUESTS = 200  # hey's default, used when neither -n nor -z is given
+DEFAULT_CONCURRENCY = 50
+DEFAULT_TIMEOUT = 30.0
+
+_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m|h)?\s*$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+
+
+def parse_duration(text: str, field: str = "duration") -> float:
+    """``'10s'``, ``'2m'``, ``'250ms'``, ``'1.5h'``, ``'100us'`` or bare seconds -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise SpecError(field, f"{text!r} is not a duration; write e.g. 10s, 2m, 250ms")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``'Name: value'`` -> ``('Name', 'value')``."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _TOKEN.match(name):
+        raise SpecError("headers", f"{text!r} is not a header; write 'Name: value'")
+    if "\r" in value or "\n" in value:
+        raise SpecError("headers", f"{name}: a header value cannot hold a line break")
+    return name, value
+
+
+def parse_ok(text: str) -> tuple[tuple[int, int], ...]:
+    """``'200-399'``, ``'200,204,300-302'`` -> inclusive status ranges."""
+    out: list[tuple[int, int]] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise SpecError("ok", f"{text!r} is not a status list; write e.g. 200-399 or 200,204")
+        out.append((a, b))
+    return tuple(out)
+
+
+def parse_processes(text: str) -> int:
+    """``'auto'`` (one per core) or a positive integer."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise SpecError("processes", f"{text!r} is not a number; write e.g. 2 or auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The parts of the URL the client needs."""
+
+    scheme: str
+    host: str  # without brackets: '::1', 'example.com'
+    port: int
+    path: str  # path and query, at least '/'
+    host_header: str  # 'example.com', 'example.com:8080', '[::1]:8080'
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+def parse_url(url: str) -> Target:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise SpecError("url", f"{url!r} is not a URL ({e}); write e.g. http://127.0.0.1:8080/")
+    if parts.scheme not in ("http", "https"):
+        raise SpecError("url", f"{url!r} must start with http:// or https://")
+    host = parts.hostname
+    if not host:
+        raise SpecError("url", f"{url!r} has no host; write e.g. http://127.0.0.1:8080/")
+    default = 443 if parts.scheme == "https" else 80
+    port = port or default
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == default else f"{shown}:{port}"
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    if any(c in path for c in " \r\n"):
+        raise SpecError("url", "the path cannot hold spaces or line breaks; percent-encode them")
+    return Target(parts.scheme, host, port, path, host_header)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A load test. ``requests`` and/or ``duration`` bound it (whichever ends first)."""
+
+    url: str
+    requests: int | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    rps: float | None = None  # the TOTAL rate across connections and processes
+    duration: float | None = None
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    content_type: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    insecure: bool = False
+    processes: int = 1
+    ok: tuple[tuple[int, int], ...] = ((200, 299),)
+    target: Target = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", parse_url(self.url))
+        if self.requests is None and self.duration is None:
+            object.__setattr__(self, "requests", DEFAULT_REQUESTS)
+        _positive_int("requests", self.requests, "the number of requests, e.g. -n 1000")
+        _positive_int("concurrency", self.concurrency, "connections in flight, e.g. -c 50")
+        _positive_int("processes", self.processes, "worker processes, e.g. -p 2 or -p auto")
+        for name, value in (("rps", self.rps), ("duration", self.duration)):
+            if value is not None and not (isinstance(value, int | float) and 0 < value < 1e12):
+                raise SpecError(name, f"must be a positive number, got {value!r}")
+        if not (isinstance(self.timeout, int | float) and 0 < self.timeout <= 86400):
+            raise SpecError("timeout", f"must be a positive duration, got {self.timeout!r}")
+        if not _TOKEN.match(self.method):
+            raise SpecError("method", f"{self.method!r} is not an HTTP method, e.g. GET or POST")
+        for hname, hvalue in self.headers:
+            parse_header(f"{hname}: {hvalue}")
+        for lo, hi in self.ok:
+            if not 100 <= lo <= hi <= 999:
+                raise SpecError("ok", f"{lo}-{hi} is not a status range within 100-999")
+        if self.content_type is not None and any(c in self.content_type for c in "\r\n"):
+            raise SpecError("content_type", "cannot hold a line break")
+
+    @property
+    def lanes(self) -> int:
+        """Connections actually used: never more than the requests to send."""
+        return min(self.concurrency, self.requests) if self.requests else self.concurrency
+
+    def is_ok(self, status: int) -> bool:
+        return any(lo <= status <= hi for lo, hi in self.ok)
+
+    def request_bytes(self) -> bytes:
+        """The request, built once and written as is for every request."""
+        t = self.target
+        lines = [f"{self.method} {t.path} HTTP/1.1", f"Host: {t.host_header}"]
+        names = {n.lower() for n, _ in self.headers}
+        if "user-agent" not in names:
+            lines.append("User-Agent: hit/0.1")
+        if "accept" not in names:
+            lines.append("Accept: */*")
+        lines += [f"{n}: {v}" for n, v in self.headers if n.lower() != "host"]
+        if self.content_type and "content-type" not in names:
+            lines.append(f"Content-Type: {self.content_type}")
+        if self.body or self.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("latin-1") + self.body
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Spec:
+        """A Spec from JSON-ish input (hitd's ``hit`` task): durations may be '10s' strings,
+        ``headers`` a mapping or a list of 'Name: value', ``body`` a string, ``ok`` '200-399'."""
+        known = set(FLAGS)
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(sorted(unknown)[0], f"unknown field; known: {', '.join(sorted(known))}")
+        if "url" not in data:
+            raise SpecError("url", "is required")
+        kw: dict[str, Any] = dict(data)
+        for name in ("duration", "timeout"):
+            if isinstance(kw.get(name), str):
+                kw[name] = parse_duration(kw[name], name)
+        headers = kw.get("headers", ())
+        if isinstance(headers, Mapping):
+            kw["headers"] = tuple((str(k), str(v)) for k, v in headers.items())
+        elif isinstance(headers, list | tuple):
+            kw["headers"] = tuple(
+                parse_header(h) if isinstance(h, str) else tuple(h) for h in headers
+            )
+        if isinstance(kw.get("body"), str):
+            kw["body"] = kw["body"].encode()
+        if isinstance(kw.get("ok"), str):
+            kw["ok"] = parse_ok(kw["ok"])
+        if isinstance(kw.get("processes"), str):
+            kw["processes"] = parse_processes(kw["processes"])
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise SpecError("spec", str(e))
+
+
+def _positive_int(name: str, value: object, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(name, f"must be a positive integer ({what}), got {value!r}")
