@@ -101,17 +101,19 @@ def test_fail_fast_and_cancel_of_queued() -> None:
     def boom() -> None:
         raise KeyError("k")
 
-    with pytest.raises(KeyError):
-        with ThreadDispatcher(workers=1, queue_size=10, fail_fast=True) as pool:
-            first = pool.dispatch(gate.job)
-            assert gate.all_started.wait(5)
-            pool.dispatch(boom)
-            rest = [pool.dispatch(gate.job) for _ in range(3)]
-            assert rest[0].cancel()
-            with pytest.raises(JobCancelled):
-                rest[0].result()
-            gate.open.set()
-            pool.join()
+    with (
+        pytest.raises(KeyError),
+        ThreadDispatcher(workers=1, queue_size=10, fail_fast=True) as pool,
+    ):
+        first = pool.dispatch(gate.job)
+        assert gate.all_started.wait(5)
+        pool.dispatch(boom)
+        rest = [pool.dispatch(gate.job) for _ in range(3)]
+        assert rest[0].cancel()
+        with pytest.raises(JobCancelled):
+            rest[0].result()
+        gate.open.set()
+        pool.join()
     assert first.status == "succeeded"  # a running thread is never interrupted
     assert {j.status for j in rest} == {"cancelled"}
     with pytest.raises(DispatcherClosed):
