@@ -197,6 +197,23 @@ class StoreContract:
         rec = await store.get(id)
         assert rec is not None and (rec.status, rec.error, rec.attempts) == ("dead", "boom", 1)
 
+    async def test_a_permanent_failure_is_failed_even_on_the_last_attempt(
+        self, store: Store
+    ) -> None:
+        new = [NewJob("x", {}, T0, max_attempts=1)] * 2
+        ids = [id for id, _ in await store.enqueue(new, T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.finish(
+            [
+                Outcome(ids[0], "w1", ok=False, error="bad args", permanent=True),
+                Outcome(ids[1], "w1", ok=False, error="boom"),
+            ],
+            T0 + 1,
+        )
+        a, b = await store.get(ids[0]), await store.get(ids[1])
+        assert a is not None and b is not None
+        assert (a.status, b.status) == ("failed", "dead")
+
     async def test_finish_by_someone_else_is_ignored(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([job()], T0)
         await store.finish([Outcome(id, "w1", ok=True)], T0)  # not even claimed

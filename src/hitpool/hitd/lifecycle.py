@@ -91,10 +91,14 @@ class RetryPolicy:
         return now + backoff(attempts, self.base, self.cap, rand)
 
 
-def outcome_status(ok: bool, retry_at: float | None, attempts: int, max_attempts: int) -> JobStatus:
+def outcome_status(
+    ok: bool, retry_at: float | None, attempts: int, max_attempts: int, permanent: bool = False
+) -> JobStatus:
     """The status a store writes for a finished attempt (see `Outcome`)."""
     if ok:
         return "succeeded"
     if retry_at is not None:
         return "queued"
+    if permanent:
+        return "failed"
     return final_failure(attempts, max_attempts)

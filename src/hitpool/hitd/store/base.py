@@ -17,8 +17,8 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
   lease expired and whose job was claimed by another cannot overwrite the newer attempt.
 - `finish` records a batch of outcomes in one transaction. `ok=True` -> `succeeded`;
   `ok=False` with `retry_at` -> `queued` again at `retry_at` (error kept); `ok=False` without
-  `retry_at` -> `dead` when the attempts are used up, else `failed` (a permanent failure such
-  as bad arguments). See `hitpool.hitd.lifecycle`.
+  `retry_at` -> `failed` if `permanent` (bad arguments, unknown task), else `dead` when the
+  attempts are used up. See `hitpool.hitd.lifecycle`.
 - `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
   shutdown).
 - `cancel` only cancels a queued job.
@@ -106,7 +106,8 @@ class Outcome:
     """How one attempt of a job ended, reported by the worker that held it.
 
     ok=True: succeeded with `result`. ok=False with `retry_at`: queued again at `retry_at`.
-    ok=False without `retry_at`: dead if the attempts are used up, else failed (permanent).
+    ok=False without `retry_at`: failed when `permanent` (bad arguments, unknown task: no
+    attempt can succeed), else dead if the attempts are used up, else failed.
     """
 
     id: int
@@ -115,6 +116,7 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retry_at: float | None = None
+    permanent: bool = False
 
 
 class Store(ABC):

@@ -169,7 +169,7 @@ class MemoryStore(Store):
             job = self._held(o.id, o.worker)
             if job is None:
                 continue  # lease lost: a newer attempt owns the job now
-            status = outcome_status(o.ok, o.retry_at, job.attempts, job.max_attempts)
+            status = outcome_status(o.ok, o.retry_at, job.attempts, job.max_attempts, o.permanent)
             job.result = o.result if o.ok else None
             job.error = o.error
             job.lease_until = None

@@ -296,7 +296,9 @@ class SQLiteStore(Store):
             if not o.ok and o.retry_at is not None
         ]
         final = [
-            (o.error, now, o.id, o.worker) for o in outcomes if not o.ok and o.retry_at is None
+            (int(o.permanent), o.error, now, o.id, o.worker)
+            for o in outcomes
+            if not o.ok and o.retry_at is None
         ]
         await self._write(lambda c: _finish(c, ok, retry, final))
 
@@ -471,8 +473,8 @@ def _finish(
         ).rowcount
     if final:
         c.executemany(
-            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' "
-            "ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL " + held,
+            "UPDATE jobs SET status = CASE WHEN ? = 0 AND attempts >= max_attempts "
+            "THEN 'dead' ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL " + held,
             final,
         )
     return None, requeued

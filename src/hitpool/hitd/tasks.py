@@ -1,0 +1,371 @@
+"""Tasks: the functions hitd jobs run, found by name in a `Registry`.
+
+    import hitpool
+
+    @hitpool.task                         # registered as "send_email"
+    async def send_email(to: str, subject: str = "") -> dict: ...
+
+    @hitpool.task(timeout=10, name="resize")
+    def resize_image(path: str, width: int) -> str: ...   # plain: runs on a thread
+
+`hitd --tasks myapp.jobs` imports the module (`load_modules`), which registers its tasks.
+A job's `args` are the keyword arguments; they are checked against the signature (and simple
+annotations: str, int, float, bool, list, dict) when the job is submitted, so a bad argument
+is a 400 naming the field (`args.width`) and never a job that can only fail.
+
+Built-ins: `hello` (the seed's worker: waits `delay`, logs "worker<ID>: Hello, <name>!") and
+`hit` (a load test with `hitpool.hit`, only against allowed targets, loopback by default, so
+that hitd is no open relay).
+
+This module stays import-light (stdlib only): `hitpool.task` re-exports `task`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib
+import inspect
+import ipaddress
+import logging
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
+
+from .._errors import SpecError, TaskError, UnknownTask
+
+__all__ = [
+    "Registry",
+    "TaskDef",
+    "current_worker",
+    "load_modules",
+    "task",
+]
+
+log = logging.getLogger("hitpool.hitd.tasks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The worker slot (1..workers) running the current job, as the seed's "worker<ID>".
+current_worker: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "hitpool_hitd_worker", default=0
+)
+
+# Annotations we check at submit time; anything else is passed through unchecked.
+_SIMPLE: dict[Any, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    list: (list,),
+    dict: (dict,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """A registered task."""
+
+    name: str
+    fn: Callable[..., Any]
+    timeout: float | None  # seconds per attempt; None: no limit
+    is_async: bool
+    signature: inspect.Signature = field(repr=False)
+    hints: dict[str, Any] = field(repr=False)
+    # An extra check of the bound arguments (the built-in `hit` checks its target); it may
+    # return normalized arguments.
+    check: Callable[[Registry, dict[str, Any]], dict[str, Any]] | None = field(
+        default=None, repr=False
+    )
+
+    def bind(self, args: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+        """Check `args` against the signature; SpecError("args.<name>", ...) when wrong."""
+        params = self.signature.parameters
+        var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for name in args:
+            p = params.get(name)
+            if p is None or p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                if var_kw and p is None:
+                    continue
+                known = ", ".join(
+                    n
+                    for n, q in params.items()
+                    if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)
+                )
+                raise SpecError(
+                    f"args.{name}", f"unknown argument of task {self.name!r}; it takes: {known}"
+                )
+        for name, p in params.items():
+            if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                continue
+            if name not in args:
+                if p.default is p.empty:
+                    raise SpecError(f"args.{name}", f"required by task {self.name!r}")
+                continue
+            _check_type(f"args.{name}", args[name], self.hints.get(name))
+        out = dict(args)
+        if self.check is not None:
+            out = self.check(registry, out)
+        return out
+
+
+def _check_type(field_name: str, value: Any, hint: Any) -> None:
+    if hint is None or hint is Any:
+        return
+    origin = typing.get_origin(hint)
+    options: tuple[Any, ...]
+    if origin is typing.Union or origin is types.UnionType:
+        options = typing.get_args(hint)
+    else:
+        options = (hint,)
+    allowed: list[type] = []
+    for opt in options:
+        if opt is type(None):
+            allowed.append(type(None))
+            continue
+        base = typing.get_origin(opt) or opt
+        if base not in _SIMPLE:
+            return  # a type we do not check (a dataclass, a Literal...): the task checks it
+        allowed.extend(_SIMPLE[base])
+    # JSON has no int/bool distinction problem, but Python does: True is an int.
+    if isinstance(value, bool) and bool not in allowed:
+        ok = False
+    else:
+        ok = isinstance(value, tuple(allowed))
+    if isinstance(value, float) and not math.isfinite(value):
+        ok = False
+    if not ok:
+        names = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in allowed}))
+        raise SpecError(field_name, f"must be {names}, got {type(value).__name__}")
+
+
+def _make(fn: Callable[..., Any], name: str | None, timeout: float | None) -> TaskDef:
+    if not callable(fn):
+        raise TaskError(f"@task needs a function, got {fn!r}")
+    if timeout is not None and not (
+        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0
+    ):
+        raise TaskError(f"task timeout must be a positive number of seconds, got {timeout!r}")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: check names only
+        hints = {}
+    return TaskDef(
+        name=name or fn.__name__,
+        fn=fn,
+        timeout=None if timeout is None else float(timeout),
+        is_async=inspect.iscoroutinefunction(fn),
+        signature=inspect.signature(fn),
+        hints=hints,
+    )
+
+
+class Registry:
+    """Tasks by name. A registry also sees the tasks `@hitpool.task` registered globally
+    (`include_global=True`, the default) and the built-ins (`builtins=True`)."""
+
+    def __init__(
+        self,
+        *,
+        builtins: bool = True,
+        include_global: bool = True,
+        allowed_targets: Iterable[str] = (),
+    ) -> None:
+        self._tasks: dict[str, TaskDef] = {}
+        self._include_global = include_global
+        # Hosts the `hit` task may target besides loopback (127.0.0.0/8, ::1, localhost).
+        self.allowed_targets = frozenset(h.strip().strip("[]").lower() for h in allowed_targets)
+        if builtins:
+            for t in _BUILTINS:
+                self._tasks[t.name] = t
+
+    def add(self, td: TaskDef) -> None:
+        old = self._tasks.get(td.name)
+        if old is not None and _qualname(old.fn) != _qualname(td.fn):
+            raise TaskError(
+                f"task name {td.name!r} is taken by {_qualname(old.fn)}; "
+                f"pass @task(name=...) to {_qualname(td.fn)}"
+            )
+        self._tasks[td.name] = td
+
+    @overload
+    def task(self, fn: F, /) -> F: ...
+    @overload
+    def task(
+        self, /, *, timeout: float | None = None, name: str | None = None
+    ) -> Callable[[F], F]: ...
+    def task(
+        self, fn: F | None = None, /, *, timeout: float | None = None, name: str | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a task in this registry: ``@reg.task`` or ``@reg.task(timeout=10)``."""
+
+        def deco(f: F) -> F:
+            self.add(_make(f, name, timeout))
+            return f
+
+        return deco if fn is None else deco(fn)
+
+    def get(self, name: str) -> TaskDef:
+        td = self._tasks.get(name)
+        if td is None and self._include_global:
+            td = GLOBAL._tasks.get(name)
+        if td is None:
+            raise UnknownTask(name)
+        return td
+
+    def names(self) -> list[str]:
+        names = set(self._tasks)
+        if self._include_global:
+            names |= set(GLOBAL._tasks)
+        return sorted(names)
+
+    def check(self, name: str, args: Mapping[str, Any]) -> None:
+        """UnknownTask for an unknown name, SpecError naming the field for bad args.
+        What hitd calls for every submitted job, before it is committed."""
+        self.get(name).bind(args, self)
+
+    def target_allowed(self, host: str) -> bool:
+        """Loopback always; other hosts only when listed (--allow-target)."""
+        h = host.strip("[]").lower()
+        if h in self.allowed_targets or h == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(h).is_loopback
+        except ValueError:
+            return False
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+# Where `@hitpool.task` registers: modules loaded with --tasks put their tasks here.
+GLOBAL = Registry(builtins=False, include_global=False)
+
+
+@overload
+def task(fn: F, /) -> F: ...
+@overload
+def task(*, timeout: float | None = None, name: str | None = None) -> Callable[[F], F]: ...
+def task(
+    fn: F | None = None, /, *, timeout: float | None = None, name: str | None = None
+) -> F | Callable[[F], F]:
+    """Mark a function as a hitd task: ``@hitpool.task`` or ``@hitpool.task(timeout=10)``.
+
+    Async functions run on the event loop; plain functions run on a thread. `timeout` bounds
+    one attempt (a thread cannot be killed: its attempt is failed and the thread left to end).
+    """
+    if fn is None:
+        return GLOBAL.task(timeout=timeout, name=name)
+    return GLOBAL.task(fn)
+
+
+def load_modules(names: Iterable[str]) -> list[str]:
+    """Import task modules (`hitd --tasks myapp.jobs`). Returns the task names now known.
+
+    SpecError("tasks", ...) when a module cannot be imported, with the reason.
+    """
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise SpecError(
+                "tasks", f"cannot import {name!r}: {e}; check the module path and PYTHONPATH"
+            ) from e
+    return GLOBAL.names()
+
+
+# -- the built-ins ----------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+HELLO_MAX_DELAY_S = 3600.0
+
+
+def parse_seconds(value: Any, field_name: str) -> float:
+    """A number of seconds or a Go duration ("1s", "250ms", "1m30s"), as the seed's delay."""
+    seconds: float
+    if isinstance(value, bool):
+        raise SpecError(field_name, 'must be seconds or a duration like "1s"')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for m in _DURATION.finditer(text):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _UNIT_S[m.group(2)]
+                pos = m.end()
+            if pos != len(text):
+                raise SpecError(field_name, f'{value!r} is not a duration like "1s" or "250ms"')
+    else:
+        raise SpecError(field_name, 'must be seconds or a duration like "1s"')
+    if not (math.isfinite(seconds) and 0 <= seconds <= HELLO_MAX_DELAY_S):
+        raise SpecError(field_name, f"must be from 0 to {HELLO_MAX_DELAY_S:g} seconds")
+    return seconds
+
+
+async def hello(name: str = "world", delay: float | str = 0) -> str:
+    """The seed's work request: wait `delay`, then greet `name` as worker<ID>."""
+    seconds = parse_seconds(delay, "args.delay")
+    wid = current_worker.get()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("worker%d: Received work request, delaying for %g seconds", wid, seconds)
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+    log.info("worker%d: Hello, %s!", wid, name)
+    return f"Hello, {name}!"
+
+
+def _check_hello(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
+    parse_seconds(args.get("delay", 0), "args.delay")
+    return args
+
+
+def _check_hit(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
+    from ..hit.spec import Spec  # stdlib-only module; the client is imported when run
+
+    try:
+        spec = Spec.from_dict(args)
+    except SpecError as e:
+        raise SpecError(f"args.{e.field}", e.message) from None
+    if spec.processes != 1:
+        raise SpecError("args.processes", "hitd runs a load test in-process: use 1")
+    host = urlsplit(spec.url).hostname or ""
+    if not registry.target_allowed(host):
+        raise SpecError(
+            "args.url",
+            f"target host {host!r} is not allowed: hitd targets loopback only unless started "
+            f"with --allow-target {host}",
+        )
+    return args
+
+
+async def hit(**spec: Any) -> Any:
+    """A load test with `hitpool.hit`; the result is hit's JSON summary."""
+    from ..hit.spec import Spec
+
+    # Imported lazily: the client pulls in uvloop and httptools.
+    run = importlib.import_module("hitpool.hit").run
+    summary = await run(Spec.from_dict(spec))
+    to_json = getattr(summary, "to_json", None)
+    return to_json() if callable(to_json) else summary
+
+
+def _builtin(
+    fn: Callable[..., Any], check: Callable[[Registry, dict[str, Any]], dict[str, Any]]
+) -> TaskDef:
+    td = _make(fn, None, None)
+    return TaskDef(td.name, td.fn, td.timeout, td.is_async, td.signature, td.hints, check)
+
+
+_BUILTINS: tuple[TaskDef, ...] = (_builtin(hello, _check_hello), _builtin(hit, _check_hit))
