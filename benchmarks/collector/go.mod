@@ -1,0 +1,3 @@
+module hitpool.invalid/benchmarks/collector
+
+go 1.19
