@@ -1,0 +1,26 @@
+"""hit: an HTTP/1.1 load generator with exact counts and honest latency.
+
+    from hitpool.hit import Spec, run
+    summary = run(Spec("http://127.0.0.1:8080/", requests=1000, concurrency=50))
+    print(summary.to_json())     # the stable --json schema (docs/hit.md)
+
+`run` blocks on its own uvloop loop; inside a running loop use ``await run_async(spec)``.
+`send_n(spec)` yields each request's `Result` as it ends (the book's API).
+"""
+
+from .client import ERROR_KINDS, CannotStart, Result
+from .run import Progress, Summary, run, run_async, send_n
+from .spec import Spec, parse_duration
+
+__all__ = [
+    "ERROR_KINDS",
+    "CannotStart",
+    "Progress",
+    "Result",
+    "Spec",
+    "Summary",
+    "parse_duration",
+    "run",
+    "run_async",
+    "send_n",
+]
