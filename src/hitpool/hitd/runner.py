@@ -1,0 +1,410 @@
+"""The workers of hitd: claim due jobs in batches, run them on a Dispatcher, record outcomes.
+
+    store ──claim(batch)──> held ──dispatch_nowait──> Dispatcher(workers) ──> outcome
+      ^                      │ renew every lease_s/3                            │
+      └──────────── finish(batch) <─────────────────────────────────────────────┘
+
+Three tasks, all owned by the runner and ended by `stop()`:
+
+- the claimer takes up to `claim_batch` due jobs in one `claim()` when there is room
+  (`workers + queue_size` jobs held at most). It wakes on `notify()` (the HTTP side calls it
+  after a commit), when finished jobs free room, and every `poll_s` for delayed jobs, retries
+  and expired leases;
+- the finisher records outcomes with one `finish()` per batch: while one commit is in the disk
+  the next outcomes pile up, so the batch grows with the load;
+- the renewer extends the leases of every held job every `lease_s / 3`.
+
+A held job leaves `held` only once its outcome is committed, so its lease is renewed until
+then and a crash at any point leaves it to run again (at least once).
+
+Graceful stop: claim nothing more, release (`release()`) claimed jobs that have not started,
+let running jobs finish within `grace_s`, cancel and release those still running after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .._errors import SpecError, StoreError, UnknownTask
+from ..dispatcher import Dispatcher, Job
+from .lifecycle import RetryPolicy
+from .metrics import HistogramSnapshot, RunTimeHistogram
+from .store.base import JobRecord, Outcome, Store
+from .tasks import Registry, TaskDef, current_worker
+
+__all__ = ["Runner", "RunnerStatistics"]
+
+log = logging.getLogger("hitpool.hitd.runner")
+
+DEFAULT_RETRY = RetryPolicy(base=1.0, cap=300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStatistics:
+    """A snapshot of the workers, for /metrics and /stats. Counts are since start."""
+
+    workers: int
+    busy: int  # workers running a job now
+    held: int  # jobs claimed whose outcome is not committed yet
+    claimed: int  # claims (attempts started or waiting for a worker)
+    completed: int  # attempts that succeeded
+    failed: int  # attempts that failed: retried + dead + permanent
+    retried: int  # failures queued again after a backoff
+    dead: int  # failures on the last attempt
+    permanent: int  # failures no retry can fix (unknown task, bad arguments)
+    released: int  # jobs given back on graceful stop
+    run_time: HistogramSnapshot
+
+
+def default_worker_name() -> str:
+    """Unique per process run: a restarted server never mistakes old leases for its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+class Runner:
+    """Runs the jobs of a store. ``async with Runner(store, registry, workers=8):``."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        workers: int = 8,
+        queue_size: int | None = None,
+        lease_s: float = 30.0,
+        worker_name: str | None = None,
+        poll_s: float = 1.0,
+        grace_s: float = 10.0,
+        claim_batch: int = 512,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if workers < 1:
+            raise SpecError("workers", "must be at least 1")
+        if lease_s <= 0 or poll_s <= 0 or grace_s < 0:
+            raise SpecError("lease_s", "lease_s and poll_s must be positive, grace_s >= 0")
+        self._store = store
+        self._registry = registry
+        self._workers = workers
+        # Claimed jobs waiting for a worker (the prefetch). Not the HTTP 429 limit: that one
+        # counts jobs waiting in the store.
+        self._queue_size = max(workers, 64) if queue_size is None else max(1, queue_size)
+        self._capacity = workers + self._queue_size
+        self._claim_batch = max(1, claim_batch)
+        # Claim when this much room is free (or nothing is held): batches, not a claim per job.
+        self._claim_min = max(1, min(self._claim_batch, self._capacity // 2))
+        self._lease_s = lease_s
+        self.worker_name = worker_name or default_worker_name()
+        self._poll_s = poll_s
+        self._grace_s = grace_s
+        self._retry = retry
+        self._clock = clock
+        self._rand = rand
+
+        self._held: dict[int, JobRecord] = {}
+        self._outcomes: list[Outcome] = []
+        self._to_release: list[int] = []
+        self._slots = list(range(workers, 0, -1))  # worker IDs 1..N, popped from the end
+        self._pool: Dispatcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()  # claimer: new jobs, room, or stop
+        self._flush = asyncio.Event()  # finisher: outcomes to record, or stop
+        self._idle = asyncio.Event()
+        self._stopping = False
+        self._draining = False
+        self._finisher_done = False
+
+        self._busy = 0
+        self._claimed = 0
+        self._completed = 0
+        self._failed = 0
+        self._retried = 0
+        self._dead = 0
+        self._permanent = 0
+        self._released = 0
+        self._hist = RunTimeHistogram()
+
+    # -- public ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runner:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the workers and the claim, finish and renew loops on the running loop."""
+        if self._pool is not None:
+            return
+        self._pool = Dispatcher(workers=self._workers, queue_size=self._capacity)
+        self._pool.start()
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._claimer(), name="hitd-claimer"),
+            loop.create_task(self._finisher(), name="hitd-finisher"),
+            loop.create_task(self._renewer(), name="hitd-renewer"),
+        ]
+
+    def notify(self) -> None:
+        """New jobs were committed: claim now instead of at the next poll. Never waits."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def until_idle(self) -> None:
+        """Wait until a claim found no due job and every held job's outcome is committed.
+
+        For tests and one-shot runs: enqueue, `notify()`, `await until_idle()`."""
+        await self._idle.wait()
+
+    def statistics(self) -> RunnerStatistics:
+        return RunnerStatistics(
+            workers=self._workers,
+            busy=self._busy,
+            held=len(self._held),
+            claimed=self._claimed,
+            completed=self._completed,
+            failed=self._failed,
+            retried=self._retried,
+            dead=self._dead,
+            permanent=self._permanent,
+            released=self._released,
+            run_time=self._hist.snapshot(),
+        )
+
+    async def renew_leases(self) -> None:
+        """Extend the lease of every held job (the renewer calls this every lease_s / 3)."""
+        if self._held:
+            await self._store.renew(
+                list(self._held), self.worker_name, self._clock(), self._lease_s
+            )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: claim no more, let running jobs finish within `grace_s`, release the
+        rest back to the queue (their attempt not counted). Returns when all is recorded."""
+        if self._pool is None or self._stopping:
+            return
+        grace = self._grace_s if grace_s is None else grace_s
+        claimer, finisher, renewer = self._tasks
+        self._stopping = True
+        self._draining = True  # from now on jobs that did not start are released, not run
+        self._wake.set()
+        await claimer
+        pool = self._pool
+        try:
+            async with asyncio.timeout(grace):
+                await pool.stop()
+        except TimeoutError:
+            # pool.stop() was cancelled by the timeout: it cancelled the running jobs and waited
+            # for them. Calling it again is a no-op that makes that explicit.
+            await pool.stop(cancel=True)
+        self._finisher_done = True
+        self._flush.set()
+        await finisher
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+        # Whatever is still held has no committed outcome: started-and-cancelled, never
+        # started, or its finish() failed. Give it back so a restart runs it at once.
+        rest = list(self._held)
+        if rest:
+            try:
+                await self._store.release(rest, self.worker_name)
+                self._released += len(rest)
+            except StoreError:
+                log.exception(
+                    "could not release %d jobs; they run again when leases expire", len(rest)
+                )
+            self._held.clear()
+        if self._executor is not None:
+            # A thread cannot be interrupted: an overdue sync task is left to end on its own.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._idle.set()
+
+    # -- the claimer -----------------------------------------------------------------------
+
+    async def _pause(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self._poll_s, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+
+    async def _claimer(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        run = self._run
+        while not self._stopping:
+            self._wake.clear()
+            room = self._capacity - len(self._held)
+            if room > 0 and (not self._held or room >= self._claim_min):
+                want = min(room, self._claim_batch)
+                try:
+                    recs = await self._store.claim(
+                        self.worker_name, want, self._clock(), self._lease_s
+                    )
+                except StoreError:
+                    log.exception("claim failed; trying again in %gs", self._poll_s)
+                    await self._pause()
+                    continue
+                held = self._held
+                for rec in recs:
+                    held[rec.id] = rec
+                    # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
+                    job: Job[None] = pool.dispatch_nowait(run, rec)
+                    del job
+                self._claimed += len(recs)
+                if len(recs) == want:
+                    continue  # there may be more due right now
+                if not held:
+                    self._idle.set()
+            if self._stopping:
+                break
+            await self._pause()
+
+    # -- running one job -------------------------------------------------------------------
+
+    async def _run(self, rec: JobRecord) -> None:
+        if self._draining:
+            return  # claimed but not started before stop: stop() releases it
+        slot = self._slots.pop()
+        token = current_worker.set(slot)
+        self._busy += 1
+        t0 = time.perf_counter()
+        try:
+            outcome = await self._attempt(rec)
+        finally:
+            # On cancellation (hard stop) no outcome is recorded: the job stays held and
+            # stop() releases it.
+            self._busy -= 1
+            self._slots.append(slot)
+            current_worker.reset(token)
+            self._hist.observe(time.perf_counter() - t0)
+        self._outcomes.append(outcome)
+        self._flush.set()
+
+    async def _call(self, td: TaskDef, args: dict[str, Any]) -> Any:
+        if td.is_async:
+            return await td.fn(**args)
+        # Plain functions run on a thread, with the context (current_worker) copied.
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(ctx.run, td.fn, **args))
+
+    async def _attempt(self, rec: JobRecord) -> Outcome:
+        name = self.worker_name
+        try:
+            td = self._registry.get(rec.task)
+            args = td.bind(rec.args, self._registry)
+        except (UnknownTask, SpecError) as e:
+            return self._failure(rec, f"{type(e).__name__}: {e}", permanent=True)
+        try:
+            if td.timeout is None:
+                result = await self._call(td, args)
+            else:
+                async with asyncio.timeout(td.timeout) as scope:
+                    result = await self._call(td, args)
+        except TimeoutError as e:
+            if td.timeout is not None and scope.expired():
+                return self._failure(rec, f"timed out after {td.timeout:g}s", permanent=False)
+            return self._failure(rec, _describe(e), permanent=False)
+        except SpecError as e:  # the task itself found its arguments wrong: no retry helps
+            return self._failure(rec, _describe(e), permanent=True)
+        except Exception as e:
+            return self._failure(rec, _describe(e), permanent=False)
+        self._completed += 1
+        return Outcome(rec.id, name, ok=True, result=result)
+
+    def _failure(self, rec: JobRecord, error: str, permanent: bool) -> Outcome:
+        self._failed += 1
+        retry_at = None
+        if permanent:
+            self._permanent += 1
+        else:
+            retry_at = self._retry.retry_at(
+                rec.attempts, rec.max_attempts, self._clock(), self._rand()
+            )
+            if retry_at is None:
+                self._dead += 1
+            else:
+                self._retried += 1
+        level = logging.INFO if retry_at is not None else logging.WARNING
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "job %d (%s) attempt %d/%d failed: %s%s",
+                rec.id,
+                rec.task,
+                rec.attempts,
+                rec.max_attempts,
+                error,
+                "" if retry_at is None else f"; retry in {retry_at - self._clock():.3g}s",
+            )
+        return Outcome(
+            rec.id, self.worker_name, ok=False, error=error, retry_at=retry_at, permanent=permanent
+        )
+
+    # -- the finisher and the renewer --------------------------------------------------------
+
+    async def _finisher(self) -> None:
+        while True:
+            if not self._outcomes:
+                if self._finisher_done:
+                    return
+                self._flush.clear()
+                await self._flush.wait()
+                continue
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._store.finish(batch, self._clock())
+            except StoreError:
+                # Not recorded: the jobs stay held (their leases renewed) and the batch is
+                # tried again after a pause. On stop they are released and run again; if the
+                # process dies they run again when their leases expire (at least once).
+                log.exception("could not record %d outcomes", len(batch))
+                if self._finisher_done:
+                    return
+                self._outcomes[:0] = batch
+                await asyncio.sleep(self._poll_s)
+                continue
+            held = self._held
+            for o in batch:
+                held.pop(o.id, None)
+            room = self._capacity - len(held)
+            if room >= self._claim_min or not held:
+                self._wake.set()
+
+    async def _renewer(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await self.renew_leases()
+            except StoreError:
+                log.exception("lease renewal failed")
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -1,0 +1,314 @@
+"""The runner: claims, runs, retries with backoff, dead letters, timeouts, crash recovery, stop.
+
+Time is a fake clock the test moves; the runner is told to look again with `notify()` and
+the test waits with `until_idle()` (a claim found nothing due and every outcome is committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hitpool.hitd.lifecycle import RetryPolicy, backoff
+from hitpool.hitd.runner import Runner
+from hitpool.hitd.store import JobRecord, NewJob, Store
+from hitpool.hitd.store.memory import MemoryStore
+from hitpool.hitd.store.sqlite import SQLiteStore
+from hitpool.hitd.tasks import Registry, current_worker
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    s = MemoryStore()
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_runner(store: Store, reg: Registry, clock: Clock, **kw: Any) -> Runner:
+    kw.setdefault("workers", 2)
+    return Runner(store, reg, clock=clock, rand=lambda: 0.5, **kw)
+
+
+async def enqueue(store: Store, task: str, n: int = 1, **kw: Any) -> list[int]:
+    jobs = [NewJob(task, kw.pop("args", {}), kw.get("run_at", T0), kw.get("max_attempts", 3))]
+    out = await store.enqueue(jobs * n, T0)
+    return [id for id, _ in out]
+
+
+async def rec(store: Store, id: int) -> JobRecord:
+    r = await store.get(id)
+    assert r is not None
+    return r
+
+
+async def settle(runner: Runner) -> None:
+    runner.notify()
+    await runner.until_idle()
+
+
+async def test_runs_the_hello_task_and_logs_the_worker(
+    store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "hitpool.hitd.tasks")
+    [id] = await enqueue(store, "hello", args={"name": "Ada", "delay": "0s"})
+    async with make_runner(store, Registry(include_global=False), clock, workers=1) as runner:
+        await settle(runner)
+        r = await rec(store, id)
+        assert (r.status, r.result, r.attempts, r.finished_at) == (
+            "succeeded",
+            "Hello, Ada!",
+            1,
+            T0,
+        )
+        assert r.worker == runner.worker_name
+        assert "worker1: Hello, Ada!" in caplog.messages
+        s = runner.statistics()
+        assert (s.claimed, s.completed, s.failed, s.held, s.busy) == (1, 1, 0, 0, 0)
+        assert s.run_time.count == 1
+
+
+async def test_failures_retry_with_backoff_then_succeed(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    calls: list[int] = []
+
+    @reg.task
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError(f"try {len(calls)}")
+        return "ok"
+
+    [id] = await enqueue(store, "flaky")
+    policy = RetryPolicy(base=2.0, cap=100.0)
+    async with make_runner(store, reg, clock, retry=policy) as runner:
+        await settle(runner)
+        r = await rec(store, id)
+        first_delay = backoff(1, 2.0, 100.0, 0.5)  # 1.5 s: half fixed, half jitter
+        assert (r.status, r.attempts, r.error) == ("queued", 1, "ConnectionError: try 1")
+        assert r.run_at == T0 + first_delay
+
+        clock.now = r.run_at - 0.001  # not due yet
+        await settle(runner)
+        assert (await rec(store, id)).attempts == 1
+
+        clock.now = r.run_at
+        await settle(runner)
+        r = await rec(store, id)
+        assert (r.status, r.attempts, r.error) == ("queued", 2, "ConnectionError: try 2")
+        assert r.run_at == clock.now + backoff(2, 2.0, 100.0, 0.5)  # 3 s: doubled
+
+        clock.now = r.run_at
+        await settle(runner)
+        r = await rec(store, id)
+        assert (r.status, r.attempts, r.result, r.error) == ("succeeded", 3, "ok", None)
+        s = runner.statistics()
+        assert (s.completed, s.failed, s.retried, s.dead) == (1, 2, 2, 0)
+
+
+async def test_dead_after_max_attempts(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+
+    @reg.task
+    def always_fails() -> None:
+        raise RuntimeError("nope")
+
+    [id] = await enqueue(store, "always_fails", max_attempts=2)
+    async with make_runner(store, reg, clock) as runner:
+        await settle(runner)
+        clock.now = (await rec(store, id)).run_at
+        await settle(runner)
+        r = await rec(store, id)
+        assert (r.status, r.attempts, r.error) == ("dead", 2, "RuntimeError: nope")
+        s = runner.statistics()
+        assert (s.failed, s.retried, s.dead) == (2, 1, 1)
+
+
+async def test_unknown_task_and_bad_arguments_fail_without_retry(
+    store: Store, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+
+    @reg.task
+    async def typed(n: int) -> int:
+        return n
+
+    [unknown] = await enqueue(store, "no_such_task")
+    [bad] = await enqueue(store, "typed", args={"n": "seven"})
+    [good] = await enqueue(store, "typed", args={"n": 7})
+    async with make_runner(store, reg, clock) as runner:
+        await settle(runner)
+        u, b, g = await rec(store, unknown), await rec(store, bad), await rec(store, good)
+        assert (u.status, u.attempts) == ("failed", 1)
+        assert u.error is not None and "no_such_task" in u.error
+        assert b.status == "failed" and b.error is not None and "args.n" in b.error
+        assert (g.status, g.result) == ("succeeded", 7)
+        assert runner.statistics().permanent == 2
+
+
+async def test_per_task_timeout(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    release = threading.Event()
+
+    @reg.task(timeout=0.05)
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    @reg.task(timeout=0.05)
+    def stuck_thread() -> None:
+        release.wait(5)
+
+    a = await enqueue(store, "stuck", max_attempts=1)
+    b = await enqueue(store, "stuck_thread", max_attempts=1)
+    try:
+        async with make_runner(store, reg, clock) as runner:
+            await settle(runner)
+            for id in (*a, *b):
+                r = await rec(store, id)
+                assert (r.status, r.error) == ("dead", "timed out after 0.05s")
+    finally:
+        release.set()  # the thread cannot be killed; let it end
+
+
+async def test_plain_functions_run_on_threads_with_their_worker_id(
+    store: Store, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+
+    @reg.task
+    def where() -> list[Any]:
+        return [threading.current_thread() is threading.main_thread(), current_worker.get()]
+
+    [id] = await enqueue(store, "where")
+    async with make_runner(store, reg, clock, workers=1) as runner:
+        await settle(runner)
+        assert (await rec(store, id)).result == [False, 1]
+
+
+async def test_a_crashed_workers_job_runs_again_after_its_lease(store: Store, clock: Clock) -> None:
+    [id] = await enqueue(store, "hello", args={"name": "again"})
+    # A worker claims the job and dies: nothing renews or finishes it.
+    [taken] = await store.claim("crashed-worker", 1, T0, 30)
+    assert taken.attempts == 1
+    async with make_runner(store, Registry(include_global=False), clock, lease_s=30) as runner:
+        await settle(runner)
+        assert (await rec(store, id)).status == "running"  # the lease still holds
+        clock.now = T0 + 30
+        await settle(runner)
+        r = await rec(store, id)
+        assert (r.status, r.attempts, r.worker) == ("succeeded", 2, runner.worker_name)
+
+
+async def test_leases_of_running_jobs_are_renewed(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    @reg.task
+    async def slow() -> None:
+        started.set()
+        await gate.wait()
+
+    [id] = await enqueue(store, "slow")
+    async with make_runner(store, reg, clock, lease_s=30) as runner:
+        runner.notify()
+        await started.wait()
+        assert (await rec(store, id)).lease_until == T0 + 30
+        clock.now = T0 + 25
+        await runner.renew_leases()
+        assert (await rec(store, id)).lease_until == T0 + 55
+        assert await store.claim("other", 1, T0 + 40, 30) == []  # still ours
+        assert runner.statistics().busy == 1
+        gate.set()
+        await runner.until_idle()
+        assert (await rec(store, id)).status == "succeeded"
+
+
+async def test_graceful_stop_finishes_running_jobs_and_releases_the_rest(
+    store: Store, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    @reg.task
+    async def slow() -> str:
+        started.set()
+        await gate.wait()
+        return "done"
+
+    ids = await enqueue(store, "slow", n=4)
+    runner = make_runner(store, reg, clock, workers=1, grace_s=5)
+    await runner.start()
+    runner.notify()
+    await started.wait()
+    assert (await store.counts())["running"] == 4  # one runs, three wait for the worker
+    stopping = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0)  # let stop() begin: it must wait for the running job
+    assert not stopping.done()
+    gate.set()
+    await stopping
+    recs = [await rec(store, i) for i in ids]
+    assert [(r.status, r.attempts) for r in recs] == [("succeeded", 1)] + [("queued", 0)] * 3
+    assert all(r.worker is None and r.lease_until is None for r in recs[1:])
+    assert runner.statistics().released == 3
+
+
+async def test_stop_cancels_and_releases_jobs_past_the_grace_period(
+    store: Store, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+    started = asyncio.Event()
+
+    @reg.task
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    [id] = await enqueue(store, "forever")
+    runner = make_runner(store, reg, clock, workers=1)
+    await runner.start()
+    runner.notify()
+    await started.wait()
+    await runner.stop(grace_s=0.01)
+    r = await rec(store, id)
+    assert (r.status, r.attempts, r.worker) == ("queued", 0, None)
+    assert runner.statistics().released == 1
+
+
+async def test_many_jobs_through_sqlite(tmp_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        n = 2000
+        out = await store.enqueue([NewJob("hello", {"name": f"n{i}"}, T0) for i in range(n)], T0)
+        async with make_runner(
+            store, Registry(include_global=False), clock, workers=16, claim_batch=128
+        ) as runner:
+            await settle(runner)
+            counts = await store.counts()
+            assert counts["succeeded"] == n and counts["queued"] == counts["running"] == 0
+            assert runner.statistics().completed == n
+            last = await rec(store, out[-1][0])
+            assert last.result == f"Hello, n{n - 1}!"
+    finally:
+        await store.close()
