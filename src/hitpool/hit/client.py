@@ -23,6 +23,7 @@ Error kinds (``Engine.errors`` keys), each a request that got no usable response
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import ssl
@@ -143,6 +144,7 @@ class Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.e.transports += 1
 
     def data_received(self, data: bytes) -> None:
         if self.dead:
@@ -171,6 +173,7 @@ class Conn(asyncio.Protocol):
         return None  # close the transport; connection_lost decides what it meant
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.e.transport_lost()
         if self.dead:
             return
         if self.busy:
@@ -318,6 +321,8 @@ class Engine:
         self.sweeper: asyncio.TimerHandle | None = None
         self.sweep_s = min(0.25, max(0.005, spec.timeout / 8))
         self.last = 0  # ns of the last completion
+        self.transports = 0  # open transports, so the end can wait until they are closed
+        self.all_closed: asyncio.Future[None] | None = None
 
     # -- connections -------------------------------------------------------------------
 
@@ -529,7 +534,17 @@ class Engine:
             conn.close()
         self.done.set_result(None)
 
+    def transport_lost(self) -> None:
+        self.transports -= 1
+        if self.transports <= 0 and self.all_closed is not None and not self.all_closed.done():
+            self.all_closed.set_result(None)
+
     async def wait_closed(self) -> None:
-        """Wait until the connect tasks have finished cancelling."""
+        """Wait until the connect tasks have ended and every socket is closed (aborted
+        transports close their sockets on the next loop iteration)."""
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.transports > 0:
+            self.all_closed = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.all_closed), 1.0)
