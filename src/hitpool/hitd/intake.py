@@ -45,8 +45,14 @@ class IntakeStatistics:
 class Intake:
     """Collects submitted jobs and commits them in groups. Use as ``async with``."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
         self._clock = clock
         self._jobs: list[NewJob] = []
         self._waiters: list[tuple[asyncio.Future[Response], int, Respond]] = []
@@ -136,6 +142,8 @@ class Intake:
                 self._committing = 0
             self._commits += 1
             self._committed += len(jobs)
+            if self._on_commit is not None:
+                self._on_commit()
             self._largest = max(self._largest, len(jobs))
             start = 0
             for fut, n, respond in waiters:

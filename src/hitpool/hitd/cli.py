@@ -1,0 +1,199 @@
+"""`hitd`: the command line. It parses argv (and the environment) into a `ServerConfig` and
+runs the server; nothing else. Bad input names the flag and the fix and exits 2.
+
+Environment variables (a flag wins over its variable): MAX_WORKERS (--workers), MAX_QUEUE
+(--queue-size) -- the seeds' names -- HITD_STORE (--store), HITD_TOKEN (--token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
+
+from .._errors import SpecError
+from .server import DEFAULT_STORE, ServerConfig, run
+
+__all__ = ["build_parser", "main", "parse_config"]
+
+
+def _positive_int(flag: str, example: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a positive whole number: use e.g. {flag} {example}"
+            )
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a TCP port: use 0..65535 (0 picks a free one)"
+        )
+    return value
+
+
+def _seconds(flag: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a positive number of seconds: use e.g. {flag} 30"
+            )
+        return value
+
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"hitd: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hitd",
+        description="The durable HTTP job server: POST jobs, get a 202 once they are committed, "
+        "a fixed pool of workers runs them.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument(
+        "--port", type=_port, default=8080, help="port to listen on, 0 for any (default 8080)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int("--workers", "16"),
+        help="jobs run at once (env MAX_WORKERS; default 16)",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=_positive_int("--queue-size", "100000"),
+        help="jobs that may wait; beyond it POST answers 429 (env MAX_QUEUE; default 100000)",
+    )
+    p.add_argument(
+        "--store",
+        help="where jobs live: sqlite:///relative.db or sqlite:////absolute.db (durable: WAL, "
+        "synchronous=FULL), or memory:// (jobs die with the process) "
+        f"(env HITD_STORE; default {DEFAULT_STORE})",
+    )
+    p.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE for its @hitpool.task functions (repeatable)",
+    )
+    p.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
+        "(env HITD_TOKEN)",
+    )
+    p.add_argument(
+        "--allow-target",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a host the `hit` task may load-test (repeatable; loopback only by default)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_seconds("--grace"),
+        default=30.0,
+        help="on SIGTERM, seconds running jobs get to finish before their leases are "
+        "released (default %(default)s)",
+    )
+    p.add_argument(
+        "--lease",
+        type=_seconds("--lease"),
+        default=30.0,
+        help="seconds a worker holds a job between renewals; a job whose worker died runs "
+        "again after it (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=_positive_int("--max-body", "1048576"),
+        default=1024 * 1024,
+        metavar="BYTES",
+        help="largest request body; larger ones answer 413 (default 1 MiB)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log level (default %(default)s)",
+    )
+    return p
+
+
+def _env_int(env: Mapping[str, str], name: str, flag: str) -> int | None:
+    text = env.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpecError(name, f"{text!r} is not a positive whole number (it sets {flag})")
+    return value
+
+
+def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerConfig:
+    """argv + environment -> ServerConfig. Exits 2 (argparse) or raises SpecError."""
+    args = build_parser().parse_args(argv)
+    workers = args.workers or _env_int(env, "MAX_WORKERS", "--workers") or 16
+    queue_size = args.queue_size or _env_int(env, "MAX_QUEUE", "--queue-size") or 100_000
+    store = args.store or env.get("HITD_STORE") or DEFAULT_STORE
+    token = args.token if args.token is not None else env.get("HITD_TOKEN") or None
+    if token is not None and not token.strip():
+        raise SpecError("--token", "an empty token: give a secret, or leave the flag out")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        queue_size=queue_size,
+        store=store,
+        tasks=tuple(args.tasks),
+        token=token,
+        allow_targets=tuple(args.allow_target),
+        grace_s=args.grace,
+        lease_s=args.lease,
+        max_body_bytes=args.max_body,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(argv, os.environ)
+    except SpecError as e:
+        print(f"hitd: error: {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return run(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The hitd process: open the store, start the workers and the intake, bind, serve, drain.
+
+    startup:  store.open -> Runner.start -> Intake.start -> bind -> "hitd listening on ..."
+    SIGTERM:  draining (POSTs and /healthz answer 503 + Retry-After; reads still served)
+              -> intake.close (everything already received is committed and answered 202)
+              -> runner.stop(grace) (running jobs get `grace` s, the rest are released)
+              -> HTTP close (pending answers written, connections closed)
+              -> store.close -> exit 0
+    a restart: every queued job and every released job is claimed again; a job whose
+               worker was killed (-9) is claimed again once its lease expires.
+
+`Hitd` is the in-process form (the tests start it on port 0); `run(config)` is the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import HitpoolError, SpecError
+from .app import App, AppConfig
+from .http import HttpLimits, HttpServer
+from .intake import Intake
+from .metrics import WorkerNumbers
+from .runner import Runner
+from .store.base import Store
+from .tasks import Registry, load_modules
+
+__all__ = ["DEFAULT_STORE", "Hitd", "ServerConfig", "run"]
+
+log = logging.getLogger("hitpool.hitd")
+
+DEFAULT_STORE = "sqlite:///./hitd.db"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 16
+    queue_size: int = 100_000
+    store: str = DEFAULT_STORE
+    tasks: tuple[str, ...] = ()
+    token: str | None = None
+    allow_targets: tuple[str, ...] = ()
+    grace_s: float = 30.0
+    lease_s: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "info"
+
+
+class Hitd:
+    """One server: `await start()`, then `await stop()` (what SIGTERM does)."""
+
+    def __init__(self, config: ServerConfig, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store if store is not None else Store.from_url(config.store)
+        self.registry = Registry(allowed_targets=config.allow_targets)
+        self.runner = Runner(
+            self.store,
+            self.registry,
+            workers=config.workers,
+            lease_s=config.lease_s,
+            grace_s=config.grace_s,
+        )
+        self.intake = Intake(self.store, on_commit=self.runner.notify)
+        self.app = App(
+            self.store,
+            self.intake,
+            self.registry.check,
+            self._worker_numbers,
+            AppConfig(queue_size=config.queue_size, token=config.token),
+        )
+        self.http = HttpServer(self.app, HttpLimits(max_body_bytes=config.max_body_bytes))
+        self._stopped = asyncio.Event()
+
+    def _worker_numbers(self) -> WorkerNumbers:
+        s = self.runner.statistics()
+        return WorkerNumbers(
+            workers=s.workers,
+            busy=s.busy,
+            queued=self.store.queued_estimate(),
+            in_flight=self.intake.in_flight,
+            completed=s.completed,
+            failed=s.failed,
+            run_time=s.run_time,
+        )
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    async def start(self, sock: Any = None) -> None:
+        await self.store.open()
+        try:
+            await self.runner.start()
+            self.intake.start()
+            await self.http.start(self.config.host, self.config.port, sock=sock)
+        except BaseException:
+            await self.runner.stop(grace_s=0)
+            await self.store.close()
+            raise
+
+    async def stop(self) -> None:
+        """Drain: refuse new jobs, commit what came, let running jobs finish, close."""
+        self.app.draining = True
+        await self.intake.close()
+        await self.runner.stop(grace_s=self.config.grace_s)
+        await self.http.close(grace=2.0)
+        await self.store.close()
+        self._stopped.set()
+
+    def startup_line(self) -> str:
+        c = self.config
+        durable = "durable" if self.store.durable else "NOT durable: jobs die with the process"
+        auth = ", token required" if c.token else ""
+        return (
+            f"hitd listening on http://{c.host}:{self.port} "
+            f"(store {c.store} [{durable}], {c.workers} workers, queue-size {c.queue_size}"
+            f"{auth})"
+        )
+
+
+async def _serve(config: ServerConfig) -> int:
+    try:
+        if config.tasks:
+            load_modules(config.tasks)
+        hitd = Hitd(config)
+    except SpecError as e:
+        print(f"hitd: error: --{e.field}: {e.message}", file=sys.stderr)
+        return 2
+    try:
+        await hitd.start()
+    except (HitpoolError, OSError) as e:
+        print(f"hitd: error: cannot start: {e}", file=sys.stderr)
+        return 1
+    print(hitd.startup_line(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("hitd: draining (new jobs get 503)", flush=True)
+    await hitd.stop()
+    stats = hitd.intake.statistics()
+    print(f"hitd: stopped; {stats.committed} jobs committed this run", flush=True)
+    return 0
+
+
+def run(config: ServerConfig) -> int:
+    """Run hitd until SIGTERM/SIGINT; the exit code (0 after a clean drain)."""
+    import uvloop
+
+    return int(uvloop.run(_serve(config)))
