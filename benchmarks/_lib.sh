@@ -141,3 +141,26 @@ need_apt() { # need_apt BINARY PACKAGE...
     log "installing $* with apt-get"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 || die "apt-get install $* failed"
 }
+
+# busy_cores SECONDS -> CPU the whole machine used over SECONDS, in cores (e.g. 0.12)
+busy_cores() {
+    local a b
+    a=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat)
+    awk -v a="$a" -v b="$b" -v s="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN{
+        split(a, x, " "); split(b, y, " "); printf "%.2f", (y[1] - x[1]) / hz / s }'
+}
+
+# quiet_wait: the machine is shared with other engineers' tests. Before a measurement, wait (at
+# most QUIET_MAX_S, default 20 s) until the rest of the machine uses under QUIET_CORES (default
+# 0.25) of a core; sets BUSY_BEFORE to the last sample so every run records what it ran beside.
+quiet_wait() {
+    local deadline=$((SECONDS + ${QUIET_MAX_S:-20}))
+    while :; do
+        BUSY_BEFORE=$(busy_cores 0.5)
+        awk -v b="$BUSY_BEFORE" -v t="${QUIET_CORES:-0.25}" 'BEGIN{exit !(b < t)}' && return 0
+        ((SECONDS >= deadline)) && { log "machine still busy (${BUSY_BEFORE} cores used by others): measuring anyway"; return 0; }
+        sleep 1
+    done
+}

@@ -3,6 +3,8 @@
 Standard library only, so any Python 3.11 runs it. The shell scripts call it as
 
     _stats.py freeport
+    _stats.py wait-http URL SECONDS           -> exit 0 once URL answers 200
+    _stats.py get-json URL                    -> the JSON document at URL
     _stats.py parse TOOL OUTPUT_FILE [k=v]... -> one JSON object on stdout (k=v added to it)
     _stats.py loadgen-table RESULTS.jsonl     -> markdown table of generators
     _stats.py intake-table RESULTS.jsonl      -> markdown table of job servers
@@ -19,10 +21,31 @@ import re
 import socket
 import statistics
 import sys
+import time
+import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
 Record = dict[str, Any]
+
+
+def wait_http(url: str, timeout_s: float) -> bool:
+    """Poll `url` until it answers 200 or `timeout_s` passes (a server starting up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def free_port() -> int:
@@ -63,6 +86,8 @@ def parse_wrk(text: str) -> Record:
     errors = sum(int(v) for v in o["errors"].values())
     return {
         "requests": int(o["requests"]),
+        # wrk counts a non-2xx/3xx response as a "status" error; the other kinds got no response.
+        "successes": int(o["requests"]) - int(o["errors"]["status"]),
         "errors": errors,
         "rps": o["requests"] / duration_s if duration_s else 0.0,
         "duration_s": duration_s,
@@ -87,6 +112,7 @@ def parse_hey(text: str) -> Record:
     ok = sum(n for c, n in statuses.items() if 200 <= c < 300)
     return {
         "requests": sum(statuses.values()),
+        "successes": ok,
         "errors": errors + sum(statuses.values()) - ok,
         "rps": rps,
         "duration_s": total,
@@ -100,7 +126,10 @@ def parse_hit(text: str) -> Record:
     lat = o.get("latency_s") or {}
     return {
         "requests": int(o["requests"]),
+        "successes": int(o["successes"]),
         "errors": int(o.get("errors", 0)),
+        "status_codes": o.get("status_codes"),
+        "errors_by_kind": o.get("errors_by_kind"),
         "rps": float(o["rps"]),
         "duration_s": float(o["duration_s"]),
         "p99_s": lat.get("p99"),
@@ -110,7 +139,7 @@ def parse_hit(text: str) -> Record:
 def parse_own(text: str) -> Record:
     """bare_client.py and aiohttp_client.py print the normalised record themselves."""
     o = _last_json_object(text)
-    return {k: o.get(k) for k in ("requests", "errors", "rps", "duration_s", "p99_s")}
+    return {k: o.get(k) for k in ("requests", "successes", "errors", "rps", "duration_s", "p99_s")}
 
 
 def parse_locust(text: str) -> Record:
@@ -137,6 +166,7 @@ def parse_locust(text: str) -> Record:
                 p99 = float(cols["99%"]) / 1000
     return {
         "requests": requests,
+        "successes": requests - failures,
         "errors": failures,
         "rps": rps,
         "duration_s": requests / rps if rps else 0.0,
@@ -177,6 +207,12 @@ def _diff(a: int | None, b: int | None) -> str:
     return "?" if a is None or b is None else f"{a - b:+d}"
 
 
+def _max_busy(g: list[Record]) -> float | None:
+    """The most CPU the rest of the machine used just before one of these runs (shared box)."""
+    vs = [float(r["busy_before"]) for r in g if r.get("busy_before") not in (None, "")]
+    return max(vs) if vs else None
+
+
 def _fmt_cores(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
@@ -199,8 +235,9 @@ def loadgen_table(records: list[Record]) -> str:
     med = {k[0]: _median(r["rps"] for r in g) for k, g in groups.items()}
     lines = [
         "| generator | CPU budget | runs | req/s (median) | min-max req/s | CPU used (cores) "
-        "| p99 ms | tool count - nginx count (per run) | errors | vs wrk | vs hey |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| p99 ms | tool count - nginx count (per run) | errors | others' CPU before (max) "
+        "| vs wrk | vs hey |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     tools = sorted(groups, key=lambda k: order.index(k[0]) if k[0] in order else 99)
     for key in tools:
@@ -213,7 +250,7 @@ def loadgen_table(records: list[Record]) -> str:
             f"| {_fmt_int(min(rps) if rps else None)}-{_fmt_int(max(rps) if rps else None)} "
             f"| {_fmt_cores(_median(r.get('cpu_cores') for r in g))} "
             f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} | {diffs} "
-            f"| {sum(int(r.get('errors') or 0) for r in g)} "
+            f"| {sum(int(r.get('errors') or 0) for r in g)} | {_fmt_cores(_max_busy(g))} "
             f"| {_fmt_ratio(med[tool], med.get('wrk'))} | {_fmt_ratio(med[tool], med.get('hey'))} |"
         )
     hit = med.get("hit")
@@ -233,9 +270,10 @@ def intake_table(records: list[Record]) -> str:
     groups = _group(records, "server", "shape")
     med = {k: _median(r["jobs_per_s"] for r in g) for k, g in groups.items()}
     lines = [
-        "| server | store | body | runs | accepted jobs/s (median) | min-max jobs/s "
-        "| p99 ms (median) | jobs/min | vs Go | accepted check (server - client, per run) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| server | store | body | runs | accepted jobs/s (median) | min-max jobs/s | jobs/min "
+        "| p99 ms | server CPU (cores) | generator CPU | errors / non-2xx "
+        "| server accepted - client accepted (per run) | others' CPU before (max) | vs Go |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     order = {"go": 0, "hitd": 1}
     for key in sorted(groups, key=lambda k: (k[1], order.get(k[0], 9))):
@@ -243,18 +281,16 @@ def intake_table(records: list[Record]) -> str:
         g = groups[key]
         jps = [r["jobs_per_s"] for r in g]
         m = med[key]
-        checks = ", ".join(
-            "?"
-            if r.get("server_accepted") is None
-            else f"{r['server_accepted'] - r['accepted']:+d}"
-            for r in g
-        )
+        checks = ", ".join(_diff(r.get("server_accepted"), r["accepted"]) for r in g)
         lines.append(
             f"| {server} | {g[0].get('store', '?')} | {shape} | {len(g)} | {_fmt_int(m)} "
             f"| {_fmt_int(min(jps))}-{_fmt_int(max(jps))} "
-            f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} "
             f"| {_fmt_int(m * 60 if m is not None else None)} "
-            f"| {_fmt_ratio(m, med.get(('go', shape)))} | {checks} |"
+            f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} "
+            f"| {_fmt_cores(_median(r.get('server_cpu') for r in g))} "
+            f"| {_fmt_cores(_median(r.get('cpu_cores') for r in g))} "
+            f"| {sum(int(r.get('errors') or 0) for r in g)} | {checks} "
+            f"| {_fmt_cores(_max_busy(g))} | {_fmt_ratio(m, med.get(('go', shape)))} |"
         )
     lines.append("")
     for shape in sorted({k[1] for k in groups}):
@@ -283,10 +319,24 @@ def main(argv: list[str]) -> int:
                 record[k] = json.loads(v)
             except ValueError:
                 record[k] = v
+        if "batch" in record:  # a job-server run: each 2xx answer accepted `batch` jobs
+            record["accepted"] = int(record["successes"]) * int(record["batch"])
+            d = float(record["duration_s"] or 0)
+            record["jobs_per_s"] = record["accepted"] / d if d else 0.0
         print(json.dumps(record))
+    elif cmd == "wait-http" and len(rest) == 2:
+        return 0 if wait_http(rest[0], float(rest[1])) else 1
+    elif cmd == "get-json" and len(rest) == 1:
+        print(json.dumps(get_json(rest[0])))
     elif cmd == "summary" and len(rest) == 1:
         r = json.loads(rest[0])
         line = f"{r['rps']:,.0f} req/s, {r['requests']} done"
+        if "jobs_per_s" in r:
+            line = (
+                f"{r['jobs_per_s']:,.0f} jobs/s accepted ({r['rps']:,.0f} req/s), client "
+                f"{r['accepted']} vs server {r.get('server_accepted')}, errors {r['errors']}, "
+                f"server cpu {r.get('server_cpu')}"
+            )
         if "server_count" in r:
             line += f" (server saw {r['server_count']})"
         if r.get("cpu_cores") is not None:

@@ -166,6 +166,7 @@ for run in $(seq "$RUNS"); do
         cmd_for "$tool"
         cg_make "$tool-$run" "$QUOTA" 100000
         out="$RAW/$tool-$run.out"
+        quiet_wait
         before=$(nginx_requests)
         rc=0
         measure "$RAW/$tool-$run.time" "$CG_DIR" 1 "${CMD[@]}" >"$out" 2>"$RAW/$tool-$run.err" || rc=$?
@@ -179,7 +180,7 @@ for run in $(seq "$RUNS"); do
             budget="$BUDGET" server_count="$server_count" exit_code="$rc" \
             cpu_cores="$(cpu_cores "$RAW/$tool-$run.time")" \
             cfs_periods="${periods/-/null}" cfs_throttled="${throttled/-/null}" \
-            load="$(cut -d' ' -f1 /proc/loadavg)" 2>"$RAW/$tool-$run.parse-err"); then
+            load="$(cut -d' ' -f1 /proc/loadavg)" busy_before="$BUSY_BEFORE" 2>"$RAW/$tool-$run.parse-err"); then
             log "run $run $tool: could not parse its output (exit $rc), see $out and $RAW/$tool-$run.err"
             continue
         fi

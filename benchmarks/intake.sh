@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Job intake: hitd (SQLite, synchronous=FULL) against the Go in-memory reference collector.
+#
+#   benchmarks/intake.sh [--runs 3] [--duration 5] [--conns 50] [--batch 100]
+#                        [--servers "go hitd"] [--gen hit|wrk]
+#
+# Each server on core 0 (the Go collector with GOMAXPROCS=1; hitd one process, its threads
+# included), the load generator on core 1 (a full core: here the server is what is measured).
+# POST /jobs with one job per request, then with arrays of --batch jobs; medians of --runs runs.
+# Every run starts its server fresh (hitd on its default store ./hitd.db in a new temp dir: WAL,
+# synchronous=FULL, on this machine's disk), runs the generator for --duration seconds, then
+# reads GET /stats: the jobs the server says it accepted are compared with the 2xx answers the
+# client counted times the batch size, so the table holds jobs really accepted.
+# Both servers: 16 workers (each one's default) running the built-in `hello` as jobs arrive,
+# queue size 1,000,000 (so the intake, not the workers, is measured), per-job logging off.
+#
+# Generator: hit (`.venv/bin/hit`) when it works, else wrk with a Lua POST script. The Go
+# collector is built here with the system's go (no modules fetched, GOCACHE in benchmarks/out).
+# Bounded: about 2 minutes with the defaults; loopback only. Not part of the test suite.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+
+RUNS=3
+DURATION=5
+CONNS=50
+BATCH=100
+SERVERS="go hitd"
+GEN=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --runs) RUNS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --batch) BATCH=$2; shift 2 ;;
+    --servers) SERVERS=$2; shift 2 ;;
+    --gen) GEN=$2; shift 2 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "intake.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "intake.sh: --runs takes 1..99" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]?$ ]] || { echo "intake.sh: --duration takes whole seconds 1..99" >&2; exit 2; }
+[[ $CONNS =~ ^[1-9][0-9]{0,3}$ ]] || { echo "intake.sh: --conns takes 1..9999" >&2; exit 2; }
+[[ $BATCH =~ ^[0-9]+$ ]] && ((BATCH >= 2 && BATCH <= 1000)) ||
+    { echo "intake.sh: --batch takes 2..1000 (hitd's limit per request)" >&2; exit 2; }
+[[ -z $GEN || $GEN == hit || $GEN == wrk ]] || { echo "intake.sh: --gen takes hit or wrk" >&2; exit 2; }
+[[ $(nproc) -ge 2 ]] || die "needs 2 cores (server on core 0, generator on core 1)"
+
+QUEUE_SIZE=1000000
+WORKERS=16
+
+# --- what we need ---------------------------------------------------------------------------------
+need_venv
+HIT="$ROOT_DIR/.venv/bin/hit"
+HITD="$ROOT_DIR/.venv/bin/hitd"
+if [[ -z $GEN ]]; then
+    if "$HIT" --help >/dev/null 2>&1; then GEN=hit; else GEN=wrk; fi
+fi
+[[ $GEN == hit ]] && { "$HIT" --help >/dev/null 2>&1 || die "--gen hit, but $HIT --help fails"; }
+[[ $GEN == wrk ]] && need_apt wrk wrk
+if [[ " $SERVERS " == *" hitd "* ]] && ! "$HITD" --help >/dev/null 2>&1; then
+    log "hitd is not installed or not working yet ($HITD --help fails): skipping it"
+    SERVERS=${SERVERS//hitd/}
+fi
+COLLECTOR="$OUT_DIR/collector"
+if [[ " $SERVERS " == *" go "* ]]; then
+    need_apt go golang-go
+    mkdir -p "$OUT_DIR/gocache"
+    log "building the Go collector ($(go version | cut -d' ' -f3))"
+    (cd "$BENCH_DIR/collector" && GOCACHE="$OUT_DIR/gocache" GOFLAGS=-mod=mod GOPROXY=off \
+        CGO_ENABLED=0 go build -o "$COLLECTOR" .) || die "go build failed"
+fi
+[[ -n ${SERVERS// /} ]] || die "no server to measure"
+
+TMP_DIR=$(mktemp -d /tmp/hitpool-intake.XXXXXX)
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="$OUT_DIR/intake-$STAMP.jsonl"
+RAW="$OUT_DIR/intake-$STAMP"
+mkdir -p "$RAW"
+
+# --- bodies and generator scripts -------------------------------------------------------------------
+JOB='{"task":"hello","args":{"name":"bench"}}'
+echo -n "$JOB" >"$TMP_DIR/body-single.json"
+python3 -c 'import sys; n, job = int(sys.argv[1]), sys.argv[2]; print("[" + ",".join([job] * n) + "]", end="")' \
+    "$BATCH" "$JOB" >"$TMP_DIR/body-batch.json"
+for shape in single batch; do
+    {
+        echo 'wrk.method = "POST"'
+        echo 'wrk.headers["Content-Type"] = "application/json"'
+        echo "wrk.body = [==[$(cat "$TMP_DIR/body-$shape.json")]==]"
+        cat <<'EOF'
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        '{"requests": %d, "duration_us": %d, "p99_us": %d, "errors": {"connect": %d, '
+        .. '"read": %d, "write": %d, "status": %d, "timeout": %d}}\n',
+        summary.requests, summary.duration, latency:percentile(99.0),
+        e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+    } >"$TMP_DIR/post-$shape.lua"
+done
+
+gen_cmd() { # gen_cmd SHAPE URL -> sets CMD
+    local shape=$1 url=$2
+    case $GEN in
+    hit) CMD=("$HIT" -z "${DURATION}s" -c "$CONNS" -m POST -d "@$TMP_DIR/body-$shape.json"
+        -H "Content-Type: application/json" --json "$url") ;;
+    wrk) CMD=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$TMP_DIR/post-$shape.lua" "$url") ;;
+    esac
+}
+
+# --- servers --------------------------------------------------------------------------------------
+SERVER_PID=""
+SERVER_PORT=""
+start_server() { # start_server NAME DIR
+    local name=$1 dir=$2
+    SERVER_PORT=$(python3 "$STATS" freeport)
+    mkdir -p "$dir"
+    case $name in
+    go)
+        (cd "$dir" && GOMAXPROCS=1 exec taskset -c 0 "$COLLECTOR" -port "$SERVER_PORT" \
+            -workers "$WORKERS" -queue-size "$QUEUE_SIZE") >"$dir/server.log" 2>&1 &
+        ;;
+    hitd)
+        # No --store: hitd's default store, ./hitd.db in this fresh directory (SQLite, FULL).
+        (cd "$dir" && exec taskset -c 0 "$HITD" --port "$SERVER_PORT" --workers "$WORKERS" \
+            --queue-size "$QUEUE_SIZE" --log-level warning --grace 1) >"$dir/server.log" 2>&1 &
+        ;;
+    esac
+    SERVER_PID=$!
+    own_pid "$SERVER_PID"
+    python3 "$STATS" wait-http "http://127.0.0.1:$SERVER_PORT/healthz" 15 ||
+        die "$name did not answer /healthz within 15 s: $(tail -5 "$dir/server.log")"
+}
+
+server_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+
+accepted_now() { # the server's own count of accepted jobs
+    python3 "$STATS" get-json "http://127.0.0.1:$SERVER_PORT/stats" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["accepted"])'
+}
+
+# One job through each server before measuring, so a server that answers the benchmark's body
+# with an error stops the script with its answer instead of producing a table of errors.
+preflight() {
+    python3 - "http://127.0.0.1:$SERVER_PORT/jobs" "$TMP_DIR/body-batch.json" <<'EOF'
+import sys, urllib.request, urllib.error
+url, path = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url, data=open(path, "rb").read(), method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        sys.exit(0 if r.status == 202 else f"preflight: {r.status} {r.read()[:300]!r}")
+except urllib.error.HTTPError as e:
+    sys.exit(f"preflight: {e.code} {e.read()[:300]!r}")
+EOF
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+log "generator: $GEN on core 1; servers: [$SERVERS] on core 0; $RUNS runs x ${DURATION}s x {single, batch of $BATCH}, $CONNS connections; $(load_note)"
+for run in $(seq "$RUNS"); do
+    for shape in single batch; do
+        batch=1
+        [[ $shape == batch ]] && batch=$BATCH
+        for server in $SERVERS; do
+            dir="$TMP_DIR/$server-$shape-$run"
+            start_server "$server" "$dir"
+            preflight || die "$server refused the benchmark's job body (see above)"
+            sleep 0.5 # let the preflight batch run through the workers
+            quiet_wait
+            base=$(accepted_now)
+            gen_cmd "$shape" "http://127.0.0.1:$SERVER_PORT/jobs"
+            out="$RAW/$server-$shape-$run.out"
+            t0=$(server_ticks)
+            rc=0
+            measure "$RAW/$server-$shape-$run.time" "" 1 "${CMD[@]}" >"$out" 2>"$RAW/$server-$shape-$run.err" || rc=$?
+            t1=$(server_ticks)
+            python3 "$STATS" get-json "http://127.0.0.1:$SERVER_PORT/stats" >"$RAW/$server-$shape-$run.stats.json"
+            server_accepted=$(($(accepted_now) - base))
+            stop_pid "$SERVER_PID"
+            store="memory (none)"
+            if [[ $server == hitd ]]; then
+                store="sqlite FULL"
+                [[ -f $dir/hitd.db ]] || store="? (no ./hitd.db found)"
+            fi
+            if ! rec=$(python3 "$STATS" parse "$GEN" "$out" server="$server" shape="$shape" \
+                batch="$batch" run="$run" store="$store" server_accepted="$server_accepted" \
+                exit_code="$rc" cpu_cores="$(cpu_cores "$RAW/$server-$shape-$run.time")" \
+                server_cpu="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN{printf "%.2f", (b - a) / hz / d}')" \
+                load="$(cut -d' ' -f1 /proc/loadavg)" busy_before="$BUSY_BEFORE" 2>"$RAW/$server-$shape-$run.parse-err"); then
+                log "run $run $server $shape: could not parse the generator's output (exit $rc): $out"
+                continue
+            fi
+            echo "$rec" >>"$RESULTS"
+            log "run $run $server $shape: $(python3 "$STATS" summary "$rec")"
+            rm -rf "$dir"
+        done
+    done
+done
+
+echo
+echo "## Job intake, $CONNS connections, ${DURATION} s per run, median of $RUNS runs"
+echo
+echo "Servers on core 0 (Go $(go version 2>/dev/null | cut -d' ' -f3) net/http with GOMAXPROCS=1; hitd one process), generator $GEN on core 1."
+echo "Bodies: single = $(cat "$TMP_DIR/body-single.json") per POST /jobs; batch = an array of $BATCH of them."
+echo "hitd store: its default ./hitd.db (SQLite WAL, synchronous=FULL) in a fresh temp dir on $(df --output=source "$TMP_DIR" | tail -1) per run."
+echo "Machine: $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), shared with other work ($(load_note) at the end)."
+echo
+python3 "$STATS" intake-table "$RESULTS"
+echo
+echo "Reproduce: benchmarks/intake.sh --runs $RUNS --duration $DURATION --conns $CONNS --batch $BATCH --servers \"$SERVERS\" --gen $GEN"
+echo "Generator command (under taskset -c 1), per body:"
+for shape in single batch; do
+    gen_cmd "$shape" "http://127.0.0.1:PORT/jobs"
+    echo "    ${CMD[*]}"
+done
+echo "Raw outputs: $RAW/, one JSON line per run: $RESULTS"
