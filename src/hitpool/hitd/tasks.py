@@ -350,15 +350,13 @@ def _check_hit(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-async def hit(**spec: Any) -> Any:
+async def hit(**spec: Any) -> dict[str, Any]:
     """A load test with `hitpool.hit`; the result is hit's JSON summary."""
-    from ..hit.spec import Spec
+    # Imported here, not at the top: the client pulls in uvloop and httptools.
+    from ..hit import Spec, run_async
 
-    # Imported lazily: the client pulls in uvloop and httptools.
-    run = importlib.import_module("hitpool.hit").run
-    summary = await run(Spec.from_dict(spec))
-    to_json = getattr(summary, "to_json", None)
-    return to_json() if callable(to_json) else summary
+    summary = await run_async(Spec.from_dict(spec))
+    return summary.to_json()
 
 
 def _builtin(
