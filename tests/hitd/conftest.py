@@ -217,3 +217,33 @@ def hitd_process(tmp_path: Path) -> Iterator[Callable[..., HitdProcess]]:
     yield spawn
     for p in procs:
         p.stop()
+
+
+# --- in-process hitd --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def start_hitd(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start hitd in this process on 127.0.0.1 port 0 with a SQLite file in tmp_path."""
+    from hitpool.hitd.server import Hitd, ServerConfig
+
+    servers: list[Any] = []
+
+    async def start(**overrides: Any) -> Hitd:
+        settings: dict[str, Any] = {
+            "port": 0,
+            "store": f"sqlite:///{tmp_path}/hitd-{len(servers)}.db",
+            "workers": 2,
+            "grace_s": 5.0,
+            "lease_s": 5.0,
+        }
+        settings.update(overrides)
+        hitd = Hitd(ServerConfig(**settings))
+        await hitd.start()
+        servers.append(hitd)
+        return hitd
+
+    yield start
+    for s in servers:
+        if not s.stopped:
+            await s.stop()

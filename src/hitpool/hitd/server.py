@@ -77,6 +77,7 @@ class Hitd:
         )
         self.http = HttpServer(self.app, HttpLimits(max_body_bytes=config.max_body_bytes))
         self._stopped = asyncio.Event()
+        self._draining_started = False
 
     def _worker_numbers(self) -> WorkerNumbers:
         s = self.runner.statistics()
@@ -89,6 +90,10 @@ class Hitd:
             failed=s.failed,
             run_time=s.run_time,
         )
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     @property
     def port(self) -> int:
@@ -107,6 +112,10 @@ class Hitd:
 
     async def stop(self) -> None:
         """Drain: refuse new jobs, commit what came, let running jobs finish, close."""
+        if self._draining_started:
+            await self._stopped.wait()
+            return
+        self._draining_started = True
         self.app.draining = True
         await self.intake.close()
         await self.runner.stop(grace_s=self.config.grace_s)
