@@ -90,7 +90,8 @@ async def test_coroutine_handler_and_post_body(serve, connect) -> None:
 async def test_chunked_body_is_assembled(serve, connect) -> None:
     server = await serve()
     c = await connect(server.port)
-    raw = b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    head = b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     await c.send(raw)
     (r,) = await c.replies(1)
     assert r.json()["len"] == 5
