@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl as _ssl
 import struct
 import threading
 from collections import Counter
@@ -63,16 +64,17 @@ class Server:
     def total(self) -> int:
         return sum(self.seen.values())
 
-    async def start(self, host: str = "127.0.0.1") -> Server:
+    async def start(self, host: str = "127.0.0.1", ssl: _ssl.SSLContext | None = None) -> Server:
         self._loop = asyncio.get_running_loop()
-        self.server = await self._loop.create_server(lambda: _Proto(self), host, 0)
+        self.server = await self._loop.create_server(lambda: _Proto(self), host, 0, ssl=ssl)
+        self.scheme = "https" if ssl is not None else "http"
         self.port = self.server.sockets[0].getsockname()[1]
         self.host = host
         return self
 
     def url(self, path: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     async def stop(self) -> None:
         """Stop listening, close every connection and wait until they are gone."""

@@ -347,7 +347,9 @@ class Engine:
                 lambda: conn,
                 sock=sock,
                 ssl=self.ssl,
-                server_hostname=(t.host if not t.is_ip else None) if self.ssl is not None else None,
+                # SNI and the name checked against the certificate; the ssl module sends
+                # no SNI for an IP literal and checks it against the IP SANs instead
+                server_hostname=t.host if self.ssl is not None else None,
                 ssl_handshake_timeout=self.spec.timeout if self.ssl is not None else None,
             )
         except BaseException:

@@ -1,0 +1,195 @@
+"""The hit command: every usage error names its flag and exits 2 without a traceback;
+runs print the book's block or JSON; --assert gates with exit 3; -o writes a timeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hitpool.hit.cli import main
+
+from .servers import Server, serve_in_thread
+
+
+@pytest.fixture
+def srv() -> Iterator[Server]:
+    with serve_in_thread() as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        ([], "URL"),
+        (["-n", "0", "http://x/"], "-n"),
+        (["-n", "ten", "http://x/"], "-n"),
+        (["-c", "0", "http://x/"], "-c"),
+        (["--rps", "0", "http://x/"], "--rps"),
+        (["-rps", "fast", "http://x/"], "--rps"),
+        (["-z", "10 parsecs", "http://x/"], "-z"),
+        (["-t", "soon", "http://x/"], "-t"),
+        (["-H", "no colon", "http://x/"], "-H"),
+        (["-p", "many", "http://x/"], "-p"),
+        (["-p", "0", "http://x/"], "-p"),
+        (["--ok", "fine", "http://x/"], "--ok"),
+        (["--ok", "99-100", "http://x/"], "--ok"),
+        (["--assert", "p99<<1", "http://x/"], "--assert"),
+        (["--assert", "speed>1", "http://x/"], "--assert"),
+        (["--assert", "p99<fast", "http://x/"], "--assert"),
+        (["--assert", "errors<lots", "http://x/"], "--assert"),
+        (["-o", "out.txt", "http://x/"], "-o"),
+        (["-d", "@/no/such/file", "http://x/"], "-d"),
+        (["-m", "GET ME", "http://x/"], "-m"),
+        (["-T", "a\nb", "http://x/"], "-T"),
+        (["ftp://x/"], "URL"),
+        (["http://"], "URL"),
+        (["http://x:99999/"], "URL"),
+        (["--bogus", "http://x/"], "--bogus"),
+        (["http://x/", "extra"], "extra"),
+    ],
+)
+def test_usage_errors_name_the_flag_and_exit_2(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("hit: error: ") and flag in err and "fix:" in err
+    assert "Traceback" not in err
+
+
+def test_help_says_rps_is_the_total(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "TOTAL rate" in capsys.readouterr().out
+
+
+def test_text_summary_keeps_the_books_block(
+    srv: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-n", "50", "-c", "7", srv.url("/ok")]) == 0
+    out = capsys.readouterr().out
+    for line in ("Success:", "RPS:", "Requests: 50", "Errors:   0", "Bytes:", "Duration:"):
+        assert line in out
+    for line in ("Fastest:", "Slowest:", "99%", "Histogram:", "[200] 50 responses"):
+        assert line in out
+    assert "\r" not in out  # no progress line when stdout is not a terminal
+    assert srv.seen["/ok"] == 50
+
+
+def test_json_schema(srv: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-n", "20", "-c", "3", "-rps", "500", "--json", srv.url("/status/503")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "hit/1"
+    assert (doc["requests"], doc["successes"], doc["errors"]) == (20, 0, 20)
+    assert doc["status_codes"] == {"503": 20} and doc["errors_by_kind"]["status"] == 20
+    assert doc["target_rps"] == 500 and isinstance(doc["late"], int)
+    assert set(doc["latency_s"]) == {"min", "mean", "p50", "p90", "p95", "p99", "p999", "max"}
+    for key in ("rps", "duration_s", "bytes", "concurrency", "processes", "interrupted"):
+        assert key in doc
+
+
+def test_asserts_gate_the_exit_code(srv: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    url = srv.url("/ok")
+    assert main(["-n", "10", "--assert", "errors<1%", "--assert", "p99<30s", url]) == 0
+    assert main(["-n", "10", "--assert", "rps>1e12", url]) == 3
+    err = capsys.readouterr().err
+    assert "assertion failed: rps>1e12 (rps = " in err
+    assert main(["-n", "10", "--assert", "errors==0", srv.url("/status/500")]) == 3
+
+
+@pytest.mark.parametrize("ext", ["csv", "json"])
+def test_timeline_file(
+    srv: Server, tmp_path: Path, ext: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / f"t.{ext}"
+    assert main(["-n", "40", "-c", "4", "-o", str(out), srv.url("/ok")]) == 0
+    capsys.readouterr()
+    if ext == "csv":
+        rows = list(csv.DictReader(out.read_text().splitlines()))
+        assert list(rows[0]) == ["second", "requests", "errors", "p50_s", "p99_s"]
+    else:
+        doc = json.loads(out.read_text())
+        rows = doc["timeline"]
+        assert doc["summary"]["requests"] == 40
+    assert sum(int(r["requests"]) for r in rows) == 40
+    assert all(float(r["p50_s"]) <= float(r["p99_s"]) for r in rows)
+
+
+def test_cannot_start_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["-n", "5", f"http://127.0.0.1:{port}/"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "connect_refused" in err and "Traceback" not in err
+
+
+def test_body_from_file(srv: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = tmp_path / "jobs.json"
+    body.write_bytes(b'[{"n": 1}, {"n": 2}]')
+    argv = ["-n", "3", "-c", "1", "-m", "post", "-d", f"@{body}", "-T", "application/json"]
+    assert main([*argv, srv.url("/echo")]) == 0
+    assert srv.bodies == [body.read_bytes()] * 3
+    capsys.readouterr()
+
+
+def test_two_processes_merge_exactly(srv: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-n", "301", "-c", "5", "-p", "2", "--json", srv.url("/ok")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["requests"], doc["successes"], doc["processes"]) == (301, 301, 2)
+    assert doc["concurrency"] == 5 and doc["status_codes"] == {"200": 301}
+    assert srv.seen["/ok"] == 301
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_python_dash_m_runs_for_real(srv: Server) -> None:
+    cmd = [sys.executable, "-m", "hitpool.hit", "-n", "25", "-c", "5", "--json", srv.url("/ok")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env=_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["successes"] == 25 == srv.seen["/ok"]
+
+
+def test_ctrl_c_prints_the_partial_summary_and_exits_130(srv: Server) -> None:
+    reached = threading.Event()
+    srv.notify_at = 9
+    srv.reached = _ThreadEvent(reached)  # type: ignore[assignment]
+    cmd = [sys.executable, "-m", "hitpool.hit", "-n", "1000", "-c", "3", srv.url("/stall/6")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        assert reached.wait(15), "hit never reached the server"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    text = out.decode()
+    assert "interrupted" in text and "Requests: 9" in text and "cancelled" in text
+    assert b"Traceback" not in err
+
+
+class _ThreadEvent:
+    """Stands in for the server's asyncio.Event so a test thread can wait on it."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def set(self) -> None:
+        self.event.set()
