@@ -213,6 +213,8 @@ echo "Reproduce: benchmarks/intake.sh --runs $RUNS --duration $DURATION --conns 
 echo "Generator command (under taskset -c 1), per body:"
 for shape in single batch; do
     gen_cmd "$shape" "http://127.0.0.1:PORT/jobs"
-    echo "    ${CMD[*]}"
+    printf '    '
+    printf '%q ' "${CMD[@]}"
+    echo
 done
 echo "Raw outputs: $RAW/, one JSON line per run: $RESULTS"

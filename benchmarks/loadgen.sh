@@ -203,6 +203,8 @@ echo "Reproduce: benchmarks/loadgen.sh --runs $RUNS --duration $DURATION --conns
 echo "Per-tool commands (each inside its cgroup, under taskset -c 1):"
 for tool in $TOOLS; do
     cmd_for "$tool"
-    echo "    ${CMD[*]}"
+    printf '    '
+    printf '%q ' "${CMD[@]}"
+    echo
 done
 echo "Raw outputs: $RAW/, one JSON line per run: $RESULTS"

@@ -154,54 +154,54 @@ def free_port() -> int:
 
 
 class HitdProcess:
-    """`python -m hitpool.hitd` as a real child process."""
+    """`python -m hitpool.hitd` as a real child process; its output goes to a file."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.cwd = cwd
         full_env = dict(os.environ)
         full_env.update(env or {})
-        # Tests pass task modules that live next to them.
+        # Tests pass task modules that live next to them (--tasks test_hitd_...).
         here = str(Path(__file__).parent)
         full_env["PYTHONPATH"] = here + os.pathsep + full_env.get("PYTHONPATH", "")
+        self.log_path = cwd / f"hitd-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hitpool.hitd", "--port", str(self.port), *args],
             cwd=cwd,
             env=full_env,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.output = b""
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        """Poll (bounded) until the port accepts connections: it is another process."""
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Poll (bounded) for the startup line: the server is another process."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if "hitd listening on" in self.output:
+                return
             if self.proc.poll() is not None:
-                raise AssertionError(f"hitd exited: {self.proc.stdout.read()!r}")  # type: ignore[union-attr]
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError("hitd did not start listening")
+                raise AssertionError(f"hitd exited {self.proc.returncode}: {self.output}")
+            time.sleep(0.02)
+        raise AssertionError(f"hitd did not start listening: {self.output}")
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(5)
 
-    def term(self) -> int:
+    def term(self, timeout: float = 15.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(15)
-        assert self.proc.stdout is not None
-        self.output = self.proc.stdout.read()
-        return code
+        return self.proc.wait(timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self._log.close()
 
 
 @pytest.fixture

@@ -1,0 +1,119 @@
+"""`hitd` flags and environment: bad input names the flag and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from hitpool._errors import SpecError
+from hitpool.hitd.cli import build_parser, main, parse_config
+from hitpool.hitd.server import DEFAULT_STORE
+
+
+def test_defaults() -> None:
+    c = parse_config([], {})
+    assert (c.host, c.port, c.store) == ("127.0.0.1", 8080, "sqlite:///./hitd.db")
+    assert c.store == DEFAULT_STORE
+    assert (c.workers, c.queue_size, c.token, c.tasks, c.allow_targets) == (
+        16,
+        100_000,
+        None,
+        (),
+        (),
+    )
+    assert c.max_body_bytes == 1024 * 1024
+
+
+def test_environment_and_flags() -> None:
+    env = {"MAX_WORKERS": "3", "MAX_QUEUE": "7", "HITD_STORE": "memory://", "HITD_TOKEN": "t"}
+    c = parse_config([], env)
+    assert (c.workers, c.queue_size, c.store, c.token) == (3, 7, "memory://", "t")
+    c = parse_config(
+        [
+            "--workers",
+            "5",
+            "--queue-size",
+            "9",
+            "--store",
+            "sqlite:////tmp/x.db",
+            "--token",
+            "u",
+            "--tasks",
+            "a.b",
+            "--tasks",
+            "c",
+            "--allow-target",
+            "10.0.0.5",
+            "--port",
+            "0",
+        ],
+        env,
+    )
+    assert (c.workers, c.queue_size, c.store, c.token, c.port) == (
+        5,
+        9,
+        "sqlite:////tmp/x.db",
+        "u",
+        0,
+    )
+    assert (c.tasks, c.allow_targets) == (("a.b", "c"), ("10.0.0.5",))
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--workers", "many"], "--workers"),
+        (["--queue-size", "-1"], "--queue-size"),
+        (["--port", "70000"], "--port"),
+        (["--grace", "soon"], "--grace"),
+        (["--lease", "0"], "--lease"),
+        (["--max-body", "0"], "--max-body"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_bad_flags_name_the_flag_and_exit_2(argv, flag, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "name"), [({"MAX_WORKERS": "x"}, "MAX_WORKERS"), ({"MAX_QUEUE": "0"}, "MAX_QUEUE")]
+)
+def test_bad_environment_names_the_variable(env, name, monkeypatch, capsys) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_config([], env)
+    assert exc.value.field == name
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main([]) == 2
+    assert name in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--store", "ftp://somewhere"], "--store"),
+        (["--store", "sqlite://relative.db"], "--store"),
+        (["--tasks", "no_such_module_for_hitd_tests"], "--tasks"),
+        (["--token", " "], "--token"),
+    ],
+)
+def test_bad_values_found_at_startup_exit_2(argv, flag, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hitd: error: {flag}:"), err
+    assert "Traceback" not in err
+
+
+def test_help_says_memory_jobs_die_with_the_process() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "memory:// (jobs die with the process)" in text
+    for flag in ("--workers", "--queue-size", "--store", "--tasks", "--token", "--allow-target"):
+        assert flag in text
+    for env in ("MAX_WORKERS", "MAX_QUEUE", "HITD_STORE", "HITD_TOKEN"):
+        assert env in text

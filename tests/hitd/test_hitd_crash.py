@@ -1,0 +1,120 @@
+"""hitd as a real process, killed with SIGKILL: a 202 is a promise that survives the crash.
+
+This module is also the task module the spawned servers load (`--tasks test_hitd_crash`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hitpool.hitd.tasks import task
+
+pytestmark = pytest.mark.slow
+
+JSON = {"Content-Type": "application/json"}
+
+
+@task(name="test_crash_block")
+async def block_first_time(marker: str) -> str:
+    """First attempt: leave a marker and hang (the test kills the server). Later: finish."""
+    path = Path(marker)
+    if path.exists():
+        return "second attempt"
+    path.write_text("started")
+    await asyncio.sleep(3600)
+    return "unreachable"
+
+
+async def wait_for(check: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll an external process (bounded): the condition lives in another process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_every_202_survives_kill_9_mid_burst(hitd_process, connect) -> None:
+    # Default store (sqlite:///./hitd.db in the test's directory), short leases.
+    args = ("--workers", "8", "--lease", "1", "--log-level", "warning")
+    first = hitd_process(*args)
+    assert "store sqlite:///./hitd.db [durable]" in first.output
+    accepted: list[int] = []
+    enough = asyncio.Event()
+    # 5 ms per job on 8 workers: the burst outruns the workers, so jobs are still waiting
+    # (and some running) when the server is killed.
+    body = json.dumps({"task": "hello", "args": {"name": "burst", "delay": 0.005}})
+
+    async def sender() -> None:
+        c = await connect(first.port)
+        raw = c.encode("POST", "/jobs", body, JSON) * 20
+        try:
+            while True:
+                await c.send(raw)
+                for r in await c.replies(20):
+                    assert r.status == 202, r.body
+                    accepted.append(r.json()["id"])
+                if len(accepted) >= 400:
+                    enough.set()
+        except (ConnectionError, OSError, AssertionError, TimeoutError):
+            return  # the server died under us: what was answered 202 is what counts
+
+    senders = [asyncio.create_task(sender()) for _ in range(4)]
+    await enough.wait()
+    first.kill9()  # mid-burst: the senders are still sending
+    await asyncio.gather(*senders)
+    assert len(accepted) >= 400
+    assert len(set(accepted)) == len(accepted)
+
+    second = hitd_process(*args)
+    c = await connect(second.port)
+
+    async def drained() -> bool:
+        jobs = (await c.request("GET", "/stats")).json()["jobs"]
+        return bool(jobs["queued"] == 0 and jobs["running"] == 0)
+
+    await wait_for(drained, what="every job to finish after the restart")
+    raw = b"".join(c.encode("GET", f"/jobs/{i}") for i in accepted)
+    await c.send(raw)
+    replies = await c.replies(len(accepted), timeout=15.0)
+    statuses = {r.json()["status"] for r in replies}
+    assert statuses == {"succeeded"}, statuses
+    # And the restart did pick up work the first process left unfinished.
+    assert (await c.request("GET", "/stats")).json()["completed"] > 0
+
+
+async def test_a_job_whose_worker_was_killed_runs_again(hitd_process, connect, tmp_path) -> None:
+    args = ("--workers", "2", "--lease", "1", "--tasks", "test_hitd_crash")
+    marker = tmp_path / "started.marker"
+    first = hitd_process(*args)
+    c = await connect(first.port)
+    job = {"task": "test_crash_block", "args": {"marker": str(marker)}}
+    r = await c.request("POST", "/jobs", job, JSON)
+    assert r.status == 202
+    job_id = r.json()["id"]
+
+    async def started() -> bool:
+        return marker.exists()
+
+    await wait_for(started, what="the job to start")
+    first.kill9()
+
+    second = hitd_process(*args)
+    c2 = await connect(second.port)
+
+    async def finished() -> dict[str, Any] | None:
+        rec: dict[str, Any] = (await c2.request("GET", f"/jobs/{job_id}")).json()
+        return rec if rec["status"] == "succeeded" else None
+
+    rec = await wait_for(finished, what="the job to run again after its lease expired")
+    assert rec["attempts"] == 2
+    assert rec["result"] == "second attempt"
