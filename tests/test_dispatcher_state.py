@@ -110,6 +110,8 @@ class DispatcherMachine(RuleBasedStateMachine):
         assert self.peak <= self.cap
         assert sum(job.status == "running" for job, _ in self.jobs) == s.busy
         assert sum(job.status == "queued" for job, _ in self.jobs) == s.queued
+        assert sum(job.status == "succeeded" for job, _ in self.jobs) == s.completed
+        assert sum(job.status == "cancelled" for job, _ in self.jobs) == s.cancelled
 
     def teardown(self) -> None:
         self.run(self.pool.stop(cancel=True))

@@ -88,14 +88,21 @@ class BaseJob(Generic[T]):
         "_pool",
         "_result",
         "_retrieved",
-        "_waiter",
+        "_timer",
+        "_wid",
         "args",
         "fn",
         "id",
         "kwargs",
         "status",
-        "worker_id",
     )
+    # Set later than __init__: _wid by the worker, _timer for a delayed job, the rest
+    # when the job settles.
+    _wid: int
+    _timer: Any
+    _result: Any
+    _exc: BaseException | None
+    _retrieved: bool
 
     def __init__(
         self,
@@ -106,6 +113,9 @@ class BaseJob(Generic[T]):
         kwargs: dict[str, Any],
         barrier: Barrier,
     ) -> None:
+        # Only what is read before the job settles is set here: a job is made per
+        # dispatch, so every attribute costs. _result, _exc and _retrieved are set by
+        # Core._settle.
         self._pool = pool
         self.id = id
         self.fn = fn
@@ -113,12 +123,15 @@ class BaseJob(Generic[T]):
         self.kwargs = kwargs
         self._barrier = barrier
         self.status: JobStatus = QUEUED
-        self.worker_id: int | None = None
-        self._result: Any = None
-        self._exc: BaseException | None = None
         self._callbacks: list[Callable[[Any], object]] | None = None
-        self._retrieved = False
-        self._waiter: Any = None
+
+    @property
+    def worker_id(self) -> int | None:
+        """The ID (0 .. workers-1) of the worker that ran the job; None until one does."""
+        try:
+            return self._wid
+        except AttributeError:  # unset until a worker takes the job: one store fewer per job
+            return None
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
@@ -201,13 +214,9 @@ class Core:
         self._queue_size = check_size("queue_size", queue_size)
         self._on_error = on_error
         self._fail_fast = fail_fast
-        self._next_id = 0
-        self._dispatched = 0
-        self._completed = 0
+        self._next_id = 0  # also the number of jobs dispatched
         self._failed = 0
         self._cancelled = 0
-        self._queued = 0  # ready + delayed: what counts against queue_size
-        self._busy = 0
         self._closed = False
         self._barrier = Barrier()
         self._open_barriers: list[Barrier] = []  # older barriers some join waits on
@@ -228,41 +237,40 @@ class Core:
         return self._closed
 
     def statistics(self) -> DispatcherStatistics:
+        # queued and busy are counted when asked, not kept per job: the hot path of a
+        # dispatcher does no bookkeeping a snapshot can derive.
+        busy = self._busy_now()
+        queued = self._queued_now()
         return DispatcherStatistics(
             workers=self._workers,
-            busy=self._busy,
-            idle=max(0, self._workers - self._busy),
-            queued=self._queued,
-            dispatched=self._dispatched,
-            completed=self._completed,
+            busy=busy,
+            idle=max(0, self._workers - busy),
+            queued=queued,
+            dispatched=self._next_id,
+            # Every job is queued, running or settled, so successes need no counter of
+            # their own (the tests check it against the jobs' own statuses).
+            completed=self._next_id - busy - queued - self._failed - self._cancelled,
             failed=self._failed,
             cancelled=self._cancelled,
             queue_size=self._queue_size,
             closed=self._closed,
         )
 
-    def _admit(self, job: BaseJob[Any]) -> None:
-        """Count a job that was just made; the caller has checked for room."""
-        self._dispatched += 1
-        self._queued += 1
-        job._barrier.count += 1
-
     def _settle(
         self, job: BaseJob[Any], status: str, result: Any, exc: BaseException | None
     ) -> None:
-        """Record a job's outcome: counters, barrier, callbacks, error hooks."""
-        prior = job.status
-        if prior == RUNNING:
-            self._busy -= 1
-        elif prior == QUEUED:
-            self._queued -= 1
+        """Record a job's outcome: counters, barrier, callbacks, error hooks.
+
+        The caller has taken the job out of the ready queue, the delayed set or its
+        worker's slot.
+        """
         job.status = status  # type: ignore[assignment]
         if status == SUCCEEDED:
-            self._completed += 1
             job._result = result
         elif status == FAILED:
             self._failed += 1
             job._exc = exc
+            job._retrieved = False
             if self._on_error is not None:
                 job._retrieved = True
                 try:
@@ -283,9 +291,11 @@ class Core:
         barrier.count -= 1
         if barrier.count == 0 and barrier.waiter is not None:
             self._wake_barrier(barrier)
-        waiter = job._waiter
-        if waiter is not None:
-            self._wake_job(job, waiter)
+        if job._callbacks is not None:
+            self._notify(job)
+
+    def _notify(self, job: BaseJob[Any]) -> None:
+        """Run a settled job's done callbacks (those who wait on it wait through one)."""
         callbacks = job._callbacks
         if callbacks is not None:
             job._callbacks = None
@@ -309,17 +319,20 @@ class Core:
 
     # -- what each twin does its own way ----------------------------------------------
 
+    def _queued_now(self) -> int:
+        raise NotImplementedError
+
+    def _busy_now(self) -> int:
+        raise NotImplementedError
+
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         raise NotImplementedError
 
     def _wake_barrier(self, barrier: Barrier) -> None:
         raise NotImplementedError
 
-    def _wake_job(self, job: BaseJob[Any], waiter: Any) -> None:
-        raise NotImplementedError
-
     def _on_fail_fast(self) -> None:
         raise NotImplementedError
 
 
-_EMPTY: dict[str, Any] = {}
+_EMPTY: dict[str, Any] = {}  # shared, never written: kwargs of a finished job

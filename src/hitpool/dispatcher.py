@@ -18,6 +18,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
+from functools import partial
 from types import CoroutineType, TracebackType
 from typing import Any, Generic, TypeVar, overload
 
@@ -44,20 +45,13 @@ R = TypeVar("R")
 class Job(BaseJob[T]):
     """A job on a `Dispatcher`: ``await job`` gives its result or raises its exception."""
 
-    __slots__ = ("_timer",)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._timer: asyncio.TimerHandle | None = None
+    __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, T]:
         if self.status not in _FINISHED:
             pool: Dispatcher = self._pool  # type: ignore[assignment]
             fut = pool._require_loop().create_future()
-            if self._waiter is None:
-                self._waiter = [fut]
-            else:
-                self._waiter.append(fut)
+            self.add_done_callback(partial(_wake_future, fut))
             try:
                 yield from fut.__await__()
             finally:
@@ -94,9 +88,10 @@ class Dispatcher(Core):
         self._room: deque[asyncio.Future[None]] = deque()  # dispatchers waiting for room
         self._delay_room: deque[asyncio.Future[None]] = deque()
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._running: dict[int, Job[Any]] = {}  # worker id -> its job
+        self._running: list[Job[Any] | None] = []  # by worker id: its job, or None
         self._cancelling: set[Job[Any]] = set()  # running jobs whose cancel was asked
         self._stopping = False
+        self._shut = True  # closed, or not started: dispatch takes its slow path to say which
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -136,6 +131,7 @@ class Dispatcher(Core):
         if self._closed:
             raise DispatcherClosed("this dispatcher was stopped; make a new one")
         self._loop = asyncio.get_running_loop()
+        self._shut = False
         for wid in range(self._workers):
             self._spawn(wid)
 
@@ -153,7 +149,7 @@ class Dispatcher(Core):
 
         Returns once every worker has exited. Must not be awaited from inside a job.
         """
-        self._closed = True
+        self._closed = self._shut = True
         self._stopping = True
         _wake_all(self._room)
         _wake_all(self._delay_room)
@@ -178,8 +174,8 @@ class Dispatcher(Core):
             self._settle(self._ready.popleft(), CANCELLED, None, None)
         for job in list(self._delayed):
             self._cancel_job(job)
-        for wid, running in self._running.items():
-            if running not in self._cancelling:
+        for wid, running in enumerate(self._running):
+            if running is not None and running not in self._cancelling:
                 self._cancelling.add(running)
                 self._tasks[wid].cancel()
 
@@ -195,12 +191,19 @@ class Dispatcher(Core):
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)``; wait while the queue is full. Returns the job."""
         if delay is None:
-            if len(self._ready) >= self._queue_size or self._room or self._closed:
+            if len(self._ready) >= self._queue_size or self._room or self._shut:
                 await self._wait_for_room(self._room, self._ready_full)
-        else:
-            delay = _check_delay(delay)
-            if len(self._delayed) >= self._queue_size or self._delay_room or self._closed:
-                await self._wait_for_room(self._delay_room, self._delayed_full)
+            # The hot path, inlined: make the job, queue it, wake an idle worker.
+            job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._barrier)
+            self._next_id += 1
+            self._barrier.count += 1
+            self._ready.append(job)
+            if self._parked:
+                _wake_one(self._parked)
+            return job
+        delay = _check_delay(delay)
+        if len(self._delayed) >= self._queue_size or self._delay_room or self._shut:
+            await self._wait_for_room(self._delay_room, self._delayed_full)
         return self._put(fn, args, kwargs, delay)
 
     def dispatch_nowait(
@@ -235,8 +238,8 @@ class Dispatcher(Core):
         loop = self._require_loop()
         first = False  # a woken waiter that lost its room goes back to the front
         while True:
-            if self._closed:
-                raise DispatcherClosed("the dispatcher is stopped")
+            if self._shut:
+                self._check_open()
             if not full() and (first or not waiters):
                 if waiters and not full():
                     _wake_one(waiters)  # room for more than us: pass it on
@@ -259,6 +262,11 @@ class Dispatcher(Core):
                 raise
             first = True
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DispatcherClosed("the dispatcher is stopped")
+        self._require_loop()
+
     def _put(
         self,
         fn: Callable[..., Any],
@@ -266,13 +274,9 @@ class Dispatcher(Core):
         kwargs: dict[str, Any],
         delay: float | None,
     ) -> Job[Any]:
-        if self._loop is None:
-            self._require_loop()
         job: Job[Any] = Job(self, self._next_id, fn, args, kwargs, self._barrier)
         self._next_id += 1
-        self._dispatched += 1
-        self._queued += 1
-        job._barrier.count += 1
+        self._barrier.count += 1
         if delay is None or delay == 0:
             self._ready.append(job)
             if self._parked:
@@ -284,7 +288,6 @@ class Dispatcher(Core):
 
     def _release(self, job: Job[Any]) -> None:
         """A delayed job is due: it joins the back of the ready queue."""
-        job._timer = None
         self._delayed.discard(job)
         self._ready.append(job)
         if self._parked:
@@ -301,6 +304,8 @@ class Dispatcher(Core):
         assert task is not None
         ready = self._ready
         running = self._running
+        if len(running) <= wid:
+            running.extend([None] * (wid + 1 - len(running)))
         settle = self._settle
         try:
             while True:
@@ -327,17 +332,15 @@ class Dispatcher(Core):
                 job = ready.popleft()
                 if self._room:
                     _wake_one(self._room)
-                self._queued -= 1
-                self._busy += 1
                 job.status = RUNNING
-                job.worker_id = wid
+                job._wid = wid
                 running[wid] = job
                 try:
-                    result = job.fn(*job.args, **job.kwargs)
+                    result = job.fn(*job.args, **job.kwargs) if job.kwargs else job.fn(*job.args)
                     if type(result) is CoroutineType:
                         result = await result
                 except asyncio.CancelledError:
-                    del running[wid]
+                    running[wid] = None
                     asked = job in self._cancelling
                     self._cancelling.discard(job)
                     settle(job, CANCELLED, None, None)
@@ -347,16 +350,25 @@ class Dispatcher(Core):
                         continue
                     raise
                 except Exception as exc:
-                    del running[wid]
+                    running[wid] = None
                     self._forget_cancel(job, task)
                     settle(job, FAILED, None, exc)
                 else:
-                    del running[wid]
+                    running[wid] = None
                     if self._cancelling:
                         self._forget_cancel(job, task)
-                    settle(job, SUCCEEDED, result, None)
+                    # Core._settle for a success, inlined: this runs once per job.
+                    job.status = SUCCEEDED
+                    job._result = result
+                    job.args = ()
+                    barrier = job._barrier
+                    barrier.count -= 1
+                    if barrier.count == 0 and barrier.waiter is not None:
+                        self._wake_barrier(barrier)
+                    if job._callbacks is not None:
+                        self._notify(job)
         finally:
-            running.pop(wid, None)
+            running[wid] = None
             if self._tasks.get(wid) is task:
                 del self._tasks[wid]
             if self._stopping and self._parked and not ready:
@@ -370,12 +382,17 @@ class Dispatcher(Core):
 
     # -- Core hooks ---------------------------------------------------------------------
 
+    def _queued_now(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def _busy_now(self) -> int:
+        return sum(job is not None for job in self._running)
+
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         assert isinstance(job, Job)
         if job.status == QUEUED:
-            if job._timer is not None:
+            if job in self._delayed:
                 job._timer.cancel()
-                job._timer = None
                 self._delayed.discard(job)
                 if self._delay_room:
                     _wake_one(self._delay_room)
@@ -387,9 +404,8 @@ class Dispatcher(Core):
             return True
         if job.status == RUNNING:
             if job not in self._cancelling:
-                assert job.worker_id is not None
                 self._cancelling.add(job)
-                self._tasks[job.worker_id].cancel()
+                self._tasks[job._wid].cancel()
             return True
         return False
 
@@ -400,14 +416,8 @@ class Dispatcher(Core):
             if not fut.done():
                 fut.set_result(None)
 
-    def _wake_job(self, job: BaseJob[Any], waiter: Any) -> None:
-        job._waiter = None
-        for fut in waiter:
-            if not fut.done():
-                fut.set_result(None)
-
     def _on_fail_fast(self) -> None:
-        self._closed = True
+        self._closed = self._shut = True
         _wake_all(self._room)
         _wake_all(self._delay_room)
         self._cancel_all()
@@ -551,6 +561,11 @@ def _check_delay(delay: object) -> float:
     ):
         raise SpecError("delay", f"must be a finite number of seconds >= 0, got {delay!r}")
     return float(delay)
+
+
+def _wake_future(fut: asyncio.Future[None], job: object) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:

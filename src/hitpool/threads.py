@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -58,10 +59,9 @@ class ThreadJob(BaseJob[T]):
                     event = None
                 else:
                     event = threading.Event()
-                    if self._waiter is None:
-                        self._waiter = [event]
-                    else:
-                        self._waiter.append(event)
+                    if self._callbacks is None:
+                        self._callbacks = []
+                    self._callbacks.append(partial(_set_event, event))
             if event is not None and not event.wait(timeout):
                 raise TimeoutError(f"{self!r} did not finish within {timeout} s")
         return self._outcome()
@@ -112,6 +112,7 @@ class ThreadDispatcher(Core):
         self._idle = 0
         self._room_waiting = 0
         self._threads: dict[int, threading.Thread] = {}
+        self._running: dict[int, ThreadJob[Any] | None] = {}  # worker id -> its job
         self._timer_thread: threading.Thread | None = None
         self._started = False
         self._stopping = False
@@ -259,7 +260,7 @@ class ThreadDispatcher(Core):
             )
         job: ThreadJob[Any] = ThreadJob(self, self._next_id, fn, args, kwargs, self._barrier)
         self._next_id += 1
-        self._admit(job)
+        self._barrier.count += 1
         if delay:
             self._delayed.add(job)
             heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
@@ -309,6 +310,9 @@ class ThreadDispatcher(Core):
     def _work(self, wid: int) -> None:
         ready = self._ready
         settle = self._settle
+        running = self._running
+        with self._mutex:
+            running[wid] = None
         job: ThreadJob[Any] | None = None
         status = SUCCEEDED
         result: Any = None
@@ -317,6 +321,7 @@ class ThreadDispatcher(Core):
             while True:
                 with self._mutex:
                     if job is not None:
+                        running[wid] = None
                         settle(job, status, result, error)
                         job = result = error = None
                     while not ready:
@@ -329,10 +334,9 @@ class ThreadDispatcher(Core):
                         self._work_cv.notify()  # leave the job to a worker that stays
                         return
                     job = ready.popleft()
-                    self._queued -= 1
-                    self._busy += 1
+                    running[wid] = job
                     job.status = RUNNING
-                    job.worker_id = wid
+                    job._wid = wid
                     if self._room_waiting:
                         self._room_cv.notify()
                 try:
@@ -343,12 +347,20 @@ class ThreadDispatcher(Core):
                     error = exc
         finally:
             with self._mutex:
+                running.pop(wid, None)
                 if self._threads.get(wid) is threading.current_thread():
                     del self._threads[wid]
                 if self._stopping:
                     self._work_cv.notify_all()
 
     # -- Core hooks ---------------------------------------------------------------------
+
+    def _queued_now(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def _busy_now(self) -> int:
+        with self._mutex:
+            return sum(job is not None for job in self._running.values())
 
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         with self._mutex:
@@ -367,11 +379,6 @@ class ThreadDispatcher(Core):
         events = barrier.waiter
         barrier.waiter = None
         for event in events:
-            event.set()
-
-    def _wake_job(self, job: BaseJob[Any], waiter: Any) -> None:
-        job._waiter = None
-        for event in waiter:
             event.set()
 
     def _on_fail_fast(self) -> None:
@@ -461,3 +468,7 @@ class ThreadDispatcher(Core):
         finally:
             for job in in_flight:
                 job.cancel()
+
+
+def _set_event(event: threading.Event, job: object) -> None:
+    event.set()
