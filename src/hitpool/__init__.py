@@ -1,4 +1,10 @@
-"""hitpool: a bounded worker-pool dispatcher for asyncio and threads, `hit` and `hitd`."""
+"""hitpool: a bounded worker-pool dispatcher for asyncio and threads, with the `hit` load
+generator (`hitpool.hit`) and the `hitd` durable job server (`hitpool.hitd`) built on it.
+
+    async with hitpool.Dispatcher(workers=8, queue_size=64) as pool:
+        job = await pool.dispatch(fetch, url)      # waits while the queue is full
+        print(await job)
+"""
 
 from . import pipeline
 from ._core import DispatcherStatistics, JobStatus
@@ -14,6 +20,7 @@ from ._errors import (
     UnknownTask,
 )
 from .dispatcher import Dispatcher, Job
+from .hitd.tasks import task
 from .schedule import OpenSchedule
 from .threads import ThreadDispatcher, ThreadJob
 
@@ -21,21 +28,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dispatcher",
+    "DispatcherClosed",
     "DispatcherStatistics",
+    "HitpoolError",
     "Job",
+    "JobCancelled",
     "JobStatus",
     "OpenSchedule",
-    "ThreadDispatcher",
-    "ThreadJob",
-    "pipeline",
-    "DispatcherClosed",
-    "HitpoolError",
-    "JobCancelled",
     "QueueFull",
     "SpecError",
     "StoreError",
     "StoreUnavailable",
     "TaskError",
+    "ThreadDispatcher",
+    "ThreadJob",
     "UnknownTask",
     "__version__",
+    "pipeline",
+    "task",
 ]
