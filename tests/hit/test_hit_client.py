@@ -9,8 +9,9 @@ import socket
 
 import pytest
 
-from hitpool.hit import CannotStart, Spec, run_async, send_n
+from hitpool.hit import CannotStart, Progress, Spec, run_async, send_n
 from hitpool.hit.client import ERROR_KINDS
+from hitpool.hit.report import progress_line
 
 from .servers import Server
 
@@ -231,3 +232,16 @@ async def test_memory_is_constant_in_n(server: Server) -> None:
     big = await run_async(Spec(server.url("/ok"), requests=3000, concurrency=2))
     assert len(big.histogram.counts) == len(small.histogram.counts)
     assert len(big.histogram.to_dict()["counts"]) < 2 * 2000  # sparse, bounded by slots
+
+
+async def test_progress_and_timeline_tick_once_a_second(server: Server) -> None:
+    seen: list[Progress] = []
+    s = await run_async(
+        Spec(server.url("/ok"), duration=1.2, concurrency=2, rps=50),
+        progress=seen.append,
+        timeline=True,
+    )
+    assert len(seen) == 1 and seen[0].requests > 0 and seen[0].p99_s is not None
+    assert [r.second for r in s.timeline] == [0, 1]
+    assert sum(r.requests for r in s.timeline) == s.requests == 60
+    assert "req/s" in progress_line(seen[0])

@@ -81,7 +81,7 @@ async def test_a_stalled_lane_makes_requests_late_and_latency_counts_from_due() 
     assert e.late == 3 and e.issued == e.finished == 4
     # latency from due: 10, 10, 10, 10 ms -- not the 1 ms each of requests 1..3 took
     # after leaving, which is what a closed-loop generator would have reported
-    assert e.hist.total == 4 and e.hist.min == e.hist.max == 10_000
+    assert e.histogram().total == 4 and e.histogram().min == e.histogram().max == 10_000
     assert e.done.done()
 
 
@@ -93,7 +93,11 @@ async def test_closed_model_measures_from_the_write() -> None:
         clock.now = t * MS
         _busy_lane(e).finish(200, True)
     # 2, 3, 4 ms: each request starts when the previous one ends
-    assert [(lowest_of(i), c) for i, c in e.hist.nonzero()] == [(2000, 1), (3000, 1), (4000, 1)]
+    assert [(lowest_of(i), c) for i, c in e.histogram().nonzero()] == [
+        (2000, 1),
+        (3000, 1),
+        (4000, 1),
+    ]
     assert e.late == 0 and e.done.done()
 
 

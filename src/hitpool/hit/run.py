@@ -170,7 +170,7 @@ def _summary(engine: Engine, spec: Spec, *, end: int, timeline: Timeline | None)
         concurrency=engine.lanes,
         processes=1,
         interrupted=engine.stopped,
-        histogram=engine.hist,
+        histogram=engine.histogram(),
         timeline=tuple(timeline.rows) if timeline is not None else (),
     )
 
@@ -218,7 +218,7 @@ async def _drive(
                         engine.finished,
                         errors,
                         engine.finished / elapsed if elapsed > 0 else 0.0,
-                        engine.hist.percentile(99) / 1e6,
+                        engine.histogram().percentile(99) / 1e6,
                     )
                 )
             due = base + (second + 2) * 1_000_000_000

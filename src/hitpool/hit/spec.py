@@ -7,7 +7,6 @@ Every check raises `SpecError(field, message)` where ``field`` is the Spec field
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -98,14 +97,6 @@ class Target:
     @property
     def tls(self) -> bool:
         return self.scheme == "https"
-
-    @property
-    def is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
 
 
 def parse_url(url: str) -> Target:
