@@ -197,49 +197,41 @@ class ThreadDispatcher(Core):
     # -- dispatching --------------------------------------------------------------------
 
     def dispatch(
-        self,
-        fn: Callable[..., T],
-        /,
-        *args: Any,
-        delay: float | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
+        self, fn: Callable[..., T], /, *args: Any, delay: float | None = None, **kwargs: Any
     ) -> ThreadJob[T]:
-        """Queue ``fn(*args, **kwargs)``; block while the queue is full.
-
-        ``timeout`` bounds the wait for room (`QueueFull` after it).
-        """
-        if delay is not None:
-            delay = _check_delay(delay)
-        with self._mutex:
-            if self._closed:
-                raise DispatcherClosed("the dispatcher is stopped")
-            if self._full(delay):
-                deadline = None if timeout is None else time.monotonic() + timeout
-                self._room_waiting += 1
-                try:
-                    while self._full(delay):
-                        left = None if deadline is None else deadline - time.monotonic()
-                        if left is not None and left <= 0:
-                            raise QueueFull(f"no room within {timeout} s (queue_size)")
-                        self._room_cv.wait(left)
-                        if self._closed:
-                            raise DispatcherClosed("the dispatcher is stopped")
-                finally:
-                    self._room_waiting -= 1
-            return self._put(fn, args, kwargs, delay)
+        """Queue ``fn(*args, **kwargs)``; block while the queue is full. Returns the job."""
+        return self._dispatch(fn, args, kwargs, delay, wait=True)
 
     def dispatch_nowait(
         self, fn: Callable[..., T], /, *args: Any, delay: float | None = None, **kwargs: Any
     ) -> ThreadJob[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
+        return self._dispatch(fn, args, kwargs, delay, wait=False)
+
+    def _dispatch(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        delay: float | None,
+        wait: bool,
+    ) -> ThreadJob[T]:
         if delay is not None:
             delay = _check_delay(delay)
         with self._mutex:
             if self._closed:
                 raise DispatcherClosed("the dispatcher is stopped")
             if self._full(delay):
-                raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
+                if not wait:
+                    raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
+                self._room_waiting += 1
+                try:
+                    while self._full(delay):
+                        self._room_cv.wait()
+                        if self._closed:
+                            raise DispatcherClosed("the dispatcher is stopped")
+                finally:
+                    self._room_waiting -= 1
             return self._put(fn, args, kwargs, delay)
 
     def _full(self, delay: float | None) -> bool:
