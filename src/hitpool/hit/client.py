@@ -11,7 +11,6 @@ Error kinds (``Engine.errors`` keys), each a request that got no usable response
     timeout          no complete response within -t (connect time included)
     connect_refused  the server refused the connection
     connect_error    another connect failure (unreachable, no route, ...)
-    dns              the host name did not resolve (on a reconnect)
     tls              handshake or certificate verification failed
     reset            the peer reset the connection (ECONNRESET, EPIPE)
     closed           the peer closed the connection before the response was complete
@@ -50,7 +49,6 @@ ERROR_KINDS = (
     "timeout",
     "connect_refused",
     "connect_error",
-    "dns",
     "tls",
     "reset",
     "closed",
@@ -92,8 +90,6 @@ def connect_error_kind(exc: BaseException) -> str:
         return "tls"
     if isinstance(exc, ConnectionRefusedError):
         return "connect_refused"
-    if isinstance(exc, socket.gaierror):
-        return "dns"
     if isinstance(exc, TimeoutError):
         return "timeout"
     return "connect_error"
