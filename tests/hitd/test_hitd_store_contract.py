@@ -362,12 +362,12 @@ class TestSQLiteStore(StoreContract):
             await SQLiteStore(path).open()
 
 
-class TestSQLiteStoreWithoutReturning(StoreContract):
-    """The fallback for SQLite < 3.35 (no UPDATE ... RETURNING) keeps the same contract."""
+class TestSQLiteStoreRowByRow(StoreContract):
+    """The row-by-row path (SQLite < 3.38, or batches with keys) keeps the same contract."""
 
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
-        s = SQLiteStore(tmp_path / "jobs.db", returning=False)
+        s = SQLiteStore(tmp_path / "jobs.db", use_json=False)
         await s.open()
         yield s
         await s.close()

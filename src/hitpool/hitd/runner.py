@@ -287,14 +287,44 @@ class Runner:
     # -- running one job -------------------------------------------------------------------
 
     async def _run(self, rec: JobRecord) -> None:
+        # One flat coroutine per job (no nested helpers): this path runs a million times a
+        # minute, and every extra frame and await shows in the profile.
         if self._draining:
             return  # claimed but not started before stop: stop() releases it
         slot = self._slots.pop()
         token = current_worker.set(slot)
         self._busy += 1
         t0 = time.perf_counter()
+        outcome: Outcome | None = None
+        td: TaskDef | None = None
+        scope: asyncio.Timeout | None = None
         try:
-            outcome = await self._attempt(rec)
+            td = self._registry.get(rec.task)
+            args = td.bind(rec.args, self._registry)
+            if td.timeout is None:
+                if td.is_async:
+                    result = await td.fn(**args)
+                else:
+                    result = await self._in_thread(td, args)
+            else:
+                async with asyncio.timeout(td.timeout) as scope:
+                    if td.is_async:
+                        result = await td.fn(**args)
+                    else:
+                        result = await self._in_thread(td, args)
+            self._completed += 1
+            outcome = Outcome(rec.id, self.worker_name, ok=True, result=result)
+        except (UnknownTask, SpecError) as e:
+            # Unknown task, bad arguments (ours or the task's own check): no retry can help.
+            outcome = self._failure(rec, _describe(e), permanent=True)
+        except TimeoutError as e:
+            if td is not None and scope is not None and scope.expired():
+                msg = f"timed out after {td.timeout:g}s"
+                outcome = self._failure(rec, msg, permanent=False)
+            else:
+                outcome = self._failure(rec, _describe(e), permanent=False)
+        except Exception as e:
+            outcome = self._failure(rec, _describe(e), permanent=False)
         finally:
             # On cancellation (hard stop) no outcome is recorded: the job stays held and
             # stop() releases it.
@@ -302,40 +332,15 @@ class Runner:
             self._slots.append(slot)
             current_worker.reset(token)
             self._hist.observe(time.perf_counter() - t0)
-        self._outcomes.append(outcome)
-        self._flush.set()
+            if outcome is not None:
+                self._outcomes.append(outcome)
+                self._flush.set()
 
-    async def _call(self, td: TaskDef, args: dict[str, Any]) -> Any:
-        if td.is_async:
-            return await td.fn(**args)
+    async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
         # Plain functions run on a thread, with the context (current_worker) copied.
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(ctx.run, td.fn, **args))
-
-    async def _attempt(self, rec: JobRecord) -> Outcome:
-        name = self.worker_name
-        try:
-            td = self._registry.get(rec.task)
-            args = td.bind(rec.args, self._registry)
-        except (UnknownTask, SpecError) as e:
-            return self._failure(rec, f"{type(e).__name__}: {e}", permanent=True)
-        try:
-            if td.timeout is None:
-                result = await self._call(td, args)
-            else:
-                async with asyncio.timeout(td.timeout) as scope:
-                    result = await self._call(td, args)
-        except TimeoutError as e:
-            if td.timeout is not None and scope.expired():
-                return self._failure(rec, f"timed out after {td.timeout:g}s", permanent=False)
-            return self._failure(rec, _describe(e), permanent=False)
-        except SpecError as e:  # the task itself found its arguments wrong: no retry helps
-            return self._failure(rec, _describe(e), permanent=True)
-        except Exception as e:
-            return self._failure(rec, _describe(e), permanent=False)
-        self._completed += 1
-        return Outcome(rec.id, name, ok=True, result=result)
 
     def _failure(self, rec: JobRecord, error: str, permanent: bool) -> Outcome:
         self._failed += 1

@@ -68,61 +68,77 @@ _SIMPLE: dict[Any, tuple[type, ...]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Param:
+    """One keyword argument of a task, with the types checked at submit time."""
+
+    name: str
+    required: bool
+    types: tuple[type, ...] | None  # None: not checked (no annotation, or not a simple type)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskDef:
-    """A registered task."""
+    """A registered task. `params` is computed once from the signature, so checking a job's
+    arguments costs a few dict lookups (it runs for every submitted and every started job)."""
 
     name: str
     fn: Callable[..., Any]
     timeout: float | None  # seconds per attempt; None: no limit
     is_async: bool
-    signature: inspect.Signature = field(repr=False)
-    hints: dict[str, Any] = field(repr=False)
-    # An extra check of the bound arguments (the built-in `hit` checks its target); it may
-    # return normalized arguments.
+    params: tuple[Param, ...] = field(repr=False)
+    takes_any: bool = field(repr=False)  # the function has **kwargs
+    # An extra check of the arguments (the built-in `hit` checks its target); it may return
+    # normalized arguments.
     check: Callable[[Registry, dict[str, Any]], dict[str, Any]] | None = field(
         default=None, repr=False
     )
 
     def bind(self, args: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
         """Check `args` against the signature; SpecError("args.<name>", ...) when wrong."""
-        params = self.signature.parameters
-        var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        for name in args:
-            p = params.get(name)
-            if p is None or p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                if var_kw and p is None:
-                    continue
-                known = ", ".join(
-                    n
-                    for n, q in params.items()
-                    if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)
-                )
-                raise SpecError(
-                    f"args.{name}", f"unknown argument of task {self.name!r}; it takes: {known}"
-                )
-        for name, p in params.items():
-            if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                continue
-            if name not in args:
-                if p.default is p.empty:
-                    raise SpecError(f"args.{name}", f"required by task {self.name!r}")
-                continue
-            _check_type(f"args.{name}", args[name], self.hints.get(name))
+        if not self.takes_any and len(args) > len(self.params):
+            self._unknown(args)
+        seen = 0
+        for p in self.params:
+            if p.name in args:
+                seen += 1
+                if p.types is not None:
+                    _check_type(p, args[p.name])
+            elif p.required:
+                raise SpecError(f"args.{p.name}", f"required by task {self.name!r}")
+        if seen != len(args) and not self.takes_any:
+            self._unknown(args)
         out = dict(args)
         if self.check is not None:
             out = self.check(registry, out)
         return out
 
+    def _unknown(self, args: Mapping[str, Any]) -> None:
+        known = {p.name for p in self.params}
+        name = next(n for n in args if n not in known)
+        raise SpecError(
+            f"args.{name}",
+            f"unknown argument of task {self.name!r}; it takes: {', '.join(sorted(known))}",
+        )
 
-def _check_type(field_name: str, value: Any, hint: Any) -> None:
+
+def _check_type(p: Param, value: Any) -> None:
+    assert p.types is not None
+    ok = isinstance(value, p.types)
+    if ok and value.__class__ is bool:
+        ok = bool in p.types  # Python's True is an int; JSON's true is not a number
+    if ok and value.__class__ is float:
+        ok = math.isfinite(value)
+    if not ok:
+        names = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in p.types}))
+        raise SpecError(f"args.{p.name}", f"must be {names}, got {type(value).__name__}")
+
+
+def _types_of(hint: Any) -> tuple[type, ...] | None:
+    """The isinstance() tuple for an annotation, or None when it is not a simple type."""
     if hint is None or hint is Any:
-        return
+        return None
     origin = typing.get_origin(hint)
-    options: tuple[Any, ...]
-    if origin is typing.Union or origin is types.UnionType:
-        options = typing.get_args(hint)
-    else:
-        options = (hint,)
+    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
     allowed: list[type] = []
     for opt in options:
         if opt is type(None):
@@ -130,18 +146,9 @@ def _check_type(field_name: str, value: Any, hint: Any) -> None:
             continue
         base = typing.get_origin(opt) or opt
         if base not in _SIMPLE:
-            return  # a type we do not check (a dataclass, a Literal...): the task checks it
+            return None  # a type we do not check (a dataclass, a Literal...): the task does
         allowed.extend(_SIMPLE[base])
-    # JSON has no int/bool distinction problem, but Python does: True is an int.
-    if isinstance(value, bool) and bool not in allowed:
-        ok = False
-    else:
-        ok = isinstance(value, tuple(allowed))
-    if isinstance(value, float) and not math.isfinite(value):
-        ok = False
-    if not ok:
-        names = " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in allowed}))
-        raise SpecError(field_name, f"must be {names}, got {type(value).__name__}")
+    return tuple(dict.fromkeys(allowed))
 
 
 def _make(fn: Callable[..., Any], name: str | None, timeout: float | None) -> TaskDef:
@@ -155,13 +162,20 @@ def _make(fn: Callable[..., Any], name: str | None, timeout: float | None) -> Ta
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable forward references: check names only
         hints = {}
+    params: list[Param] = []
+    takes_any = False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            takes_any = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            params.append(Param(p.name, p.default is p.empty, _types_of(hints.get(p.name))))
     return TaskDef(
         name=name or fn.__name__,
         fn=fn,
         timeout=None if timeout is None else float(timeout),
         is_async=inspect.iscoroutinefunction(fn),
-        signature=inspect.signature(fn),
-        hints=hints,
+        params=tuple(params),
+        takes_any=takes_any,
     )
 
 
@@ -316,7 +330,10 @@ def parse_seconds(value: Any, field_name: str) -> float:
 
 async def hello(name: str = "world", delay: float | str = 0) -> str:
     """The seed's work request: wait `delay`, then greet `name` as worker<ID>."""
-    seconds = parse_seconds(delay, "args.delay")
+    if delay.__class__ in (int, float) and 0 <= delay <= HELLO_MAX_DELAY_S:  # the usual case
+        seconds = float(delay)
+    else:
+        seconds = parse_seconds(delay, "args.delay")
     wid = current_worker.get()
     if log.isEnabledFor(logging.DEBUG):
         log.debug("worker%d: Received work request, delaying for %g seconds", wid, seconds)
@@ -363,7 +380,7 @@ def _builtin(
     fn: Callable[..., Any], check: Callable[[Registry, dict[str, Any]], dict[str, Any]]
 ) -> TaskDef:
     td = _make(fn, None, None)
-    return TaskDef(td.name, td.fn, td.timeout, td.is_async, td.signature, td.hints, check)
+    return TaskDef(td.name, td.fn, td.timeout, td.is_async, td.params, td.takes_any, check)
 
 
 _BUILTINS: tuple[TaskDef, ...] = (_builtin(hello, _check_hello), _builtin(hit, _check_hit))

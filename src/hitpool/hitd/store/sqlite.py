@@ -16,7 +16,6 @@ the writer commits, and they only ever see committed jobs.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import sqlite3
 import threading
@@ -26,70 +25,14 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..._errors import StoreError, StoreUnavailable
+from . import sqlite_ops as ops
 from .base import STATUSES, JobRecord, NewJob, Outcome, Store
 
 T = TypeVar("T")
 
-# UPDATE ... RETURNING came in SQLite 3.35 (2021); older libraries select the ids first.
-HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-
 # At most this many operations share one transaction, so one commit stays short (a claim of
 # a few hundred jobs plus a few hundred enqueues is a few milliseconds of work).
 MAX_OPS_PER_COMMIT = 512
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    task TEXT NOT NULL,
-    args TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    result TEXT,
-    error TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    run_at REAL NOT NULL,
-    key TEXT,
-    lease_until REAL,
-    worker TEXT
-);
--- Partial indexes: only the rows a claim looks at, so finished jobs cost nothing to skip.
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at, id) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
--- One active job per idempotency key; a finished job frees its key.
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key)
-    WHERE key IS NOT NULL AND status IN ('queued', 'running');
-"""
-
-COLUMNS = (
-    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
-    "started_at, finished_at, run_at, key, lease_until, worker"
-)
-
-_dumps = json.JSONEncoder(separators=(",", ":"), default=repr).encode
-_loads = json.loads
-
-
-def _row(r: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(
-        id=r[0],
-        task=r[1],
-        args=_loads(r[2]),
-        status=r[3],
-        attempts=r[4],
-        max_attempts=r[5],
-        result=None if r[6] is None else _loads(r[6]),
-        error=r[7],
-        created_at=r[8],
-        started_at=r[9],
-        finished_at=r[10],
-        run_at=r[11],
-        key=r[12],
-        lease_until=r[13],
-        worker=r[14],
-    )
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -115,9 +58,10 @@ class SQLiteStore(Store):
 
     durable: ClassVar[bool] = True
 
-    def __init__(self, path: str | Path, *, returning: bool = HAS_RETURNING) -> None:
+    def __init__(self, path: str | Path, *, use_json: bool | None = None) -> None:
+        """`use_json`: move batches as JSON (see sqlite_ops); None picks it when SQLite can."""
         self.path = str(path)
-        self._returning = returning
+        self._use_json = use_json
         self._ops: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,7 +100,9 @@ class SQLiteStore(Store):
 
     def _open_conn(self) -> sqlite3.Connection:
         conn = connect(self.path)
-        conn.executescript(SCHEMA)
+        conn.executescript(ops.SCHEMA)
+        if self._use_json is None or self._use_json:
+            self._use_json = ops.has_json(conn)
         return conn
 
     async def close(self) -> None:
@@ -258,16 +204,27 @@ class SQLiteStore(Store):
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         if not jobs:
             return []
-        rows = [(j.task, _dumps(j.args), j.max_attempts, j.run_at, j.key) for j in jobs]
-        result: list[tuple[int, bool]] = await self._write(lambda c: _enqueue(c, rows, now))
+        n = len(jobs)
+        if self._use_json and all(j.key is None for j in jobs):
+            try:
+                blob = ops.dumps_strict([[j.task, j.args, j.max_attempts, j.run_at] for j in jobs])
+            except ValueError:  # NaN or Infinity in args: SQLite's JSON refuses them
+                pass
+            else:
+                result: list[tuple[int, bool]] = await self._write(
+                    lambda c: ops.enqueue_json(c, blob, n, now)
+                )
+                return result
+        rows = [(j.task, ops.dumps(j.args), j.max_attempts, j.run_at, j.key) for j in jobs]
+        result = await self._write(lambda c: ops.enqueue_rows(c, rows, now))
         return result
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        returning = self._returning
+        use_json = bool(self._use_json)
         result: list[JobRecord] = await self._write(
-            lambda c: _claim(c, worker, limit, now, now + lease_s, returning)
+            lambda c: ops.claim(c, worker, limit, now, now + lease_s, use_json)
         )
         return result
 
@@ -289,18 +246,39 @@ class SQLiteStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         if not outcomes:
             return
-        ok = [(_dumps(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
-        retry = [
+        if self._use_json:
+            try:
+                ok = [[o.id, o.worker, o.result] for o in outcomes if o.ok]
+                retry = [
+                    [o.id, o.worker, o.error, o.retry_at]
+                    for o in outcomes
+                    if not o.ok and o.retry_at is not None
+                ]
+                final = [
+                    [o.id, o.worker, o.error, int(o.permanent)]
+                    for o in outcomes
+                    if not o.ok and o.retry_at is None
+                ]
+                b_ok, b_retry, b_final = (
+                    ops.dumps_strict(b) if b else None for b in (ok, retry, final)
+                )
+            except ValueError:  # a result holds NaN or Infinity: take the rows path
+                pass
+            else:
+                await self._write(lambda c: ops.finish_json(c, b_ok, b_retry, b_final, now))
+                return
+        ok_rows = [(ops.dumps(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
+        retry_rows = [
             (o.error, o.retry_at, o.id, o.worker)
             for o in outcomes
             if not o.ok and o.retry_at is not None
         ]
-        final = [
+        final_rows = [
             (int(o.permanent), o.error, now, o.id, o.worker)
             for o in outcomes
             if not o.ok and o.retry_at is None
         ]
-        await self._write(lambda c: _finish(c, ok, retry, final))
+        await self._write(lambda c: ops.finish_rows(c, ok_rows, retry_rows, final_rows))
 
     async def release(self, ids: Sequence[int], worker: str) -> None:
         if not ids:
@@ -341,8 +319,8 @@ class SQLiteStore(Store):
 
     async def get(self, id: int) -> JobRecord | None:
         def fn(c: sqlite3.Connection) -> JobRecord | None:
-            r = c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (id,)).fetchone()
-            return None if r is None else _row(r)
+            r = c.execute(f"SELECT {ops.COLUMNS} FROM jobs WHERE id = ?", (id,)).fetchone()
+            return None if r is None else ops.row_record(r)
 
         return await self._read(fn)
 
@@ -367,114 +345,3 @@ def _resolve(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) 
             fut.set_result(result)
         else:
             fut.set_exception(err)
-
-
-def _enqueue(
-    c: sqlite3.Connection,
-    rows: list[tuple[str, str, int, float, str | None]],
-    now: float,
-) -> tuple[list[tuple[int, bool]], int]:
-    # Ids are assigned here, under the write lock BEGIN IMMEDIATE holds, so one executemany
-    # inserts the whole batch (executemany cannot report each row's id).
-    next_id = (c.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0) + 1
-    out: list[tuple[int, bool]] = []
-    inserts: list[tuple[Any, ...]] = []
-    seen: dict[str, int] = {}  # keys inserted by this batch
-    for task, args, max_attempts, run_at, key in rows:
-        if key is not None:
-            held = seen.get(key)
-            if held is None:
-                r = c.execute(
-                    "SELECT id FROM jobs WHERE key = ? AND status IN ('queued', 'running')",
-                    (key,),
-                ).fetchone()
-                held = None if r is None else r[0]
-            if held is not None:
-                out.append((held, False))
-                continue
-            seen[key] = next_id
-        inserts.append((next_id, task, args, max_attempts, now, run_at, key))
-        out.append((next_id, True))
-        next_id += 1
-    c.executemany(
-        "INSERT INTO jobs (id, task, args, status, max_attempts, created_at, run_at, key) "
-        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-        inserts,
-    )
-    return out, len(inserts)
-
-
-def _claim(
-    c: sqlite3.Connection, worker: str, limit: int, now: float, lease_until: float, returning: bool
-) -> tuple[list[JobRecord], int]:
-    # A job whose lease expired after its last allowed attempt is dead, not run again.
-    c.execute(
-        "UPDATE jobs SET status = 'dead', finished_at = ?, lease_until = NULL, "
-        "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
-        "WHERE status = 'running' AND lease_until <= ? AND attempts >= max_attempts",
-        (now, now),
-    )
-    expired_sel = "SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ? " + (
-        "ORDER BY lease_until, id LIMIT ?"
-    )
-    queued_sel = (
-        "SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?"
-    )
-    sets = (
-        "status = 'running', attempts = attempts + 1, lease_until = ?, started_at = ?, worker = ?"
-    )
-    out: list[JobRecord] = []
-    from_queue = 0
-    for sel in (expired_sel, queued_sel):
-        want = limit - len(out)
-        if want <= 0:
-            break
-        if returning:
-            rows = c.execute(
-                f"UPDATE jobs SET {sets} WHERE id IN ({sel}) RETURNING {COLUMNS}",
-                (lease_until, now, worker, now, want),
-            ).fetchall()
-        else:
-            ids = [r[0] for r in c.execute(sel, (now, want))]
-            if not ids:
-                continue
-            marks = ",".join("?" * len(ids))
-            c.execute(
-                f"UPDATE jobs SET {sets} WHERE id IN ({marks})", (lease_until, now, worker, *ids)
-            )
-            rows = c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids).fetchall()
-        # RETURNING gives no order guarantee: sort back to due order (the ids break ties).
-        rows.sort(key=lambda r: (r[11], r[0]))
-        if sel is queued_sel:
-            from_queue = len(rows)
-        out.extend(_row(r) for r in rows)
-    return out, -from_queue
-
-
-def _finish(
-    c: sqlite3.Connection,
-    ok: list[tuple[Any, ...]],
-    retry: list[tuple[Any, ...]],
-    final: list[tuple[Any, ...]],
-) -> tuple[None, int]:
-    held = "WHERE id = ? AND worker = ? AND status = 'running'"
-    if ok:
-        c.executemany(
-            "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, "
-            f"lease_until = NULL {held}",
-            ok,
-        )
-    requeued = 0
-    if retry:
-        requeued = c.executemany(
-            "UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, "
-            f"worker = NULL {held}",
-            retry,
-        ).rowcount
-    if final:
-        c.executemany(
-            "UPDATE jobs SET status = CASE WHEN ? = 0 AND attempts >= max_attempts "
-            "THEN 'dead' ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL " + held,
-            final,
-        )
-    return None, requeued

@@ -1,0 +1,315 @@
+"""The SQL of the SQLite store: each operation runs inside a transaction on a connection.
+
+Two ways to move a batch across the sqlite3 module, chosen once per store:
+
+- JSON (SQLite >= 3.38, JSON functions built in): the whole batch travels as ONE JSON text
+  parameter and SQLite unpacks it with `json_each`; a claim returns its jobs as ONE JSON text
+  (`json_group_array`). A batch of 500 is then a handful of statement steps instead of 500,
+  which matters twice: each step is a Python -> C round trip, and the sqlite3 module releases
+  and re-takes the GIL around every step, so a writer thread stepping row by row keeps
+  stalling behind the event loop's thread. Measured here (claim of 500): 23k jobs/s row by
+  row, 36k jobs/s as JSON, on one thread.
+- Rows (any SQLite): `executemany` and a SELECT per claimed batch. The fallback, and the
+  path for batches that carry idempotency keys (each key needs a lookup anyway).
+
+Both paths pass the same contract suite. Floats cross exactly: Python writes them with
+repr() (shortest round-trip), SQLite parses JSON numbers exactly, and a claim reads the times
+back with printf('%!.17g'), 17 significant digits, because json_array() keeps only 15.
+
+Each operation returns its result and the change to the count of queued jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import json.scanner
+import sqlite3
+from typing import Any
+
+from .base import JobRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    task TEXT NOT NULL,
+    args TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    result TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    run_at REAL NOT NULL,
+    key TEXT,
+    lease_until REAL,
+    worker TEXT
+);
+-- Partial indexes: only the rows a claim looks at, so finished jobs cost nothing to skip.
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at, id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
+-- One active job per idempotency key; a finished job frees its key.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key)
+    WHERE key IS NOT NULL AND status IN ('queued', 'running');
+"""
+
+COLUMNS = (
+    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
+    "started_at, finished_at, run_at, key, lease_until, worker"
+)
+
+# default=repr: a task result that is not JSON (a set, an object) is stored as its repr
+# rather than failing the batch it is in.
+dumps = json.JSONEncoder(separators=(",", ":"), default=repr).encode
+# Strict: SQLite's JSON parser refuses NaN and Infinity; such a batch takes the rows path.
+dumps_strict = json.JSONEncoder(separators=(",", ":"), default=repr, allow_nan=False).encode
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def loads(text: str) -> Any:
+    """json.loads for text we wrote ourselves (no surrounding whitespace): the C scanner
+    directly, without the regex pass json.loads makes for whitespace."""
+    try:
+        return _scan(text, 0)[0]
+    except StopIteration:
+        return json.loads(text)  # let json raise its usual error
+
+
+def has_json(conn: sqlite3.Connection) -> bool:
+    """True when this SQLite has what the JSON path uses (3.38+: ->> and UPDATE FROM)."""
+    if sqlite3.sqlite_version_info < (3, 38, 0):
+        return False
+    try:
+        conn.execute("SELECT value ->> 0 FROM json_each('[[1]]')").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def row_record(r: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(
+        id=r[0],
+        task=r[1],
+        args=loads(r[2]),
+        status=r[3],
+        attempts=r[4],
+        max_attempts=r[5],
+        result=None if r[6] is None else loads(r[6]),
+        error=r[7],
+        created_at=r[8],
+        started_at=r[9],
+        finished_at=r[10],
+        run_at=r[11],
+        key=r[12],
+        lease_until=r[13],
+        worker=r[14],
+    )
+
+
+# -- enqueue ----------------------------------------------------------------------------------
+
+
+def _next_id(c: sqlite3.Connection) -> int:
+    # Ids are assigned here, under the write lock BEGIN IMMEDIATE holds, so a whole batch is
+    # inserted by one statement (neither executemany nor INSERT ... SELECT reports ids).
+    return int(c.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0) + 1
+
+
+def enqueue_json(c: sqlite3.Connection, blob: str, n: int, now: float) -> tuple[Any, int]:
+    """A batch without keys, as JSON [[task, args, max_attempts, run_at], ...]."""
+    first = _next_id(c)
+    c.execute(
+        "INSERT INTO jobs (id, task, args, status, max_attempts, created_at, run_at) "
+        "SELECT ? + key, value ->> 0, value -> 1, 'queued', value ->> 2, ?, value ->> 3 "
+        "FROM json_each(?)",
+        (first, now, blob),
+    )
+    return [(id, True) for id in range(first, first + n)], n
+
+
+def enqueue_rows(
+    c: sqlite3.Connection,
+    rows: list[tuple[str, str, int, float, str | None]],
+    now: float,
+) -> tuple[Any, int]:
+    """Any batch: rows of (task, args JSON, max_attempts, run_at, key)."""
+    next_id = _next_id(c)
+    out: list[tuple[int, bool]] = []
+    inserts: list[tuple[Any, ...]] = []
+    seen: dict[str, int] = {}  # keys inserted by this batch
+    for task, args, max_attempts, run_at, key in rows:
+        if key is not None:
+            held = seen.get(key)
+            if held is None:
+                r = c.execute(
+                    "SELECT id FROM jobs WHERE key = ? AND status IN ('queued', 'running')",
+                    (key,),
+                ).fetchone()
+                held = None if r is None else r[0]
+            if held is not None:
+                out.append((held, False))
+                continue
+            seen[key] = next_id
+        inserts.append((next_id, task, args, max_attempts, now, run_at, key))
+        out.append((next_id, True))
+        next_id += 1
+    c.executemany(
+        "INSERT INTO jobs (id, task, args, status, max_attempts, created_at, run_at, key) "
+        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+        inserts,
+    )
+    return out, len(inserts)
+
+
+# -- claim ------------------------------------------------------------------------------------
+
+_EXPIRE = (
+    # A job whose lease expired after its last allowed attempt is dead, not run again.
+    "UPDATE jobs SET status = 'dead', finished_at = ?, lease_until = NULL, "
+    "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
+    "WHERE status = 'running' AND lease_until <= ? AND attempts >= max_attempts"
+)
+_EXPIRED = (
+    "SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ? "
+    "ORDER BY lease_until, id LIMIT ?"
+)
+_DUE = "SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?"
+_TAKE = "status = 'running', attempts = attempts + 1, lease_until = ?, started_at = ?, worker = ?"
+
+
+def claim(
+    c: sqlite3.Connection, worker: str, limit: int, now: float, lease_until: float, use_json: bool
+) -> tuple[Any, int]:
+    """Expired leases first (they were due before anything still queued), then due jobs."""
+    c.execute(_EXPIRE, (now, now))
+    if use_json:
+        expired: list[int] = loads(
+            c.execute(f"SELECT json_group_array(id) FROM ({_EXPIRED})", (now, limit)).fetchone()[0]
+        )
+        due: list[int] = []
+        if len(expired) < limit:
+            due = loads(
+                c.execute(
+                    f"SELECT json_group_array(id) FROM ({_DUE})", (now, limit - len(expired))
+                ).fetchone()[0]
+            )
+    else:
+        expired = [r[0] for r in c.execute(_EXPIRED, (now, limit))]
+        due = (
+            [r[0] for r in c.execute(_DUE, (now, limit - len(expired)))]
+            if (len(expired) < limit)
+            else []
+        )
+    ids = expired + due
+    if not ids:
+        return [], 0
+    if use_json:
+        id_blob = dumps(ids)
+        c.execute(
+            f"UPDATE jobs SET {_TAKE} WHERE id IN (SELECT value FROM json_each(?))",
+            (lease_until, now, worker, id_blob),
+        )
+        # What a claim does not know already: everything but status, worker and the times
+        # it just wrote.
+        blob = c.execute(
+            "SELECT json_group_array(json_array(id, task, json(args), attempts, max_attempts, "
+            "error, printf('%!.17g', created_at), printf('%!.17g', run_at), key)) "
+            "FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+            (id_blob,),
+        ).fetchone()[0]
+        by_id = {r[0]: r for r in loads(blob)}
+        out = []
+        for id in ids:
+            r = by_id[id]
+            out.append(
+                JobRecord(
+                    r[0],
+                    r[1],
+                    r[2],
+                    "running",
+                    r[3],
+                    r[4],
+                    None,
+                    r[5],
+                    float(r[6]),
+                    now,
+                    None,
+                    float(r[7]),
+                    r[8],
+                    lease_until,
+                    worker,
+                )
+            )
+        return out, -len(due)
+    marks = ",".join("?" * len(ids))
+    c.execute(f"UPDATE jobs SET {_TAKE} WHERE id IN ({marks})", (lease_until, now, worker, *ids))
+    rows = {r[0]: r for r in c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids)}
+    return [row_record(rows[id]) for id in ids], -len(due)
+
+
+# -- finish -----------------------------------------------------------------------------------
+
+_HELD = "AND worker = ? AND status = 'running'"
+
+
+def finish_rows(
+    c: sqlite3.Connection,
+    ok: list[tuple[Any, ...]],
+    retry: list[tuple[Any, ...]],
+    final: list[tuple[Any, ...]],
+) -> tuple[None, int]:
+    """ok: (result JSON, now, id, worker); retry: (error, retry_at, id, worker);
+    final: (permanent 0/1, error, now, id, worker)."""
+    if ok:
+        c.executemany(
+            "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, "
+            f"lease_until = NULL WHERE id = ? {_HELD}",
+            ok,
+        )
+    requeued = 0
+    if retry:
+        requeued = c.executemany(
+            "UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, "
+            f"worker = NULL WHERE id = ? {_HELD}",
+            retry,
+        ).rowcount
+    if final:
+        c.executemany(
+            "UPDATE jobs SET status = CASE WHEN ? = 0 AND attempts >= max_attempts "
+            "THEN 'dead' ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL "
+            f"WHERE id = ? {_HELD}",
+            final,
+        )
+    return None, requeued
+
+
+_HELD_J = "jobs.id = j.value ->> 0 AND jobs.worker = j.value ->> 1 AND jobs.status = 'running'"
+
+
+def finish_json(
+    c: sqlite3.Connection, ok: str | None, retry: str | None, final: str | None, now: float
+) -> tuple[None, int]:
+    """ok: [[id, worker, result]]; retry: [[id, worker, error, retry_at]];
+    final: [[id, worker, error, permanent]] (JSON texts, None when empty)."""
+    if ok is not None:
+        c.execute(
+            "UPDATE jobs SET status = 'succeeded', result = j.value -> 2, error = NULL, "
+            f"finished_at = ?, lease_until = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
+            (now, ok),
+        )
+    requeued = 0
+    if retry is not None:
+        requeued = c.execute(
+            "UPDATE jobs SET status = 'queued', error = j.value ->> 2, run_at = j.value ->> 3, "
+            f"lease_until = NULL, worker = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
+            (retry,),
+        ).rowcount
+    if final is not None:
+        c.execute(
+            "UPDATE jobs SET status = CASE WHEN j.value ->> 3 = 0 AND attempts >= max_attempts "
+            "THEN 'dead' ELSE 'failed' END, error = j.value ->> 2, finished_at = ?, "
+            f"lease_until = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
+            (now, final),
+        )
+    return None, requeued
