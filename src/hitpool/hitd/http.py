@@ -119,6 +119,7 @@ def _status_line(status: int) -> bytes:
 
 
 _STATUS_LINES: dict[int, bytes] = {s.value: _status_line(s.value) for s in HTTPStatus}
+_CONTENT_TYPES: dict[str, bytes] = {}  # encoded once each; a handful of distinct values
 
 
 class _AbortRequest(Exception):
@@ -293,7 +294,9 @@ class _Connection(asyncio.Protocol):
             self._fail(error_response(400, f"malformed HTTP request: {exc}", "request"))
         finally:
             self._in_data = False
-        self._flush()
+        # Most requests wait for a commit: nothing to write yet, so skip the flush.
+        if self._out or self._close_after_flush or self._server.closing:
+            self._flush()
 
     def pause_writing(self) -> None:
         self._writing_paused_at = self._server.now
@@ -485,10 +488,13 @@ class _Connection(asyncio.Protocol):
 
     def _encode(self, resp: Response, keep_alive: bool, h10: bool = False) -> bytes:
         status_line = _STATUS_LINES.get(resp.status) or _status_line(resp.status)
+        ctype = _CONTENT_TYPES.get(resp.content_type)
+        if ctype is None:
+            ctype = _CONTENT_TYPES[resp.content_type] = resp.content_type.encode("latin-1")
         parts = [
             status_line,
             b"content-type: ",
-            resp.content_type.encode("latin-1"),
+            ctype,
             b"\r\ncontent-length: ",
             str(len(resp.body)).encode(),
             b"\r\n",

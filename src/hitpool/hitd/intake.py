@@ -50,15 +50,21 @@ class Intake:
         store: Store,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[], None] | None = None,
+        overlap: int = 2,
     ) -> None:
         self._store = store
+        # Commits in flight at once. With one, the store's writer idles while the loop answers
+        # a batch and gathers the next; with two, the next batch is already waiting for the
+        # writer when a commit ends (the SQLite store merges what is waiting into one
+        # transaction). Memory stays bounded: admission counts every job in flight.
+        self._overlap = max(1, overlap)
         self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
         self._clock = clock
         self._jobs: list[NewJob] = []
         self._waiters: list[tuple[asyncio.Future[Response], int, Respond]] = []
         self._wake = asyncio.Event()
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._committing = 0
         self._commits = 0
         self._committed = 0
@@ -73,7 +79,10 @@ class Intake:
         await self.close()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._flusher(), name="hitd-intake")
+        self._tasks = [
+            asyncio.create_task(self._flusher(), name=f"hitd-intake-{i}")
+            for i in range(self._overlap)
+        ]
 
     @property
     def in_flight(self) -> int:
@@ -98,9 +107,9 @@ class Intake:
         """Commit and answer everything already submitted, then stop."""
         self._closed = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await task
 
     def statistics(self) -> IntakeStatistics:
         return IntakeStatistics(
@@ -122,7 +131,7 @@ class Intake:
                 continue
             jobs, self._jobs = self._jobs, []
             waiters, self._waiters = self._waiters, []
-            self._committing = len(jobs)
+            self._committing += len(jobs)
             try:
                 ids = await self._store.enqueue(jobs, self._clock())
             except (StoreError, OSError) as exc:
@@ -139,7 +148,7 @@ class Intake:
                 self._fail(waiters, f"the job store failed: {type(exc).__name__}")
                 continue
             finally:
-                self._committing = 0
+                self._committing -= len(jobs)
             self._commits += 1
             self._committed += len(jobs)
             if self._on_commit is not None:
