@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -157,15 +157,3 @@ def render(http: HttpCounters, workers: WorkerNumbers, draining: bool) -> str:
         _metric(lines, "hitd_job_run_seconds", "histogram", "Run time of job attempts, in seconds.")
         _histogram(lines, "hitd_job_run_seconds", workers.run_time)
     return "\n".join(lines) + "\n"
-
-
-def merge_counts(snaps: Iterable[HistogramSnapshot]) -> HistogramSnapshot | None:
-    """Sum histograms that share their buckets (None for none)."""
-    result: HistogramSnapshot | None = None
-    for s in snaps:
-        if result is None:
-            result = s
-        else:
-            counts = tuple(a + b for a, b in zip(result.counts, s.counts, strict=True))
-            result = HistogramSnapshot(result.buckets, counts, result.total + s.total)
-    return result

@@ -1,0 +1,175 @@
+"""The pure and near-pure pieces behind the API: validation tables, group commit, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from hitpool._errors import SpecError, StoreError
+from hitpool.hitd.app import parse_delay, parse_job, parse_jobs, parse_work
+from hitpool.hitd.http import Response
+from hitpool.hitd.intake import Intake
+from hitpool.hitd.metrics import HttpCounters, RunTimeHistogram, WorkerNumbers, render
+from hitpool.hitd.store.base import NewJob
+from hitpool.hitd.store.memory import MemoryStore
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (0, 0.0),
+        (2.5, 2.5),
+        ("2.5", 2.5),
+        ("5s", 5.0),
+        ("250ms", 0.25),
+        ("1m30s", 90.0),
+        ("1h", 3600.0),
+        ("1.5h", 5400.0),
+        ("100us", 1e-4),
+    ],
+)
+def test_parse_delay_accepts(value, seconds) -> None:
+    assert parse_delay(value, "delay") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "soon", "5 s", "5x", "-1", -1, True, None, [1], "1e400"])
+def test_parse_delay_refuses_naming_the_field(value) -> None:
+    with pytest.raises(SpecError) as e:
+        parse_delay(value, "[3].delay")
+    assert e.value.field == "[3].delay"
+
+
+def test_parse_job_sets_due_time_and_defaults() -> None:
+    job = parse_job({"task": "t", "delay": "2s"}, now=100.0)
+    assert job == NewJob("t", {}, 102.0, 3, None)
+    job = parse_job({"task": "t", "args": {"a": 1}, "max_attempts": 5, "key": "k"}, now=1.0)
+    assert job == NewJob("t", {"a": 1}, 1.0, 5, "k")
+    assert parse_job({"task": "t"}, 0.0, key="hdr").key == "hdr"
+    assert parse_job({"task": "t", "key": "body"}, 0.0, key="hdr").key == "body"
+
+
+def test_parse_jobs_names_the_item() -> None:
+    with pytest.raises(SpecError) as e:
+        parse_jobs(b'[{"task": "a"}, {"task": 7}]', 0.0)
+    assert e.value.field == "[1].task"
+    with pytest.raises(SpecError) as e:
+        parse_jobs(b"\xff", 0.0)
+    assert e.value.field == "body"
+
+
+def test_parse_work_form_json_and_query() -> None:
+    assert parse_work(b"name=a&delay=2s", "application/x-www-form-urlencoded", "") == ("a", 2.0)
+    assert parse_work(b'{"name": "b", "delay": 1}', "application/json", "") == ("b", 1.0)
+    assert parse_work(b"", "", "name=c") == ("c", 0.0)
+    assert parse_work(b"name=body", "", "name=query") == ("body", 0.0)  # body wins, as in Go
+    with pytest.raises(SpecError) as e:
+        parse_work(b"name=%20", "", "")
+    assert e.value.field == "name"
+
+
+class CountingStore(MemoryStore):
+    """The memory store, counting enqueue() calls; optionally failing them."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.fail = fail
+
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        self.calls.append(len(jobs))
+        if self.fail:
+            raise StoreError("disk on fire")
+        return await super().enqueue(jobs, now)
+
+
+def ok(ids: list[tuple[int, bool]]) -> Response:
+    return Response(202, repr([i for i, _ in ids]).encode())
+
+
+async def test_what_arrives_in_one_loop_turn_is_one_commit() -> None:
+    store = CountingStore()
+    await store.open()
+    commits = 0
+
+    def on_commit() -> None:
+        nonlocal commits
+        commits += 1
+
+    async with Intake(store, clock=lambda: 5.0, on_commit=on_commit) as intake:
+        futs = [
+            intake.submit([NewJob("t", {}, 5.0)] * n, ok)  # same loop turn
+            for n in (1, 3, 2)
+        ]
+        assert intake.in_flight == 6
+        answers = await asyncio.gather(*futs)
+    assert store.calls == [6]
+    assert commits == 1
+    assert [a.body for a in answers] == [b"[1]", b"[2, 3, 4]", b"[5, 6]"]
+    assert intake.statistics().committed == 6
+    assert intake.in_flight == 0
+
+
+async def test_a_failed_commit_answers_503_and_promises_nothing() -> None:
+    store = CountingStore(fail=True)
+    await store.open()
+    async with Intake(store) as intake:
+        a = await intake.submit([NewJob("t", {}, 0.0)], ok)
+    assert a.status == 503
+    assert dict(a.headers)["Retry-After"] == "1"
+    assert intake.statistics().failures == 1
+
+
+async def test_close_commits_what_was_submitted() -> None:
+    store = CountingStore()
+    await store.open()
+    intake = Intake(store)
+    intake.start()
+    fut = intake.submit([NewJob("t", {}, 0.0)], ok)
+    await intake.close()
+    assert fut.done() and fut.result().status == 202
+    assert await store.counts() == {**dict.fromkeys(await store.counts(), 0), "queued": 1}
+
+
+def test_histogram_buckets_are_le() -> None:
+    h = RunTimeHistogram((0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 1.0, 2.0):
+        h.observe(v)
+    snap = h.snapshot()
+    assert snap.counts == (2, 2, 1)
+    assert snap.count == 5
+    assert snap.total == pytest.approx(3.65)
+
+
+def test_render_prometheus_text() -> None:
+    h = RunTimeHistogram((0.1, 1.0))
+    h.observe(0.05)
+    h.observe(3.0)
+    counters = HttpCounters(accepted=7, deduplicated=1)
+    counters.reject(429)
+    counters.reject(429)
+    counters.reject(400)
+    text = render(counters, WorkerNumbers(4, 1, 9, 2, 6, 1, h.snapshot()), draining=False)
+    lines = text.splitlines()
+    for line in (
+        "# TYPE hitd_jobs_accepted_total counter",
+        "hitd_jobs_accepted_total 7",
+        'hitd_requests_rejected_total{code="400"} 1',
+        'hitd_requests_rejected_total{code="429"} 2',
+        "hitd_jobs_completed_total 6",
+        "hitd_jobs_failed_total 1",
+        "hitd_queue_depth 9",
+        "hitd_intake_in_flight 2",
+        "hitd_workers 4",
+        "hitd_workers_busy 1",
+        "hitd_draining 0",
+        "# TYPE hitd_job_run_seconds histogram",
+        'hitd_job_run_seconds_bucket{le="0.1"} 1',
+        'hitd_job_run_seconds_bucket{le="1"} 1',
+        'hitd_job_run_seconds_bucket{le="+Inf"} 2',
+        "hitd_job_run_seconds_sum 3.05",
+        "hitd_job_run_seconds_count 2",
+    ):
+        assert line in lines, line
+    assert text.endswith("\n")
