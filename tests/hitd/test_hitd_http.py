@@ -270,3 +270,14 @@ async def test_close_answers_pending_requests_before_closing(serve, connect) -> 
     assert await c.closed()
     await closing
     assert not server.connections
+
+
+async def test_413_survives_a_client_that_sends_the_whole_body(serve, connect) -> None:
+    server = await serve(max_body_bytes=100)
+    c = await connect(server.port)
+    body = b"x" * 300_000
+    # Everything at once, as load generators do: the answer must not be lost to a reset.
+    c.writer.write(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n" + body)
+    (r,) = await c.replies(1)
+    assert r.status == 413
+    assert await c.closed()

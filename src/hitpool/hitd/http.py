@@ -107,6 +107,7 @@ class HttpLimits:
     write_timeout: float = 30.0
     max_pipeline: int = 64
     max_connections: int = 10_000
+    linger_timeout: float = 2.0  # after an error answer, how long unread input is drained
     sweep_interval: float = 1.0  # how often timeouts are checked (and Date refreshed)
 
 
@@ -130,7 +131,10 @@ class _AbortRequest(Exception):
         self.response = response
 
 
-_IDLE, _READING, _CLOSED = 0, 1, 2
+# _LINGER: an error answer was sent and the write side shut; what the client still sends is
+# read and dropped until it closes, so that closing with unread input (which makes the
+# kernel send RST) cannot destroy the answer before the client has read it.
+_IDLE, _READING, _CLOSED, _LINGER = 0, 1, 2, 3
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
 
@@ -274,7 +278,7 @@ class _Connection(asyncio.Protocol):
         self._server._notify_idle()
 
     def data_received(self, data: bytes) -> None:
-        if self._state == _CLOSED:
+        if self._state == _CLOSED or self._state == _LINGER:
             return
         self._in_data = True
         try:
@@ -310,7 +314,7 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A half-closed client may still read its answers: keep the write side open while
         # answers are pending, then close.
-        if not self._queue:
+        if not self._queue or self._state == _LINGER:
             return None
         self._eof = True
         return True
@@ -467,6 +471,7 @@ class _Connection(asyncio.Protocol):
             self._resume_reading()
 
     _close_after_flush = False
+    _linger = False  # an answer that closes was sent while input may still be arriving
     _eof = False
 
     def _flush(self) -> None:
@@ -478,7 +483,17 @@ class _Connection(asyncio.Protocol):
             out = self._out
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-        if self._close_after_flush or (self._eof and not self._queue):
+        if self._close_after_flush and self._linger and transport.can_write_eof():
+            self._linger = False
+            self._state = _LINGER
+            self._since = self._server.now
+            transport.write_eof()
+            self._reading_paused = False
+            try:
+                transport.resume_reading()
+            except RuntimeError:
+                pass
+        elif self._close_after_flush or (self._eof and not self._queue):
             self._state = _CLOSED
             transport.close()
         elif self._server.closing and not self._queue and self._state == _IDLE:
@@ -512,6 +527,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, resp: Response) -> None:
         """Answer a request the protocol refused, after the ones before it, then close."""
         self._state = _IDLE
+        self._linger = True
         self._queue.append((resp, (False, False)))
         self._pause_reading()
         self._drain_queue()
@@ -548,6 +564,10 @@ class _Connection(asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         limits = self._limits
         if self._transport is None or self._state == _CLOSED:
+            return
+        if self._state == _LINGER:
+            if now - self._since > limits.linger_timeout:
+                self.abort()
             return
         if self._writing_paused_at is not None:
             if now - self._writing_paused_at > limits.write_timeout:
