@@ -114,11 +114,13 @@ cg_exec() {
 }
 
 # measure TIMEFILE CGDIR CPULIST CMD... : like cg_exec, with /usr/bin/time writing
-# "elapsed user sys" to TIMEFILE; never fails the script (the exit code is returned).
+# "elapsed user sys" to TIMEFILE, and `timeout` ending a generator that outlives
+# MEASURE_LIMIT_S seconds (default 60: every run has a duration, a hung tool must not hang us).
 measure() {
     local tf=$1 cg=$2 cpus=$3
     shift 3
-    cg_exec "$cg" "$cpus" /usr/bin/time -o "$tf" -f '%e %U %S' "$@"
+    cg_exec "$cg" "$cpus" /usr/bin/time -o "$tf" -f '%e %U %S' \
+        timeout --foreground --kill-after=5 "${MEASURE_LIMIT_S:-60}" "$@"
 }
 
 # cpu_cores TIMEFILE -> CPU seconds / wall seconds, e.g. 0.50

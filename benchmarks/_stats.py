@@ -271,7 +271,7 @@ def intake_table(records: list[Record]) -> str:
     med = {k: _median(r["jobs_per_s"] for r in g) for k, g in groups.items()}
     lines = [
         "| server | store | body | runs | accepted jobs/s (median) | min-max jobs/s | jobs/min "
-        "| p99 ms | server CPU (cores) | generator CPU | errors / non-2xx "
+        "| p99 ms | server CPU (cores) | generator CPU | client errors / server 429s "
         "| server accepted - client accepted (per run) | others' CPU before (max) | vs Go |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
@@ -289,7 +289,8 @@ def intake_table(records: list[Record]) -> str:
             f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} "
             f"| {_fmt_cores(_median(r.get('server_cpu') for r in g))} "
             f"| {_fmt_cores(_median(r.get('cpu_cores') for r in g))} "
-            f"| {sum(int(r.get('errors') or 0) for r in g)} | {checks} "
+            f"| {sum(int(r.get('errors') or 0) for r in g)} "
+            f"/ {sum(int(r.get('server_rejected') or 0) for r in g)} | {checks} "
             f"| {_fmt_cores(_max_busy(g))} | {_fmt_ratio(m, med.get(('go', shape)))} |"
         )
     lines.append("")

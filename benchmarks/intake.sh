@@ -12,7 +12,7 @@
 # reads GET /stats: the jobs the server says it accepted are compared with the 2xx answers the
 # client counted times the batch size, so the table holds jobs really accepted.
 # Both servers: 16 workers (each one's default) running the built-in `hello` as jobs arrive,
-# queue size 1,000,000 (so the intake, not the workers, is measured), per-job logging off.
+# a queue large enough that no run is answered 429 (see GO_QUEUE, HITD_QUEUE), per-job logging off.
 #
 # Generator: hit (`.venv/bin/hit`) when it works, else wrk with a Lua POST script. The Go
 # collector is built here with the system's go (no modules fetched, GOCACHE in benchmarks/out).
@@ -44,9 +44,16 @@ done
 [[ $BATCH =~ ^[0-9]+$ ]] && ((BATCH >= 2 && BATCH <= 1000)) ||
     { echo "intake.sh: --batch takes 2..1000 (hitd's limit per request)" >&2; exit 2; }
 [[ -z $GEN || $GEN == hit || $GEN == wrk ]] || { echo "intake.sh: --gen takes hit or wrk" >&2; exit 2; }
+MEASURE_LIMIT_S=$((DURATION + 30))
 [[ $(nproc) -ge 2 ]] || die "needs 2 cores (server on core 0, generator on core 1)"
 
-QUEUE_SIZE=1000000
+# Queue sizes: each as large as lets it take a whole run without a 429, and no larger. hitd's
+# queue is rows in SQLite and its workers fall behind a burst, so it gets 1,000,000 (its default
+# 100,000 fills within a batch run and answers 429). The Go collector keeps up with the burst,
+# and its channel buffer is allocated whole and scanned by every GC cycle: its default 100,000
+# measured ~1.5x faster than 1,000,000 here. /stats' rejected counts are kept for each run.
+GO_QUEUE=100000
+HITD_QUEUE=1000000
 WORKERS=16
 
 # --- what we need ---------------------------------------------------------------------------------
@@ -72,6 +79,7 @@ if [[ " $SERVERS " == *" go "* ]]; then
 fi
 [[ -n ${SERVERS// /} ]] || die "no server to measure"
 
+cg_detect # the generator runs in a cgroup (a full core) so that cleanup can find all of it
 TMP_DIR=$(mktemp -d /tmp/hitpool-intake.XXXXXX)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$OUT_DIR/intake-$STAMP.jsonl"
@@ -120,12 +128,12 @@ start_server() { # start_server NAME DIR
     case $name in
     go)
         (cd "$dir" && GOMAXPROCS=1 exec taskset -c 0 "$COLLECTOR" -port "$SERVER_PORT" \
-            -workers "$WORKERS" -queue-size "$QUEUE_SIZE") >"$dir/server.log" 2>&1 &
+            -workers "$WORKERS" -queue-size "$GO_QUEUE") >"$dir/server.log" 2>&1 &
         ;;
     hitd)
         # No --store: hitd's default store, ./hitd.db in this fresh directory (SQLite, FULL).
         (cd "$dir" && exec taskset -c 0 "$HITD" --port "$SERVER_PORT" --workers "$WORKERS" \
-            --queue-size "$QUEUE_SIZE" --log-level warning --grace 1) >"$dir/server.log" 2>&1 &
+            --queue-size "$HITD_QUEUE" --log-level warning --grace 1) >"$dir/server.log" 2>&1 &
         ;;
     esac
     SERVER_PID=$!
@@ -174,10 +182,13 @@ for run in $(seq "$RUNS"); do
             out="$RAW/$server-$shape-$run.out"
             t0=$(server_ticks)
             rc=0
-            measure "$RAW/$server-$shape-$run.time" "" 1 "${CMD[@]}" >"$out" 2>"$RAW/$server-$shape-$run.err" || rc=$?
+            cg_make "gen-$server-$shape-$run" 100000 100000 # a full core: in a cgroup for cleanup
+            measure "$RAW/$server-$shape-$run.time" "$CG_DIR" 1 "${CMD[@]}" >"$out" 2>"$RAW/$server-$shape-$run.err" || rc=$?
             t1=$(server_ticks)
+            [[ -n $CG_DIR ]] && rmdir "$CG_DIR" 2>/dev/null || true
             python3 "$STATS" get-json "http://127.0.0.1:$SERVER_PORT/stats" >"$RAW/$server-$shape-$run.stats.json"
             server_accepted=$(($(accepted_now) - base))
+            server_rejected=$(python3 -c 'import json,sys; r = json.load(open(sys.argv[1]))["rejected"]; print(sum(r.values()) if isinstance(r, dict) else r)' "$RAW/$server-$shape-$run.stats.json")
             stop_pid "$SERVER_PID"
             store="memory (none)"
             if [[ $server == hitd ]]; then
@@ -185,7 +196,7 @@ for run in $(seq "$RUNS"); do
                 [[ -f $dir/hitd.db ]] || store="? (no ./hitd.db found)"
             fi
             if ! rec=$(python3 "$STATS" parse "$GEN" "$out" server="$server" shape="$shape" \
-                batch="$batch" run="$run" store="$store" server_accepted="$server_accepted" \
+                batch="$batch" run="$run" store="$store" server_accepted="$server_accepted" server_rejected="$server_rejected" \
                 exit_code="$rc" cpu_cores="$(cpu_cores "$RAW/$server-$shape-$run.time")" \
                 server_cpu="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN{printf "%.2f", (b - a) / hz / d}')" \
                 load="$(cut -d' ' -f1 /proc/loadavg)" busy_before="$BUSY_BEFORE" 2>"$RAW/$server-$shape-$run.parse-err"); then
@@ -203,6 +214,7 @@ echo
 echo "## Job intake, $CONNS connections, ${DURATION} s per run, median of $RUNS runs"
 echo
 echo "Servers on core 0 (Go $(go version 2>/dev/null | cut -d' ' -f3) net/http with GOMAXPROCS=1; hitd one process), generator $GEN on core 1."
+echo "Both with $WORKERS workers running hello as jobs arrive; queue size: Go $GO_QUEUE, hitd $HITD_QUEUE (no run may be answered 429: see errors); per-job logging off."
 echo "Bodies: single = $(cat "$TMP_DIR/body-single.json") per POST /jobs; batch = an array of $BATCH of them."
 echo "hitd store: its default ./hitd.db (SQLite WAL, synchronous=FULL) in a fresh temp dir on $(df --output=source "$TMP_DIR" | tail -1) per run."
 echo "Machine: $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), shared with other work ($(load_note) at the end)."

@@ -34,6 +34,7 @@ done
 [[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "loadgen.sh: --runs takes 1..99" >&2; exit 2; }
 [[ $DURATION =~ ^[1-9][0-9]?$ ]] || { echo "loadgen.sh: --duration takes whole seconds 1..99" >&2; exit 2; }
 [[ $CONNS =~ ^[1-9][0-9]{0,3}$ ]] || { echo "loadgen.sh: --conns takes 1..9999" >&2; exit 2; }
+MEASURE_LIMIT_S=$((DURATION + 30))
 [[ $(nproc) -ge 2 ]] || die "needs 2 cores (server on core 0, generators on core 1)"
 
 # --- what we need ---------------------------------------------------------------------------------
