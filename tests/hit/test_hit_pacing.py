@@ -4,7 +4,8 @@ are counted, and latency runs from the due time (coordinated omission corrected)
 from __future__ import annotations
 
 from hitpool.hit import Spec
-from hitpool.hit.client import LATE_NS, Conn, Engine
+from hitpool.hit.client import LATE_NS, Conn
+from hitpool.hit.engine import Engine
 from hitpool.schedule import OpenSchedule
 from hitpool.stats import lowest_of
 

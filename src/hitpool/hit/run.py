@@ -24,7 +24,8 @@ from typing import Any
 import uvloop
 
 from ..stats import Histogram, Second, Timeline
-from .client import ERROR_KINDS, CannotStart, Engine, Result
+from .client import ERROR_KINDS, CannotStart, Result
+from .engine import Engine
 from .spec import Spec
 
 __all__ = ["Progress", "Summary", "run", "run_async", "send_n"]
