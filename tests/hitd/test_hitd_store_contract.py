@@ -7,9 +7,18 @@ Time is a plain number passed in, so leases and retries need no sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import socket
 import sqlite3
-from collections.abc import AsyncIterator
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -373,6 +382,135 @@ class TestSQLiteStoreRowByRow(StoreContract):
         await s.close()
 
 
+# -- PostgreSQL: the server on $HITPOOL_TEST_PG_URL (or the local default), else our own -----
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _pg_bindir() -> Path | None:
+    found = shutil.which("initdb")
+    candidates = [Path(found).parent] if found else []
+    candidates += [Path("/usr/local/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"))]
+    for d in candidates:
+        if (d / "initdb").exists() and (d / "pg_ctl").exists():
+            return d
+    return None
+
+
+@contextlib.contextmanager
+def own_pg_server() -> Iterator[str]:
+    """initdb + pg_ctl in a temporary directory on a free loopback port; stopped after."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        raise RuntimeError("no initdb/pg_ctl in PATH, /usr/local/bin or /usr/lib/postgresql/*/bin")
+    root = Path(tempfile.mkdtemp(prefix="hitd-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+    try:
+        run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
+        opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+        run(
+            [
+                *as_user,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                opts,
+                "-w",
+                "-l",
+                str(root / "log"),
+                "start",
+            ]
+        )
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = os.environ.get("HITPOOL_TEST_PG_URL", PG_DEFAULT)
+    if _answers(url):
+        yield url
+        return
+    try:
+        server = own_pg_server()
+        started = server.__enter__()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        if IN_CI:  # under CI a missing server is a failure, never a skip
+            pytest.fail(f"no PostgreSQL at {url} and could not start one: {e}")
+        pytest.skip(f"no PostgreSQL at {url} and could not start one: {e}")
+    try:
+        yield started
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.mark.postgres
+class TestPostgreSQLStore(StoreContract):
+    @pytest.fixture
+    async def store(self, pg_url: str) -> AsyncIterator[Store]:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        s = Store.from_url(f"{pg_url}?schema={schema}")
+        await s.open()
+        try:
+            yield s
+        finally:
+            await s.close()
+            import asyncpg
+
+            conn = await asyncpg.connect(pg_url)
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await conn.close()
+
+    async def test_two_workers_never_claim_the_same_job(self, store: Store) -> None:
+        await store.enqueue([job() for _ in range(200)], T0)
+        a, b = await asyncio.gather(store.claim("w1", 150, T0, 30), store.claim("w2", 150, T0, 30))
+        ids_a, ids_b = {r.id for r in a}, {r.id for r in b}
+        assert not ids_a & ids_b and len(ids_a | ids_b) == 200
+
+    async def test_unreachable_server_is_unavailable(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # nothing listens here once the socket is closed
+        with pytest.raises(StoreUnavailable):
+            await Store.from_url(f"postgresql://postgres@127.0.0.1:{port}/postgres").open()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_fixture_can_start_its_own_server() -> None:
+    """The path taken where no server runs (a fresh CI machine): exercised for real."""
+    if _pg_bindir() is None:
+        if IN_CI:
+            pytest.fail("no initdb/pg_ctl on this machine")
+        pytest.skip("no initdb/pg_ctl on this machine")
+    with own_pg_server() as url:
+        assert _answers(url)
+    assert not _answers(url)
+
+
 # -- from_url ---------------------------------------------------------------------------------
 
 
@@ -382,6 +520,17 @@ def test_from_url_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(rel, SQLiteStore) and rel.path == "hitd.db"
     absolute = Store.from_url(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(absolute, SQLiteStore) and absolute.path == f"{tmp_path}/x.db"
+
+
+def test_from_url_postgresql() -> None:
+    from hitpool.hitd.store.postgresql import PostgreSQLStore
+
+    pg = Store.from_url("postgresql://u:secret@db.example:5433/jobs?schema=hitd")
+    assert isinstance(pg, PostgreSQLStore) and pg.durable
+    assert (pg.schema, pg.url) == ("hitd", "postgresql://u:secret@db.example:5433/jobs")
+    with pytest.raises(SpecError) as e:
+        Store.from_url("postgresql://u@h/db?schema=x;drop")
+    assert e.value.field == "store"
 
 
 @pytest.mark.parametrize("url", ["redis://localhost", "sqlite://", "sqlite:///", "hitd.db", ""])

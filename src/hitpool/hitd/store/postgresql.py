@@ -1,0 +1,400 @@
+"""postgresql://user@host:port/db — a store that several hitd processes can share.
+
+Same contract and the same test suite as the SQLite store. What differs:
+
+- Claims use `FOR UPDATE SKIP LOCKED`: workers on many machines take disjoint batches
+  without waiting for each other's row locks.
+- Batches cross as arrays (`unnest`), one statement per kind of change, so a batch of 500 is
+  a few round trips, not 500.
+- Ids come from the table's sequence, allocated for a batch before the insert so the answer
+  keeps the order of the request. An idempotency key is held by the partial unique index;
+  `ON CONFLICT DO NOTHING` resolves a race between two processes enqueueing the same key.
+- `queued_estimate()` is refreshed from the database at most once a second, piggybacked on
+  a claim: other processes enqueue and claim too, so a local counter alone would drift.
+
+`?schema=name` in the URL puts the table in that schema (created if missing); the tests use
+it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..._errors import SpecError, StoreError, StoreUnavailable
+from .base import STATUSES, JobRecord, NewJob, Outcome, Store
+from .sqlite_ops import dumps, loads
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hitd_jobs (
+    id BIGSERIAL PRIMARY KEY,
+    task TEXT NOT NULL,
+    args TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    result TEXT,
+    error TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    run_at DOUBLE PRECISION NOT NULL,
+    key TEXT,
+    lease_until DOUBLE PRECISION,
+    worker TEXT
+);
+CREATE INDEX IF NOT EXISTS hitd_jobs_due ON hitd_jobs (run_at, id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS hitd_jobs_lease ON hitd_jobs (lease_until) WHERE status = 'running';
+CREATE UNIQUE INDEX IF NOT EXISTS hitd_jobs_key ON hitd_jobs (key)
+    WHERE key IS NOT NULL AND status IN ('queued', 'running');
+"""
+
+COLUMNS = (
+    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
+    "started_at, finished_at, run_at, key, lease_until, worker"
+)
+_RETURNING = ", ".join(f"hitd_jobs.{c}" for c in COLUMNS.split(", "))
+_KEY_CONFLICT = "(key) WHERE key IS NOT NULL AND status IN ('queued', 'running')"
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+ESTIMATE_REFRESH_S = 1.0
+
+
+def _record(r: Any) -> JobRecord:
+    return JobRecord(
+        id=r[0],
+        task=r[1],
+        args=loads(r[2]),
+        status=r[3],
+        attempts=r[4],
+        max_attempts=r[5],
+        result=None if r[6] is None else loads(r[6]),
+        error=r[7],
+        created_at=r[8],
+        started_at=r[9],
+        finished_at=r[10],
+        run_at=r[11],
+        key=r[12],
+        lease_until=r[13],
+        worker=r[14],
+    )
+
+
+def _count(status: str) -> int:
+    """asyncpg's status string, e.g. 'UPDATE 3' -> 3."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgreSQLStore(Store):
+    """A shared, durable store on PostgreSQL (asyncpg)."""
+
+    durable: ClassVar[bool] = True
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        schema = query.pop("schema", None)
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise SpecError("store", f"bad schema name {schema!r}: letters, digits and _ only")
+        self.schema = schema
+        self.url = urlunsplit(parts._replace(query=urlencode(query)))
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._queued = 0
+        self._refreshed = 0.0
+
+    @property
+    def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is closed (or was never opened)")
+        return self._pool
+
+    async def open(self) -> None:
+        settings = {"search_path": self.schema} if self.schema else {}
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self._pool_size, server_settings=settings
+            )
+            async with self._pool.acquire() as c:
+                if self.schema:
+                    await c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await c.execute(SCHEMA)
+                self._queued = await c.fetchval(
+                    "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            raise StoreUnavailable(f"PostgreSQL store {_safe(self.url)}: {e}") from e
+        self._refreshed = time.monotonic()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        """Run fn(conn, *args) in one transaction; database errors become StoreError."""
+        try:
+            async with self._db.acquire() as c, c.transaction():
+                return await fn(c, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StoreError(f"PostgreSQL: {e}") from e
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        if not jobs:
+            return []
+        out: list[tuple[int, bool]] = await self._run(self._enqueue, list(jobs), now)
+        self._queued += sum(1 for _, created in out if created)
+        return out
+
+    async def _enqueue(
+        self, c: asyncpg.Connection, jobs: list[NewJob], now: float
+    ) -> list[tuple[int, bool]]:
+        # Within the batch, a repeated key is the first job with that key.
+        first_of: dict[str, int] = {}
+        unique: list[int] = []  # indexes into jobs of the rows to insert
+        for i, j in enumerate(jobs):
+            if j.key is not None:
+                if j.key in first_of:
+                    continue
+                first_of[j.key] = i
+            unique.append(i)
+        rows = [jobs[i] for i in unique]
+        ids: list[int] = await c.fetchval(
+            "SELECT array_agg(nextval(pg_get_serial_sequence('hitd_jobs', 'id'))) "
+            "FROM generate_series(1, $1)",
+            len(rows),
+        )
+        inserted = {
+            r[0]
+            for r in await c.fetch(
+                "INSERT INTO hitd_jobs (id, task, args, status, max_attempts, created_at, "
+                "run_at, key) SELECT i, t, a, 'queued', m, $7, r, k FROM "
+                "unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::float8[], "
+                "$6::text[]) AS u(i, t, a, m, r, k) "
+                f"ON CONFLICT {_KEY_CONFLICT} DO NOTHING RETURNING id",
+                ids,
+                [j.task for j in rows],
+                [dumps(j.args) for j in rows],
+                [j.max_attempts for j in rows],
+                [j.run_at for j in rows],
+                [j.key for j in rows],
+                now,
+            )
+        }
+        by_row: dict[int, tuple[int, bool]] = {}
+        lost = [(i, id) for i, id in zip(unique, ids, strict=True) if id not in inserted]
+        if lost:
+            keys = [jobs[i].key for i, _ in lost]
+            held = dict(
+                await c.fetch(
+                    "SELECT key, id FROM hitd_jobs WHERE key = ANY($1::text[]) "
+                    "AND status IN ('queued', 'running')",
+                    keys,
+                )
+            )
+            for i, _ in lost:
+                key = jobs[i].key
+                if key not in held:  # the holder finished between our insert and select
+                    raise StoreError(f"key {key!r} changed hands during enqueue; submit again")
+                by_row[i] = (held[key], False)
+        for i, id in zip(unique, ids, strict=True):
+            if id in inserted:
+                by_row[i] = (id, True)
+        out: list[tuple[int, bool]] = []
+        for i, j in enumerate(jobs):
+            if i in by_row:
+                out.append(by_row[i])
+            else:  # a repeat of a key earlier in this batch
+                assert j.key is not None
+                out.append((by_row[first_of[j.key]][0], False))
+        return out
+
+    # -- claim, renew, finish, release ------------------------------------------------------
+
+    async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        refresh = time.monotonic() - self._refreshed >= ESTIMATE_REFRESH_S
+        recs, due, queued = await self._run(self._claim, worker, limit, now, now + lease_s, refresh)
+        if queued is not None:
+            self._queued = queued
+            self._refreshed = time.monotonic()
+        else:
+            self._queued -= due
+        return list(recs)
+
+    async def _claim(
+        self,
+        c: asyncpg.Connection,
+        worker: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        refresh: bool,
+    ) -> tuple[list[JobRecord], int, int | None]:
+        await c.execute(
+            "UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL, "
+            "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
+            "WHERE id IN (SELECT id FROM hitd_jobs WHERE status = 'running' "
+            "AND lease_until <= $1 AND attempts >= max_attempts FOR UPDATE SKIP LOCKED)",
+            now,
+        )
+        take = (
+            "UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, "
+            "lease_until = $2, started_at = $1, worker = $3 FROM ({}) AS c "
+            f"WHERE hitd_jobs.id = c.id RETURNING {_RETURNING}"
+        )
+        expired = await c.fetch(
+            take.format(
+                "SELECT id FROM hitd_jobs WHERE status = 'running' AND lease_until <= $1 "
+                "ORDER BY lease_until, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+            ),
+            now,
+            lease_until,
+            worker,
+            limit,
+        )
+        due: list[Any] = []
+        if len(expired) < limit:
+            due = await c.fetch(
+                take.format(
+                    "SELECT id FROM hitd_jobs WHERE status = 'queued' AND run_at <= $1 "
+                    "ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+                ),
+                now,
+                lease_until,
+                worker,
+                limit - len(expired),
+            )
+        queued = None
+        if refresh:
+            queued = await c.fetchval("SELECT count(*) FROM hitd_jobs WHERE status = 'queued'")
+        recs = sorted((_record(r) for r in expired), key=lambda r: r.id)
+        recs += sorted((_record(r) for r in due), key=lambda r: (r.run_at, r.id))
+        return recs, len(due), queued
+
+    async def renew(self, ids: Sequence[int], worker: str, now: float, lease_s: float) -> None:
+        if not ids:
+            return
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE hitd_jobs SET lease_until = $1 WHERE id = ANY($2::bigint[]) "
+                "AND worker = $3 AND status = 'running'",
+                now + lease_s,
+                list(ids),
+                worker,
+            )
+        )
+
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
+        if not outcomes:
+            return
+        requeued: int = await self._run(self._finish, list(outcomes), now)
+        self._queued += requeued
+
+    async def _finish(self, c: asyncpg.Connection, outcomes: list[Outcome], now: float) -> int:
+        held = "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
+        ok = [o for o in outcomes if o.ok]
+        retry = [o for o in outcomes if not o.ok and o.retry_at is not None]
+        final = [o for o in outcomes if not o.ok and o.retry_at is None]
+        if ok:
+            await c.execute(
+                "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, "
+                "finished_at = $4, lease_until = NULL FROM unnest($1::bigint[], $2::text[], "
+                f"$3::text[]) AS u(i, w, r) WHERE {held}",
+                [o.id for o in ok],
+                [o.worker for o in ok],
+                [dumps(o.result) for o in ok],
+                now,
+            )
+        requeued = 0
+        if retry:
+            requeued = _count(
+                await c.execute(
+                    "UPDATE hitd_jobs SET status = 'queued', error = u.e, run_at = u.r, "
+                    "lease_until = NULL, worker = NULL FROM unnest($1::bigint[], $2::text[], "
+                    f"$3::text[], $4::float8[]) AS u(i, w, e, r) WHERE {held}",
+                    [o.id for o in retry],
+                    [o.worker for o in retry],
+                    [o.error for o in retry],
+                    [o.retry_at for o in retry],
+                )
+            )
+        if final:
+            await c.execute(
+                "UPDATE hitd_jobs SET status = CASE WHEN NOT u.p AND attempts >= max_attempts "
+                "THEN 'dead' ELSE 'failed' END, error = u.e, finished_at = $5, "
+                "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::text[], "
+                f"$4::bool[]) AS u(i, w, e, p) WHERE {held}",
+                [o.id for o in final],
+                [o.worker for o in final],
+                [o.error for o in final],
+                [o.permanent for o in final],
+                now,
+            )
+        return requeued
+
+    async def release(self, ids: Sequence[int], worker: str) -> None:
+        if not ids:
+            return
+        status: str = await self._run(
+            lambda c: c.execute(
+                "UPDATE hitd_jobs SET status = 'queued', attempts = attempts - 1, worker = NULL, "
+                "lease_until = NULL, started_at = NULL WHERE id = ANY($1::bigint[]) "
+                "AND worker = $2 AND status = 'running'",
+                list(ids),
+                worker,
+            )
+        )
+        self._queued += _count(status)
+
+    # -- reads and cancel -------------------------------------------------------------------
+
+    async def get(self, id: int) -> JobRecord | None:
+        r = await self._run(
+            lambda c: c.fetchrow(f"SELECT {COLUMNS} FROM hitd_jobs WHERE id = $1", id)
+        )
+        return None if r is None else _record(r)
+
+    async def cancel(self, id: int, now: float | None = None) -> bool:
+        status: str = await self._run(
+            lambda c: c.execute(
+                "UPDATE hitd_jobs SET status = 'cancelled', finished_at = $2 "
+                "WHERE id = $1 AND status = 'queued'",
+                id,
+                now,
+            )
+        )
+        done = _count(status) == 1
+        self._queued -= int(done)
+        return done
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._run(
+            lambda c: c.fetch("SELECT status, count(*) FROM hitd_jobs GROUP BY status")
+        )
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for status, n in rows:
+            out[status] = n
+        return out
+
+    def queued_estimate(self) -> int:
+        return max(0, self._queued)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
