@@ -533,7 +533,9 @@ def test_from_url_postgresql() -> None:
     assert e.value.field == "store"
 
 
-@pytest.mark.parametrize("url", ["redis://localhost", "sqlite://", "sqlite:///", "hitd.db", ""])
+@pytest.mark.parametrize(
+    "url", ["redis://localhost", "sqlite://", "sqlite:///", "sqlite:///:memory:", "hitd.db", ""]
+)
 def test_from_url_names_the_store_field_for_a_bad_url(url: str) -> None:
     with pytest.raises(SpecError) as e:
         Store.from_url(url)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..._errors import StoreError, StoreUnavailable
+from ..._errors import SpecError, StoreError, StoreUnavailable
 from . import sqlite_ops as ops
 from .base import STATUSES, JobRecord, NewJob, Outcome, Store
 
@@ -60,6 +60,9 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | Path, *, use_json: bool | None = None) -> None:
         """`use_json`: move batches as JSON (see sqlite_ops); None picks it when SQLite can."""
+        if str(path) in ("", ":memory:"):
+            # The writer and the reader are two connections: two different in-memory databases.
+            raise SpecError("store", "an in-memory SQLite database cannot be shared: use memory://")
         self.path = str(path)
         self._use_json = use_json
         self._ops: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
@@ -77,12 +80,11 @@ class SQLiteStore(Store):
         loop = asyncio.get_running_loop()
         self._loop = loop
         try:
-            if self.path != ":memory:":
-                parent = Path(self.path).parent
-                if not parent.is_dir():
-                    raise StoreUnavailable(
-                        f"SQLite store {self.path!r}: directory {str(parent)!r} does not exist"
-                    )
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise StoreUnavailable(
+                    f"SQLite store {self.path!r}: directory {str(parent)!r} does not exist"
+                )
             conn = await asyncio.to_thread(self._open_conn)
         except StoreUnavailable:
             raise
