@@ -13,6 +13,7 @@ requests with httptools and counts every complete request it saw, per path.
     /redirect      302 to /ok (hit counts it and does not follow)
     /head          Content-Length: 1000 without a body (for HEAD)
     /echo          200 with the request body as the response body
+    /double        two responses to one request
     /reset         the connection is reset (SO_LINGER 0) instead of an answer
     /midbody       headers promising 100 bytes, 10 bytes, then close
     /silent        never answers (the client's timeout must end it)
@@ -135,6 +136,8 @@ class _Proto(asyncio.Protocol):
         name = parts[0]
         if name == "ok":
             t.write(OK)
+        elif name == "double":
+            t.write(OK + OK)
         elif name == "chunked":
             t.write(
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -81,6 +81,12 @@ async def test_body_framings_all_succeed(
     assert server.seen[path] == 9
 
 
+async def test_a_response_nobody_asked_for_is_not_counted(server: Server) -> None:
+    s = await run_async(Spec(server.url("/double"), requests=1, concurrency=1))
+    _consistent(s, 1)
+    assert s.successes == 1 and s.status_codes == {200: 1}
+
+
 async def test_big_bodies_are_counted_in_bytes(server: Server) -> None:
     s = await run_async(Spec(server.url("/big"), requests=3, concurrency=1))
     assert s.bytes > 3 * (2 << 20)

@@ -162,6 +162,9 @@ class Conn(asyncio.Protocol):
         status = p.get_status_code()
         if status < 200:  # 1xx interim response: the final one follows
             return
+        if not self.busy:  # a response nobody asked for: the connection is not usable
+            self.close()
+            return
         e = self.e
         if not (e.fast and e.ok[status] and p.should_keep_alive()):
             self.finish(status, p.should_keep_alive())
