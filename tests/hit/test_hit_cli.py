@@ -165,6 +165,33 @@ def test_python_dash_m_runs_for_real(srv: Server) -> None:
     assert json.loads(done.stdout)["successes"] == 25 == srv.seen["/ok"]
 
 
+def test_progress_line_only_on_a_terminal(srv: Server) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "hitpool.hit", "-z", "1.2s", "--rps", "50", srv.url("/ok")]
+    proc = subprocess.Popen(cmd, stdout=slave, stderr=subprocess.PIPE, env=_env())
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None
+        proc.stderr.close()
+    out = b"".join(chunks).decode()
+    assert "req/s" in out and "\r" in out  # the progress line, redrawn in place
+    assert "Requests: 60" in out
+
+
 def test_ctrl_c_prints_the_partial_summary_and_exits_130(srv: Server) -> None:
     reached = threading.Event()
     srv.notify_at = 9

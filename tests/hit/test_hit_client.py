@@ -128,6 +128,8 @@ async def test_post_body_and_headers_reach_the_server(server: Server) -> None:
     assert s.successes == 4 and server.bodies == [b'[{"job": 1}]'] * 4
     assert b"Content-Type: application/json\r\n" in spec.request_bytes()
     assert b"X-Test: 1\r\n" in spec.request_bytes()
+    vhost = Spec(server.url("/ok"), headers=(("host", "example.test"),)).request_bytes()
+    assert b"Host: example.test\r\n" in vhost and vhost.count(b"ost:") == 1
 
 
 async def test_a_server_that_stops_answering_times_out_the_rest(server: Server) -> None:

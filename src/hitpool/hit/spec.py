@@ -174,8 +174,9 @@ class Spec:
     def request_bytes(self) -> bytes:
         """The request, built once and written as is for every request."""
         t = self.target
-        lines = [f"{self.method} {t.path} HTTP/1.1", f"Host: {t.host_header}"]
         names = {n.lower() for n, _ in self.headers}
+        host = next((v for n, v in self.headers if n.lower() == "host"), t.host_header)
+        lines = [f"{self.method} {t.path} HTTP/1.1", f"Host: {host}"]  # -H Host: overrides
         if "user-agent" not in names:
             lines.append("User-Agent: hit/0.1")
         if "accept" not in names:
