@@ -90,6 +90,7 @@ class Engine:
         self.live: set[Conn] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.done: asyncio.Future[None] = self.loop.create_future()
+        self.closed = False  # _finish ran (``done`` itself may have been cancelled)
         self.pacer: asyncio.TimerHandle | None = None
         self.sweeper: asyncio.TimerHandle | None = None
         self.sweep_s = min(0.25, max(0.005, spec.timeout / 8))
@@ -313,12 +314,12 @@ class Engine:
         limit = self.timeout_ns
         for conn in [c for c in self.live if c.busy and now - c.sent > limit]:
             conn.fail("timeout")
-        if not self.done.done():
+        if not self.closed:
             self._arm_sweep()
 
     def stop(self) -> None:
         """Stop sending; what is in flight counts as cancelled."""
-        if self.done.done():
+        if self.closed:
             return
         self.stopped = True
         self.gate = False
@@ -328,8 +329,9 @@ class Engine:
         self._finish()
 
     def _finish(self) -> None:
-        if self.done.done():
+        if self.closed:
             return
+        self.closed = True
         self.gate = False
         self.fast = False
         for handle in (self.pacer, self.sweeper):
@@ -339,7 +341,8 @@ class Engine:
             task.cancel()
         for conn in list(self.live):
             conn.close()
-        self.done.set_result(None)
+        if not self.done.done():
+            self.done.set_result(None)
 
     def transport_lost(self) -> None:
         self.transports -= 1

@@ -227,7 +227,7 @@ async def _drive(
 
         if tl is not None or progress is not None:
             ticker = loop.call_later(max(0, base + 1_000_000_000 - engine.clock()) / 1e9, tick, 0)
-        await engine.done
+        await asyncio.shield(engine.done)  # a cancelled run must not cancel the future
         end = engine.last if not engine.stopped else engine.clock()
         if tl is not None:
             # the last, partial second
@@ -240,8 +240,7 @@ async def _drive(
             ticker.cancel()
         if stopper is not None:
             stopper.cancel()
-        if not engine.done.done():
-            engine.stop()
+        engine.stop()  # no-op when it already finished
         await engine.wait_closed()
 
 
