@@ -212,6 +212,8 @@ async def test_cancelling_the_run_closes_everything(server: Server) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # the client closed both connections: the server sees them go, well before any timeout
+    await asyncio.wait_for(server.all_closed.wait(), 2)
 
 
 async def test_send_n_yields_every_result(server: Server) -> None:
@@ -233,6 +235,7 @@ async def test_send_n_backpressure_and_early_exit(server: Server) -> None:
                 break
     # the buffer holds at most 8 results beyond what was consumed, plus what was in flight
     assert server.seen["/ok"] <= 20 + 8 + 4
+    await asyncio.wait_for(server.all_closed.wait(), 2)
 
 
 async def test_memory_is_constant_in_n(server: Server) -> None:
