@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hitpool import StoreError
 from hitpool.hitd.lifecycle import RetryPolicy, backoff
 from hitpool.hitd.runner import Runner
-from hitpool.hitd.store import JobRecord, NewJob, Store
+from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
 from hitpool.hitd.store.sqlite import SQLiteStore
 from hitpool.hitd.tasks import Registry, current_worker
@@ -312,3 +313,40 @@ async def test_many_jobs_through_sqlite(tmp_path: Path, clock: Clock) -> None:
             assert last.result == f"Hello, n{n - 1}!"
     finally:
         await store.close()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose claim and finish fail the first time each: a database hiccup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claim_failures = 1
+        self.finish_failures = 1
+
+    async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
+        if self.claim_failures:
+            self.claim_failures -= 1
+            raise StoreError("database is locked")
+        return await super().claim(worker, limit, now, lease_s)
+
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
+        if self.finish_failures:
+            self.finish_failures -= 1
+            raise StoreError("disk I/O error")
+        await super().finish(outcomes, now)
+
+
+async def test_store_errors_are_retried_not_fatal(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore()
+    [id] = await enqueue(store, "hello", args={"name": "again"})
+    # poll_s is the pause before trying the store again: a timer, not a test sleep.
+    async with make_runner(store, Registry(include_global=False), clock, poll_s=0.01) as runner:
+        await settle(runner)
+        r = await rec(store, id)
+        assert (r.status, r.attempts, r.result) == ("succeeded", 1, "Hello, again!")
+        assert runner.statistics().completed == 1
+    assert (store.claim_failures, store.finish_failures) == (0, 0)
+    assert any("claim failed" in m for m in caplog.messages)
+    assert any("could not record 1 outcomes" in m for m in caplog.messages)

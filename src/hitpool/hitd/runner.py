@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .._errors import SpecError, StoreError, UnknownTask
+from .._errors import SpecError, UnknownTask
 from ..dispatcher import Dispatcher, Job
 from .lifecycle import RetryPolicy
 from .metrics import HistogramSnapshot, RunTimeHistogram
@@ -234,7 +234,7 @@ class Runner:
             try:
                 await self._store.release(rest, self.worker_name)
                 self._released += len(rest)
-            except StoreError:
+            except Exception:
                 log.exception(
                     "could not release %d jobs; they run again when leases expire", len(rest)
                 )
@@ -267,7 +267,7 @@ class Runner:
                     recs = await self._store.claim(
                         self.worker_name, want, self._clock(), self._lease_s
                     )
-                except StoreError:
+                except Exception:  # a failing store must not silently stop the workers
                     log.exception("claim failed; trying again in %gs", self._poll_s)
                     await self._pause()
                     continue
@@ -386,7 +386,7 @@ class Runner:
             batch, self._outcomes = self._outcomes, []
             try:
                 await self._store.finish(batch, self._clock())
-            except StoreError:
+            except Exception:
                 # Not recorded: the jobs stay held (their leases renewed) and the batch is
                 # tried again after a pause. On stop they are released and run again; if the
                 # process dies they run again when their leases expire (at least once).
@@ -408,7 +408,7 @@ class Runner:
             await asyncio.sleep(self._lease_s / 3)
             try:
                 await self.renew_leases()
-            except StoreError:
+            except Exception:
                 log.exception("lease renewal failed")
 
 

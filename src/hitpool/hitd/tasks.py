@@ -344,7 +344,8 @@ async def hello(name: str = "world", delay: float | str = 0) -> str:
 
 
 def _check_hello(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
-    parse_seconds(args.get("delay", 0), "args.delay")
+    if "delay" in args:
+        parse_seconds(args["delay"], "args.delay")
     return args
 
 
