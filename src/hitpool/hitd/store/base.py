@@ -24,9 +24,11 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
 - `cancel` only cancels a queued job.
 
 Queue depth for the HTTP side's 429 decision: `queued_estimate()` is a plain (non-async)
-method that answers from a counter kept in memory, never touching the database. It is exact
-for a single process owning the store (memory, SQLite) and this process's view for a shared
-PostgreSQL store. `counts()` is the exact, slower answer (one query).
+method that answers from a counter kept in memory, never waiting on the database. It is
+exact for a store one process owns (memory, SQLite: the counter moves with every committed
+enqueue, claim, retry, release and cancel). For PostgreSQL, shared by several processes, it
+is this process's count refreshed from the database at most once a second (on a claim).
+`counts()` is the exact, slower answer (one query over the table).
 """
 
 from __future__ import annotations
