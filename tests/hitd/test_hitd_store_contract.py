@@ -490,6 +490,20 @@ class TestPostgreSQLStore(StoreContract):
         ids_a, ids_b = {r.id for r in a}, {r.id for r in b}
         assert not ids_a & ids_b and len(ids_a | ids_b) == 200
 
+    async def test_a_runner_drains_it(self, store: Store) -> None:
+        from hitpool.hitd.runner import Runner
+        from hitpool.hitd.tasks import Registry
+
+        # Due at 0.0: the runner reads the real clock, and T0 lies in the future.
+        out = await store.enqueue([NewJob("hello", {"name": str(i)}, 0.0) for i in range(300)], T0)
+        async with Runner(store, Registry(include_global=False), workers=8) as runner:
+            runner.notify()
+            await runner.until_idle()
+        counts = await store.counts()
+        assert counts["succeeded"] == 300 and store.queued_estimate() == 0
+        last = await store.get(out[-1][0])
+        assert last is not None and last.result == "Hello, 299!"
+
     async def test_unreachable_server_is_unavailable(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
