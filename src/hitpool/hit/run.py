@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -457,6 +458,7 @@ def _child(
 ) -> None:
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     uvloop.run(_child_async(spec, lanes, requests, k, p, conn, timeline, progress))
     conn.close()
 
