@@ -555,3 +555,15 @@ def test_from_url_names_the_store_field_for_a_bad_url(url: str) -> None:
         Store.from_url(url)
     assert e.value.field == "store"
     assert "memory://" in str(e.value) or "sqlite:///" in str(e.value)
+
+
+async def test_memory_store_forgets_old_finished_jobs_to_stay_bounded() -> None:
+    store = MemoryStore(keep_finished=2)
+    ids = [id for id, _ in await store.enqueue([job() for _ in range(5)], T0)]
+    await store.claim("w", 5, T0, 30)
+    await store.finish([Outcome(i, "w", ok=True) for i in ids[:4]], T0)
+    assert [await store.get(i) is not None for i in ids] == [False, False, True, True, True]
+    assert (await store.counts())["succeeded"] == 4  # still counted
+    # The lease heap still holds entries of forgotten jobs: they are skipped.
+    [again] = await store.claim("w2", 5, T0 + 100, 30)
+    assert (again.id, again.attempts) == (ids[4], 2)

@@ -9,10 +9,11 @@ job is skipped (lazy deletion keeps every operation O(log n)).
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from ..lifecycle import exhausted, outcome_status
+from ..lifecycle import exhausted, is_final, outcome_status
 from .base import STATUSES, JobRecord, JobStatus, NewJob, Outcome, Store
 
 
@@ -79,7 +80,12 @@ class MemoryStore(Store):
 
     durable: ClassVar[bool] = False
 
-    def __init__(self) -> None:
+    def __init__(self, keep_finished: int = 100_000) -> None:
+        """`keep_finished`: how many finished jobs stay readable with get(); older ones are
+        forgotten so that a long-running server's memory stays bounded (counts() still
+        counts them)."""
+        self._keep_finished = max(0, keep_finished)
+        self._finished: deque[int] = deque()
         self._jobs: dict[int, _Job] = {}
         self._next_id = 1
         self._keys: dict[str, int] = {}  # key -> id of the ACTIVE job holding it
@@ -97,6 +103,10 @@ class MemoryStore(Store):
         self._counts[job.status] -= 1
         self._counts[status] += 1
         job.status = status
+        if is_final(status):
+            self._finished.append(job.id)
+            while len(self._finished) > self._keep_finished:
+                self._jobs.pop(self._finished.popleft(), None)
         if (
             status not in ("queued", "running")
             and job.key is not None
@@ -134,8 +144,8 @@ class MemoryStore(Store):
         # Expired leases first: those jobs were due before anything still queued.
         while self._leases and len(out) < limit and self._leases[0][0] <= now:
             until, id = heapq.heappop(self._leases)
-            job = self._jobs[id]
-            if job.status != "running" or job.lease_until != until:
+            job = self._jobs.get(id)
+            if job is None or job.status != "running" or job.lease_until != until:
                 continue  # stale entry: finished, released or renewed since
             if exhausted(job.attempts, job.max_attempts):
                 self._move(job, "dead")
@@ -146,8 +156,8 @@ class MemoryStore(Store):
             out.append(self._take(job, worker, now, lease_s))
         while self._due and len(out) < limit and self._due[0][0] <= now:
             run_at, id = heapq.heappop(self._due)
-            job = self._jobs[id]
-            if job.status != "queued" or job.run_at != run_at:
+            job = self._jobs.get(id)
+            if job is None or job.status != "queued" or job.run_at != run_at:
                 continue
             out.append(self._take(job, worker, now, lease_s))
         return out
