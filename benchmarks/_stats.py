@@ -256,7 +256,7 @@ def loadgen_table(records: list[Record]) -> str:
     hit = med.get("hit")
     lines.append("")
     if hit is None:
-        lines.append("hit: not measured (not installed yet).")
+        lines.append("hit: no run parsed (not installed, or every run failed: see raw outputs).")
     else:
         lines.append(
             f"hit / wrk = {_fmt_ratio(hit, med.get('wrk'))} (goal >= 1.0x), "
