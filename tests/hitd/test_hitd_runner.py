@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hitpool import StoreError
+from hitpool import SpecError, StoreError
 from hitpool.hitd.lifecycle import RetryPolicy, backoff
 from hitpool.hitd.runner import Runner
 from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
@@ -350,3 +350,18 @@ async def test_store_errors_are_retried_not_fatal(
     assert (store.claim_failures, store.finish_failures) == (0, 0)
     assert any("claim failed" in m for m in caplog.messages)
     assert any("could not record 1 outcomes" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"lease_s": 0}, "lease_s"),
+        ({"poll_s": -1}, "poll_s"),
+        ({"grace_s": -0.5}, "grace_s"),
+    ],
+)
+def test_bad_settings_name_the_field(kw: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as e:
+        Runner(MemoryStore(), Registry(include_global=False), **kw)
+    assert e.value.field == field

@@ -95,8 +95,11 @@ class Runner:
     ) -> None:
         if workers < 1:
             raise SpecError("workers", "must be at least 1")
-        if lease_s <= 0 or poll_s <= 0 or grace_s < 0:
-            raise SpecError("lease_s", "lease_s and poll_s must be positive, grace_s >= 0")
+        for name, value in (("lease_s", lease_s), ("poll_s", poll_s)):
+            if not value > 0:
+                raise SpecError(name, f"must be a positive number of seconds, got {value!r}")
+        if not grace_s >= 0:
+            raise SpecError("grace_s", f"must be zero or more seconds, got {grace_s!r}")
         self._store = store
         self._registry = registry
         self._workers = workers
@@ -119,7 +122,6 @@ class Runner:
 
         self._held: dict[int, JobRecord] = {}
         self._outcomes: list[Outcome] = []
-        self._to_release: list[int] = []
         self._slots = list(range(workers, 0, -1))  # worker IDs 1..N, popped from the end
         self._pool: Dispatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -280,7 +282,9 @@ class Runner:
                 self._claimed += len(recs)
                 if len(recs) == want:
                     continue  # there may be more due right now
-                if not held:
+                if not held and not self._wake.is_set():
+                    # Nothing due, nothing running, and no notify() arrived during the claim
+                    # (its jobs may have committed after the claim looked).
                     self._idle.set()
             if self._stopping:
                 break
