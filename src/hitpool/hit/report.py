@@ -169,7 +169,10 @@ def parse_assert(text: str) -> Assertion:
         raise SpecError("assert", f"{text!r} is not an assertion; {ASSERT_HELP}")
     name, op, raw = m.groups()
     if name in _LATENCY or name == "duration":
-        return Assertion(text, name, op, parse_duration(raw, "assert"))
+        try:
+            return Assertion(text, name, op, parse_duration(raw, "assert"))
+        except SpecError:
+            raise SpecError("assert", f"{text!r}: {raw!r} is not a duration; {ASSERT_HELP}")
     if name in _COUNTS or name == "rps":
         percent = raw.endswith("%") and name in _COUNTS
         try:

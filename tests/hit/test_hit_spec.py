@@ -1,0 +1,148 @@
+"""Spec validation, the flag-value parsers and the request bytes: pure tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from hitpool._errors import SpecError
+from hitpool.hit.spec import (
+    DEFAULT_REQUESTS,
+    Spec,
+    parse_duration,
+    parse_header,
+    parse_ok,
+    parse_processes,
+    parse_url,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("10s", 10.0),
+        ("2m", 120.0),
+        ("250ms", 0.25),
+        ("1.5h", 5400.0),
+        ("100us", 1e-4),
+        ("3", 3.0),
+        (".5s", 0.5),
+        (" 7 s ", 7.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "10x", "-1s", "1e3s", "ten seconds", "1s2"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(SpecError) as e:
+        parse_duration(text, "-z")
+    assert e.value.field == "-z" and "10s" in e.value.message
+
+
+def test_parse_header_and_ok_and_processes() -> None:
+    assert parse_header("X-A:  b c ") == ("X-A", "b c")
+    assert parse_ok("200-399") == ((200, 399),)
+    assert parse_ok("200, 204,300-302") == ((200, 200), (204, 204), (300, 302))
+    assert parse_processes("3") == 3 and parse_processes("auto") >= 1
+    for bad, fn in (("nocolon", parse_header), ("a b: c", parse_header), ("x", parse_ok)):
+        with pytest.raises(SpecError):
+            fn(bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "path", "host_header"),
+    [
+        ("http://example.com", "example.com", 80, "/", "example.com"),
+        ("https://example.com/a?b=1", "example.com", 443, "/a?b=1", "example.com"),
+        ("http://127.0.0.1:8080/x", "127.0.0.1", 8080, "/x", "127.0.0.1:8080"),
+        ("http://[::1]:9000/", "::1", 9000, "/", "[::1]:9000"),
+        ("http://[::1]/", "::1", 80, "/", "[::1]"),
+    ],
+)
+def test_parse_url(url: str, host: str, port: int, path: str, host_header: str) -> None:
+    t = parse_url(url)
+    assert (t.host, t.port, t.path, t.host_header) == (host, port, path, host_header)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"url": "ftp://x/"}, "url"),
+        ({"url": "http:///nohost"}, "url"),
+        ({"url": "http://x/a b"}, "url"),
+        ({"requests": 0}, "requests"),
+        ({"requests": True}, "requests"),
+        ({"concurrency": -1}, "concurrency"),
+        ({"processes": 0}, "processes"),
+        ({"rps": 0}, "rps"),
+        ({"duration": -1.0}, "duration"),
+        ({"timeout": 0}, "timeout"),
+        ({"method": "GE T"}, "method"),
+        ({"headers": (("X", "a\r\nb"),)}, "headers"),
+        ({"ok": ((99, 200),)}, "ok"),
+        ({"ok": ((300, 200),)}, "ok"),
+        ({"content_type": "a\nb"}, "content_type"),
+    ],
+)
+def test_spec_rejects_naming_the_field(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"url": "http://127.0.0.1/", **kwargs}
+    with pytest.raises(SpecError) as e:
+        Spec(**args)  # type: ignore[arg-type]
+    assert e.value.field == field
+
+
+def test_defaults_and_lanes() -> None:
+    assert Spec("http://x/").requests == DEFAULT_REQUESTS
+    assert Spec("http://x/", duration=5).requests is None
+    assert Spec("http://x/", requests=3, concurrency=50).lanes == 3
+    assert Spec("http://x/", duration=5, concurrency=7).lanes == 7
+
+
+def test_request_bytes_are_built_once_and_exact() -> None:
+    spec = Spec(
+        "http://127.0.0.1:8080/jobs?x=1",
+        method="POST",
+        body=b"[1]",
+        content_type="application/json",
+        headers=(("X-Key", "v"),),
+    )
+    assert spec.request_bytes() == (
+        b"POST /jobs?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: hit/0.1\r\n"
+        b"Accept: */*\r\nX-Key: v\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 3\r\n\r\n[1]"
+    )
+    assert b"Content-Length" not in Spec("http://x/").request_bytes()
+    assert b"Content-Length: 0\r\n" in Spec("http://x/", method="POST").request_bytes()
+
+
+def test_from_dict_takes_json_ish_input() -> None:
+    spec = Spec.from_dict(
+        {
+            "url": "http://127.0.0.1:1/",
+            "requests": 10,
+            "duration": "2s",
+            "timeout": "250ms",
+            "headers": {"X-A": "1"},
+            "body": "[]",
+            "ok": "200-399",
+            "processes": "auto",
+        }
+    )
+    assert (spec.duration, spec.timeout, spec.headers, spec.body) == (
+        2.0,
+        0.25,
+        (("X-A", "1"),),
+        b"[]",
+    )
+    assert spec.ok == ((200, 399),) and spec.processes >= 1
+    assert Spec.from_dict({"url": "http://x/", "headers": ["A: b"]}).headers == (("A", "b"),)
+    with pytest.raises(SpecError) as e:
+        Spec.from_dict({"url": "http://x/", "bogus": 1})
+    assert e.value.field == "bogus"
+    with pytest.raises(SpecError) as e:
+        Spec.from_dict({"requests": 1})
+    assert e.value.field == "url"
+    with pytest.raises(SpecError) as e:
+        Spec.from_dict({"url": "http://x/", "duration": "soon"})
+    assert e.value.field == "duration"
