@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,7 +21,7 @@ import pytest
 
 from hitpool import SpecError, StoreError
 from hitpool.hitd.lifecycle import RetryPolicy, backoff
-from hitpool.hitd.runner import Runner
+from hitpool.hitd.runner import Runner, is_gone
 from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
 from hitpool.hitd.store.sqlite import SQLiteStore
@@ -219,6 +223,45 @@ async def test_a_crashed_workers_job_runs_again_after_its_lease(store: Store, cl
         await settle(runner)
         r = await rec(store, id)
         assert (r.status, r.attempts, r.worker) == ("succeeded", 2, runner.worker_name)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+async def test_a_restart_runs_the_jobs_of_its_dead_predecessor_at_once(
+    store: Store, clock: Clock
+) -> None:
+    host = socket.gethostname()
+    [mine] = await enqueue(store, "hello", args={"name": "dead"})
+    [other] = await enqueue(store, "hello", args={"name": "alive"})
+    # The previous server on this host crashed holding `mine`; a live process holds `other`.
+    await store.claim(f"{host}:{dead_pid()}:0badc0de", 1, T0, 30)
+    await store.claim(f"{host}:{os.getpid()}:5ca1ab1e", 1, T0, 30)
+    async with make_runner(store, Registry(include_global=False), clock) as runner:
+        await settle(runner)  # the clock has not moved: no lease ran out
+        a, b = await rec(store, mine), await rec(store, other)
+        assert (a.status, a.attempts, a.worker) == ("succeeded", 2, runner.worker_name)
+        assert (b.status, b.attempts) == ("running", 1)
+
+
+@pytest.mark.parametrize(
+    ("worker", "gone"),
+    [
+        ("elsewhere:1:x", False),  # another host: its pids mean nothing here
+        ("HOST:notapid:x", False),
+        ("HOST:0:x", False),
+        ("HOST:PID:x", False),  # ourselves
+        ("HOST:DEAD:x", True),
+    ],
+)
+def test_is_gone(worker: str, gone: bool) -> None:
+    host = socket.gethostname()
+    name = worker.replace("HOST", host).replace("DEAD", str(dead_pid()))
+    assert is_gone(name.replace("PID", str(os.getpid())), host) is gone
 
 
 async def test_leases_of_running_jobs_are_renewed(store: Store, clock: Clock) -> None:

@@ -257,6 +257,20 @@ class StoreContract:
         assert rec is not None and (rec.status, rec.finished_at) == ("cancelled", T0 + 1)
         assert [r.id for r in await store.claim("w1", 5, T0, 30)] == [c]
 
+    async def test_expire_hands_a_dead_workers_jobs_out_at_once(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job(), job(), job()], T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.claim("w2", 1, T0, 30)
+        assert await store.holders() == {"w1": 2, "w2": 1}
+        assert await store.expire("w1") == 2
+        assert await store.expire("nobody") == 0
+        got = await store.claim("w3", 5, T0, 30)  # no time has passed
+        assert sorted((r.id, r.attempts, r.worker) for r in got) == [
+            (ids[0], 2, "w3"),
+            (ids[1], 2, "w3"),
+        ]
+        assert await store.holders() == {"w3": 2, "w2": 1}
+
     # -- counts and the queue depth ------------------------------------------------------
 
     async def test_counts_and_queued_estimate_follow_every_move(self, store: Store) -> None:

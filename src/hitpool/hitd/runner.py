@@ -17,6 +17,11 @@ Three tasks, all owned by the runner and ended by `stop()`:
 A held job leaves `held` only once its outcome is committed, so its lease is renewed until
 then and a crash at any point leaves it to run again (at least once).
 
+Start: a worker is named host:pid:random. Jobs still `running` under a worker of this host
+whose process is gone (the server crashed and was restarted) have their leases expired at
+once (`recover()`), so they run again now instead of `lease_s` later. Elsewhere the lease
+decides.
+
 Graceful stop: claim nothing more, release (`release()`) claimed jobs that have not started,
 let running jobs finish within `grace_s`, cancel and release those still running after it.
 """
@@ -70,8 +75,27 @@ class RunnerStatistics:
 
 
 def default_worker_name() -> str:
-    """Unique per process run: a restarted server never mistakes old leases for its own."""
+    """host:pid:random — unique per process run, so a restarted server never mistakes old
+    leases for its own; host and pid let it see that the old process is gone."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+def is_gone(worker: str, host: str) -> bool:
+    """True when `worker` names a process on this host that no longer exists.
+
+    Only local processes can be judged (a pid means nothing on another machine), and a
+    reused pid reads as alive: then the lease simply runs out, as for any other worker."""
+    w_host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if w_host != host or not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, as another user's process
+        return False
+    return False
 
 
 class Runner:
@@ -92,6 +116,7 @@ class Runner:
         retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        recover: bool = True,
     ) -> None:
         if workers < 1:
             raise SpecError("workers", "must be at least 1")
@@ -119,6 +144,7 @@ class Runner:
         self._retry = retry
         self._clock = clock
         self._rand = rand
+        self._recover = recover
 
         self._held: dict[int, JobRecord] = {}
         self._outcomes: list[Outcome] = []
@@ -161,6 +187,8 @@ class Runner:
         """Start the workers and the claim, finish and renew loops on the running loop."""
         if self._pool is not None:
             return
+        if self._recover:
+            await self.recover()
         self._pool = Dispatcher(workers=self._workers, queue_size=self._capacity)
         self._pool.start()
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
@@ -170,6 +198,17 @@ class Runner:
             loop.create_task(self._finisher(), name="hitd-finisher"),
             loop.create_task(self._renewer(), name="hitd-renewer"),
         ]
+
+    async def recover(self) -> int:
+        """Expire the leases of workers on this host whose process is gone (a crash before a
+        restart), so their jobs run again now rather than when the leases run out."""
+        host = socket.gethostname()
+        n = 0
+        for worker, held in (await self._store.holders()).items():
+            if worker != self.worker_name and is_gone(worker, host):
+                n += await self._store.expire(worker)
+                log.warning("worker %s is gone: its %d running jobs run again now", worker, held)
+        return n
 
     def notify(self) -> None:
         """New jobs were committed: claim now instead of at the next poll. Never waits."""

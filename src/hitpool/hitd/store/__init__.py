@@ -2,6 +2,7 @@
 
 from .base import (
     ACTIVE,
+    EXPIRED,
     FINISHED,
     STATUSES,
     JobRecord,
@@ -13,6 +14,7 @@ from .base import (
 
 __all__ = [
     "ACTIVE",
+    "EXPIRED",
     "FINISHED",
     "STATUSES",
     "JobRecord",

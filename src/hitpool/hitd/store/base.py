@@ -22,6 +22,8 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
 - `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
   shutdown).
 - `cancel` only cancels a queued job.
+- `expire(worker)` ends the leases of a worker known to be dead (a restarted server finds
+  its previous process gone), so its jobs run again at once instead of after `lease_s`.
 
 Queue depth for the HTTP side's 429 decision: `queued_estimate()` is a plain (non-async)
 method that answers from a counter kept in memory, never waiting on the database. It is
@@ -47,6 +49,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancell
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "dead", "cancelled")
+EXPIRED = float("-inf")  # the lease_until of an expired lease: before any `now`
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,3 +212,12 @@ class Store(ABC):
     @abstractmethod
     def queued_estimate(self) -> int:
         """Queued jobs, from a counter in memory: cheap enough for every request's 429 check."""
+
+    @abstractmethod
+    async def holders(self) -> dict[str, int]:
+        """Workers holding running jobs -> how many each holds (to find dead ones at start)."""
+
+    @abstractmethod
+    async def expire(self, worker: str) -> int:
+        """`worker` is known to be dead: its leases expire now, so its running jobs are
+        claimed by the next claim (their attempt counted). Returns how many."""

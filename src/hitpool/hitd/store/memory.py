@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..lifecycle import exhausted, is_final, outcome_status
-from .base import STATUSES, JobRecord, JobStatus, NewJob, Outcome, Store
+from .base import EXPIRED, STATUSES, JobRecord, JobStatus, NewJob, Outcome, Store
 
 
 class _Job:
@@ -221,3 +221,19 @@ class MemoryStore(Store):
 
     def queued_estimate(self) -> int:
         return self._counts["queued"]
+
+    async def holders(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for job in self._jobs.values():
+            if job.status == "running" and job.worker is not None:
+                out[job.worker] = out.get(job.worker, 0) + 1
+        return out
+
+    async def expire(self, worker: str) -> int:
+        n = 0
+        for job in self._jobs.values():
+            if job.status == "running" and job.worker == worker:
+                job.lease_until = EXPIRED
+                heapq.heappush(self._leases, (EXPIRED, job.id))
+                n += 1
+        return n

@@ -390,6 +390,25 @@ class PostgreSQLStore(Store):
     def queued_estimate(self) -> int:
         return max(0, self._queued)
 
+    async def holders(self) -> dict[str, int]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                "SELECT worker, count(*) FROM hitd_jobs WHERE status = 'running' "
+                "AND worker IS NOT NULL GROUP BY worker"
+            )
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def expire(self, worker: str) -> int:
+        status: str = await self._run(
+            lambda c: c.execute(
+                "UPDATE hitd_jobs SET lease_until = '-Infinity' WHERE worker = $1 "
+                "AND status = 'running'",
+                worker,
+            )
+        )
+        return _count(status)
+
 
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""

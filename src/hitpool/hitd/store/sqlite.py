@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
 from . import sqlite_ops as ops
-from .base import STATUSES, JobRecord, NewJob, Outcome, Store
+from .base import EXPIRED, STATUSES, JobRecord, NewJob, Outcome, Store
 
 T = TypeVar("T")
 
@@ -337,6 +337,26 @@ class SQLiteStore(Store):
 
     def queued_estimate(self) -> int:
         return self._queued
+
+    async def holders(self) -> dict[str, int]:
+        def fn(c: sqlite3.Connection) -> dict[str, int]:
+            rows = c.execute(
+                "SELECT worker, count(*) FROM jobs WHERE status = 'running' GROUP BY worker"
+            )
+            return {w: n for w, n in rows if w is not None}
+
+        return await self._read(fn)
+
+    async def expire(self, worker: str) -> int:
+        def op(c: sqlite3.Connection) -> tuple[int, int]:
+            cur = c.execute(
+                "UPDATE jobs SET lease_until = ? WHERE worker = ? AND status = 'running'",
+                (EXPIRED, worker),
+            )
+            return cur.rowcount, 0
+
+        result: int = await self._write(op)
+        return result
 
 
 def _resolve(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
