@@ -303,6 +303,43 @@ class StoreContract:
             "cancelled": 1,
         }
 
+    async def test_counts_agree_with_the_jobs_after_every_kind_of_move(self, store: Store) -> None:
+        new = [NewJob("t", {"i": i}, T0, max_attempts=1 + i % 2) for i in range(12)]
+        ids = [id for id, _ in await store.enqueue(new, T0)]
+
+        async def check() -> None:
+            tally = dict.fromkeys(
+                ["queued", "running", "succeeded", "failed", "dead", "cancelled"], 0
+            )
+            for i in ids:
+                r = await store.get(i)
+                assert r is not None
+                tally[r.status] += 1
+            assert await store.counts() == tally
+            assert store.queued_estimate() == tally["queued"]
+
+        await store.cancel(ids[11])
+        got = await store.claim("w1", 8, T0, 10)
+        await check()
+        await store.finish(
+            [
+                Outcome(got[0].id, "w1", ok=True),
+                Outcome(got[1].id, "w1", ok=False, error="x", retry_at=T0 + 1),
+                Outcome(got[2].id, "w1", ok=False, error="x"),  # max 1: dead
+                Outcome(got[3].id, "w1", ok=False, error="x"),  # max 2: failed
+                Outcome(got[4].id, "w1", ok=False, error="x", permanent=True),
+                Outcome(got[5].id, "nobody", ok=True),  # not held: no move
+            ],
+            T0,
+        )
+        await check()
+        await store.release([got[5].id], "w1")
+        await check()
+        # got[6] (max 1) and got[7] (max 2) are still held by w1: let the leases run out.
+        await store.claim("w2", 20, T0 + 10, 10)
+        await check()
+        assert (await store.counts())["dead"] == 2  # got[2], and got[6] expired on its last try
+
 
 # -- the backends ----------------------------------------------------------------------------
 

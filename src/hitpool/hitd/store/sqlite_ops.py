@@ -16,7 +16,8 @@ Both paths pass the same contract suite. Floats cross exactly: Python writes the
 repr() (shortest round-trip), SQLite parses JSON numbers exactly, and a claim reads the times
 back with printf('%!.17g'), 17 significant digits, because json_array() keeps only 15.
 
-Each operation returns its result and the change to the count of queued jobs.
+Each operation returns its result and its `Moves`: how many jobs it moved into (+) and out
+of (-) each status, so the store keeps exact counts without scanning the table.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import sqlite3
 from typing import Any
 
 from .base import JobRecord
+
+Moves = dict[str, int]  # status -> change in the number of jobs with that status
+NO_MOVES: Moves = {}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -116,7 +120,7 @@ def _next_id(c: sqlite3.Connection) -> int:
     return int(c.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0) + 1
 
 
-def enqueue_json(c: sqlite3.Connection, blob: str, n: int, now: float) -> tuple[Any, int]:
+def enqueue_json(c: sqlite3.Connection, blob: str, n: int, now: float) -> tuple[Any, Moves]:
     """A batch without keys, as JSON [[task, args, max_attempts, run_at], ...]."""
     first = _next_id(c)
     c.execute(
@@ -125,14 +129,14 @@ def enqueue_json(c: sqlite3.Connection, blob: str, n: int, now: float) -> tuple[
         "FROM json_each(?)",
         (first, now, blob),
     )
-    return [(id, True) for id in range(first, first + n)], n
+    return [(id, True) for id in range(first, first + n)], {"queued": n}
 
 
 def enqueue_rows(
     c: sqlite3.Connection,
     rows: list[tuple[str, str, int, float, str | None]],
     now: float,
-) -> tuple[Any, int]:
+) -> tuple[Any, Moves]:
     """Any batch: rows of (task, args JSON, max_attempts, run_at, key)."""
     next_id = _next_id(c)
     out: list[tuple[int, bool]] = []
@@ -159,7 +163,7 @@ def enqueue_rows(
         "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
         inserts,
     )
-    return out, len(inserts)
+    return out, {"queued": len(inserts)}
 
 
 # -- claim ------------------------------------------------------------------------------------
@@ -180,9 +184,9 @@ _TAKE = "status = 'running', attempts = attempts + 1, lease_until = ?, started_a
 
 def claim(
     c: sqlite3.Connection, worker: str, limit: int, now: float, lease_until: float, use_json: bool
-) -> tuple[Any, int]:
+) -> tuple[Any, Moves]:
     """Expired leases first (they were due before anything still queued), then due jobs."""
-    c.execute(_EXPIRE, (now, now))
+    dead = c.execute(_EXPIRE, (now, now)).rowcount
     if use_json:
         expired: list[int] = loads(
             c.execute(f"SELECT json_group_array(id) FROM ({_EXPIRED})", (now, limit)).fetchone()[0]
@@ -202,8 +206,9 @@ def claim(
             else []
         )
     ids = expired + due
+    moves = {"queued": -len(due), "running": len(due) - dead, "dead": dead}
     if not ids:
-        return [], 0
+        return [], moves
     if use_json:
         id_blob = dumps(ids)
         c.execute(
@@ -241,11 +246,11 @@ def claim(
                     worker,
                 )
             )
-        return out, -len(due)
+        return out, moves
     marks = ",".join("?" * len(ids))
     c.execute(f"UPDATE jobs SET {_TAKE} WHERE id IN ({marks})", (lease_until, now, worker, *ids))
     rows = {r[0]: r for r in c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids)}
-    return [row_record(rows[id]) for id in ids], -len(due)
+    return [row_record(rows[id]) for id in ids], moves
 
 
 # -- finish -----------------------------------------------------------------------------------
@@ -258,30 +263,41 @@ def finish_rows(
     ok: list[tuple[Any, ...]],
     retry: list[tuple[Any, ...]],
     final: list[tuple[Any, ...]],
-) -> tuple[None, int]:
+) -> tuple[None, Moves]:
     """ok: (result JSON, now, id, worker); retry: (error, retry_at, id, worker);
     final: (permanent 0/1, error, now, id, worker)."""
+    moves: Moves = {}
     if ok:
-        c.executemany(
+        n = c.executemany(
             "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, "
             f"lease_until = NULL WHERE id = ? {_HELD}",
             ok,
-        )
-    requeued = 0
+        ).rowcount
+        _move(moves, "running", "succeeded", n)
     if retry:
-        requeued = c.executemany(
+        n = c.executemany(
             "UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, "
             f"worker = NULL WHERE id = ? {_HELD}",
             retry,
         ).rowcount
-    if final:
-        c.executemany(
+        _move(moves, "running", "queued", n)
+    # Final failures are rare: one statement each, then read back dead or failed.
+    for permanent, error, now, id, worker in final:
+        cur = c.execute(
             "UPDATE jobs SET status = CASE WHEN ? = 0 AND attempts >= max_attempts "
             "THEN 'dead' ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL "
             f"WHERE id = ? {_HELD}",
-            final,
+            (permanent, error, now, id, worker),
         )
-    return None, requeued
+        if cur.rowcount == 1:
+            status = c.execute("SELECT status FROM jobs WHERE id = ?", (id,)).fetchone()[0]
+            _move(moves, "running", status, 1)
+    return None, moves
+
+
+def _move(moves: Moves, old: str, new: str, n: int) -> None:
+    moves[old] = moves.get(old, 0) - n
+    moves[new] = moves.get(new, 0) + n
 
 
 _HELD_J = "jobs.id = j.value ->> 0 AND jobs.worker = j.value ->> 1 AND jobs.status = 'running'"
@@ -289,27 +305,30 @@ _HELD_J = "jobs.id = j.value ->> 0 AND jobs.worker = j.value ->> 1 AND jobs.stat
 
 def finish_json(
     c: sqlite3.Connection, ok: str | None, retry: str | None, final: str | None, now: float
-) -> tuple[None, int]:
+) -> tuple[None, Moves]:
     """ok: [[id, worker, result]]; retry: [[id, worker, error, retry_at]];
     final: [[id, worker, error, permanent]] (JSON texts, None when empty)."""
+    moves: Moves = {}
     if ok is not None:
-        c.execute(
+        n = c.execute(
             "UPDATE jobs SET status = 'succeeded', result = j.value -> 2, error = NULL, "
             f"finished_at = ?, lease_until = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
             (now, ok),
-        )
-    requeued = 0
+        ).rowcount
+        _move(moves, "running", "succeeded", n)
     if retry is not None:
-        requeued = c.execute(
+        n = c.execute(
             "UPDATE jobs SET status = 'queued', error = j.value ->> 2, run_at = j.value ->> 3, "
             f"lease_until = NULL, worker = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
             (retry,),
         ).rowcount
+        _move(moves, "running", "queued", n)
     if final is not None:
-        c.execute(
+        for (status,) in c.execute(
             "UPDATE jobs SET status = CASE WHEN j.value ->> 3 = 0 AND attempts >= max_attempts "
             "THEN 'dead' ELSE 'failed' END, error = j.value ->> 2, finished_at = ?, "
-            f"lease_until = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
+            f"lease_until = NULL FROM json_each(?) AS j WHERE {_HELD_J} RETURNING status",
             (now, final),
-        )
-    return None, requeued
+        ).fetchall():
+            _move(moves, "running", status, 1)
+    return None, moves
