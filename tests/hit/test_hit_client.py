@@ -256,3 +256,22 @@ async def test_progress_and_timeline_tick_once_a_second(server: Server) -> None:
     assert [r.second for r in s.timeline] == [0, 1]
     assert sum(r.requests for r in s.timeline) == s.requests == 60
     assert "req/s" in progress_line(seen[0])
+
+
+async def test_a_worker_process_killed_mid_run_is_reported(server: Server) -> None:
+    import multiprocessing
+    import os
+    import signal
+
+    from hitpool.hit.run import WorkerLost
+
+    server.notify_at = 2  # both processes have a request in flight
+    spec = Spec(server.url("/silent"), requests=10, concurrency=2, processes=2, timeout=20)
+    task = asyncio.create_task(run_async(spec))
+    await server.reached.wait()
+    victim = multiprocessing.active_children()[0]
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    with pytest.raises(WorkerLost):
+        await task
+    assert multiprocessing.active_children() == []  # the other one was stopped and joined

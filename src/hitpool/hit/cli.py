@@ -17,7 +17,7 @@ from typing import NoReturn, TextIO
 
 import uvloop
 
-from .._errors import SpecError
+from .._errors import HitpoolError, SpecError
 from . import report
 from .client import CannotStart
 from .run import Progress, Summary, run_async
@@ -246,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = uvloop.run(_run(spec, ns, live))
     except CannotStart as e:
         sys.stderr.write(f"hit: cannot start: {e}\n")
+        return EXIT_CANNOT_START
+    except HitpoolError as e:  # a worker process died: there is no summary to print
+        sys.stderr.write(f"hit: error: {e}\n")
         return EXIT_CANNOT_START
     finally:
         gc.unfreeze()

@@ -24,12 +24,13 @@ from typing import Any
 
 import uvloop
 
+from .._errors import HitpoolError
 from ..stats import Histogram, Second, Timeline
 from .client import ERROR_KINDS, CannotStart, Result
 from .engine import Engine
 from .spec import Spec
 
-__all__ = ["Progress", "Summary", "run", "run_async", "send_n"]
+__all__ = ["Progress", "Summary", "WorkerLost", "run", "run_async", "send_n"]
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
 SCHEMA = "hit/1"
@@ -351,8 +352,12 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
 
 
+class WorkerLost(HitpoolError):
+    """A worker process (-p) exited without sending its results."""
+
+
 async def _recv(conn: multiprocessing.connection.Connection) -> Any:
-    """Wait on the loop for a message from a child process."""
+    """Wait on the loop for a message from a child process (WorkerLost when it is gone)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
     fd = conn.fileno()
@@ -363,7 +368,7 @@ async def _recv(conn: multiprocessing.connection.Connection) -> Any:
             try:
                 fut.set_result(conn.recv())
             except (EOFError, OSError) as exc:
-                fut.set_exception(exc)
+                fut.set_exception(WorkerLost(f"a worker process exited early ({exc!r})"))
 
     loop.add_reader(fd, ready)
     try:
