@@ -18,6 +18,7 @@ def test_exports_are_documented_and_importable() -> None:
             "Result",
             "Spec",
             "Summary",
+            "WorkerLost",
             "parse_duration",
             "run",
             "run_async",
@@ -26,7 +27,7 @@ def test_exports_are_documented_and_importable() -> None:
     )
     for name in hitpool.hit.__all__:
         assert getattr(hitpool.hit, name) is not None
-    for name in ("run(", "run_async(", "send_n(", "Spec(", "CannotStart", "Result("):
+    for name in ("run(", "run_async(", "send_n(", "Spec(", "CannotStart", "WorkerLost", "Result("):
         assert name in DOC, name
 
 

@@ -9,7 +9,7 @@
 """
 
 from .client import ERROR_KINDS, CannotStart, Result
-from .run import Progress, Summary, run, run_async, send_n
+from .run import Progress, Summary, WorkerLost, run, run_async, send_n
 from .spec import Spec, parse_duration
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Result",
     "Spec",
     "Summary",
+    "WorkerLost",
     "parse_duration",
     "run",
     "run_async",
