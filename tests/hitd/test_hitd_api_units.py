@@ -50,6 +50,11 @@ def test_parse_job_sets_due_time_and_defaults() -> None:
     assert parse_job({"task": "t", "key": "body"}, 0.0, key="hdr").key == "body"
 
 
+def test_parse_jobs_object_or_array() -> None:
+    assert parse_jobs(b'{"task": "a"}', 0.0) == ([NewJob("a", {}, 0.0)], False)
+    assert parse_jobs(b' [{"task": "a"}]', 0.0) == ([NewJob("a", {}, 0.0)], True)
+
+
 def test_parse_jobs_names_the_item() -> None:
     with pytest.raises(SpecError) as e:
         parse_jobs(b'[{"task": "a"}, {"task": 7}]', 0.0)

@@ -119,8 +119,9 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
     return NewJob(task, args, now + delay, max_attempts, job_key)
 
 
-def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> list[NewJob]:
-    """The body of POST /jobs: one job object or an array of 1 to 1000."""
+def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[list[NewJob], bool]:
+    """The body of POST /jobs: one job object or an array of 1 to 1000. Returns the jobs and
+    whether the body was an array (its answer lists ids)."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -134,10 +135,10 @@ def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> list[N
             raise SpecError(
                 "Idempotency-Key", 'applies to one job: give each job of an array its own "key"'
             )
-        return [parse_job(obj, now, f"[{i}].") for i, obj in enumerate(doc)]
+        return [parse_job(obj, now, f"[{i}].") for i, obj in enumerate(doc)], True
     if header_key is not None and not 0 < len(header_key) <= MAX_KEY_LEN:
         raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
-    return [parse_job(doc, now, "", header_key)]
+    return [parse_job(doc, now, "", header_key)], False
 
 
 def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
@@ -292,10 +293,10 @@ class App:
 
     def _post_jobs(self, req: Request) -> Response | Awaitable[Response]:
         try:
-            jobs = parse_jobs(req.body, self.clock(), req.headers.get("idempotency-key"))
+            jobs, array = parse_jobs(req.body, self.clock(), req.headers.get("idempotency-key"))
         except SpecError as e:
             return self._bad(e)
-        single = not req.body.lstrip().startswith(b"[")
+        single = not array
         check = self.check_task
         for i, job in enumerate(jobs):
             prefix = "" if single else f"[{i}]."
