@@ -86,7 +86,7 @@ def test_text_has_the_books_block_and_more() -> None:
         "Duration: 2.000s",
         "Fastest:  100µs",
         "Slowest:  250.00ms",
-        "99%  1.00ms",
+        "99%   1.00ms",
         "[500] 1 responses",
         "timeout         2",
         "Rate: target 50/s, achieved 51.5/s, 4 late",

@@ -47,10 +47,10 @@ def text(summary: Summary, *, width: int = 40, bins: int = 10) -> str:
         f"    Slowest:  {fmt_s(lat['max'])}",
         "",
         "Latency:",
-        f"    mean {fmt_s(lat['mean'])}",
+        f"    mean  {fmt_s(lat['mean'])}",
     ]
     for name, label in (("p50", "50%"), ("p90", "90%"), ("p95", "95%"), ("p99", "99%")):
-        out.append(f"    {label:<5}{fmt_s(lat[name])}")
+        out.append(f"    {label:<6}{fmt_s(lat[name])}")
     out.append(f"    99.9% {fmt_s(lat['p999'])}")
     rows = s.histogram.buckets(bins)
     if rows:
