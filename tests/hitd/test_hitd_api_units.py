@@ -53,6 +53,7 @@ def test_parse_job_sets_due_time_and_defaults() -> None:
 def test_parse_jobs_object_or_array() -> None:
     assert parse_jobs(b'{"task": "a"}', 0.0) == ([NewJob("a", {}, 0.0)], False)
     assert parse_jobs(b' [{"task": "a"}]', 0.0) == ([NewJob("a", {}, 0.0)], True)
+    assert parse_jobs(b'\xef\xbb\xbf{"task": "a"}', 0.0)[0][0].task == "a"  # a BOM is ignored
 
 
 def test_parse_jobs_names_the_item() -> None:

@@ -53,6 +53,8 @@ _JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
+_DECODER = json.JSONDecoder()
+
 # Checks a task name and its args: raises UnknownTask (422) or SpecError (400).
 TaskCheck = Callable[[str, Mapping[str, Any]], None]
 
@@ -123,7 +125,10 @@ def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[
     """The body of POST /jobs: one job object or an array of 1 to 1000. Returns the jobs and
     whether the body was an array (its answer lists ids)."""
     try:
-        doc = json.loads(body)
+        # decode() + JSONDecoder.decode skip json.loads' encoding sniffing: JSON on the wire
+        # is UTF-8 (RFC 8259), and this runs for every request.
+        text = body.decode()
+        doc = _DECODER.decode(text[1:] if text.startswith("\ufeff") else text)
     except (ValueError, UnicodeDecodeError) as e:
         raise SpecError("body", f"malformed JSON: {e}")
     if isinstance(doc, list):
