@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-n",
         dest="requests",
+        metavar="N",
         type=_positive_int,
         help=f"total requests; exactly N are sent whatever -c is (default {DEFAULT_REQUESTS}, "
         "or unbounded with -z)",
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c",
         dest="concurrency",
+        metavar="C",
         type=_positive_int,
         default=DEFAULT_CONCURRENCY,
         help=f"requests in flight, one keep-alive connection each (default {DEFAULT_CONCURRENCY})",
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rps",
         "-rps",
         dest="rps",
+        metavar="R",
         type=_positive_float,
         help="TOTAL rate over all connections and processes (open model: request i is due at "
         "i/R and its latency counts from then)",
@@ -111,23 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-z",
         dest="duration",
+        metavar="D",
         type=_arg_type(parse_duration, "-z"),
         help="send for this long (10s, 2m, 250ms), then wait for what is in flight",
     )
-    p.add_argument("-m", dest="method", default="GET", help="HTTP method (default GET)")
+    p.add_argument(
+        "-m", dest="method", metavar="METHOD", default="GET", help="HTTP method (default GET)"
+    )
     p.add_argument(
         "-H",
         dest="headers",
+        metavar="'NAME: VALUE'",
         action="append",
         default=[],
         type=_arg_type(parse_header, "-H"),
         help="a request header 'Name: value' (repeatable)",
     )
-    p.add_argument("-d", dest="body", help="request body, or @file to read it from a file")
-    p.add_argument("-T", dest="content_type", help="Content-Type of the body")
+    p.add_argument(
+        "-d", dest="body", metavar="BODY", help="request body, or @file to read it from a file"
+    )
+    p.add_argument("-T", dest="content_type", metavar="TYPE", help="Content-Type of the body")
     p.add_argument(
         "-t",
         dest="timeout",
+        metavar="D",
         type=_arg_type(parse_duration, "-t"),
         default=30.0,
         help="per-request timeout, connect included (default 30s)",
@@ -138,12 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-p",
         dest="processes",
+        metavar="P",
         type=_arg_type(parse_processes, "-p"),
         default=1,
         help="worker processes, their results merged exactly (default 1; auto = one per core)",
     )
     p.add_argument(
         "--ok",
+        metavar="RANGES",
         type=_arg_type(parse_ok, "--ok"),
         default=((200, 299),),
         help="statuses that count as success, e.g. 200-399 or 200,204 (default 200-299)",
