@@ -330,3 +330,34 @@ async def test_draining_answers_503_with_retry_after(start_hitd, connect, tmp_pa
     release.set()
     await stopping
     assert hitd.runner.statistics().completed == 1  # the running job was let finish
+
+
+async def test_allow_target_lets_the_hit_task_reach_a_listed_host(start_hitd, connect) -> None:
+    hitd = await start_hitd(allow_targets=("example.com",))
+    c = await connect(hitd.port)
+    args = {"url": "http://example.com/", "requests": 1}
+    # Delayed an hour and cancelled at once: validation passes, nothing is ever sent.
+    r = await c.request("POST", "/jobs", {"task": "hit", "args": args, "delay": "1h"}, JSON)
+    assert r.status == 202
+    assert (await c.request("DELETE", r.headers["location"])).status == 200
+
+
+async def test_pipelined_api_requests_are_answered_in_order(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    raw = b"".join(
+        [
+            c.encode("POST", "/jobs", {"task": "hello", "delay": "1h"}, JSON),
+            c.encode("GET", "/healthz"),
+            c.encode("POST", "/jobs", {"task": "nope"}, JSON),
+            c.encode("POST", "/work", "name=p"),
+            c.encode("GET", "/jobs/999"),
+            c.encode("POST", "/jobs", [{"task": "hello", "delay": "1h"}] * 2, JSON),
+        ]
+    )
+    await c.send(raw)
+    replies = await c.replies(6)
+    assert [r.status for r in replies] == [202, 200, 422, 201, 404, 202]
+    assert replies[0].json() == {"id": 1}
+    assert replies[3].json()["id"] == 2
+    assert replies[5].json() == {"ids": [3, 4]}
