@@ -51,8 +51,25 @@ def _pin(pid: int, cores: set[int]) -> None:
 
 
 def _start_hitd(workdir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    log = open(workdir / "hitd.log", "wb")  # noqa: SIM115 - kept open for the child
-    proc = subprocess.Popen(
+    with open(workdir / "hitd.log", "wb") as log:  # the child keeps its own descriptor
+        proc = _spawn(workdir, port, workers, log)
+    _pin(proc.pid, {0})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = (workdir / "hitd.log").read_text(errors="replace")
+        if "hitd listening on" in text:
+            print("  " + text.strip().splitlines()[-1])
+            return proc
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: hitd exited {proc.returncode}:\n{text}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise SystemExit("demo: hitd did not start within 30 s")
+
+
+def _spawn(workdir: Path, port: int, workers: int, log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -70,18 +87,6 @@ def _start_hitd(workdir: Path, port: int, workers: int) -> subprocess.Popen[byte
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    _pin(proc.pid, {0})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = (workdir / "hitd.log").read_text(errors="replace")
-        if "hitd listening on" in text:
-            print("  " + text.strip().splitlines()[-1])
-            return proc
-        if proc.poll() is not None:
-            raise SystemExit(f"demo: hitd exited {proc.returncode}:\n{text}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("demo: hitd did not start within 30 s")
 
 
 def demo(jobs: int, concurrency: int, workers: int) -> int:
@@ -95,6 +100,7 @@ def demo(jobs: int, concurrency: int, workers: int) -> int:
         print(f"demo: {jobs:,} jobs as {requests:,} POST /jobs of {BATCH} to hitd in {workdir}")
         t0 = time.perf_counter()
         proc = _start_hitd(workdir, port, workers)
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         try:
             _pin(0, {1})
             spec = Spec(
@@ -136,6 +142,8 @@ def demo(jobs: int, concurrency: int, workers: int) -> int:
             wall = time.perf_counter() - t0
             server_accepted = stats["accepted"]
         finally:
+            if affinity is not None:
+                _pin(0, affinity)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(60)
         # Count from the database file itself, after the server is gone.
