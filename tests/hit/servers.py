@@ -20,12 +20,15 @@ requests with httptools and counts every complete request it saw, per path.
     /garbage       a response that is not HTTP
     /stall/K       answers the first K requests on this path, then stops answering
     /down/K        answers the first K with Connection: close, then stops listening
+    /mix           a random one of ok, chunked, close, eof, reset, midbody, garbage,
+                   status/500, silent for each request (counted in ``chosen``)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import ssl as _ssl
 import struct
@@ -44,6 +47,8 @@ def _response(status: int, body: bytes = b"", extra: str = "", *, length: bool =
 
 
 OK = _response(200, b"ok")
+MIX = ["ok"] * 6 + ["chunked", "close", "eof", "reset", "midbody", "garbage", "status", "silent"]
+MIX_ARGS = {"status": ["500"]}
 
 
 class Server:
@@ -52,6 +57,8 @@ class Server:
     def __init__(self) -> None:
         self.seen: Counter[str] = Counter()
         self.bodies: list[bytes] = []
+        self.chosen: Counter[str] = Counter()  # /mix: the behaviour picked per request
+        self.rng = random.Random(7)
         self.connections = 0
         self.open: set[asyncio.Transport] = set()
         self.all_closed = asyncio.Event()
@@ -134,6 +141,10 @@ class _Proto(asyncio.Protocol):
         assert t is not None
         parts = path.strip("/").split("/")
         name = parts[0]
+        if name == "mix":  # a different behaviour for each request, remembered
+            name = self.s.rng.choice(MIX)
+            self.s.chosen[name] += 1
+            parts = [name, *MIX_ARGS.get(name, [])]
         if name == "ok":
             t.write(OK)
         elif name == "double":

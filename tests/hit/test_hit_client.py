@@ -9,11 +9,11 @@ import socket
 
 import pytest
 
-from hitpool.hit import CannotStart, Progress, Spec, run_async, send_n
+from hitpool.hit import CannotStart, Progress, Spec, run, run_async, send_n
 from hitpool.hit.client import ERROR_KINDS
 from hitpool.hit.report import progress_line
 
-from .servers import Server
+from .servers import Server, serve_in_thread
 
 
 def _consistent(summary, n: int) -> None:  # type: ignore[no-untyped-def]
@@ -275,3 +275,35 @@ async def test_a_worker_process_killed_mid_run_is_reported(server: Server) -> No
     with pytest.raises(WorkerLost):
         await task
     assert multiprocessing.active_children() == []  # the other one was stopped and joined
+
+
+async def test_a_mix_of_misbehaviours_is_counted_request_by_request(server: Server) -> None:
+    s = await run_async(Spec(server.url("/mix"), requests=300, concurrency=8, timeout=0.15))
+    _consistent(s, 300)
+    c = server.chosen
+    assert sum(c.values()) == 300 == server.seen["/mix"]
+    assert s.successes == c["ok"] + c["chunked"] + c["close"] + c["eof"]
+    expected = {
+        "reset": c["reset"],
+        "closed": c["midbody"],
+        "bad_response": c["garbage"],
+        "status": c["status"],
+        "timeout": c["silent"],
+    }
+    assert {k: v for k, v in s.errors_by_kind.items() if v} == {
+        k: v for k, v in expected.items() if v
+    }
+
+
+def test_the_same_mix_under_uvloop() -> None:
+    # run() drives the engine on uvloop (as the CLI does); the server runs in a thread
+    with serve_in_thread() as srv:
+        s = run(Spec(srv.url("/mix"), requests=300, concurrency=8, timeout=0.15))
+        c = srv.chosen
+    _consistent(s, 300)
+    assert s.successes == c["ok"] + c["chunked"] + c["close"] + c["eof"]
+    assert s.errors_by_kind["reset"] == c["reset"]
+    assert s.errors_by_kind["closed"] == c["midbody"]
+    assert s.errors_by_kind["bad_response"] == c["garbage"]
+    assert s.errors_by_kind["status"] == c["status"]
+    assert s.errors_by_kind["timeout"] == c["silent"]
