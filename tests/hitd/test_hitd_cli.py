@@ -117,3 +117,11 @@ def test_help_says_memory_jobs_die_with_the_process() -> None:
         assert flag in text
     for env in ("MAX_WORKERS", "MAX_QUEUE", "HITD_STORE", "HITD_TOKEN"):
         assert env in text
+
+
+def test_a_store_that_cannot_open_exits_1(capsys, tmp_path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "h.db"
+    assert main(["--store", f"sqlite:///{missing}", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hitd: error: cannot start:"), err
+    assert "does not exist" in err

@@ -107,3 +107,25 @@ async def test_memory_store_startup_line_says_not_durable(hitd_process) -> None:
     assert "3 workers" in line
     assert "queue-size 50" in line
     assert server.term() == 0
+
+
+async def test_a_second_sigterm_exits_at_once(hitd_process, connect, tmp_path) -> None:
+    started, release = tmp_path / "started", tmp_path / "never"
+    server = hitd_process("--grace", "60", "--tasks", "test_hitd_server")
+    c = await connect(server.port)
+    job = {"task": "test_server_hold", "args": {"started": str(started), "release": str(release)}}
+    assert (await c.request("POST", "/jobs", job, JSON)).status == 202
+
+    async def running() -> bool:
+        return started.exists()
+
+    await wait_for(running, what="the job to start")
+    server.proc.send_signal(15)
+
+    async def draining() -> bool:
+        return (await c.request("GET", "/healthz")).status == 503
+
+    await wait_for(draining, what="the server to drain")
+    server.proc.send_signal(15)
+    assert server.proc.wait(5) == 1
+    assert "second signal" in server.output

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -150,10 +151,19 @@ async def _serve(config: ServerConfig) -> int:
     print(hitd.startup_line(), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            # A second signal: the operator does not want to wait for the grace period.
+            # Committed jobs are safe; running ones run again after their lease.
+            print("hitd: second signal, exiting now", file=sys.stderr, flush=True)
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
-    print("hitd: draining (new jobs get 503)", flush=True)
+    print(f"hitd: draining (new jobs get 503; running jobs get {config.grace_s:g} s)", flush=True)
     await hitd.stop()
     stats = hitd.intake.statistics()
     print(f"hitd: stopped; {stats.committed} jobs committed this run", flush=True)
