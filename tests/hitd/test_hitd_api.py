@@ -294,6 +294,8 @@ async def test_full_queue_answers_429_and_memory_stays_bounded(start_hitd, conne
     assert replies[-1].json()["field"] == "queue"
     r = await c.request("POST", "/jobs", [{"task": "hello"}] * 2, JSON)
     assert r.status == 429
+    r = await c.request("POST", "/jobs", [{"task": "hello"}] * 11, JSON)
+    assert (r.status, r.json()["field"]) == (400, "body")  # larger than the whole queue
     # Overload does not pile up: 3000 more refused requests leave no memory behind.
     tracemalloc.start()
     try:

@@ -269,6 +269,11 @@ class App:
         if self.draining:
             self.counters.reject(503)
             return error_response(503, "the server is draining", None, self._retry)
+        if n > self.config.queue_size:  # a retry could never succeed: not a 429
+            self.counters.reject(400)
+            return error_response(
+                400, f"{n} jobs can never fit queue-size {self.config.queue_size}", "body"
+            )
         waiting = self.store.queued_estimate() + self.intake.in_flight
         if waiting + n > self.config.queue_size:
             self.counters.reject(429)
