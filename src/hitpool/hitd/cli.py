@@ -82,15 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=_positive_int("--workers", "16"),
+        metavar="N",
         help="jobs run at once (env MAX_WORKERS; default 16)",
     )
     p.add_argument(
         "--queue-size",
         type=_positive_int("--queue-size", "100000"),
+        metavar="M",
         help="jobs that may wait; beyond it POST answers 429 (env MAX_QUEUE; default 100000)",
     )
     p.add_argument(
         "--store",
+        metavar="URL",
         help="where jobs live: sqlite:///relative.db or sqlite:////absolute.db (durable: WAL, "
         "synchronous=FULL), or memory:// (jobs die with the process) "
         f"(env HITD_STORE; default {DEFAULT_STORE})",
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--token",
+        metavar="T",
         help="require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
         "(env HITD_TOKEN)",
     )
@@ -117,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grace",
         type=_seconds("--grace"),
+        metavar="SECONDS",
         default=30.0,
         help="on SIGTERM, seconds running jobs get to finish before their leases are "
         "released (default %(default)s)",
@@ -124,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lease",
         type=_seconds("--lease"),
+        metavar="SECONDS",
         default=30.0,
         help="seconds a worker holds a job between renewals; a job whose worker died runs "
         "again after it (default %(default)s)",

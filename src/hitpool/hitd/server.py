@@ -128,8 +128,9 @@ class Hitd:
         c = self.config
         durable = "durable" if self.store.durable else "NOT durable: jobs die with the process"
         auth = ", token required" if c.token else ""
+        host = f"[{c.host}]" if ":" in c.host else c.host
         return (
-            f"hitd listening on http://{c.host}:{self.port} "
+            f"hitd listening on http://{host}:{self.port} "
             f"(store {c.store} [{durable}], {c.workers} workers, queue-size {c.queue_size}"
             f"{auth})"
         )
