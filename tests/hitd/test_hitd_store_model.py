@@ -1,0 +1,173 @@
+"""Random operation sequences, run on the memory store and the SQLite store side by side.
+
+Hypothesis draws a sequence of enqueues, claims, finishes, releases, cancels, expiries and
+clock moves. After every step both stores must give the same answers and hold the same jobs,
+every status change must be one the lifecycle allows, and the invariants must hold. The
+memory store is the model; the SQLite store (both of its batch paths) must match it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hitpool.hitd.lifecycle import can_transition
+from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
+from hitpool.hitd.store.memory import MemoryStore
+from hitpool.hitd.store.sqlite import SQLiteStore
+
+T0 = 1_800_000_000.0
+WORKERS = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str
+    args: tuple[Any, ...]
+
+
+ops = st.one_of(
+    st.builds(
+        lambda jobs: Op("enqueue", (jobs,)),
+        st.lists(
+            st.tuples(
+                st.sampled_from([None, None, "k1", "k2"]),  # key
+                st.sampled_from([0.0, 0.0, 5.0]),  # delay
+                st.integers(1, 3),  # max_attempts
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    ),
+    st.builds(lambda w, n: Op("claim", (w, n)), st.sampled_from(WORKERS), st.integers(1, 4)),
+    st.builds(
+        lambda w, picks: Op("finish", (w, picks)),
+        st.sampled_from(WORKERS),
+        st.lists(
+            st.tuples(st.integers(0, 20), st.sampled_from(["ok", "retry", "final", "perm"])),
+            max_size=4,
+        ),
+    ),
+    st.builds(
+        lambda w, picks: Op("release", (w, picks)),
+        st.sampled_from(WORKERS),
+        st.lists(st.integers(0, 20), max_size=3),
+    ),
+    st.builds(lambda i: Op("cancel", (i,)), st.integers(0, 20)),
+    st.builds(lambda w: Op("renew", (w,)), st.sampled_from(WORKERS)),
+    st.builds(lambda w: Op("expire", (w,)), st.sampled_from(WORKERS)),
+    st.builds(lambda dt: Op("tick", (dt,)), st.sampled_from([1.0, 5.0, 10.0, 31.0])),
+)
+
+
+async def held_by(store: Store, worker: str, known: list[int]) -> list[int]:
+    return [id for id in known if (r := await store.get(id)) and r.worker == worker]
+
+
+async def apply(store: Store, op: Op, now: float, known: list[int], held: list[int]) -> Any:
+    """Run one operation. Ids are picked by index: mostly among the jobs the op's worker holds
+    (`held`, read from the model before the step), sometimes among all jobs (`known`), so
+    that outcomes from a worker that does not hold the job are tried too."""
+
+    def pick(i: int) -> int:
+        if held and i < 16:
+            return held[i % len(held)]
+        return known[i % len(known)] if known else 10_000 + i
+
+    if op.kind == "enqueue":
+        jobs = [
+            NewJob("t", {"n": j}, now + delay, max_attempts, key)
+            for j, (key, delay, max_attempts) in enumerate(op.args[0])
+        ]
+        return await store.enqueue(jobs, now)
+    if op.kind == "claim":
+        recs = await store.claim(op.args[0], op.args[1], now, 30.0)
+        return [(r.id, r.attempts) for r in recs]
+    if op.kind == "finish":
+        worker, picks = op.args
+        outcomes = []
+        for i, kind in picks:
+            id = pick(i)
+            if kind == "ok":
+                outcomes.append(Outcome(id, worker, ok=True, result={"id": id}))
+            elif kind == "retry":
+                outcomes.append(Outcome(id, worker, ok=False, error="e", retry_at=now + 3))
+            else:
+                outcomes.append(Outcome(id, worker, ok=False, error="e", permanent=kind == "perm"))
+        # One outcome per job in a batch, as a runner sends them.
+        unique = list({o.id: o for o in outcomes}.values())
+        return await store.finish(unique, now)
+    if op.kind == "release":
+        return await store.release(sorted({pick(i) for i in op.args[1]}), op.args[0])
+    if op.kind == "cancel":
+        return await store.cancel(known[op.args[0] % len(known)] if known else 999, now)
+    if op.kind == "renew":
+        return await store.renew(held, op.args[0], now, 30.0)
+    if op.kind == "expire":
+        return await store.expire(op.args[0])
+    return None
+
+
+def check_invariants(rec: JobRecord) -> None:
+    assert 0 <= rec.attempts <= rec.max_attempts, rec
+    if rec.status == "running":
+        assert rec.worker is not None and rec.lease_until is not None, rec
+    if rec.status == "queued":
+        assert rec.worker is None and rec.lease_until is None, rec
+    if rec.status == "succeeded":
+        assert rec.result == {"id": rec.id} and rec.error is None, rec
+
+
+async def run(sequence: list[Op], use_json: bool) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        model, real = MemoryStore(), SQLiteStore(Path(d) / "m.db", use_json=use_json)
+        await model.open()
+        await real.open()
+        try:
+            now, known = T0, []
+            before: dict[int, str] = {}
+            for op in sequence:
+                if op.kind == "tick":
+                    now += op.args[0]
+                    continue
+                worker = op.args[0] if op.kind in ("finish", "release", "renew") else ""
+                held = await held_by(model, worker, known) if worker else []
+                a = await apply(model, op, now, known, held)
+                b = await apply(real, op, now, known, held)
+                assert a == b, (op, a, b)
+                if op.kind == "enqueue":
+                    known.extend(id for id, created in a if created)
+                for id in known:
+                    ra, rb = await model.get(id), await real.get(id)
+                    assert ra == rb, (op, ra, rb)
+                    assert ra is not None
+                    check_invariants(ra)
+                    old = before.get(id)
+                    if old is not None and old != ra.status:
+                        assert can_transition(old, ra.status), (op, old, ra.status)  # type: ignore[arg-type]
+                    before[id] = ra.status
+                assert await model.counts() == await real.counts()
+                assert model.queued_estimate() == real.queued_estimate()
+        finally:
+            await model.close()
+            await real.close()
+
+
+# Every sequence starts with a few jobs, so that claims, finishes and releases find work.
+START = Op("enqueue", ([(None, 0.0, 2), (None, 0.0, 1), ("k1", 0.0, 3), (None, 5.0, 2)],))
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(st.lists(ops, min_size=5, max_size=40), st.booleans())
+def test_sqlite_matches_the_memory_model(sequence: list[Op], use_json: bool) -> None:
+    asyncio.run(run([START, *sequence], use_json))
