@@ -96,6 +96,8 @@ def test_retry_policy(attempts: int, max_attempts: int, retry_at: float | None) 
         (True, None, 1, 3, False, "succeeded"),
         (True, None, 3, 3, False, "succeeded"),
         (False, 10.0, 1, 3, False, "queued"),
+        (False, 10.0, 3, 3, False, "dead"),  # no retry past max_attempts, even when asked
+        (False, 10.0, 1, 3, True, "failed"),  # permanent wins over a retry
         (False, None, 3, 3, False, "dead"),
         (False, None, 1, 3, False, "failed"),
         (False, None, 1, 3, True, "failed"),

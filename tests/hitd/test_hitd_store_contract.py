@@ -206,6 +206,14 @@ class StoreContract:
         rec = await store.get(id)
         assert rec is not None and (rec.status, rec.error, rec.attempts) == ("dead", "boom", 1)
 
+    async def test_a_retry_on_the_last_attempt_is_refused_and_dead(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue([NewJob("x", {}, T0, max_attempts=1)], T0)
+        await store.claim("w1", 1, T0, 30)
+        await store.finish([Outcome(id, "w1", ok=False, error="boom", retry_at=T0 + 5)], T0)
+        r = await store.get(id)
+        assert r is not None and (r.status, r.attempts, r.finished_at) == ("dead", 1, T0)
+        assert store.queued_estimate() == 0 and (await store.counts())["dead"] == 1
+
     async def test_a_permanent_failure_is_failed_even_on_the_last_attempt(
         self, store: Store
     ) -> None:

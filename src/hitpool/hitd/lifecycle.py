@@ -97,8 +97,9 @@ def outcome_status(
     """The status a store writes for a finished attempt (see `Outcome`)."""
     if ok:
         return "succeeded"
-    if retry_at is not None:
-        return "queued"
     if permanent:
         return "failed"
+    # A retry asked for on the last attempt is refused: attempts never pass max_attempts.
+    if retry_at is not None and not exhausted(attempts, max_attempts):
+        return "queued"
     return final_failure(attempts, max_attempts)

@@ -141,18 +141,27 @@ class MemoryStore(Store):
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         out: list[JobRecord] = []
-        # Expired leases first: those jobs were due before anything still queued.
-        while self._leases and len(out) < limit and self._leases[0][0] <= now:
+        # Expired leases first: those jobs were due before anything still queued. Every
+        # expired job on its last attempt becomes dead now, whatever the limit (as the SQL
+        # stores do); the others beyond the limit go back on the heap.
+        expired: list[tuple[float, int, _Job]] = []
+        seen: set[int] = set()
+        while self._leases and self._leases[0][0] <= now:
             until, id = heapq.heappop(self._leases)
             job = self._jobs.get(id)
-            if job is None or job.status != "running" or job.lease_until != until:
-                continue  # stale entry: finished, released or renewed since
+            if job is None or job.status != "running" or job.lease_until != until or id in seen:
+                continue  # stale entry (finished, released, renewed since) or a duplicate
+            seen.add(id)
             if exhausted(job.attempts, job.max_attempts):
                 self._move(job, "dead")
                 job.error = f"lease expired on attempt {job.attempts} of {job.max_attempts}"
                 job.finished_at = now
                 job.lease_until = None
                 continue
+            expired.append((until, id, job))
+        for until, id, _ in expired[limit:]:
+            heapq.heappush(self._leases, (until, id))
+        for _, _, job in expired[:limit]:
             out.append(self._take(job, worker, now, lease_s))
         while self._due and len(out) < limit and self._due[0][0] <= now:
             run_at, id = heapq.heappop(self._due)

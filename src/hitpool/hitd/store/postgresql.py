@@ -305,7 +305,9 @@ class PostgreSQLStore(Store):
         held = "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
         ok = [o for o in outcomes if o.ok]
         retry = [o for o in outcomes if not o.ok and o.retry_at is not None]
-        final = [o for o in outcomes if not o.ok and o.retry_at is None]
+        # Retries are in `final` too: applied after the retries, that statement only finds a
+        # retry refused because it was the last attempt, which is then dead.
+        final = [o for o in outcomes if not o.ok]
         if ok:
             await c.execute(
                 "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, "
@@ -322,7 +324,8 @@ class PostgreSQLStore(Store):
                 await c.execute(
                     "UPDATE hitd_jobs SET status = 'queued', error = u.e, run_at = u.r, "
                     "lease_until = NULL, worker = NULL FROM unnest($1::bigint[], $2::text[], "
-                    f"$3::text[], $4::float8[]) AS u(i, w, e, r) WHERE {held}",
+                    f"$3::text[], $4::float8[]) AS u(i, w, e, r) WHERE {held} "
+                    "AND attempts < max_attempts",
                     [o.id for o in retry],
                     [o.worker for o in retry],
                     [o.error for o in retry],

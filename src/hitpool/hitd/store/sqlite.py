@@ -258,11 +258,9 @@ class SQLiteStore(Store):
                     for o in outcomes
                     if not o.ok and o.retry_at is not None
                 ]
-                final = [
-                    [o.id, o.worker, o.error, int(o.permanent)]
-                    for o in outcomes
-                    if not o.ok and o.retry_at is None
-                ]
+                # Retries go in `final` too: applied after the retries, they only touch a
+                # retry that was refused (its last attempt), which is then dead.
+                final = [[o.id, o.worker, o.error, int(o.permanent)] for o in outcomes if not o.ok]
                 b_ok, b_retry, b_final = (
                     ops.dumps_strict(b) if b else None for b in (ok, retry, final)
                 )
@@ -278,9 +276,7 @@ class SQLiteStore(Store):
             if not o.ok and o.retry_at is not None
         ]
         final_rows = [
-            (int(o.permanent), o.error, now, o.id, o.worker)
-            for o in outcomes
-            if not o.ok and o.retry_at is None
+            (int(o.permanent), o.error, now, o.id, o.worker) for o in outcomes if not o.ok
         ]
         await self._write(lambda c: ops.finish_rows(c, ok_rows, retry_rows, final_rows))
 

@@ -265,7 +265,8 @@ def finish_rows(
     final: list[tuple[Any, ...]],
 ) -> tuple[None, Moves]:
     """ok: (result JSON, now, id, worker); retry: (error, retry_at, id, worker);
-    final: (permanent 0/1, error, now, id, worker)."""
+    final: (permanent 0/1, error, now, id, worker). Retries must also be listed in `final`
+    (not permanent): a retry on the last attempt is refused and ends there as dead."""
     moves: Moves = {}
     if ok:
         n = c.executemany(
@@ -277,7 +278,7 @@ def finish_rows(
     if retry:
         n = c.executemany(
             "UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, "
-            f"worker = NULL WHERE id = ? {_HELD}",
+            f"worker = NULL WHERE id = ? {_HELD} AND attempts < max_attempts",
             retry,
         ).rowcount
         _move(moves, "running", "queued", n)
@@ -307,7 +308,8 @@ def finish_json(
     c: sqlite3.Connection, ok: str | None, retry: str | None, final: str | None, now: float
 ) -> tuple[None, Moves]:
     """ok: [[id, worker, result]]; retry: [[id, worker, error, retry_at]];
-    final: [[id, worker, error, permanent]] (JSON texts, None when empty)."""
+    final: [[id, worker, error, permanent]] (JSON texts, None when empty). Retries must also
+    be listed in `final`: a retry on the last attempt is refused and ends there as dead."""
     moves: Moves = {}
     if ok is not None:
         n = c.execute(
@@ -319,7 +321,8 @@ def finish_json(
     if retry is not None:
         n = c.execute(
             "UPDATE jobs SET status = 'queued', error = j.value ->> 2, run_at = j.value ->> 3, "
-            f"lease_until = NULL, worker = NULL FROM json_each(?) AS j WHERE {_HELD_J}",
+            f"lease_until = NULL, worker = NULL FROM json_each(?) AS j WHERE {_HELD_J} "
+            "AND attempts < max_attempts",
             (retry,),
         ).rowcount
         _move(moves, "running", "queued", n)
