@@ -7,18 +7,13 @@ Time is a plain number passed in, so leases and retries need no sleeping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import os
-import shutil
+import importlib.util
 import socket
 import sqlite3
-import subprocess
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import pytest
 
@@ -441,107 +436,37 @@ class TestSQLiteStoreRowByRow(StoreContract):
         await s.close()
 
 
-# -- PostgreSQL: the server on $HITPOOL_TEST_PG_URL (or the local default), else our own -----
-
-PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# -- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _answers(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 1.0):
-            return True
-    except OSError:
-        return False
+def _load_store_fixtures() -> Any:
+    """tests/hitd/_store_fixtures.py, loaded by path (the tests are not a package)."""
+    name = "hitd_store_fixtures"
+    if name not in sys.modules:
+        path = Path(__file__).with_name("_store_fixtures.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
-def _pg_bindir() -> Path | None:
-    found = shutil.which("initdb")
-    candidates = [Path(found).parent] if found else []
-    candidates += [Path("/usr/local/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"))]
-    for d in candidates:
-        if (d / "initdb").exists() and (d / "pg_ctl").exists():
-            return d
-    return None
-
-
-@contextlib.contextmanager
-def own_pg_server() -> Iterator[str]:
-    """initdb + pg_ctl in a temporary directory on a free loopback port; stopped after."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        raise RuntimeError("no initdb/pg_ctl in PATH, /usr/local/bin or /usr/lib/postgresql/*/bin")
-    root = Path(tempfile.mkdtemp(prefix="hitd-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
-    try:
-        run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
-        opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-        run(
-            [
-                *as_user,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-w",
-                "-l",
-                str(root / "log"),
-                "start",
-            ]
-        )
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    url = os.environ.get("HITPOOL_TEST_PG_URL", PG_DEFAULT)
-    if _answers(url):
-        yield url
-        return
-    try:
-        server = own_pg_server()
-        started = server.__enter__()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        if IN_CI:  # under CI a missing server is a failure, never a skip
-            pytest.fail(f"no PostgreSQL at {url} and could not start one: {e}")
-        pytest.skip(f"no PostgreSQL at {url} and could not start one: {e}")
-    try:
-        yield started
-    finally:
-        server.__exit__(None, None, None)
+_pg = _load_store_fixtures()
+pg_url = _pg.pg_url  # the session fixture, registered in this module
 
 
 @pytest.mark.postgres
 class TestPostgreSQLStore(StoreContract):
     @pytest.fixture
     async def store(self, pg_url: str) -> AsyncIterator[Store]:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        s = Store.from_url(f"{pg_url}?schema={schema}")
-        await s.open()
-        try:
-            yield s
-        finally:
-            await s.close()
-            import asyncpg
-
-            conn = await asyncpg.connect(pg_url)
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            await conn.close()
+        async with _pg.fresh_schema(pg_url) as url:
+            s = Store.from_url(url)
+            await s.open()
+            try:
+                yield s
+            finally:
+                await s.close()
 
     async def test_two_workers_never_claim_the_same_job(self, store: Store) -> None:
         await store.enqueue([job() for _ in range(200)], T0)
@@ -575,13 +500,13 @@ class TestPostgreSQLStore(StoreContract):
 @pytest.mark.postgres
 def test_the_fixture_can_start_its_own_server() -> None:
     """The path taken where no server runs (a fresh CI machine): exercised for real."""
-    if _pg_bindir() is None:
-        if IN_CI:
+    if _pg.pg_bindir() is None:
+        if _pg.IN_CI:
             pytest.fail("no initdb/pg_ctl on this machine")
         pytest.skip("no initdb/pg_ctl on this machine")
-    with own_pg_server() as url:
-        assert _answers(url)
-    assert not _answers(url)
+    with _pg.own_pg_server() as url:
+        assert _pg.answers(url)
+    assert not _pg.answers(url)
 
 
 # -- from_url ---------------------------------------------------------------------------------
