@@ -179,11 +179,11 @@ START = Op("enqueue", ([(None, 0.0, 2), (None, 0.0, 1), ("k1", 0.0, 3), (None, 5
 
 
 @settings(
-    max_examples=120,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(st.lists(ops, min_size=5, max_size=40), st.booleans())
+@given(st.lists(ops, min_size=5, max_size=30), st.booleans())
 def test_sqlite_matches_the_memory_model(sequence: list[Op], use_json: bool) -> None:
     asyncio.run(run([START, *sequence], use_json))
 
@@ -206,7 +206,7 @@ pg_url = _pg.pg_url
 
 
 @pytest.mark.postgres
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequence=st.lists(ops, min_size=5, max_size=30))
 def test_postgresql_matches_the_memory_model(pg_url: str, sequence: list[Op]) -> None:
     async def go() -> None:
