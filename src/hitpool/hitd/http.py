@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, cast
 import httptools
 
 __all__ = [
+    "Deferred",
     "Handler",
     "HttpLimits",
     "HttpServer",
@@ -75,9 +76,48 @@ class Response(NamedTuple):
     content_type: str = "application/json"
 
 
-# A handler answers at once (a Response) or later (an awaitable, best a plain future:
-# a coroutine costs a Task per request).
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+class Deferred:
+    """An answer that comes later, cheaper than a future: `set_result` hands the response to
+    the connection at once, where a future's done-callback costs a loop handle and a turn.
+
+    It has the part of the future interface a producer needs (`done`, `set_result`,
+    `set_exception`), so code that resolves futures resolves these too. Single use.
+    """
+
+    __slots__ = ("_callback", "error", "response")
+
+    def __init__(self) -> None:
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+        self._callback: Callable[[Deferred], None] | None = None
+
+    def done(self) -> bool:
+        return self.response is not None or self.error is not None
+
+    def set_result(self, response: Response) -> None:
+        if self.done():
+            raise asyncio.InvalidStateError("the answer is already set")
+        self.response = response
+        self._fire()
+
+    def set_exception(self, error: BaseException) -> None:
+        if self.done():
+            raise asyncio.InvalidStateError("the answer is already set")
+        self.error = error
+        self._fire()
+
+    def _fire(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            try:
+                callback(self)
+            except Exception:  # the producer (e.g. the intake) must go on answering others
+                log.exception("error while writing an answer")
+
+
+# A handler answers at once (a Response) or later: best a Deferred, else an awaitable (a
+# plain future; a coroutine costs a Task per request).
+Handler = Callable[[Request], "Response | Deferred | Awaitable[Response]"]
 
 
 def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -120,7 +160,25 @@ def _status_line(status: int) -> bytes:
 
 
 _STATUS_LINES: dict[int, bytes] = {s.value: _status_line(s.value) for s in HTTPStatus}
-_CONTENT_TYPES: dict[str, bytes] = {}  # encoded once each; a handful of distinct values
+# Status line + content type + "content-length: ", built once per (status, content type):
+# a handful of distinct pairs, so the cache stays small (and is capped all the same).
+_HEADS: dict[tuple[int, str], bytes] = {}
+_HEADS_MAX = 256
+# Header names as sent -> lower-case str. Clients send the same few names on every request;
+# capped so that a client inventing names cannot grow it.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+
+
+def _head(status: int, content_type: str) -> bytes:
+    head = _HEADS.get((status, content_type))
+    if head is None:
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        ctype = content_type.encode("latin-1")
+        head = status_line + b"content-type: " + ctype + b"\r\ncontent-length: "
+        if len(_HEADS) < _HEADS_MAX:
+            _HEADS[(status, content_type)] = head
+    return head
 
 
 class _AbortRequest(Exception):
@@ -342,7 +400,11 @@ class _Connection(asyncio.Protocol):
             raise _AbortRequest(
                 error_response(431, f"request headers are larger than {limit} bytes", "headers")
             )
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _NAMES_MAX:
+                _NAMES[name] = key
         headers = self._headers
         if key in headers:
             headers[key] += ", " + value.decode("latin-1")
@@ -409,9 +471,18 @@ class _Connection(asyncio.Protocol):
 
     # --- answering in order -----------------------------------------------------------------
 
-    def _answer(self, result: Response | Awaitable[Response], keep_alive: bool, h10: bool) -> None:
+    def _answer(
+        self, result: Response | Deferred | Awaitable[Response], keep_alive: bool, h10: bool
+    ) -> None:
         ka = (keep_alive, h10)
-        if isinstance(result, Response):
+        if type(result) is Deferred:
+            # The usual case (a job waiting for its commit): checked first, by exact type.
+            self._queue.append((result, ka))
+            if result.done():
+                self._drain_queue()
+            else:
+                result._callback = self._on_ready
+        elif isinstance(result, Response):
             if not self._queue:
                 self._out.append(self._encode(result, keep_alive, h10))
                 if not keep_alive:
@@ -420,6 +491,7 @@ class _Connection(asyncio.Protocol):
             self._queue.append((result, ka))
         else:
             fut: asyncio.Future[Response]
+            assert not isinstance(result, Deferred)
             if asyncio.isfuture(result):
                 fut = result  # type: ignore[assignment]
             else:
@@ -432,7 +504,7 @@ class _Connection(asyncio.Protocol):
         if len(self._queue) >= self._limits.max_pipeline:
             self._pause_reading()
 
-    def _on_ready(self, _fut: asyncio.Future[Response]) -> None:
+    def _on_ready(self, _fut: asyncio.Future[Response] | Deferred) -> None:
         if self._state == _CLOSED:
             return
         self._drain_queue()
@@ -443,7 +515,15 @@ class _Connection(asyncio.Protocol):
         queue = self._queue
         while queue:
             item, (keep_alive, h10) = queue[0]
-            if not isinstance(item, Response):
+            if type(item) is Deferred:
+                if item.response is not None:
+                    resp = item.response
+                elif item.error is not None:
+                    log.error("handler failed", exc_info=item.error)
+                    resp = error_response(500, "internal error")
+                else:
+                    return
+            elif not isinstance(item, Response):
                 if not item.done():
                     return
                 if item.cancelled():
@@ -501,27 +581,24 @@ class _Connection(asyncio.Protocol):
             self._server._notify_idle()
 
     def _encode(self, resp: Response, keep_alive: bool, h10: bool = False) -> bytes:
-        status_line = _STATUS_LINES.get(resp.status) or _status_line(resp.status)
-        ctype = _CONTENT_TYPES.get(resp.content_type)
-        if ctype is None:
-            ctype = _CONTENT_TYPES[resp.content_type] = resp.content_type.encode("latin-1")
-        parts = [
-            status_line,
-            b"content-type: ",
-            ctype,
-            b"\r\ncontent-length: ",
-            str(len(resp.body)).encode(),
-            b"\r\n",
-            self._server.date_line,
-        ]
-        for name, value in resp.headers:
-            parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+        status, body, headers, content_type = resp
+        head = _HEADS.get((status, content_type)) or _head(status, content_type)
+        if headers:
+            extra = "".join([f"{name}: {value}\r\n" for name, value in headers])
+            extra_bytes = extra.encode("latin-1")
+        else:
+            extra_bytes = b""
         if not keep_alive:
-            parts.append(b"connection: close\r\n")
+            extra_bytes += b"connection: close\r\n"
         elif h10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts += (b"\r\n", resp.body)
-        return b"".join(parts)
+            extra_bytes += b"connection: keep-alive\r\n"
+        return b"%s%d\r\n%s%s\r\n%s" % (
+            head,
+            len(body),
+            self._server.date_line,
+            extra_bytes,
+            body,
+        )
 
     def _fail(self, resp: Response) -> None:
         """Answer a request the protocol refused, after the ones before it, then close."""

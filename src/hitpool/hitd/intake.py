@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._errors import DispatcherClosed, StoreError
-from .http import Response, error_response
+from .http import Deferred, Response, error_response
 from .store.base import NewJob, Store
 
 __all__ = ["Intake", "IntakeStatistics"]
@@ -30,6 +30,8 @@ log = logging.getLogger("hitpool.hitd.intake")
 
 # Builds the answer of one request from the (id, created) pairs of its jobs.
 Respond = Callable[[list[tuple[int, bool]]], Response]
+# Where an answer goes: a future, or the HTTP layer's cheaper Deferred (same methods).
+Answer = asyncio.Future[Response] | Deferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,7 @@ class Intake:
         self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
         self._clock = clock
         self._jobs: list[NewJob] = []
-        self._waiters: list[tuple[asyncio.Future[Response], int, Respond]] = []
+        self._waiters: list[tuple[Answer, int, Respond]] = []
         self._wake = asyncio.Event()
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,13 +97,19 @@ class Intake:
         Never waits and never raises for load: admission (429) is the caller's decision.
         Raises DispatcherClosed after `close()` began.
         """
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.submit_into(jobs, respond, fut)
+        return fut
+
+    def submit_into(self, jobs: Sequence[NewJob], respond: Respond, answer: Answer) -> None:
+        """`submit`, answering into `answer` (the HTTP server's Deferred costs less than a
+        future: no loop handle per request)."""
         if self._closed:
             raise DispatcherClosed("the intake is closed")
-        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._jobs.extend(jobs)
-        self._waiters.append((fut, len(jobs), respond))
-        self._wake.set()
-        return fut
+        self._jobs += jobs
+        self._waiters.append((answer, len(jobs), respond))
+        if not self._wake.is_set():
+            self._wake.set()
 
     async def close(self) -> None:
         """Commit and answer everything already submitted, then stop."""
@@ -166,7 +174,7 @@ class Intake:
                     fut.set_exception(exc)
 
     @staticmethod
-    def _fail(waiters: list[tuple[asyncio.Future[Response], int, Respond]], msg: str) -> None:
+    def _fail(waiters: list[tuple[Answer, int, Respond]], msg: str) -> None:
         resp = error_response(503, msg, "store", headers=(("Retry-After", "1"),))
         for fut, _, _ in waiters:
             if not fut.done():
