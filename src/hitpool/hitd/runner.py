@@ -6,10 +6,11 @@
 
 Three tasks, all owned by the runner and ended by `stop()`:
 
-- the claimer takes up to `claim_batch` due jobs in one `claim()` when there is room
-  (`workers + queue_size` jobs held at most). It wakes on `notify()` (the HTTP side calls it
-  after a commit), when finished jobs free room, and every `poll_s` for delayed jobs, retries
-  and expired leases;
+- the claimer takes up to `claim_batch` due jobs in one `claim()` when there is room (at
+  most `workers + queue_size` jobs claimed and not yet run). It wakes on `notify()` (the HTTP
+  side calls it after a commit), when jobs end and free room, and every `poll_s` for delayed
+  jobs, retries and expired leases. A job whose outcome waits for its commit takes no room,
+  so the next claim rides in the same transaction as that finish;
 - the finisher records outcomes with one `finish()` per batch: while one commit is in the disk
   the next outcomes pile up, so the batch grows with the load;
 - the renewer extends the leases of every held job every `lease_s / 3`.
@@ -147,6 +148,10 @@ class Runner:
         self._recover = recover
 
         self._held: dict[int, JobRecord] = {}
+        # Claimed jobs not yet run to an outcome: what takes room. A job whose outcome waits
+        # for its finish() commit no longer takes room, so the next claim can share that
+        # commit (the writer merges them) instead of waiting for it.
+        self._active = 0
         self._outcomes: list[Outcome] = []
         self._slots = list(range(workers, 0, -1))  # worker IDs 1..N, popped from the end
         self._pool: Dispatcher | None = None
@@ -301,8 +306,8 @@ class Runner:
         run = self._run
         while not self._stopping:
             self._wake.clear()
-            room = self._capacity - len(self._held)
-            if room > 0 and (not self._held or room >= self._claim_min):
+            room = self._capacity - self._active
+            if room > 0 and (not self._active or room >= self._claim_min):
                 want = min(room, self._claim_batch)
                 try:
                     recs = await self._store.claim(
@@ -313,6 +318,7 @@ class Runner:
                     await self._pause()
                     continue
                 held = self._held
+                self._active += len(recs)
                 for rec in recs:
                     held[rec.id] = rec
                     # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
@@ -335,6 +341,7 @@ class Runner:
         # One flat coroutine per job (no nested helpers): this path runs a million times a
         # minute, and every extra frame and await shows in the profile.
         if self._draining:
+            self._active -= 1
             return  # claimed but not started before stop: stop() releases it
         slot = self._slots.pop()
         token = current_worker.set(slot)
@@ -377,9 +384,12 @@ class Runner:
             self._slots.append(slot)
             current_worker.reset(token)
             self._hist.observe(time.perf_counter() - t0)
+            self._active -= 1
             if outcome is not None:
                 self._outcomes.append(outcome)
                 self._flush.set()
+            if self._capacity - self._active >= self._claim_min:
+                self._wake.set()
 
     async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
         # Plain functions run on a thread, with the context (current_worker) copied.
@@ -442,9 +452,8 @@ class Runner:
             held = self._held
             for o in batch:
                 held.pop(o.id, None)
-            room = self._capacity - len(held)
-            if room >= self._claim_min or not held:
-                self._wake.set()
+            if not held:
+                self._wake.set()  # the claimer decides whether the runner is idle
 
     async def _renewer(self) -> None:
         while True:
