@@ -393,6 +393,20 @@ class TestSQLiteStore(StoreContract):
         assert store.commits - before < 50
         assert (await store.counts())["queued"] == 100
 
+    async def test_a_dead_writer_fails_every_write_instead_of_hanging(
+        self, store: Store, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        assert isinstance(store, SQLiteStore)
+
+        def crash(c: sqlite3.Connection) -> Any:
+            raise KeyboardInterrupt  # not an Exception: escapes the per-operation isolation
+
+        with pytest.raises(StoreError, match="writer stopped"):
+            await store._write(crash)
+        with pytest.raises(StoreError, match="writer stopped"):
+            await store.enqueue([job()], T0)
+        assert "the store takes no more writes" in caplog.text
+
     async def test_jobs_survive_close_and_reopen(self, tmp_path: Path) -> None:
         path = tmp_path / "a.db"
         s = SQLiteStore(path)

@@ -17,6 +17,7 @@ Reads (`get`) use a second connection, inline on the event loop: a primary-key l
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -29,6 +30,8 @@ from . import sqlite_ops as ops
 from .base import EXPIRED, STATUSES, JobRecord, NewJob, Outcome, Store
 
 T = TypeVar("T")
+
+log = logging.getLogger("hitpool.hitd.store")
 
 # At most this many operations share one transaction, so one commit stays short (a claim of
 # a few hundred jobs plus a few hundred enqueues is a few milliseconds of work).
@@ -71,6 +74,7 @@ class SQLiteStore(Store):
         self._rconn: sqlite3.Connection | None = None
         self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self._closed = False
+        self._broken: StoreError | None = None  # set if the writer thread died
         self.commits = 0  # transactions committed, for measurements (ops / commits = grouping)
 
     # -- opening and closing -------------------------------------------------------------
@@ -121,8 +125,12 @@ class SQLiteStore(Store):
     async def _write(self, op: Op) -> Any:
         if self._closed or self._loop is None:
             raise StoreError("the SQLite store is closed (or was never opened)")
+        if self._broken is not None:
+            raise self._broken
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._ops.put((op, fut))
+        if self._broken is not None and not fut.done():
+            fut.set_exception(self._broken)  # the writer died: nobody will take this op
         return await fut
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -145,9 +153,20 @@ class SQLiteStore(Store):
                 try:
                     self._run_batch(conn, batch)
                 except BaseException as e:  # never leave a caller waiting on a dead thread
-                    err = StoreError(f"SQLite writer failed: {e!r}")
-                    self._fail(batch, err)
-                    raise
+                    err = StoreError(f"the SQLite writer stopped: {e!r}")
+                    self._broken = err
+                    log.critical("%s; the store takes no more writes", err, exc_info=True)
+                    rest = [batch]
+                    while True:
+                        try:
+                            item = self._ops.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is not None:
+                            rest.append([item])
+                    for b in rest:
+                        self._fail(b, err)
+                    return
         finally:
             conn.close()
 
