@@ -577,27 +577,26 @@ class _Connection(asyncio.Protocol):
             transport.close()
         elif self._server.closing and not self._queue and self._state == _IDLE:
             transport.close()
-        if not self._queue:
-            self._server._notify_idle()
+        if not self._queue and self._server.closing:
+            self._server._notify_idle()  # only close() waits for it
 
     def _encode(self, resp: Response, keep_alive: bool, h10: bool = False) -> bytes:
         status, body, headers, content_type = resp
         head = _HEADS.get((status, content_type)) or _head(status, content_type)
-        if headers:
-            extra = "".join([f"{name}: {value}\r\n" for name, value in headers])
-            extra_bytes = extra.encode("latin-1")
+        if len(headers) == 1:  # the usual case: Location
+            name, value = headers[0]
+            extra = f"{name}: {value}\r\n".encode("latin-1")
+        elif headers:
+            extra = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
         else:
-            extra_bytes = b""
+            extra = b""
         if not keep_alive:
-            extra_bytes += b"connection: close\r\n"
+            extra += b"connection: close\r\n"
         elif h10:
-            extra_bytes += b"connection: keep-alive\r\n"
-        return b"%s%d\r\n%s%s\r\n%s" % (
-            head,
-            len(body),
-            self._server.date_line,
-            extra_bytes,
-            body,
+            extra += b"connection: keep-alive\r\n"
+        # join() of a tuple measured faster than %-formatting the same parts.
+        return b"".join(
+            (head, str(len(body)).encode(), b"\r\n", self._server.date_line, extra, b"\r\n", body)
         )
 
     def _fail(self, resp: Response) -> None:
