@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
-from hitpool.hitd.http import HttpLimits, HttpServer, Request, Response, json_response
+from hitpool.hitd.http import (
+    Deferred,
+    HttpLimits,
+    HttpServer,
+    Request,
+    Response,
+    json_response,
+)
 
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+Handler = Callable[[Request], "Response | Deferred | Awaitable[Response]"]
 
 
 def echo(req: Request) -> Response:
@@ -74,6 +81,64 @@ async def test_pipelined_requests_are_answered_in_order_even_when_ready_out_of_o
     futures[0].set_result(json_response(200, {"path": "/a"}))
     replies = await c.replies(4)
     assert [r.json()["path"] for r in replies] == ["/a", "/now", "/b", "/c"]
+
+
+async def test_deferred_answers_are_written_in_request_order(serve, connect) -> None:
+    answers: list[Deferred] = []
+    arrived = asyncio.Event()
+
+    def handler(req: Request) -> Response | Deferred:
+        if req.path == "/now":
+            return json_response(200, {"path": req.path})
+        answer = Deferred()
+        answers.append(answer)
+        if len(answers) == 4:
+            arrived.set()
+        return answer
+
+    server = await serve(handler)
+    c = await connect(server.port)
+    raw = b"".join(c.encode("GET", p) for p in ("/a", "/now", "/b", "/c", "/boom"))
+    await c.send(raw)
+    await arrived.wait()
+    answers[3].set_exception(RuntimeError("a bug"))  # a failed answer is a 500, in its turn
+    answers[2].set_result(json_response(200, {"path": "/c"}))
+    answers[1].set_result(json_response(200, {"path": "/b"}))
+    assert answers[1].done() and not answers[0].done()
+    answers[0].set_result(json_response(200, {"path": "/a"}))
+    with pytest.raises(asyncio.InvalidStateError):
+        answers[0].set_result(json_response(200, {"path": "/a"}))
+    replies = await c.replies(5)
+    assert [r.json().get("path") for r in replies[:4]] == ["/a", "/now", "/b", "/c"]
+    assert replies[4].status == 500
+    assert replies[4].json()["error"] == "internal_server_error"
+
+
+async def test_deferred_answer_after_client_left_then_close(serve, connect) -> None:
+    answers: list[Deferred] = []
+    arrived = asyncio.Event()
+
+    def handler(req: Request) -> Response | Deferred:
+        if req.path != "/slow":
+            return json_response(200, {"path": req.path})
+        answers.append(Deferred())
+        arrived.set()
+        return answers[-1]
+
+    server = await serve(handler)
+    c = await connect(server.port)
+    await c.send(c.encode("GET", "/slow"))
+    await arrived.wait()
+    await c.aclose()
+    # The server keeps a half-closed connection until its answer is out, then closes it.
+    server._idle_event.clear()
+    answers[0].set_result(json_response(200, {"path": "/slow"}))
+    async with asyncio.timeout(5):
+        while server.connections:
+            await server._idle_event.wait()  # set by connection_lost
+            server._idle_event.clear()
+    r = await (await connect(server.port)).request("GET", "/next")
+    assert r.status == 200 and r.json() == {"path": "/next"}
 
 
 async def test_coroutine_handler_and_post_body(serve, connect) -> None:
