@@ -110,6 +110,7 @@ class ThreadDispatcher(Core):
         self._heap: list[tuple[float, int, ThreadJob[Any]]] = []
         self._seq = itertools.count()
         self._idle = 0
+        self._waking = 0  # idle workers notified that have not taken the lock back yet
         self._room_waiting = 0
         self._threads: dict[int, threading.Thread] = {}
         self._running: dict[int, ThreadJob[Any] | None] = {}  # worker id -> its job
@@ -269,8 +270,7 @@ class ThreadDispatcher(Core):
                 self._timer_cv.notify()
         else:
             self._ready.append(job)
-            if self._idle:
-                self._work_cv.notify()
+            self._wake_worker()
         return job
 
     def _timers(self) -> None:
@@ -292,8 +292,7 @@ class ThreadDispatcher(Core):
                 if job in self._delayed:
                     self._delayed.discard(job)
                     self._ready.append(job)
-                    if self._idle:
-                        self._work_cv.notify()
+                    self._wake_worker()
                     if self._stopping and not self._delayed:
                         self._work_cv.notify_all()
 
@@ -322,10 +321,14 @@ class ThreadDispatcher(Core):
                         self._idle += 1
                         self._work_cv.wait()
                         self._idle -= 1
+                        if self._waking:
+                            self._waking -= 1
                     if wid >= self._workers:
                         self._work_cv.notify()  # leave the job to a worker that stays
                         return
                     job = ready.popleft()
+                    if ready:
+                        self._wake_worker()  # more work: pass the wake-up on
                     running[wid] = job
                     job.status = RUNNING
                     job._wid = wid
@@ -344,6 +347,18 @@ class ThreadDispatcher(Core):
                     del self._threads[wid]
                 if self._stopping:
                     self._work_cv.notify_all()
+
+    def _wake_worker(self) -> None:
+        """Wake one idle worker, unless one is already on its way.
+
+        Waking a thread per job makes every idle thread fight for the GIL at once; waking
+        one at a time, each passing it on when it finds more work, spreads a burst over
+        the pool one thread after another (Go's scheduler does the same with its spinning
+        Ms), and a pool of quick jobs stays on the threads that are already awake.
+        """
+        if self._idle and not self._waking:
+            self._waking += 1
+            self._work_cv.notify()
 
     # -- Core hooks ---------------------------------------------------------------------
 
