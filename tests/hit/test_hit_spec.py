@@ -26,7 +26,7 @@ from hitpool.hit.spec import (
         ("100us", 1e-4),
         ("3", 3.0),
         (".5s", 0.5),
-        (" 7 s ", 7.0),
+        (" 7s ", 7.0),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import SpecError
+from ..durations import parse_seconds
 
 # The flag each Spec field comes from, for CLI messages.
 FLAGS = {
@@ -37,17 +38,12 @@ DEFAULT_REQUESTS = 200  # hey's default, used when neither -n nor -z is given
 DEFAULT_CONCURRENCY = 50
 DEFAULT_TIMEOUT = 30.0
 
-_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m|h)?\s*$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
 
 
 def parse_duration(text: str, field: str = "duration") -> float:
-    """``'10s'``, ``'2m'``, ``'250ms'``, ``'1.5h'``, ``'100us'`` or bare seconds -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise SpecError(field, f"{text!r} is not a duration; write e.g. 10s, 2m, 250ms")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """``'10s'``, ``'2m'``, ``'250ms'``, ``'1m30s'``, ``'100us'`` or bare seconds -> seconds."""
+    return parse_seconds(text, field)
 
 
 def parse_header(text: str) -> tuple[str, str]:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
+from ..durations import parse_seconds
 from .http import Deferred, Request, Response, error_response, json_response
 from .intake import Intake
 from .metrics import HttpCounters, WorkerNumbers, render
@@ -49,8 +48,6 @@ MAX_KEY_LEN = 200
 WORK_MAX_DELAY_S = 10.0  # the seed's collector allowed at most 10 s of `hello`
 
 _JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 _DECODER = json.JSONDecoder()
 # The C scanner under JSONDecoder: decode() wraps it in two regex matches for whitespace,
@@ -81,34 +78,7 @@ def parse_delay(value: Any, field: str, max_s: float = MAX_DELAY_S) -> float:
 
 
 def _parse_delay(value: Any, field: str, max_s: float) -> float:
-    if isinstance(value, bool):
-        raise SpecError(field, 'must be a duration like "5s" or a number of seconds')
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise SpecError(field, 'must be a duration like "5s" or a number of seconds')
-        try:
-            seconds = float(text)  # "2.5" means seconds, like a bare number
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for m in _DURATION.finditer(text):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _UNIT_S[m.group(2)]
-                pos = m.end()
-            if pos != len(text):
-                raise SpecError(
-                    field, f'{value!r} is not a duration: use e.g. "5s", "250ms", "1m30s" or 2.5'
-                )
-    else:
-        raise SpecError(field, 'must be a duration like "5s" or a number of seconds')
-    if not math.isfinite(seconds) or seconds < 0:
-        raise SpecError(field, f"must be zero or more seconds, got {value!r}")
-    if seconds > max_s:
-        raise SpecError(field, f"must be at most {max_s:g} seconds, got {value!r}")
-    return seconds
+    return parse_seconds(value, field, max_s=max_s)
 
 
 def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) -> NewJob:

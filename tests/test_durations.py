@@ -1,0 +1,43 @@
+"""The one duration parser: Go's syntax plus bare seconds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hitpool import SpecError
+from hitpool.durations import parse_seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (0, 0.0),
+        (2.5, 2.5),
+        ("2.5", 2.5),
+        ("10s", 10.0),
+        ("250ms", 0.25),
+        ("100us", 1e-4),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+        (" 7s ", 7.0),
+    ],
+)
+def test_parses(value: object, seconds: float) -> None:
+    assert parse_seconds(value, "delay") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "value", ["", "s", "5 s", "5sec", "-1s", -1, math.nan, math.inf, True, None, [1]]
+)
+def test_refuses_naming_the_field(value: object) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_seconds(value, "args.delay")
+    assert err.value.field == "args.delay"
+
+
+def test_upper_bound() -> None:
+    assert parse_seconds("1h", "delay", max_s=3600) == 3600
+    with pytest.raises(SpecError, match="at most 3600"):
+        parse_seconds("61m", "delay", max_s=3600)
