@@ -408,3 +408,26 @@ def test_bad_settings_name_the_field(kw: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as e:
         Runner(MemoryStore(), Registry(include_global=False), **kw)
     assert e.value.field == field
+
+
+async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        async with make_runner(store, Registry(include_global=False), clock, workers=4) as runner:
+            out = await store.enqueue(
+                [NewJob("hello", {"name": str(i)}, T0) for i in range(20)], T0
+            )
+            # Claimed by the enqueue's own commit: held before any claim ran.
+            assert runner.statistics().held == 20 and runner.statistics().claimed == 20
+            await settle(runner)
+            for id, _ in out:
+                r = await rec(store, id)
+                assert (r.status, r.attempts, r.worker) == ("succeeded", 1, runner.worker_name)
+        # Stopped: detached from the store, new jobs wait for the next server.
+        [(id, _)] = await store.enqueue([NewJob("hello", {}, T0)], T0)
+        assert (await rec(store, id)).status == "queued"
+    finally:
+        await store.close()

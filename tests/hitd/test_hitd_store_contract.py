@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from hitpool import SpecError, StoreError, StoreUnavailable
-from hitpool.hitd.store import NewJob, Outcome, Store
+from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
 from hitpool.hitd.store.sqlite import SQLiteStore
 
@@ -27,6 +27,27 @@ T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a fixed "now"
 
 def job(task: str = "hello", run_at: float = T0, key: str | None = None, **kw: object) -> NewJob:
     return NewJob(task=task, args=dict(kw) or {"name": "x"}, run_at=run_at, key=key)
+
+
+EMPTY = dict.fromkeys(["queued", "running", "succeeded", "failed", "dead", "cancelled"], 0)
+
+
+class Taker:
+    """A Handoff that records what it is given."""
+
+    def __init__(self, room: int, fail: bool = False) -> None:
+        self._room, self.fail, self.got = room, fail, list[JobRecord]()
+
+    worker = "w"
+    lease_s = 9.0
+
+    def room(self) -> int:
+        return self._room - len(self.got)  # like a runner: what it was given takes room
+
+    def deliver(self, jobs: list[JobRecord]) -> None:
+        if self.fail:
+            raise RuntimeError("no")
+        self.got.extend(jobs)
 
 
 class StoreContract:
@@ -358,6 +379,13 @@ class TestMemoryStore(StoreContract):
     def test_is_not_durable(self) -> None:
         assert MemoryStore.durable is False
 
+    async def test_has_no_handoff(self, store: Store) -> None:
+        took = Taker(room=5)
+        assert not store.supports_handoff
+        store.set_handoff(took)  # a no-op
+        await store.enqueue([job()], T0)
+        assert took.got == [] and (await store.counts())["queued"] == 1
+
 
 class TestSQLiteStore(StoreContract):
     @pytest.fixture
@@ -406,6 +434,49 @@ class TestSQLiteStore(StoreContract):
         with pytest.raises(StoreError, match="writer stopped"):
             await store.enqueue([job()], T0)
         assert "the store takes no more writes" in caplog.text
+
+    async def test_handoff_claims_fresh_due_jobs_in_the_enqueue(self, store: Store) -> None:
+        took = Taker(room=3)
+        store.set_handoff(took)
+        out = await store.enqueue([job(n=i) for i in range(5)], T0)
+        assert [r.id for r in took.got] == [id for id, _ in out[:3]]
+        for r in took.got:
+            assert r == await store.get(r.id)  # what a claim would have returned
+            assert (r.status, r.attempts, r.worker, r.lease_until) == ("running", 1, "w", T0 + 9)
+        assert await store.counts() == {**EMPTY, "queued": 2, "running": 3}
+        assert store.queued_estimate() == 2
+        # Two jobs wait: fresh ones are not handed ahead of them (oldest first).
+        took.got.clear()
+        await store.enqueue([job()], T0 + 1)
+        assert took.got == []
+        # Not due yet: never handed off.
+        await store.claim("x", 10, T0 + 1, 30)
+        await store.enqueue([job(run_at=T0 + 50)], T0 + 2)
+        assert took.got == []
+        # Detached: plain enqueues.
+        store.set_handoff(None)
+        await store.enqueue([job()], T0 + 3)
+        assert took.got == []
+
+    async def test_concurrent_enqueues_never_hand_off_more_than_the_room(
+        self, store: Store
+    ) -> None:
+        took = Taker(room=3)
+        store.set_handoff(took)
+        outs = await asyncio.gather(*(store.enqueue([job(), job()], T0) for _ in range(5)))
+        assert len(took.got) == 3  # in one commit or several, each enqueue saw the others
+        assert (await store.counts())["running"] == 3
+        assert sorted(r.id for r in took.got) == [id for id, _ in outs[0] + outs[1][:1]]
+
+    async def test_a_failing_handoff_never_fails_the_enqueue(
+        self, store: Store, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        took = Taker(room=5, fail=True)
+        store.set_handoff(took)
+        [(id, created)] = await store.enqueue([job()], T0)
+        rec = await store.get(id)
+        assert created and rec is not None and rec.status == "running"  # committed, leased
+        assert "handing 1 jobs to the runner failed" in caplog.text
 
     async def test_jobs_survive_close_and_reopen(self, tmp_path: Path) -> None:
         path = tmp_path / "a.db"

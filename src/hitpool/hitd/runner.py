@@ -194,9 +194,11 @@ class Runner:
             return
         if self._recover:
             await self.recover()
-        self._pool = Dispatcher(workers=self._workers, queue_size=self._capacity)
+        # Twice the room: a claim and a handoff (see `room`) may both fill it at once.
+        self._pool = Dispatcher(workers=self._workers, queue_size=2 * self._capacity)
         self._pool.start()
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
+        self._store.set_handoff(self)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claimer(), name="hitd-claimer"),
@@ -214,6 +216,36 @@ class Runner:
                 n += await self._store.expire(worker)
                 log.warning("worker %s is gone: its %d running jobs run again now", worker, held)
         return n
+
+    # -- the handoff: fresh jobs straight from enqueue (stores with supports_handoff) ------
+
+    @property
+    def worker(self) -> str:
+        return self.worker_name
+
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
+
+    def room(self) -> int:
+        """Jobs the runner can take now. Read on the store's writer thread, unlocked: it may
+        be stale by one claim, which the Dispatcher's doubled queue absorbs."""
+        return 0 if self._draining else max(0, self._capacity - self._active)
+
+    def deliver(self, jobs: list[JobRecord]) -> None:
+        """Jobs the store claimed for this runner while committing their enqueue."""
+        held = self._held
+        for rec in jobs:
+            held[rec.id] = rec
+        self._claimed += len(jobs)
+        pool = self._pool
+        if self._draining or pool is None:
+            return  # stopping: stop() releases what is held (recover() after a crash)
+        self._active += len(jobs)
+        run = self._run
+        for rec in jobs:
+            job: Job[None] = pool.dispatch_nowait(run, rec)
+            del job
 
     def notify(self) -> None:
         """New jobs were committed: claim now instead of at the next poll. Never waits."""
@@ -255,6 +287,7 @@ class Runner:
             return
         grace = self._grace_s if grace_s is None else grace_s
         claimer, finisher, renewer = self._tasks
+        self._store.set_handoff(None)
         self._stopping = True
         self._draining = True  # from now on jobs that did not start are released, not run
         self._wake.set()

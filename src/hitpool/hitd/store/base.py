@@ -22,6 +22,9 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
 - `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
   shutdown).
 - `cancel` only cancels a queued job.
+- Optional fast path (`set_handoff`, SQLite only): a store may give freshly enqueued due jobs
+  straight to an attached runner, claimed in the enqueue's own transaction, but only when no
+  older due job is waiting, so jobs still start oldest first. It saves a claim per job.
 - `expire(worker)` ends the leases of a worker known to be dead (a restarted server finds
   its previous process gone), so its jobs run again at once instead of after `lease_s`.
 
@@ -40,7 +43,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
 from ..._errors import SpecError
@@ -124,11 +127,36 @@ class Outcome:
     permanent: bool = False
 
 
+class Handoff(Protocol):
+    """A runner that takes fresh jobs straight from `enqueue` (see `Store.set_handoff`)."""
+
+    @property
+    def worker(self) -> str: ...
+
+    @property
+    def lease_s(self) -> float: ...
+
+    def room(self) -> int:
+        """How many jobs it can take now. Called on the store's writer thread: a plain read."""
+        ...
+
+    def deliver(self, jobs: list[JobRecord]) -> None:
+        """Jobs claimed for it, committed. Called on the event loop; must not raise."""
+        ...
+
+
 class Store(ABC):
     """The abstract job store. Pick a backend with `Store.from_url(url)`."""
 
     durable: ClassVar[bool]
     """False for memory://: its jobs die with the process."""
+
+    supports_handoff: ClassVar[bool] = False
+
+    def set_handoff(self, handoff: Handoff | None) -> None:
+        """Attach (or detach, with None) a runner that takes fresh due jobs straight from
+        `enqueue`. A no-op for stores without the fast path (`supports_handoff` is False)."""
+        return None
 
     @staticmethod
     def from_url(url: str) -> Store:

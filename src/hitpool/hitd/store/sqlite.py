@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
 from . import sqlite_ops as ops
-from .base import EXPIRED, STATUSES, JobRecord, NewJob, Outcome, Store
+from .base import EXPIRED, STATUSES, Handoff, JobRecord, NewJob, Outcome, Store
 
 T = TypeVar("T")
 
@@ -60,6 +60,7 @@ class SQLiteStore(Store):
     """The default durable store. See the module docstring for how writes are grouped."""
 
     durable: ClassVar[bool] = True
+    supports_handoff: ClassVar[bool] = True
 
     def __init__(self, path: str | Path, *, use_json: bool | None = None) -> None:
         """`use_json`: move batches as JSON (see sqlite_ops); None picks it when SQLite can."""
@@ -75,6 +76,11 @@ class SQLiteStore(Store):
         self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self._closed = False
         self._broken: StoreError | None = None  # set if the writer thread died
+        self._handoff: Handoff | None = None
+        self._handed = 0  # jobs handed off in committed transactions (writer thread)
+        self._delivered = 0  # of those, delivered to the runner (loop thread)
+        self._txn_handed = 0  # handed off in the transaction under way (writer thread)
+        self._txn_after: list[Callable[[], None]] = []
         self.commits = 0  # transactions committed, for measurements (ops / commits = grouping)
 
     # -- opening and closing -------------------------------------------------------------
@@ -190,11 +196,14 @@ class SQLiteStore(Store):
         self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
     ) -> None:
         done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        after: list[Callable[[], None]] = []  # handoffs, run on the loop once committed
         try:
+            self._txn_begin()
             conn.execute("BEGIN IMMEDIATE")
             outs = [op(conn) for op, _ in batch]
             conn.execute("COMMIT")
             self.commits += 1
+            after += self._txn_committed()
             for (_, fut), (result, moves) in zip(batch, outs, strict=True):
                 self._apply(moves)
                 done.append((fut, result, None))
@@ -204,10 +213,12 @@ class SQLiteStore(Store):
             # Isolate the failure: each operation alone, in its own transaction.
             for op, fut in batch:
                 try:
+                    self._txn_begin()
                     conn.execute("BEGIN IMMEDIATE")
                     result, moves = op(conn)
                     conn.execute("COMMIT")
                     self.commits += 1
+                    after += self._txn_committed()
                     self._apply(moves)
                     done.append((fut, result, None))
                 except Exception as e:
@@ -218,9 +229,25 @@ class SQLiteStore(Store):
                     done.append((fut, None, err))
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(_resolve, done)
+            self._loop.call_soon_threadsafe(_resolve, done, after)
         except RuntimeError:
             pass  # the loop is closed: nobody is waiting any more
+
+    # Handoff bookkeeping. Jobs handed off but not yet delivered (the delivery runs on the
+    # loop after the commit) must count against the runner's room, or several enqueues in a
+    # row would each see the same room. `_handed` is written only by the writer thread,
+    # `_delivered` only by the loop, so neither loses an update; a stale read only hands off
+    # less.
+
+    def _txn_begin(self) -> None:
+        self._txn_handed = 0
+        self._txn_after = []
+
+    def _txn_committed(self) -> list[Callable[[], None]]:
+        self._handed += self._txn_handed
+        after, self._txn_after = self._txn_after, []
+        self._txn_handed = 0
+        return after
 
     # -- the contract --------------------------------------------------------------------
 
@@ -234,13 +261,74 @@ class SQLiteStore(Store):
             except ValueError:  # NaN or Infinity in args: SQLite's JSON refuses them
                 pass
             else:
-                result: list[tuple[int, bool]] = await self._write(
-                    lambda c: ops.enqueue_json(c, blob, n, now)
-                )
-                return result
+                h = self._handoff
+                ids: list[tuple[int, bool]]
+                if h is None or not all(j.run_at <= now for j in jobs):
+                    ids, _ = await self._write(lambda c: ops.enqueue_json(c, blob, n, now))
+                    return ids
+                ids, _ = await self._write(self._handoff_op(h, jobs, blob, now))
+                return ids
         rows = [(j.task, ops.dumps(j.args), j.max_attempts, j.run_at, j.key) for j in jobs]
-        result = await self._write(lambda c: ops.enqueue_rows(c, rows, now))
+        result: list[tuple[int, bool]] = await self._write(lambda c: ops.enqueue_rows(c, rows, now))
         return result
+
+    def set_handoff(self, handoff: Handoff | None) -> None:
+        self._handoff = handoff
+
+    def _handoff_op(self, h: Handoff, jobs: Sequence[NewJob], blob: str, now: float) -> Op:
+        worker, lease_until = h.worker, now + h.lease_s
+
+        def room() -> int:  # on the writer thread
+            return h.room() - (self._handed - self._delivered) - self._txn_handed
+
+        def op(c: sqlite3.Connection) -> tuple[Any, ops.Moves]:
+            (ids, k), moves = ops.enqueue_json(c, blob, len(jobs), now, (worker, lease_until, room))
+            if k:
+                self._txn_handed += k
+                self._txn_after.append(
+                    lambda: self._deliver(h, jobs[:k], ids, now, worker, lease_until)
+                )
+            return (ids, k), moves
+
+        return op
+
+    def _deliver(
+        self,
+        h: Handoff,
+        jobs: Sequence[NewJob],
+        ids: list[tuple[int, bool]],
+        now: float,
+        worker: str,
+        lease_until: float,
+    ) -> None:
+        # The records a claim would have returned, built from what was just inserted.
+        recs = [
+            JobRecord(
+                id,
+                j.task,
+                j.args,
+                "running",
+                1,
+                j.max_attempts,
+                None,
+                None,
+                now,
+                now,
+                None,
+                j.run_at,
+                None,
+                lease_until,
+                worker,
+            )
+            for j, (id, _) in zip(jobs, ids, strict=False)
+        ]
+        self._delivered += len(recs)
+        try:
+            h.deliver(recs)
+        except Exception:  # the jobs are committed: never fail the enqueue over this
+            log.exception(
+                "handing %d jobs to the runner failed; their leases will expire", len(recs)
+            )
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         if limit <= 0:
@@ -376,7 +464,12 @@ class SQLiteStore(Store):
         return result
 
 
-def _resolve(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _resolve(
+    done: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    after: list[Callable[[], None]] = [],  # noqa: B006 - never mutated
+) -> None:
+    for fn in after:
+        fn()
     for fut, result, err in done:
         if fut.done():
             continue  # the caller was cancelled; the write happened anyway (at least once)

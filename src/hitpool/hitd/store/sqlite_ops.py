@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from .base import JobRecord
@@ -120,16 +121,46 @@ def _next_id(c: sqlite3.Connection) -> int:
     return int(c.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0) + 1
 
 
-def enqueue_json(c: sqlite3.Connection, blob: str, n: int, now: float) -> tuple[Any, Moves]:
-    """A batch without keys, as JSON [[task, args, max_attempts, run_at], ...]."""
+def enqueue_json(
+    c: sqlite3.Connection,
+    blob: str,
+    n: int,
+    now: float,
+    handoff: tuple[str, float, Callable[[], int]] | None = None,
+) -> tuple[Any, Moves]:
+    """A batch without keys, as JSON [[task, args, max_attempts, run_at], ...].
+
+    `handoff` (worker, lease_until, room), for a batch of due jobs: when no older due job is
+    queued, the first room() jobs are inserted already claimed by that worker. Returns
+    ((ids, handed), moves)."""
     first = _next_id(c)
-    c.execute(
-        "INSERT INTO jobs (id, task, args, status, max_attempts, created_at, run_at) "
-        "SELECT ? + key, value ->> 0, value -> 1, 'queued', value ->> 2, ?, value ->> 3 "
-        "FROM json_each(?)",
-        (first, now, blob),
-    )
-    return [(id, True) for id in range(first, first + n)], {"queued": n}
+    k = 0
+    if handoff is not None and c.execute(_ANY_DUE, (now,)).fetchone() is None:
+        k = max(0, min(n, handoff[2]()))
+    if k == 0:
+        c.execute(
+            "INSERT INTO jobs (id, task, args, status, max_attempts, created_at, run_at) "
+            "SELECT ? + key, value ->> 0, value -> 1, 'queued', value ->> 2, ?, value ->> 3 "
+            "FROM json_each(?)",
+            (first, now, blob),
+        )
+    else:
+        worker, lease_until, _ = handoff  # type: ignore[misc]
+        c.execute(
+            "INSERT INTO jobs (id, task, args, status, attempts, max_attempts, created_at, "
+            "started_at, run_at, lease_until, worker) "
+            "SELECT ? + key, value ->> 0, value -> 1, "
+            "CASE WHEN key < ? THEN 'running' ELSE 'queued' END, "
+            "CASE WHEN key < ? THEN 1 ELSE 0 END, value ->> 2, ?, "
+            "CASE WHEN key < ? THEN ? END, value ->> 3, "
+            "CASE WHEN key < ? THEN ? END, CASE WHEN key < ? THEN ? END FROM json_each(?)",
+            (first, k, k, now, k, now, k, lease_until, k, worker, blob),
+        )
+    ids = [(id, True) for id in range(first, first + n)]
+    return (ids, k), {"queued": n - k, "running": k}
+
+
+_ANY_DUE = "SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1"
 
 
 def enqueue_rows(
