@@ -29,7 +29,6 @@ import inspect
 import ipaddress
 import logging
 import math
-import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
+from .. import durations
 from .._errors import SpecError, TaskError, UnknownTask
 
 __all__ = [
@@ -296,36 +296,12 @@ def load_modules(names: Iterable[str]) -> list[str]:
 
 # -- the built-ins ----------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 HELLO_MAX_DELAY_S = 3600.0
 
 
 def parse_seconds(value: Any, field_name: str) -> float:
-    """A number of seconds or a Go duration ("1s", "250ms", "1m30s"), as the seed's delay."""
-    seconds: float
-    if isinstance(value, bool):
-        raise SpecError(field_name, 'must be seconds or a duration like "1s"')
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for m in _DURATION.finditer(text):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _UNIT_S[m.group(2)]
-                pos = m.end()
-            if pos != len(text):
-                raise SpecError(field_name, f'{value!r} is not a duration like "1s" or "250ms"')
-    else:
-        raise SpecError(field_name, 'must be seconds or a duration like "1s"')
-    if not (math.isfinite(seconds) and 0 <= seconds <= HELLO_MAX_DELAY_S):
-        raise SpecError(field_name, f"must be from 0 to {HELLO_MAX_DELAY_S:g} seconds")
-    return seconds
+    """The seed's delay: seconds or a Go duration ("1s", "250ms", "1m30s"), at most an hour."""
+    return durations.parse_seconds(value, field_name, max_s=HELLO_MAX_DELAY_S)
 
 
 async def hello(name: str = "world", delay: float | str = 0) -> str:
