@@ -191,6 +191,7 @@ async def test_delete_cancels_a_queued_job_only(start_hitd, connect) -> None:
     job_id = (await c.request("POST", "/jobs", {"task": "hello", "delay": "1h"}, JSON)).json()["id"]
     r = await c.request("DELETE", f"/jobs/{job_id}")
     assert (r.status, r.json()["status"]) == (200, "cancelled")
+    assert r.json()["finished_at"] is not None
     r = await c.request("DELETE", f"/jobs/{job_id}")
     assert (r.status, r.json()["field"]) == (409, "status")
     assert (await c.request("GET", f"/jobs/{job_id}")).json()["status"] == "cancelled"

@@ -391,7 +391,7 @@ class App:
 
     async def _cancel_job(self, job_id: int) -> Response:
         try:
-            if await self.store.cancel(job_id):
+            if await self.store.cancel(job_id, self.clock()):
                 record = await self.store.get(job_id)
                 return json_response(200, record.to_json() if record else {"id": job_id})
             record = await self.store.get(job_id)
