@@ -54,7 +54,7 @@ MEASURE_LIMIT_S=$((DURATION + 30))
 # measured ~1.5x faster than 1,000,000 here. /stats' rejected counts are kept for each run.
 GO_QUEUE=100000
 HITD_QUEUE=1000000
-WORKERS=16
+WORKERS=${WORKERS:-16} # both servers; the env overrides it for experiments
 
 # --- what we need ---------------------------------------------------------------------------------
 need_venv
