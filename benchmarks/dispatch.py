@@ -71,7 +71,9 @@ async def bare_queue(fn: Callable[[], Awaitable[None]], n: int, w: int, size: in
     return dt
 
 
-async def taskgroup_semaphore(fn: Callable[[], Awaitable[None]], n: int, w: int, size: int) -> float:
+async def taskgroup_semaphore(
+    fn: Callable[[], Awaitable[None]], n: int, w: int, size: int
+) -> float:
     sem = asyncio.Semaphore(w)
 
     async def run() -> None:
@@ -159,8 +161,14 @@ def median_rate(samples: list[float], n: int) -> float:
     return n / statistics.median(samples)
 
 
+def row(loop: str, job: str, workers: int, name: str, rate: float, anchor: float) -> None:
+    print(f"| {loop} | {job} | {workers} | {name} | {rate:,.0f} | {rate / anchor:.2f} |")
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=5, help="runs per variant (the median is shown)")
     ap.add_argument("--jobs", type=int, default=100_000, help="jobs per asyncio run")
     ap.add_argument("--thread-jobs", type=int, default=50_000, help="jobs per thread run")
@@ -179,11 +187,13 @@ def main() -> int:
         async_variants.append(("aiometer.run_all", aiometer_run))
     async_variants.append(("hitpool.Dispatcher", dispatcher))
 
-    print(f"# dispatch benchmark: python {sys.version.split()[0]}, uvloop {uvloop.__version__}, "
-          f"{n} jobs/run, queue_size {size}, median of {args.runs} runs, cpu={args.cpu}; "
-          "asyncio rows per CPU-second, thread rows per wall second")
+    print(
+        f"# dispatch benchmark: python {sys.version.split()[0]}, uvloop {uvloop.__version__}, "
+        f"{n} jobs/run, queue_size {size}, median of {args.runs} runs, cpu={args.cpu}; "
+        "asyncio rows per CPU-second, thread rows per wall second"
+    )
     print()
-    print("| loop | job | workers | implementation | jobs/s | × anchor |")
+    print("| loop | job | workers | implementation | jobs/s | x anchor |")
     print("|---|---|---|---|---:|---:|")
     for loop_name, runner in (("uvloop", uvloop.run), ("asyncio", asyncio.run)):
         for job in (noop, sleep0):
@@ -195,8 +205,7 @@ def main() -> int:
                         samples[name].append(runner(variant(job, n, w, size)))
                 anchor = median_rate(samples[async_variants[0][0]], n)
                 for name, _ in async_variants:
-                    rate = median_rate(samples[name], n)
-                    print(f"| {loop_name} | {job.__name__} | {w} | {name} | {rate:,.0f} | {rate / anchor:.2f} |")
+                    row(loop_name, job.__name__, w, name, median_rate(samples[name], n), anchor)
                 sys.stdout.flush()
 
     thread_variants: list[tuple[str, Callable[[int, int, int], float]]] = [
@@ -213,8 +222,7 @@ def main() -> int:
                 tsamples[name].append(tvariant(tn, w, size))
         anchor = median_rate(tsamples[thread_variants[0][0]], tn)
         for name, _ in thread_variants:
-            rate = median_rate(tsamples[name], tn)
-            print(f"| threads | noop | {w} | {name} | {rate:,.0f} | {rate / anchor:.2f} |")
+            row("threads", "noop", w, name, median_rate(tsamples[name], tn), anchor)
     return 0
 
 
