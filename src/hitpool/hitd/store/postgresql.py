@@ -28,7 +28,7 @@ import asyncpg
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
 from .base import STATUSES, JobRecord, NewJob, Outcome, Store
-from .sqlite_ops import dumps, loads
+from .sqlite_ops import dumps, row_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hitd_jobs (
@@ -65,23 +65,8 @@ ESTIMATE_REFRESH_S = 1.0
 
 
 def _record(r: Any) -> JobRecord:
-    return JobRecord(
-        id=r[0],
-        task=r[1],
-        args=loads(r[2]),
-        status=r[3],
-        attempts=r[4],
-        max_attempts=r[5],
-        result=None if r[6] is None else loads(r[6]),
-        error=r[7],
-        created_at=r[8],
-        started_at=r[9],
-        finished_at=r[10],
-        run_at=r[11],
-        key=r[12],
-        lease_until=r[13],
-        worker=r[14],
-    )
+    # The same columns in the same order as SQLite's (COLUMNS): one row -> record rule.
+    return row_record(tuple(r))
 
 
 def _count(status: str) -> int:
