@@ -163,7 +163,11 @@ class HitdProcess:
         full_env.update(env or {})
         # Tests pass task modules that live next to them (--tasks test_hitd_...).
         here = str(Path(__file__).parent)
-        full_env["PYTHONPATH"] = here + os.pathsep + full_env.get("PYTHONPATH", "")
+        # The test modules are the task modules (`--tasks test_hitd_...`), and they import
+        # their helpers as `hitd._helpers` from tests/.
+        tests_root = os.path.dirname(here)
+        paths = (here, tests_root, full_env.get("PYTHONPATH", ""))
+        full_env["PYTHONPATH"] = os.pathsep.join(paths)
         self.log_path = cwd / f"hitd-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

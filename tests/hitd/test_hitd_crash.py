@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hitd._helpers import wait_for
 from hitpool.hitd.tasks import task
 
 pytestmark = pytest.mark.slow
@@ -29,18 +29,6 @@ async def block_first_time(marker: str) -> str:
     path.write_text("started")
     await asyncio.sleep(3600)
     return "unreachable"
-
-
-async def wait_for(check: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll an external process (bounded): the condition lives in another process."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_every_202_survives_kill_9_mid_burst(hitd_process, connect) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from hitd._helpers import wait_for
 from hitpool.hitd.tasks import task
 
 pytestmark = pytest.mark.slow
@@ -28,18 +27,6 @@ async def hold(started: str, release: str) -> str:
     while not Path(release).exists():
         await asyncio.sleep(0.01)
     return "finished"
-
-
-async def wait_for(check: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll an external process (bounded): the condition lives in another process."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def rows(db: Path) -> dict[int, tuple[str, int]]:

@@ -7,16 +7,15 @@ Time is a plain number passed in, so leases and retries need no sleeping.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hitd import _store_fixtures
 from hitpool import SpecError, StoreError, StoreUnavailable
 from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
@@ -524,20 +523,7 @@ class TestSQLiteStoreRowByRow(StoreContract):
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _load_store_fixtures() -> Any:
-    """tests/hitd/_store_fixtures.py, loaded by path (the tests are not a package)."""
-    name = "hitd_store_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("_store_fixtures.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-_pg = _load_store_fixtures()
+_pg = _store_fixtures
 pg_url = _pg.pg_url  # the session fixture, registered in this module
 
 

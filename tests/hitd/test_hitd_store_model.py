@@ -9,8 +9,6 @@ memory store is the model; the SQLite store (both of its batch paths) must match
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hitd import _store_fixtures
 from hitpool.hitd.lifecycle import can_transition
 from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
@@ -188,20 +187,7 @@ def test_sqlite_matches_the_memory_model(sequence: list[Op], use_json: bool) -> 
     asyncio.run(run([START, *sequence], use_json))
 
 
-def _load_store_fixtures() -> Any:
-    """tests/hitd/_store_fixtures.py, loaded by path (the tests are not a package)."""
-    name = "hitd_store_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("_store_fixtures.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-_pg = _load_store_fixtures()
+_pg = _store_fixtures
 pg_url = _pg.pg_url
 
 
