@@ -421,10 +421,25 @@ async def test_map_raises_a_failed_item_and_cancels_the_rest() -> None:
         invariant(pool)
 
 
+async def test_a_zero_delay_is_a_ready_job_and_counts_against_the_queue() -> None:
+    gate = Gate()
+    gate.expect = 1
+    async with Dispatcher(workers=1, queue_size=1) as pool:
+        await pool.dispatch(gate.job)
+        await gate.all_started.wait()
+        pool.dispatch_nowait(gate.job, delay=0)
+        with pytest.raises(QueueFull):
+            pool.dispatch_nowait(gate.job, delay=0)
+        assert pool.statistics().queued == 1
+        gate.open.set()
+
+
 async def test_dispatch_before_start_and_after_close() -> None:
     pool = Dispatcher(workers=1, queue_size=1)
     with pytest.raises(RuntimeError, match="async with"):
         await pool.dispatch(asyncio.sleep, 0)
+    with pytest.raises(RuntimeError, match="async with"):
+        pool.dispatch_nowait(asyncio.sleep, 0)
     async with pool:
         pass
     with pytest.raises(DispatcherClosed):

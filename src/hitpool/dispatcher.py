@@ -190,6 +190,8 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)``; wait while the queue is full. Returns the job."""
+        if delay is not None:
+            delay = _check_delay(delay) or None  # a delay of 0 is a ready job
         if delay is None:
             if len(self._ready) >= self._queue_size or self._room or self._shut:
                 await self._wait_for_room(self._room, self._ready_full)
@@ -201,7 +203,6 @@ class Dispatcher(Core):
             if self._parked:
                 _wake_one(self._parked)
             return job
-        delay = _check_delay(delay)
         if len(self._delayed) >= self._queue_size or self._delay_room or self._shut:
             await self._wait_for_room(self._delay_room, self._delayed_full)
         return self._put(fn, args, kwargs, delay)
@@ -215,13 +216,14 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
-        if self._closed:
-            raise DispatcherClosed("the dispatcher is stopped")
+        if self._shut:
+            self._check_open()
+        if delay is not None:
+            delay = _check_delay(delay) or None  # a delay of 0 is a ready job
         if delay is None:
             if len(self._ready) >= self._queue_size or self._room:
                 raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
         else:
-            delay = _check_delay(delay)
             if len(self._delayed) >= self._queue_size or self._delay_room:
                 raise QueueFull(f"{self._queue_size} delayed jobs are waiting (queue_size)")
         return self._put(fn, args, kwargs, delay)
