@@ -268,19 +268,35 @@ async def run_async(
     if spec.processes > 1 and spec.lanes > 1:
         return await _run_processes(spec, stop=stop, timeline=timeline, progress=progress)
 
-    async def now() -> int:
-        return time.perf_counter_ns()
+    return await _drive_here(spec, stop=stop, timeline=timeline, progress=progress)
 
+
+async def _start_now() -> int:
+    return time.perf_counter_ns()
+
+
+async def _drive_here(
+    spec: Spec,
+    *,
+    stop: asyncio.Event | None,
+    timeline: bool,
+    progress: Callable[[Progress], None] | None,
+    sink: Callable[[Result], None] | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
+) -> Summary:
+    """The whole spec in this process, starting at once (no other process to wait for)."""
     return await _drive(
         spec,
         lanes=spec.lanes,
         requests=spec.requests,
         rate=spec.rps,
         offset=0.0,
-        go=now,
+        go=_start_now,
         stop=stop,
         timeline=timeline,
         progress=progress,
+        sink=sink,
+        on_engine=on_engine,
     )
 
 
@@ -306,22 +322,9 @@ async def send_n(spec: Spec, *, buffer: int = 1024) -> AsyncIterator[Result]:
         if len(buf) >= buffer:
             engines[0].pause()
 
-    async def now() -> int:
-        return time.perf_counter_ns()
-
     task = asyncio.get_running_loop().create_task(
-        _drive(
-            spec,
-            lanes=spec.lanes,
-            requests=spec.requests,
-            rate=spec.rps,
-            offset=0.0,
-            go=now,
-            stop=None,
-            timeline=False,
-            progress=None,
-            sink=sink,
-            on_engine=engines.append,
+        _drive_here(
+            spec, stop=None, timeline=False, progress=None, sink=sink, on_engine=engines.append
         )
     )
     task.add_done_callback(lambda _: wake.set())
