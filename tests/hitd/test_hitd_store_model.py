@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ async def run(sequence: list[Op], use_json: bool, real: Store | None = None) -> 
                 for id in known:
                     ra, rb = await model.get(id), await real.get(to_real[id])
                     assert ra is not None and rb is not None
-                    assert ra == replace(rb, id=id), (op, ra, rb)
+                    assert ra == rb._replace(id=id), (op, ra, rb)
                     check_invariants(ra)
                     old = before.get(id)
                     if old is not None and old != ra.status:
