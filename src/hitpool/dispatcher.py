@@ -85,6 +85,12 @@ class Dispatcher(Core):
         self._ready: deque[Job[Any]] = deque()
         self._delayed: set[Job[Any]] = set()
         self._parked: deque[asyncio.Future[None]] = deque()  # idle workers
+        # Workers woken for ready jobs that have not resumed yet. A put wakes a worker only
+        # when none is on its way, and a worker that takes a job wakes the next one if jobs
+        # remain (a chain). Waking one per put woke 16 workers for a burst of 16 jobs that
+        # the first worker then ran alone when they finished without suspending; the other
+        # 15 each paid a future, a task step and a park for nothing.
+        self._waking = 0
         self._room: deque[asyncio.Future[None]] = deque()  # dispatchers waiting for room
         self._delay_room: deque[asyncio.Future[None]] = deque()
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -200,8 +206,8 @@ class Dispatcher(Core):
             self._next_id += 1
             self._barrier.count += 1
             self._ready.append(job)
-            if self._parked:
-                _wake_one(self._parked)
+            if self._parked and not self._waking:
+                self._wake_worker()
             return job
         if len(self._delayed) >= self._queue_size or self._delay_room or self._shut:
             await self._wait_for_room(self._delay_room, self._delayed_full)
@@ -281,19 +287,24 @@ class Dispatcher(Core):
         self._barrier.count += 1
         if delay is None or delay == 0:
             self._ready.append(job)
-            if self._parked:
-                _wake_one(self._parked)
+            if self._parked and not self._waking:
+                self._wake_worker()
         else:
             self._delayed.add(job)
             job._timer = self._loop.call_later(delay, self._release, job)  # type: ignore[union-attr]
         return job
 
+    def _wake_worker(self) -> None:
+        """Wake one parked worker for the ready jobs (see `_waking`)."""
+        if _wake_one(self._parked):
+            self._waking += 1
+
     def _release(self, job: Job[Any]) -> None:
         """A delayed job is due: it joins the back of the ready queue."""
         self._delayed.discard(job)
         self._ready.append(job)
-        if self._parked:
-            _wake_one(self._parked)
+        if self._parked and not self._waking:
+            self._wake_worker()
         if self._delay_room:
             _wake_one(self._delay_room)
 
@@ -319,6 +330,8 @@ class Dispatcher(Core):
                     try:
                         await fut
                     finally:
+                        if self._waking:  # resumed: no longer on its way
+                            self._waking -= 1
                         if not fut.done():
                             fut.cancel()
                             try:
@@ -329,9 +342,11 @@ class Dispatcher(Core):
                 if wid >= self._workers:
                     # Resized down: leave the job to a worker that stays, and go.
                     if self._parked:
-                        _wake_one(self._parked)
+                        self._wake_worker()
                     return
                 job = ready.popleft()
+                if ready and self._parked and not self._waking:
+                    self._wake_worker()  # the chain: more jobs wait
                 if self._room:
                     _wake_one(self._room)
                 job.status = RUNNING
@@ -570,12 +585,13 @@ def _wake_future(fut: asyncio.Future[None], job: object) -> None:
         fut.set_result(None)
 
 
-def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> bool:
     while waiters:
         fut = waiters.popleft()
         if not fut.done():
             fut.set_result(None)
-            return
+            return True
+    return False
 
 
 def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:

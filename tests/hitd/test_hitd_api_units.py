@@ -45,14 +45,15 @@ def test_parse_job_sets_due_time_and_defaults() -> None:
     job = parse_job({"task": "t", "delay": "2s"}, now=100.0)
     assert job == NewJob("t", {}, 102.0, 3, None)
     job = parse_job({"task": "t", "args": {"a": 1}, "max_attempts": 5, "key": "k"}, now=1.0)
-    assert job == NewJob("t", {"a": 1}, 1.0, 5, "k")
+    assert job == NewJob("t", {"a": 1}, None, 5, "k")  # no delay: due when committed
+    assert parse_job({"task": "t", "delay": 0}, now=1.0).run_at is None
     assert parse_job({"task": "t"}, 0.0, key="hdr").key == "hdr"
     assert parse_job({"task": "t", "key": "body"}, 0.0, key="hdr").key == "body"
 
 
 def test_parse_jobs_object_or_array() -> None:
-    assert parse_jobs(b'{"task": "a"}', 0.0) == ([NewJob("a", {}, 0.0)], False)
-    assert parse_jobs(b' [{"task": "a"}]', 0.0) == ([NewJob("a", {}, 0.0)], True)
+    assert parse_jobs(b'{"task": "a"}', 0.0) == ([NewJob("a", {})], False)
+    assert parse_jobs(b' [{"task": "a"}]', 0.0) == ([NewJob("a", {})], True)
     assert parse_jobs(b'\xef\xbb\xbf{"task": "a"}', 0.0)[0][0].task == "a"  # a BOM is ignored
 
 

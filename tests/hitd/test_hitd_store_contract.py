@@ -91,6 +91,16 @@ class StoreContract:
         }
         assert await store.get(id + 1000) is None
 
+    async def test_a_job_without_run_at_is_due_when_enqueued(self, store: Store) -> None:
+        [(early, _)] = await store.enqueue([job(run_at=T0 + 1)], T0)
+        [(now, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 2)
+        rec = await store.get(now)
+        assert rec is not None and (rec.created_at, rec.run_at) == (T0 + 2, T0 + 2)
+        assert await store.claim("w", 10, T0 + 1.5, 30) != []  # only `early` is due
+        [got] = await store.claim("w", 10, T0 + 2, 30)
+        assert (got.id, got.run_at) == (now, T0 + 2)
+        assert early != now
+
     # -- idempotency keys ----------------------------------------------------------------
 
     async def test_key_held_by_an_active_job_returns_its_id(self, store: Store) -> None:
@@ -213,6 +223,16 @@ class StoreContract:
         [again] = await store.claim("w1", 10, T0 + 7, 30)
         assert (again.id, again.attempts) == (ids[1], 2)
         await store.finish([], T0)
+
+    async def test_a_result_json_cannot_hold_is_kept_as_its_repr(self, store: Store) -> None:
+        [(id, _)] = await store.enqueue([job()], T0)
+        await store.claim("w1", 1, T0, 30)
+        cycle: list[object] = []
+        cycle.append(cycle)
+        await store.finish([Outcome(id, "w1", ok=True, result=cycle)], T0 + 1)
+        rec = await store.get(id)
+        assert rec is not None and rec.status == "succeeded"
+        assert rec.result in (cycle, "[[...]]")  # memory keeps the object itself
 
     async def test_a_failure_on_the_last_attempt_is_dead(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([NewJob("hello", {}, T0, max_attempts=1)], T0)
@@ -456,6 +476,14 @@ class TestSQLiteStore(StoreContract):
         store.set_handoff(None)
         await store.enqueue([job()], T0 + 3)
         assert took.got == []
+        # Without run_at (due when enqueued) it is handed off too, due at the enqueue's now.
+        one = Taker(room=1)
+        store.set_handoff(one)
+        await store.claim("x", 10, T0 + 60, 30)  # nothing older waits
+        [(id, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 61)
+        [r] = one.got
+        assert (r.id, r.run_at, r.created_at) == (id, T0 + 61, T0 + 61)
+        assert r == await store.get(id)
 
     async def test_concurrent_enqueues_never_hand_off_more_than_the_room(
         self, store: Store

@@ -106,7 +106,9 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
     job_key = obj.get("key", key)
     if job_key is not None and (not isinstance(job_key, str) or not 0 < len(job_key) <= 200):
         raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
-    return NewJob(task, args, now + seconds, max_attempts, job_key)
+    # No delay: due when committed (run_at None). A float per job is what encoding the
+    # batch for the store spent most on (float repr is ~1 us; the rest of a job ~0.8 us).
+    return NewJob(task, args, now + seconds if seconds else None, max_attempts, job_key)
 
 
 def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[list[NewJob], bool]:
@@ -375,7 +377,7 @@ class App:
             body = {"id": job_id, "name": name, "delay": delay}
             return json_response(201, body, (("Location", f"/jobs/{job_id}"),))
 
-        job = NewJob("hello", args, self.clock(), 1)
+        job = NewJob("hello", args, None, 1)
         return self._submit([job], respond)
 
     # --- reading and cancelling -------------------------------------------------------------

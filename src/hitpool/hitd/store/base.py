@@ -60,11 +60,12 @@ EXPIRED = float("-inf")  # the lease_until of an expired lease: before any `now`
 
 
 class NewJob(NamedTuple):
-    """A job to enqueue. `run_at` is when it becomes due (now, or now + delay)."""
+    """A job to enqueue. `run_at` is when it becomes due; None (the usual case) means at
+    once: the store uses the enqueue's `now`, so the job is due when it is created."""
 
     task: str
     args: dict[str, Any]
-    run_at: float
+    run_at: float | None = None
     max_attempts: int = 3
     key: str | None = None
 

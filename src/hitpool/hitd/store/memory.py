@@ -50,7 +50,7 @@ class _Job:
         self.created_at = now
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self.run_at = job.run_at
+        self.run_at = now if job.run_at is None else job.run_at
         self.key = job.key
         self.lease_until: float | None = None
         self.worker: str | None = None

@@ -28,7 +28,7 @@ import asyncpg
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
 from .base import STATUSES, JobRecord, NewJob, Outcome, Store
-from .sqlite_ops import dumps, row_record
+from .sqlite_ops import dumps, result_json, row_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hitd_jobs (
@@ -162,7 +162,7 @@ class PostgreSQLStore(Store):
             r[0]
             for r in await c.fetch(
                 "INSERT INTO hitd_jobs (id, task, args, status, max_attempts, created_at, "
-                "run_at, key) SELECT i, t, a, 'queued', m, $7, r, k FROM "
+                "run_at, key) SELECT i, t, a, 'queued', m, $7, coalesce(r, $7), k FROM "
                 "unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::float8[], "
                 "$6::text[]) AS u(i, t, a, m, r, k) "
                 f"ON CONFLICT {_KEY_CONFLICT} DO NOTHING RETURNING id",
@@ -300,7 +300,7 @@ class PostgreSQLStore(Store):
                 f"$3::text[]) AS u(i, w, r) WHERE {held}",
                 [o.id for o in ok],
                 [o.worker for o in ok],
-                [dumps(o.result) for o in ok],
+                [result_json(o.result) for o in ok],
                 now,
             )
         requeued = 0

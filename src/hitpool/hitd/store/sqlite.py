@@ -258,12 +258,12 @@ class SQLiteStore(Store):
         if self._use_json and all(j.key is None for j in jobs):
             try:
                 blob = ops.dumps_strict([[j.task, j.args, j.max_attempts, j.run_at] for j in jobs])
-            except ValueError:  # NaN or Infinity in args: SQLite's JSON refuses them
+            except (ValueError, RecursionError):  # NaN or Infinity (SQLite refuses them)
                 pass
             else:
                 h = self._handoff
                 ids: list[tuple[int, bool]]
-                if h is None or not all(j.run_at <= now for j in jobs):
+                if h is None or not all(j.run_at is None or j.run_at <= now for j in jobs):
                     ids, _ = await self._write(lambda c: ops.enqueue_json(c, blob, n, now))
                     return ids
                 ids, _ = await self._write(self._handoff_op(h, jobs, blob, now))
@@ -315,7 +315,7 @@ class SQLiteStore(Store):
                 now,
                 now,
                 None,
-                j.run_at,
+                now if j.run_at is None else j.run_at,
                 None,
                 lease_until,
                 worker,
@@ -371,12 +371,12 @@ class SQLiteStore(Store):
                 b_ok, b_retry, b_final = (
                     ops.dumps_strict(b) if b else None for b in (ok, retry, final)
                 )
-            except ValueError:  # a result holds NaN or Infinity: take the rows path
+            except (ValueError, RecursionError):  # NaN, Infinity or a cycle: the rows path
                 pass
             else:
                 await self._write(lambda c: ops.finish_json(c, b_ok, b_retry, b_final, now))
                 return
-        ok_rows = [(ops.dumps(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
+        ok_rows = [(ops.result_json(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
         retry_rows = [
             (o.error, o.retry_at, o.id, o.worker)
             for o in outcomes
