@@ -431,3 +431,41 @@ async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
         assert (await rec(store, id)).status == "queued"
     finally:
         await store.close()
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts claims and can be told when one happens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+        self.claimed = asyncio.Event()
+
+    async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
+        self.claims += 1
+        self.claimed.set()
+        return await super().claim(worker, limit, now, lease_s)
+
+
+async def test_a_commit_claims_only_when_jobs_are_queued(clock: Clock) -> None:
+    store = CountingStore()
+    await store.open()
+    # poll_s is long: every claim below is one a commit or notify() caused.
+    async with make_runner(store, Registry(include_global=False), clock, poll_s=3600) as runner:
+        await runner.until_idle()  # the first look, at start
+        first = store.claims
+        runner.committed()  # nothing queued: jobs handed off in their enqueue need no claim
+        await runner.until_idle()
+        assert store.claims == first
+        [id] = await enqueue(store, "hello", args={"name": "q"})
+        store.claimed.clear()
+        runner.committed()  # a queued job: claimed at once
+        await store.claimed.wait()
+        await runner.until_idle()
+        assert (await rec(store, id)).status == "succeeded"
+        n = store.claims
+        runner.notify()  # notify() looks regardless (expired leases, other processes' jobs)
+        store.claimed.clear()
+        await store.claimed.wait()
+        assert store.claims == n + 1
+    await store.close()

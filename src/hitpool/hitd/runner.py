@@ -7,10 +7,11 @@
 Three tasks, all owned by the runner and ended by `stop()`:
 
 - the claimer takes up to `claim_batch` due jobs in one `claim()` when there is room (at
-  most `workers + queue_size` jobs claimed and not yet run). It wakes on `notify()` (the HTTP
-  side calls it after a commit), when jobs end and free room, and every `poll_s` for delayed
-  jobs, retries and expired leases. A job whose outcome waits for its commit takes no room,
-  so the next claim rides in the same transaction as that finish;
+  most `workers + queue_size` jobs claimed and not yet run). It wakes on `committed()` (the
+  HTTP side calls it after a commit) and when jobs end and free room, and then claims only
+  if the store holds queued jobs; every `poll_s` (and on `notify()`) it claims regardless,
+  for expired leases and other processes' jobs. A job whose outcome waits for its commit
+  takes no room, so the next claim rides in the same transaction as that finish;
 - the finisher records outcomes with one `finish()` per batch: while one commit is in the disk
   the next outcomes pile up, so the batch grows with the load;
 - the renewer extends the leases of every held job every `lease_s / 3`.
@@ -160,6 +161,7 @@ class Runner:
         self._wake = asyncio.Event()  # claimer: new jobs, room, or stop
         self._flush = asyncio.Event()  # finisher: outcomes to record, or stop
         self._idle = asyncio.Event()
+        self._polled = True  # the first claim looks for expired leases and waiting jobs
         self._stopping = False
         self._draining = False
         self._finisher_done = False
@@ -248,7 +250,14 @@ class Runner:
             del job
 
     def notify(self) -> None:
-        """New jobs were committed: claim now instead of at the next poll. Never waits."""
+        """Look for due jobs and expired leases now instead of at the next poll. Never waits."""
+        self._polled = True
+        self._idle.clear()
+        self._wake.set()
+
+    def committed(self) -> None:
+        """Jobs were committed (the intake's hook): claim now if the store holds queued ones.
+        Those handed off in their own enqueue are already here."""
         self._idle.clear()
         self._wake.set()
 
@@ -327,11 +336,15 @@ class Runner:
 
     async def _pause(self) -> None:
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(self._poll_s, self._wake.set)
+        timer = loop.call_later(self._poll_s, self._poll)
         try:
             await self._wake.wait()
         finally:
             timer.cancel()
+
+    def _poll(self) -> None:
+        self._polled = True
+        self._wake.set()
 
     async def _claimer(self) -> None:
         pool = self._pool
@@ -340,7 +353,16 @@ class Runner:
         while not self._stopping:
             self._wake.clear()
             room = self._capacity - self._active
-            if room > 0 and (not self._active or room >= self._claim_min):
+            # Woken by a commit or by room freed, claim only when the store has queued jobs:
+            # fresh jobs are mostly handed off in their enqueue, and a claim that finds
+            # nothing is still a transaction (it ran after every commit under load). The
+            # poll claims regardless: expired leases, and other processes' jobs.
+            if (
+                room > 0
+                and (not self._active or room >= self._claim_min)
+                and (self._polled or self._store.queued_estimate() > 0)
+            ):
+                self._polled = False
                 want = min(room, self._claim_batch)
                 try:
                     recs = await self._store.claim(
@@ -364,6 +386,8 @@ class Runner:
                     # Nothing due, nothing running, and no notify() arrived during the claim
                     # (its jobs may have committed after the claim looked).
                     self._idle.set()
+            elif not self._held and not self._wake.is_set() and not self._polled:
+                self._idle.set()  # nothing queued, nothing held
             if self._stopping:
                 break
             await self._pause()

@@ -68,7 +68,7 @@ class Hitd:
             lease_s=config.lease_s,
             grace_s=config.grace_s,
         )
-        self.intake = Intake(self.store, on_commit=self.runner.notify)
+        self.intake = Intake(self.store, on_commit=self.runner.committed)
         self.app = App(
             self.store,
             self.intake,
