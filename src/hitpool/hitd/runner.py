@@ -422,7 +422,7 @@ class Runner:
                     else:
                         result = await self._in_thread(td, args)
             self._completed += 1
-            outcome = Outcome(rec.id, self.worker_name, ok=True, result=result)
+            outcome = Outcome(rec.id, self.worker_name, True, result)  # positional: cheaper
         except (UnknownTask, SpecError) as e:
             # Unknown task, bad arguments (ours or the task's own check): no retry can help.
             outcome = self._failure(rec, _describe(e), permanent=True)

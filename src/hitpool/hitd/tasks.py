@@ -74,6 +74,15 @@ class Param:
     name: str
     required: bool
     types: tuple[type, ...] | None  # None: not checked (no annotation, or not a simple type)
+    # Classes accepted on sight, without the full check: every checked class but bool (an
+    # int subclass, refused where the annotation says int) and float (must be finite).
+    exact: frozenset[type] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        exact = frozenset(self.types or ()) - {bool, float}
+        if self.types is not None and bool in self.types:
+            exact |= {bool}
+        object.__setattr__(self, "exact", exact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +111,9 @@ class TaskDef:
             if p.name in args:
                 seen += 1
                 if p.types is not None:
-                    _check_type(p, args[p.name])
+                    value = args[p.name]
+                    if value.__class__ not in p.exact:
+                        _check_type(p, value)
             elif p.required:
                 raise SpecError(f"args.{p.name}", f"required by task {self.name!r}")
         if seen != len(args) and not self.takes_any:

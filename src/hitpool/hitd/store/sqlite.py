@@ -360,14 +360,13 @@ class SQLiteStore(Store):
         if self._use_json:
             try:
                 ok = [[o.id, o.worker, o.result] for o in outcomes if o.ok]
+                failed = [o for o in outcomes if not o.ok] if len(ok) < len(outcomes) else []
                 retry = [
-                    [o.id, o.worker, o.error, o.retry_at]
-                    for o in outcomes
-                    if not o.ok and o.retry_at is not None
+                    [o.id, o.worker, o.error, o.retry_at] for o in failed if o.retry_at is not None
                 ]
                 # Retries go in `final` too: applied after the retries, they only touch a
                 # retry that was refused (its last attempt), which is then dead.
-                final = [[o.id, o.worker, o.error, int(o.permanent)] for o in outcomes if not o.ok]
+                final = [[o.id, o.worker, o.error, int(o.permanent)] for o in failed]
                 b_ok, b_retry, b_final = (
                     ops.dumps_strict(b) if b else None for b in (ok, retry, final)
                 )
