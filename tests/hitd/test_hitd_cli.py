@@ -21,6 +21,23 @@ def test_defaults() -> None:
         (),
     )
     assert c.max_body_bytes == 1024 * 1024
+    assert c.retention_s == 7 * 24 * 3600.0  # 168h
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "seconds"),
+    [
+        (["--retention", "720h"], {}, 720 * 3600.0),
+        (["--retention", "0"], {}, 0.0),  # keep finished jobs forever
+        (["--retention", "90"], {}, 90.0),
+        ([], {"HITD_RETENTION": "30m"}, 1800.0),
+        ([], {"HITD_RETENTION": "0"}, 0.0),
+        ([], {"HITD_RETENTION": ""}, 7 * 24 * 3600.0),
+        (["--retention", "1h"], {"HITD_RETENTION": "30m"}, 3600.0),  # the flag wins
+    ],
+)
+def test_retention(argv, env, seconds) -> None:
+    assert parse_config(argv, env).retention_s == seconds
 
 
 def test_environment_and_flags() -> None:
@@ -68,6 +85,9 @@ def test_environment_and_flags() -> None:
         (["--grace", "soon"], "--grace"),
         (["--lease", "0"], "--lease"),
         (["--max-body", "0"], "--max-body"),
+        (["--retention", "7d"], "--retention"),
+        (["--retention=-1h"], "--retention"),
+        (["--retention", "soon"], "--retention"),
         (["--bogus"], "--bogus"),
     ],
 )
@@ -80,8 +100,22 @@ def test_bad_flags_name_the_flag_and_exit_2(argv, flag, capsys) -> None:
     assert "Traceback" not in err
 
 
+def test_a_bad_retention_says_how_to_write_one(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--retention", "7d"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "hitd: error: argument --retention: '7d' is not a duration" in err
+    assert "--retention 168h" in err and "0 to keep finished jobs forever" in err
+
+
 @pytest.mark.parametrize(
-    ("env", "name"), [({"MAX_WORKERS": "x"}, "MAX_WORKERS"), ({"MAX_QUEUE": "0"}, "MAX_QUEUE")]
+    ("env", "name"),
+    [
+        ({"MAX_WORKERS": "x"}, "MAX_WORKERS"),
+        ({"MAX_QUEUE": "0"}, "MAX_QUEUE"),
+        ({"HITD_RETENTION": "7d"}, "HITD_RETENTION"),
+    ],
 )
 def test_bad_environment_names_the_variable(env, name, monkeypatch, capsys) -> None:
     with pytest.raises(SpecError) as exc:
@@ -113,9 +147,17 @@ def test_bad_values_found_at_startup_exit_2(argv, flag, capsys, tmp_path, monkey
 def test_help_says_memory_jobs_die_with_the_process() -> None:
     text = " ".join(build_parser().format_help().split())
     assert "memory:// (jobs die with the process)" in text
-    for flag in ("--workers", "--queue-size", "--store", "--tasks", "--token", "--allow-target"):
+    for flag in (
+        "--workers",
+        "--queue-size",
+        "--store",
+        "--tasks",
+        "--token",
+        "--allow-target",
+        "--retention",
+    ):
         assert flag in text
-    for env in ("MAX_WORKERS", "MAX_QUEUE", "HITD_STORE", "HITD_TOKEN"):
+    for env in ("MAX_WORKERS", "MAX_QUEUE", "HITD_STORE", "HITD_TOKEN", "HITD_RETENTION"):
         assert env in text
 
 

@@ -383,6 +383,78 @@ class StoreContract:
         await check()
         assert (await store.counts())["dead"] == 2  # got[2], and got[6] expired on its last try
 
+    # -- purge (retention) ---------------------------------------------------------------
+
+    async def test_purge_deletes_only_finished_jobs_older_than_before(self, store: Store) -> None:
+        new = [NewJob("t", {"i": i}, T0, max_attempts=1) for i in range(6)]
+        a, b, c, d, e, f = (id for id, _ in await store.enqueue(new, T0))
+        assert await store.cancel(f, T0 + 4)
+        await store.claim("w", 5, T0, 30)  # a..e run; e stays running
+        await store.finish([Outcome(a, "w", ok=True)], T0 + 1)
+        await store.finish([Outcome(b, "w", ok=False, error="x", permanent=True)], T0 + 2)
+        await store.finish([Outcome(c, "w", ok=False, error="x")], T0 + 3)  # dead
+        await store.finish([Outcome(d, "w", ok=True)], T0 + 50)  # finished recently
+        g, h = (id for id, _ in await store.enqueue([job(), job(run_at=T0 + 100)], T0 + 5))
+        assert await store.purge(T0 + 1, 100) == 0  # finished_at < before, strictly
+        assert await store.purge(T0 + 10, 100) == 4
+        for id in (a, b, c, f):
+            assert await store.get(id) is None
+        kept = [await store.get(id) for id in (d, e, g, h)]
+        assert [r.status for r in kept if r] == ["succeeded", "running", "queued", "queued"]
+        assert await store.counts() == {**EMPTY, "queued": 2, "running": 1, "succeeded": 1}
+        assert store.queued_estimate() == 2
+        assert await store.purge(T0 + 10, 100) == 0
+        # Far in the future: only the finished job goes, never a queued or running one.
+        assert await store.purge(T0 + 1e6, 100) == 1
+        assert await store.get(d) is None
+        assert await store.counts() == {**EMPTY, "queued": 2, "running": 1}
+        assert [r.id for r in await store.claim("w2", 5, T0 + 100, 30)] == [g, h]
+
+    async def test_purge_respects_the_limit_lowest_id_first(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job() for _ in range(6)], T0)]
+        await store.claim("w", 6, T0, 30)
+        await store.finish([Outcome(i, "w", ok=True) for i in ids[:5]], T0 + 1)
+        assert await store.purge(T0 + 2, 0) == 0
+        assert await store.purge(T0 + 2, 2) == 2
+        assert [await store.get(i) is None for i in ids] == [True, True] + [False] * 4
+        assert (await store.counts())["succeeded"] == 3
+        assert await store.purge(T0 + 2, 2) == 2
+        assert await store.purge(T0 + 2, 2) == 1  # fewer than the limit: nothing is left
+        assert await store.purge(T0 + 2, 2) == 0
+        assert await store.counts() == {**EMPTY, "running": 1}
+
+    async def test_purge_keeps_the_newest_job_so_no_id_is_used_twice(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job(), job()], T0)]
+        await store.claim("w", 2, T0, 30)
+        await store.finish([Outcome(i, "w", ok=True) for i in ids], T0 + 1)
+        assert await store.purge(T0 + 2, 10) == 1
+        assert await store.get(ids[0]) is None and await store.get(ids[1]) is not None
+        [(new, _)] = await store.enqueue([job()], T0 + 3)
+        assert new > ids[1]
+        assert await store.purge(T0 + 2, 10) == 1  # no longer the newest
+        assert await store.get(ids[1]) is None
+        assert await store.counts() == {**EMPTY, "queued": 1}
+
+    async def test_a_purged_jobs_key_is_free(self, store: Store) -> None:
+        [(a, _)] = await store.enqueue([job(key="k")], T0)
+        await store.claim("w", 1, T0, 30)
+        await store.finish([Outcome(a, "w", ok=True)], T0 + 1)
+        await store.enqueue([job()], T0 + 1)  # a newer job: `a` is not the newest
+        assert await store.purge(T0 + 2, 10) == 1
+        assert await store.get(a) is None
+        [(b, created)] = await store.enqueue([job(key="k")], T0 + 3)
+        assert created and b > a
+        [(again, created)] = await store.enqueue([job(key="k")], T0 + 4)
+        assert (again, created) == (b, False)
+
+    async def test_purge_of_an_empty_store_is_nothing(self, store: Store) -> None:
+        assert await store.purge(T0, 10_000) == 0
+        [(a, _)] = await store.enqueue([job()], T0)
+        assert await store.cancel(a)  # cancelled without a time: no finished_at, kept
+        await store.enqueue([job()], T0)
+        assert await store.purge(T0 + 1e9, 10) == 0
+        assert (await store.counts())["cancelled"] == 1
+
 
 # -- the backends ----------------------------------------------------------------------------
 
@@ -640,6 +712,45 @@ def test_from_url_names_the_store_field_for_a_bad_url(url: str) -> None:
     assert "memory://" in str(e.value) or "sqlite:///" in str(e.value)
 
 
+def bound(created: dict[int, float], before: float) -> tuple[int, int]:
+    """Drive `bisect_created` over jobs {id: created_at}: (the bound, how many probes)."""
+    from hitpool.hitd.store.base import bisect_created
+
+    search = bisect_created(min(created), max(created), before)
+    probes = 0
+    try:
+        id = next(search)
+        while True:
+            probes += 1
+            id = search.send(min((i, t) for i, t in created.items() if i >= id)[1])
+    except StopIteration as done:
+        return done.value, probes
+
+
+@pytest.mark.parametrize(
+    ("created", "before", "expected"),
+    [
+        ({1: 10.0}, 10.0, 0),  # nothing created before: first - 1
+        ({1: 10.0}, 10.5, 1),
+        ({1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}, 3.0, 2),
+        ({1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}, 99.0, 4),
+        ({5: 1.0, 9: 2.0, 40: 3.0, 41: 4.0}, 3.0, 9),  # gaps (purged jobs)
+        ({5: 1.0, 9: 2.0, 40: 3.0, 41: 4.0}, 0.5, 4),
+        ({1: 1.0, 2: 1.1, 3: 1.05, 4: 5.0}, 2.0, 3),  # roughly growing: still found
+    ],
+)
+def test_bisect_created_finds_the_last_job_created_before(
+    created: dict[int, float], before: float, expected: int
+) -> None:
+    assert bound(created, before)[0] == expected
+
+
+def test_bisect_created_probes_a_million_ids_twenty_times() -> None:
+    created = {i: float(i) for i in range(1, 1_000_001, 997)}  # a sparse million
+    at, probes = bound(created, 500_000.0)
+    assert at == max(i for i in created if i < 500_000) and probes == 20
+
+
 async def test_memory_store_forgets_old_finished_jobs_to_stay_bounded() -> None:
     store = MemoryStore(keep_finished=2)
     ids = [id for id, _ in await store.enqueue([job() for _ in range(5)], T0)]
@@ -650,3 +761,32 @@ async def test_memory_store_forgets_old_finished_jobs_to_stay_bounded() -> None:
     # The lease heap still holds entries of forgotten jobs: they are skipped.
     [again] = await store.claim("w2", 5, T0 + 100, 30)
     assert (again.id, again.attempts) == (ids[4], 2)
+
+
+async def test_memory_store_purge_uncounts_forgotten_jobs_as_they_grow_old() -> None:
+    store = MemoryStore(keep_finished=1)
+    ids = [id for id, _ in await store.enqueue([job() for _ in range(5)], T0)]
+    await store.claim("w", 5, T0, 30)
+    # Two forgotten in the first minute, one in the third; ids[3] still held, ids[4] running.
+    for i, at in zip(ids[:4], (T0 + 1, T0 + 2, T0 + 130, T0 + 140), strict=True):
+        await store.finish([Outcome(i, "w", ok=i != ids[2], error="x")], at)
+    assert await store.counts() == {**EMPTY, "running": 1, "succeeded": 3, "failed": 1}
+    assert await store.purge(T0 + 2, 10) == 0  # the first minute ended at T0 + 2
+    assert await store.purge(T0 + 100, 1) == 1  # a limit applies to them too
+    assert await store.purge(T0 + 100, 10) == 1
+    assert await store.counts() == {**EMPTY, "running": 1, "succeeded": 1, "failed": 1}
+    assert await store.purge(T0 + 1000, 10) == 2  # the third minute, and ids[3]
+    assert await store.get(ids[3]) is None
+    assert await store.counts() == {**EMPTY, "running": 1}
+
+
+def test_memory_store_forgotten_minutes_stay_bounded_without_purges() -> None:
+    from hitpool.hitd.store.memory import _Forgotten
+
+    tally = _Forgotten()
+    for m in range(_Forgotten.MAX_MINUTES + 50):
+        tally.add("succeeded", T0 + 60.0 * m)
+    assert len(tally._minutes) == _Forgotten.MAX_MINUTES
+    # The oldest minutes merged: uncounted together once the latest of them is old enough.
+    assert tally.purge(T0 + 60.0 * 50, 10**6) == {}
+    assert tally.purge(T0 + 60.0 * 51, 10**6) == {"succeeded": 51}

@@ -1,9 +1,9 @@
 """Random operation sequences, run on the memory store and the SQLite store side by side.
 
-Hypothesis draws a sequence of enqueues, claims, finishes, releases, cancels, expiries and
-clock moves. After every step both stores must give the same answers and hold the same jobs,
-every status change must be one the lifecycle allows, and the invariants must hold. The
-memory store is the model; the SQLite store (both of its batch paths) must match it.
+Hypothesis draws a sequence of enqueues, claims, finishes, releases, cancels, expiries,
+purges and clock moves. After every step both stores must give the same answers and hold the
+same jobs, every status change must be one the lifecycle allows, and the invariants must
+hold. The memory store is the model; the SQLite store (both of its batch paths) must match it.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ ops = st.one_of(
     st.builds(lambda w: Op("renew", (w,)), st.sampled_from(WORKERS)),
     st.builds(lambda w: Op("expire", (w,)), st.sampled_from(WORKERS)),
     st.builds(lambda dt: Op("tick", (dt,)), st.sampled_from([1.0, 5.0, 10.0, 31.0])),
+    st.builds(
+        lambda age, limit: Op("purge", (age, limit)),
+        st.sampled_from([0.0, 5.0, 30.0]),
+        st.integers(1, 3),
+    ),
 )
 
 
@@ -113,6 +118,8 @@ async def apply(store: Store, op: Op, now: float, known: list[int], held: list[i
         return await store.renew(held, op.args[0], now, 30.0)
     if op.kind == "expire":
         return await store.expire(op.args[0])
+    if op.kind == "purge":
+        return await store.purge(now - op.args[0], op.args[1])
     return None
 
 
@@ -159,7 +166,10 @@ async def run(sequence: list[Op], use_json: bool, real: Store | None = None) -> 
                 assert a == b, (op, a, b)
                 for id in known:
                     ra, rb = await model.get(id), await real.get(to_real[id])
-                    assert ra is not None and rb is not None
+                    if ra is None:  # purged from both
+                        assert rb is None, (op, id, rb)
+                        continue
+                    assert rb is not None
                     assert ra == rb._replace(id=id), (op, ra, rb)
                     check_invariants(ra)
                     old = before.get(id)

@@ -425,6 +425,7 @@ class App:
             "rejected": {str(k): v for k, v in sorted(c.rejected.items())},
             "completed": w.completed,
             "failed": w.failed,
+            "purged": w.purged,
             "queue": {"depth": w.queued, "in_flight": w.in_flight, "size": self.config.queue_size},
             "workers": {"size": w.workers, "busy": w.busy},
             "jobs": counts,

@@ -2,7 +2,8 @@
 runs the server; nothing else. Bad input names the flag and the fix and exits 2.
 
 Environment variables (a flag wins over its variable): MAX_WORKERS (--workers), MAX_QUEUE
-(--queue-size) -- the seeds' names -- HITD_STORE (--store), HITD_TOKEN (--token).
+(--queue-size) -- the seeds' names -- HITD_STORE (--store), HITD_TOKEN (--token),
+HITD_RETENTION (--retention).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
 from .._errors import SpecError
+from ..durations import parse_seconds
+from .retention import DEFAULT_RETENTION
 from .server import DEFAULT_STORE, ServerConfig, run
 
 __all__ = ["build_parser", "main", "parse_config"]
@@ -61,6 +64,18 @@ def _seconds(flag: str) -> Callable[[str], float]:
         return value
 
     return convert
+
+
+def _retention(text: str) -> float:
+    """A Go duration ("168h", "30m") or seconds; 0 keeps finished jobs forever."""
+    try:
+        return parse_seconds(text, "--retention")
+    except SpecError:
+        # Our own fix, not the parser's short examples: "7d" is the likely mistake.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. --retention 168h (a week; Go durations "
+            "have no days), 30m, or 0 to keep finished jobs forever"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         "again after it (default %(default)s)",
     )
     p.add_argument(
+        "--retention",
+        type=_retention,
+        metavar="DURATION",
+        help="delete finished jobs (succeeded, failed, dead, cancelled) this long after they "
+        "finished, checked every minute; 0 keeps them forever "
+        f"(env HITD_RETENTION; default {DEFAULT_RETENTION})",
+    )
+    p.add_argument(
         "--max-body",
         type=_positive_int("--max-body", "1048576"),
         default=1024 * 1024,
@@ -163,6 +186,14 @@ def _env_int(env: Mapping[str, str], name: str, flag: str) -> int | None:
     return value
 
 
+def _env_retention(env: Mapping[str, str]) -> float:
+    text = env.get("HITD_RETENTION") or DEFAULT_RETENTION
+    try:
+        return _retention(text)
+    except argparse.ArgumentTypeError as e:
+        raise SpecError("HITD_RETENTION", f"{e} (it sets --retention)") from None
+
+
 def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerConfig:
     """argv + environment -> ServerConfig. Exits 2 (argparse) or raises SpecError."""
     args = build_parser().parse_args(argv)
@@ -172,6 +203,7 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
     token = args.token if args.token is not None else env.get("HITD_TOKEN") or None
     if token is not None and not token.strip():
         raise SpecError("--token", "an empty token: give a secret, or leave the flag out")
+    retention_s = args.retention if args.retention is not None else _env_retention(env)
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -185,6 +217,7 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
         lease_s=args.lease,
         max_body_bytes=args.max_body,
         log_level=args.log_level,
+        retention_s=retention_s,
     )
 
 

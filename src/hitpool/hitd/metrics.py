@@ -84,7 +84,7 @@ class HttpCounters:
 
 @dataclass(frozen=True, slots=True)
 class WorkerNumbers:
-    """The worker side at one instant."""
+    """The worker side (and retention's count) at one instant."""
 
     workers: int
     busy: int
@@ -93,6 +93,7 @@ class WorkerNumbers:
     completed: int  # attempts that succeeded
     failed: int  # attempts that failed (retried or not)
     run_time: HistogramSnapshot | None
+    purged: int = 0  # finished jobs deleted by retention since start
 
 
 def _fmt(value: float) -> str:
@@ -143,6 +144,13 @@ def render(http: HttpCounters, workers: WorkerNumbers, draining: bool) -> str:
     lines.append(f"hitd_jobs_completed_total {workers.completed}")
     _metric(lines, "hitd_jobs_failed_total", "counter", "Job attempts that failed.")
     lines.append(f"hitd_jobs_failed_total {workers.failed}")
+    _metric(
+        lines,
+        "hitd_jobs_purged_total",
+        "counter",
+        "Finished jobs deleted because they were older than --retention.",
+    )
+    lines.append(f"hitd_jobs_purged_total {workers.purged}")
     _metric(lines, "hitd_queue_depth", "gauge", "Jobs waiting: queued in the store.")
     lines.append(f"hitd_queue_depth {workers.queued}")
     _metric(lines, "hitd_intake_in_flight", "gauge", "Jobs received, not yet committed.")

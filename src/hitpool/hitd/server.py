@@ -1,7 +1,9 @@
 """The hitd process: open the store, start the workers and the intake, bind, serve, drain.
 
-    startup:  store.open -> Runner.start -> Intake.start -> bind -> "hitd listening on ..."
-    SIGTERM:  draining (POSTs and /healthz answer 503 + Retry-After; reads still served)
+    startup:  store.open -> Runner.start -> Intake.start -> bind -> Purger.start
+              -> "hitd listening on ..."
+    SIGTERM:  purger cancelled (no deletes while draining)
+              draining (POSTs and /healthz answer 503 + Retry-After; reads still served)
               -> intake.close (everything already received is committed and answered 202)
               -> runner.stop(grace) (running jobs get `grace` s, the rest are released)
               -> HTTP close (pending answers written, connections closed)
@@ -19,6 +21,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,7 @@ from .app import App, AppConfig
 from .http import HttpLimits, HttpServer
 from .intake import Intake
 from .metrics import WorkerNumbers
+from .retention import DEFAULT_RETENTION_S, Purger, describe
 from .runner import Runner
 from .store.base import Store
 from .tasks import Registry, load_modules
@@ -52,12 +57,20 @@ class ServerConfig:
     lease_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
+    retention_s: float = DEFAULT_RETENTION_S  # finished jobs older than this are purged; 0: never
 
 
 class Hitd:
-    """One server: `await start()`, then `await stop()` (what SIGTERM does)."""
+    """One server: `await start()`, then `await stop()` (what SIGTERM does).
 
-    def __init__(self, config: ServerConfig, store: Store | None = None) -> None:
+    `clock` is the wall clock of every part (job times, retention); tests move it."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.store = store if store is not None else Store.from_url(config.store)
         self.registry = Registry(allowed_targets=config.allow_targets)
@@ -67,14 +80,17 @@ class Hitd:
             workers=config.workers,
             lease_s=config.lease_s,
             grace_s=config.grace_s,
+            clock=clock,
         )
-        self.intake = Intake(self.store, on_commit=self.runner.committed)
+        self.intake = Intake(self.store, clock=clock, on_commit=self.runner.committed)
+        self.purger = Purger(self.store, config.retention_s, clock=clock)
         self.app = App(
             self.store,
             self.intake,
             self.registry.check,
             self._worker_numbers,
             AppConfig(queue_size=config.queue_size, token=config.token),
+            clock=clock,
         )
         self.http = HttpServer(self.app, HttpLimits(max_body_bytes=config.max_body_bytes))
         self._stopped = asyncio.Event()
@@ -90,6 +106,7 @@ class Hitd:
             completed=s.completed,
             failed=s.failed,
             run_time=s.run_time,
+            purged=self.purger.purged,
         )
 
     @property
@@ -110,6 +127,7 @@ class Hitd:
             await self.runner.stop(grace_s=0)
             await self.store.close()
             raise
+        self.purger.start()
 
     async def stop(self) -> None:
         """Drain: refuse new jobs, commit what came, let running jobs finish, close."""
@@ -118,6 +136,7 @@ class Hitd:
             return
         self._draining_started = True
         self.app.draining = True
+        await self.purger.stop()
         await self.intake.close()
         await self.runner.stop(grace_s=self.config.grace_s)
         await self.http.close(grace=2.0)
@@ -131,8 +150,8 @@ class Hitd:
         host = f"[{c.host}]" if ":" in c.host else c.host
         return (
             f"hitd listening on http://{host}:{self.port} "
-            f"(store {c.store} [{durable}], {c.workers} workers, queue-size {c.queue_size}"
-            f"{auth})"
+            f"(store {c.store} [{durable}], {c.workers} workers, queue-size {c.queue_size}, "
+            f"retention {describe(c.retention_s)}{auth})"
         )
 
 

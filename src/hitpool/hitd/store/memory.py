@@ -4,6 +4,10 @@ Same contract as the durable stores (the shared suite runs on it), kept in plain
 heaps: a heap of (run_at, id) for queued jobs and one of (lease_until, id) for running ones.
 Heap entries are not removed when a job moves on; a popped entry that no longer matches the
 job is skipped (lazy deletion keeps every operation O(log n)).
+
+To stay bounded it keeps only the newest `keep_finished` finished jobs readable. Older ones
+are forgotten but still counted, tallied per minute of finishing (`_Forgotten`), so that
+`purge` uncounts them too once they are older than `before`, as a durable store deletes them.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..lifecycle import exhausted, is_final, outcome_status
+from ..lifecycle import exhausted, outcome_status
 from .base import EXPIRED, STATUSES, JobRecord, JobStatus, NewJob, Outcome, Store
 
 
@@ -75,6 +80,65 @@ class _Job:
         )
 
 
+@dataclass(slots=True)
+class _Minute:
+    """Forgotten jobs that finished within a minute of `start`, by status."""
+
+    start: float
+    until: float  # the latest finished_at among them
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class _Forgotten:
+    """The statuses of forgotten finished jobs, per minute of finishing, oldest first: what
+    `purge` needs to uncount them, in a few hundred bytes a minute instead of a record per job."""
+
+    WIDTH_S = 60.0
+    # Two weeks of minutes. Without purges (no retention) the oldest minutes merge instead
+    # of growing without bound; a retention longer than this then uncounts them late.
+    MAX_MINUTES = 20_160
+
+    def __init__(self) -> None:
+        self._minutes: deque[_Minute] = deque()
+
+    def add(self, status: str, finished_at: float) -> None:
+        m = self._minutes[-1] if self._minutes else None
+        # A time before the current minute (a clock stepped back) joins it: kept, never lost.
+        if m is None or finished_at >= m.start + self.WIDTH_S:
+            m = _Minute(finished_at, finished_at)
+            self._minutes.append(m)
+            if len(self._minutes) > self.MAX_MINUTES:
+                oldest = self._minutes.popleft()
+                self._merge(oldest, self._minutes[0])
+        m.until = max(m.until, finished_at)
+        m.counts[status] = m.counts.get(status, 0) + 1
+
+    @staticmethod
+    def _merge(old: _Minute, into: _Minute) -> None:
+        into.start, into.until = old.start, max(old.until, into.until)
+        for status, n in old.counts.items():
+            into.counts[status] = into.counts.get(status, 0) + n
+
+    def purge(self, before: float, limit: int) -> dict[str, int]:
+        """Take up to `limit` jobs of the minutes that ended before `before`; by status."""
+        taken: dict[str, int] = {}
+        n = 0
+        while self._minutes and n < limit and self._minutes[0].until < before:
+            counts = self._minutes[0].counts
+            for status in list(counts):
+                if n >= limit:
+                    break
+                k = min(counts[status], limit - n)
+                taken[status] = taken.get(status, 0) + k
+                n += k
+                counts[status] -= k
+                if counts[status] == 0:
+                    del counts[status]
+            if not counts:
+                self._minutes.popleft()
+        return taken
+
+
 class MemoryStore(Store):
     """In-process store. Not durable: its help and docs say that jobs die with the process."""
 
@@ -83,9 +147,10 @@ class MemoryStore(Store):
     def __init__(self, keep_finished: int = 100_000) -> None:
         """`keep_finished`: how many finished jobs stay readable with get(); older ones are
         forgotten so that a long-running server's memory stays bounded (counts() still
-        counts them)."""
+        counts them until `purge` would have deleted them)."""
         self._keep_finished = max(0, keep_finished)
-        self._finished: deque[int] = deque()
+        self._finished: deque[int] = deque()  # ids of the finished jobs held, as they finished
+        self._forgotten = _Forgotten()
         self._jobs: dict[int, _Job] = {}
         self._next_id = 1
         self._keys: dict[str, int] = {}  # key -> id of the ACTIVE job holding it
@@ -103,16 +168,23 @@ class MemoryStore(Store):
         self._counts[job.status] -= 1
         self._counts[status] += 1
         job.status = status
-        if is_final(status):
-            self._finished.append(job.id)
-            while len(self._finished) > self._keep_finished:
-                self._jobs.pop(self._finished.popleft(), None)
         if (
             status not in ("queued", "running")
             and job.key is not None
             and self._keys.get(job.key) == job.id
         ):
             del self._keys[job.key]
+
+    def _end(self, job: _Job, status: JobStatus, now: float | None) -> None:
+        """A final move: `job` is finished at `now`; the oldest finished jobs beyond
+        `keep_finished` are forgotten."""
+        self._move(job, status)
+        job.finished_at = now
+        self._finished.append(job.id)
+        while len(self._finished) > self._keep_finished:
+            old = self._jobs.pop(self._finished.popleft())
+            if old.finished_at is not None:  # else never purged: counted for good, like a row
+                self._forgotten.add(old.status, old.finished_at)
 
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         out: list[tuple[int, bool]] = []
@@ -153,10 +225,9 @@ class MemoryStore(Store):
                 continue  # stale entry (finished, released, renewed since) or a duplicate
             seen.add(id)
             if exhausted(job.attempts, job.max_attempts):
-                self._move(job, "dead")
                 job.error = f"lease expired on attempt {job.attempts} of {job.max_attempts}"
-                job.finished_at = now
                 job.lease_until = None
+                self._end(job, "dead", now)
                 continue
             expired.append((until, id, job))
         for until, id, _ in expired[limit:]:
@@ -199,8 +270,7 @@ class MemoryStore(Store):
                 job.worker = None
                 heapq.heappush(self._due, (job.run_at, job.id))
             else:
-                self._move(job, status)
-                job.finished_at = now
+                self._end(job, status, now)
 
     async def release(self, ids: Sequence[int], worker: str) -> None:
         for id in ids:
@@ -221,8 +291,7 @@ class MemoryStore(Store):
         job = self._jobs.get(id)
         if job is None or job.status != "queued":
             return False
-        self._move(job, "cancelled")
-        job.finished_at = now
+        self._end(job, "cancelled", now)
         return True
 
     async def counts(self) -> dict[str, int]:
@@ -246,3 +315,27 @@ class MemoryStore(Store):
                 heapq.heappush(self._leases, (EXPIRED, job.id))
                 n += 1
         return n
+
+    async def purge(self, before: float, limit: int) -> int:
+        # Forgotten jobs first: they finished before every job still held.
+        n = 0
+        for status, k in self._forgotten.purge(before, limit).items():
+            self._counts[status] -= k
+            n += k
+        if n >= limit:
+            return n
+        # A scan of the finished jobs held (at most keep_finished): this store lives in
+        # memory, and a purge runs once a minute. The newest job is kept, as by SQLite.
+        newest = self._next_id - 1
+        old = [
+            id
+            for id in self._finished
+            if (t := self._jobs[id].finished_at) is not None and t < before and id != newest
+        ]
+        if not old:
+            return n
+        gone = set(heapq.nsmallest(limit - n, old))  # lowest ids first, as the SQL stores
+        self._finished = deque(id for id in self._finished if id not in gone)
+        for id in gone:
+            self._counts[self._jobs.pop(id).status] -= 1
+        return n + len(gone)

@@ -18,6 +18,7 @@ it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
-from .base import STATUSES, JobRecord, NewJob, Outcome, Store
+from .base import FINISHED, STATUSES, JobRecord, NewJob, Outcome, Store, bisect_created
 from .sqlite_ops import dumps, result_json, row_record
 
 SCHEMA = """
@@ -396,6 +397,49 @@ class PostgreSQLStore(Store):
             )
         )
         return _count(status)
+
+    # -- retention --------------------------------------------------------------------------
+
+    async def purge(self, before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        n: int = await self._run(self._purge, before, limit)
+        return n
+
+    async def _purge(self, c: asyncpg.Connection, before: float, limit: int) -> int:
+        # No index on finished_at, as for SQLite (every finish would write it): the scan goes
+        # by id up to the last job created before `before`. SKIP LOCKED: two servers purging
+        # at once take different rows instead of waiting for each other.
+        bound = await self._purge_bound(c, before)
+        status: str = await c.execute(
+            "DELETE FROM hitd_jobs WHERE id IN (SELECT id FROM hitd_jobs WHERE id <= $1 "
+            "AND status = ANY($2::text[]) AND finished_at < $3 ORDER BY id LIMIT $4 "
+            "FOR UPDATE SKIP LOCKED)",
+            bound,
+            list(FINISHED),
+            before,
+            limit,
+        )
+        return _count(status)
+
+    @staticmethod
+    async def _purge_bound(c: asyncpg.Connection, before: float) -> int:
+        """The last id a purge looks at: of a job created before `before` (see
+        `bisect_created`), and below the newest job, which the contract keeps."""
+        first = await c.fetchval("SELECT min(id) FROM hitd_jobs")
+        if first is None:
+            return 0
+        last = await c.fetchval("SELECT max(id) FROM hitd_jobs")
+        search = bisect_created(first, last - 1, before)
+        try:
+            id = next(search)
+            while True:
+                created = await c.fetchval(
+                    "SELECT created_at FROM hitd_jobs WHERE id >= $1 ORDER BY id LIMIT 1", id
+                )
+                id = search.send(math.inf if created is None else created)
+        except StopIteration as done:
+            return int(done.value)
 
 
 def _safe(url: str) -> str:

@@ -12,6 +12,9 @@ operation is retried in a transaction of its own, so one bad operation cannot fa
 Reads (`get`) use a second connection, inline on the event loop: a primary-key lookup is
 ~10 us, WAL lets it run while the writer commits, and it only ever sees committed jobs.
 `counts()` and `queued_estimate()` answer from per-status counts that every commit updates.
+
+A purge (retention) is a write like the others: a chunk of at most `limit` deletes, in one
+transaction of the writer, so it holds the write lock for milliseconds, not minutes.
 """
 
 from __future__ import annotations
@@ -460,6 +463,13 @@ class SQLiteStore(Store):
             return cur.rowcount, ops.NO_MOVES
 
         result: int = await self._write(op)
+        return result
+
+    async def purge(self, before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        # Through the writer like every write: the counts move with the commit.
+        result: int = await self._write(lambda c: ops.purge(c, before, limit))
         return result
 
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import math
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from .base import JobRecord
+from .base import FINISHED, JobRecord, bisect_created
 
 Moves = dict[str, int]  # status -> change in the number of jobs with that status
 NO_MOVES: Moves = {}
@@ -401,3 +402,51 @@ def finish_json(
         ).fetchall():
             _move(moves, "running", status, 1)
     return None, moves
+
+
+# -- purge ------------------------------------------------------------------------------------
+
+# No index serves this: one on finished_at would be written by every finish, the hot path (a
+# million jobs a minute), to help a purge that runs once a minute. The scan goes by id
+# instead: ids grow with time, so old finished jobs come first, and it stops at the last job
+# created before `before` (`bisect_created`), so a purge with nothing to delete reads ~20
+# rows, not the table (measured: 0.7 ms instead of 500 ms for two million jobs).
+_FINISHED = "status IN ({})".format(", ".join(f"'{s}'" for s in FINISHED))
+_OLD = f"id <= ? AND {_FINISHED} AND finished_at < ?"
+_PROBE = "SELECT created_at FROM jobs WHERE id >= ? ORDER BY id LIMIT 1"
+
+
+def purge_bound(c: sqlite3.Connection, before: float) -> int:
+    """The last id a purge looks at: of a job created before `before`, and below the newest
+    job, which is kept (`_next_id` numbers new jobs from it: no id is used twice)."""
+    first = c.execute("SELECT min(id) FROM jobs").fetchone()[0]  # two statements: SQLite
+    if first is None:  # finds min and max by one b-tree seek each, not both in one query
+        return 0
+    last = c.execute("SELECT max(id) FROM jobs").fetchone()[0]
+    search = bisect_created(first, last - 1, before)
+    try:
+        id = next(search)
+        while True:
+            row = c.execute(_PROBE, (id,)).fetchone()
+            id = search.send(math.inf if row is None else row[0])
+    except StopIteration as done:
+        return int(done.value)
+
+
+def purge(c: sqlite3.Connection, before: float, limit: int) -> tuple[int, Moves]:
+    """Delete up to `limit` finished jobs with finished_at < before, lowest id first."""
+    bound = purge_bound(c, before)
+    old = c.execute(
+        f"SELECT id, status FROM jobs WHERE {_OLD} ORDER BY id LIMIT ?", (bound, before, limit)
+    ).fetchall()
+    if not old:
+        return 0, NO_MOVES
+    # Exactly the rows just read: the first `limit` matches, so every match up to the last
+    # of them. One range, not `limit` parameters (older SQLite allows 999).
+    n = c.execute(
+        f"DELETE FROM jobs WHERE id >= ? AND {_OLD}", (old[0][0], old[-1][0], before)
+    ).rowcount
+    moves: Moves = {}
+    for _, status in old:
+        moves[status] = moves.get(status, 0) - 1
+    return n, moves
