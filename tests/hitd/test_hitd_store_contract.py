@@ -91,6 +91,21 @@ class StoreContract:
         }
         assert await store.get(id + 1000) is None
 
+    async def test_a_batch_without_keys_keeps_every_field(self, store: Store) -> None:
+        # Batches without keys take the SQLite store's JSON path; this one checks its columns.
+        jobs = [NewJob("a", {"x": [1.5, None]}, T0 + 7, 5), NewJob("b", {}, None, 1)]
+        out = await store.enqueue(jobs, T0)
+        a, b = [await store.get(id) for id, _ in out]
+        assert a is not None and b is not None
+        assert (a.task, a.args, a.run_at, a.max_attempts, a.key) == (
+            "a",
+            {"x": [1.5, None]},
+            T0 + 7,
+            5,
+            None,
+        )
+        assert (b.task, b.args, b.run_at, b.max_attempts, b.created_at) == ("b", {}, T0, 1, T0)
+
     async def test_a_job_without_run_at_is_due_when_enqueued(self, store: Store) -> None:
         [(early, _)] = await store.enqueue([job(run_at=T0 + 1)], T0)
         [(now, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 2)
