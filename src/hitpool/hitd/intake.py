@@ -52,13 +52,17 @@ class Intake:
         store: Store,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[], None] | None = None,
-        overlap: int = 2,
+        overlap: int = 4,
     ) -> None:
         self._store = store
         # Commits in flight at once. With one, the store's writer idles while the loop answers
         # a batch and gathers the next; with two, the next batch is already waiting for the
         # writer when a commit ends (the SQLite store merges what is waiting into one
-        # transaction). Memory stays bounded: admission counts every job in flight.
+        # transaction). But with both taken, what arrives meanwhile waits a whole commit more
+        # although the writer has not begun the next one; with four, it usually joins the
+        # waiting ones in the writer's next transaction. Measured at 50 connections (single
+        # POSTs, interleaved runs): 4 or 6 gave 10-14 % more jobs/s than 2; 12 no more; at 200
+        # connections no difference. Memory stays bounded: admission counts every job in flight.
         self._overlap = max(1, overlap)
         self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
         self._clock = clock
