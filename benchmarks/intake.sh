@@ -6,6 +6,8 @@
 #
 # Each server on core 0 (the Go collector with GOMAXPROCS=1; hitd one process, its threads
 # included), the load generator on core 1 (a full core: here the server is what is measured).
+# --servers may add `bare` (benchmarks/bare_intake.py): hitd's HTTP shape and SQLite group
+# commit with nothing else, no validation and no job run: the ceiling for Python here.
 # POST /jobs with one job per request, then with arrays of --batch jobs; medians of --runs runs.
 # Every run starts its server fresh (hitd on its default store ./hitd.db in a new temp dir: WAL,
 # synchronous=FULL, on this machine's disk), runs the generator for --duration seconds, then
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --batch) BATCH=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --gen) GEN=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "intake.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -135,6 +137,12 @@ start_server() { # start_server NAME DIR
         (cd "$dir" && exec taskset -c 0 "$HITD" --port "$SERVER_PORT" --workers "$WORKERS" \
             --queue-size "$HITD_QUEUE" --log-level warning --grace 1) >"$dir/server.log" 2>&1 &
         ;;
+    bare)
+        # The Python ceiling: the same HTTP shape and group commit, nothing else (no job runs).
+        (cd "$dir" && exec taskset -c 0 "$PY" "$BENCH_DIR/bare_intake.py" --port "$SERVER_PORT" \
+            --db ./bare.db) >"$dir/server.log" 2>&1 &
+        ;;
+    *) die "unknown server $name (go, hitd, bare)" ;;
     esac
     SERVER_PID=$!
     own_pid "$SERVER_PID"
@@ -194,6 +202,8 @@ for run in $(seq "$RUNS"); do
             if [[ $server == hitd ]]; then
                 store="sqlite FULL"
                 [[ -f $dir/hitd.db ]] || store="? (no ./hitd.db found)"
+            elif [[ $server == bare ]]; then
+                store="sqlite FULL, runs no job"
             fi
             if ! rec=$(python3 "$STATS" parse "$GEN" "$out" server="$server" shape="$shape" \
                 batch="$batch" run="$run" store="$store" server_accepted="$server_accepted" server_rejected="$server_rejected" \
