@@ -239,6 +239,53 @@ class StoreContract:
         assert (again.id, again.attempts) == (ids[1], 2)
         await store.finish([], T0)
 
+    async def test_finish_keeps_every_kind_of_result_exactly(self, store: Store) -> None:
+        results: list[object] = [
+            0.1 + 0.2,  # 17 significant digits
+            [1e-300, 2.5],
+            True,
+            False,
+            None,
+            2**70,  # wider than SQLite's 64-bit integers
+            -7,
+            'Zoë "quoted" \\ \n\t\x01',
+            {"nested": {"x": [0.30000000000000004, "s", None, False]}},
+            [],
+            {},
+            "",
+        ]
+        ids = [id for id, _ in await store.enqueue([job() for _ in results], T0)]
+        await store.claim("w1", len(ids), T0, 30)
+        await store.finish(
+            [Outcome(id, "w1", ok=True, result=r) for id, r in zip(ids, results, strict=True)],
+            T0 + 1,
+        )
+        got = [await store.get(id) for id in ids]
+        assert [r.result for r in got if r] == results
+        assert [type(r.result) for r in got if r] == [type(r) for r in results]
+
+    async def test_finish_takes_a_batch_from_several_workers(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job() for _ in range(4)], T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.claim("w2", 2, T0, 30)
+        await store.finish(
+            [
+                Outcome(ids[0], "w1", ok=True, result=1),
+                Outcome(ids[2], "w2", ok=True, result=2),
+                Outcome(ids[3], "w2", ok=False, error="boom", retry_at=T0 + 5),
+                Outcome(ids[1], "w2", ok=True, result=3),  # held by w1: ignored
+            ],
+            T0 + 1,
+        )
+        recs = [await store.get(id) for id in ids]
+        assert [(r.status, r.result) for r in recs if r] == [
+            ("succeeded", 1),
+            ("running", None),
+            ("succeeded", 2),
+            ("queued", None),
+        ]
+        assert await store.counts() == {**EMPTY, "succeeded": 2, "running": 1, "queued": 1}
+
     async def test_a_result_json_cannot_hold_is_kept_as_its_repr(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([job()], T0)
         await store.claim("w1", 1, T0, 30)

@@ -361,22 +361,19 @@ class SQLiteStore(Store):
         if not outcomes:
             return
         if self._use_json:
+            # By worker (one runner: one group), so the SQL takes the worker as a parameter.
+            workers = {o.worker for o in outcomes}
+            groups = (
+                [(outcomes[0].worker, outcomes)]
+                if len(workers) == 1
+                else [(w, [o for o in outcomes if o.worker == w]) for w in workers]
+            )
             try:
-                ok = [[o.id, o.worker, o.result] for o in outcomes if o.ok]
-                failed = [o for o in outcomes if not o.ok] if len(ok) < len(outcomes) else []
-                retry = [
-                    [o.id, o.worker, o.error, o.retry_at] for o in failed if o.retry_at is not None
-                ]
-                # Retries go in `final` too: applied after the retries, they only touch a
-                # retry that was refused (its last attempt), which is then dead.
-                final = [[o.id, o.worker, o.error, int(o.permanent)] for o in failed]
-                b_ok, b_retry, b_final = (
-                    ops.dumps_strict(b) if b else None for b in (ok, retry, final)
-                )
+                blobs = [ops.finish_blobs(w, batch) for w, batch in groups]
             except (ValueError, RecursionError):  # NaN, Infinity or a cycle: the rows path
                 pass
             else:
-                await self._write(lambda c: ops.finish_json(c, b_ok, b_retry, b_final, now))
+                await self._write(lambda c: ops.finish_json(c, blobs, now))
                 return
         ok_rows = [(ops.result_json(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
         retry_rows = [
