@@ -7,6 +7,7 @@ the test waits with `until_idle()` (a claim found nothing due and every outcome 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -429,6 +430,46 @@ async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
         # Stopped: detached from the store, new jobs wait for the next server.
         [(id, _)] = await store.enqueue([NewJob("hello", {}, T0)], T0)
         assert (await rec(store, id)).status == "queued"
+    finally:
+        await store.close()
+
+
+async def test_args_checked_skips_the_signature_check_of_handed_off_jobs_only(
+    tmp_path: Path, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+
+    @reg.task
+    async def typed(n: int) -> object:
+        return n
+
+    @reg.task
+    async def shout(word: str) -> str:
+        return word
+
+    def upper(_: Registry, args: dict[str, Any]) -> dict[str, Any]:
+        return {"word": args["word"].upper()}
+
+    reg.add(dataclasses.replace(reg.get("shout"), check=upper))  # a check that normalizes
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        # Queued before the runner starts: claimed from the table, so checked.
+        [claimed] = await enqueue(store, "typed", args={"n": "seven"})
+        async with make_runner(store, reg, clock, args_checked=True) as runner:
+            await settle(runner)
+            r = await rec(store, claimed)
+            assert (r.status, r.attempts) == ("failed", 1)
+            assert r.error is not None and "args.n" in r.error
+            # Handed off from its enqueue: the runner trusts the submit-time check it was
+            # promised (this job broke that promise, so it runs with what it was given)...
+            [(fresh, _)] = await store.enqueue([NewJob("typed", {"n": "eight"}, T0)], T0)
+            # ...but the task's own check still runs, and its normalized arguments are used.
+            [(loud, _)] = await store.enqueue([NewJob("shout", {"word": "hi"}, T0)], T0)
+            await settle(runner)
+            assert runner.statistics().claimed == 3
+            assert (await rec(store, fresh)).result == "eight"
+            assert (await rec(store, loud)).result == "HI"
     finally:
         await store.close()
 

@@ -288,49 +288,19 @@ class SQLiteStore(Store):
             (ids, k), moves = ops.enqueue_json(c, blob, len(jobs), now, (worker, lease_until, room))
             if k:
                 self._txn_handed += k
-                self._txn_after.append(
-                    lambda: self._deliver(h, jobs[:k], ids, now, worker, lease_until)
-                )
+                handed = [id for id, _ in ids[:k]]
+                self._txn_after.append(lambda: self._deliver(h, handed, jobs[:k]))
             return (ids, k), moves
 
         return op
 
-    def _deliver(
-        self,
-        h: Handoff,
-        jobs: Sequence[NewJob],
-        ids: list[tuple[int, bool]],
-        now: float,
-        worker: str,
-        lease_until: float,
-    ) -> None:
-        # The records a claim would have returned, built from what was just inserted.
-        recs = [
-            JobRecord(
-                id,
-                j.task,
-                j.args,
-                "running",
-                1,
-                j.max_attempts,
-                None,
-                None,
-                now,
-                now,
-                None,
-                now if j.run_at is None else j.run_at,
-                None,
-                lease_until,
-                worker,
-            )
-            for j, (id, _) in zip(jobs, ids, strict=False)
-        ]
-        self._delivered += len(recs)
+    def _deliver(self, h: Handoff, ids: list[int], jobs: Sequence[NewJob]) -> None:
+        self._delivered += len(ids)
         try:
-            h.deliver(recs)
+            h.deliver(ids, jobs)
         except Exception:  # the jobs are committed: never fail the enqueue over this
             log.exception(
-                "handing %d jobs to the runner failed; their leases will expire", len(recs)
+                "handing %d jobs to the runner failed; their leases will expire", len(ids)
             )
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
