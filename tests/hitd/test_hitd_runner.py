@@ -212,6 +212,63 @@ async def test_plain_functions_run_on_threads_with_their_worker_id(
         assert (await rec(store, id)).result == [False, 1]
 
 
+async def test_each_worker_keeps_an_id_of_its_own(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    together = asyncio.Barrier(2)
+
+    @reg.task
+    async def pair() -> int:
+        await together.wait()  # both jobs run at once: on two workers
+        return current_worker.get()
+
+    @reg.task
+    async def who() -> int:
+        return current_worker.get()
+
+    outer = current_worker.set(7)  # a runner started from inside a job: its workers' own IDs
+    try:
+        paired = await enqueue(store, "pair", n=2)
+        later = await enqueue(store, "who", n=6)
+        async with make_runner(store, reg, clock, workers=2) as runner:
+            await settle(runner)
+            assert sorted([(await rec(store, id)).result for id in paired]) == [1, 2]
+            assert {(await rec(store, id)).result for id in later} <= {1, 2}
+        assert current_worker.get() == 7
+    finally:
+        current_worker.reset(outer)
+
+
+async def test_room_freed_by_ending_jobs_wakes_the_claimer(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    gate, all_done = asyncio.Event(), asyncio.Event()
+    done: list[int] = []
+
+    @reg.task
+    async def block() -> None:
+        await gate.wait()
+
+    @reg.task
+    async def count(i: int) -> None:
+        done.append(i)
+        if len(done) == 11:
+            all_done.set()
+
+    [blocker] = await enqueue(store, "block")
+    for i in range(11):
+        await enqueue(store, "count", args={"i": i})
+    # Room for 4 (2 running, 2 waiting), a poll that never comes, and a job that holds a
+    # worker throughout (so the runner is never empty): after the first claim, every claim
+    # is one that jobs ending woke.
+    async with make_runner(store, reg, clock, workers=2, queue_size=2, poll_s=3600) as runner:
+        runner.notify()
+        await all_done.wait()
+        assert sorted(done) == list(range(11))
+        assert (await rec(store, blocker)).status == "running"
+        gate.set()
+        await runner.until_idle()
+        assert runner.statistics().completed == 12
+
+
 async def test_a_crashed_workers_job_runs_again_after_its_lease(store: Store, clock: Clock) -> None:
     [id] = await enqueue(store, "hello", args={"name": "again"})
     # A worker claims the job and dies: nothing renews or finishes it.

@@ -161,7 +161,9 @@ class Runner:
         # commit (the writer merges them) instead of waiting for it.
         self._active = 0
         self._outcomes: list[Outcome] = []
-        self._slots = list(range(workers, 0, -1))  # worker IDs 1..N, popped from the end
+        # Worker IDs 1..N, popped from the end: each Dispatcher worker takes one at its first
+        # job and keeps it (see `_run`).
+        self._slots = list(range(workers, 0, -1))
         self._pool: Dispatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,7 +175,6 @@ class Runner:
         self._draining = False
         self._finisher_done = False
 
-        self._busy = 0
         self._claimed = 0
         self._completed = 0
         self._failed = 0
@@ -205,7 +206,11 @@ class Runner:
             await self.recover()
         # Twice the room: a claim and a handoff (see `room`) may both fill it at once.
         self._pool = Dispatcher(workers=self._workers, queue_size=2 * self._capacity)
-        self._pool.start()
+        # The workers' tasks copy this context: start them with no worker ID set, so that
+        # each takes its own at its first job even when the runner is started from a job.
+        ctx = contextvars.copy_context()
+        ctx.run(current_worker.set, 0)
+        ctx.run(self._pool.start)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
         self._store.set_handoff(self)
         loop = asyncio.get_running_loop()
@@ -276,7 +281,8 @@ class Runner:
     def statistics(self) -> RunnerStatistics:
         return RunnerStatistics(
             workers=self._workers,
-            busy=self._busy,
+            # The pool's running jobs: a job is busy from the call of `_run` to its end.
+            busy=0 if self._pool is None else self._pool.statistics().busy,
             held=len(self._held),
             claimed=self._claimed,
             completed=self._completed,
@@ -406,9 +412,10 @@ class Runner:
         if self._draining:
             self._active -= 1
             return  # claimed but not started before stop: stop() releases it
-        slot = self._slots.pop()
-        token = current_worker.set(slot)
-        self._busy += 1
+        if not current_worker.get():
+            # The Dispatcher worker's first job: its task keeps the ID for its life, as the
+            # seed's workers did, instead of a set and a reset around every job.
+            current_worker.set(self._slots.pop())
         t0 = time.perf_counter()
         outcome: Outcome | None = None
         td: TaskDef | None = None
@@ -450,15 +457,16 @@ class Runner:
         finally:
             # On cancellation (hard stop) no outcome is recorded: the job stays held and
             # stop() releases it.
-            self._busy -= 1
-            self._slots.append(slot)
-            current_worker.reset(token)
             self._hist.observe(time.perf_counter() - t0)
             self._active -= 1
             if outcome is not None:
+                if not self._outcomes:  # the finisher waits only for an empty list to fill
+                    self._flush.set()
                 self._outcomes.append(outcome)
-                self._flush.set()
-            if self._capacity - self._active >= self._claim_min:
+            if self._capacity - self._active == self._claim_min:
+                # Room just reached what is worth a claim. Above it the claimer has already
+                # looked and found nothing queued (a commit or notify() wakes it when that
+                # changes): waking it for every job that ends was a task step for nothing.
                 self._wake.set()
 
     async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
