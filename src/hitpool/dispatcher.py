@@ -222,6 +222,17 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
+        if delay is None and not self._shut:
+            # The hot path, inlined as in `dispatch`: a ready job on an open pool.
+            if len(self._ready) >= self._queue_size or self._room:
+                raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
+            job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._barrier)
+            self._next_id += 1
+            self._barrier.count += 1
+            self._ready.append(job)
+            if self._parked and not self._waking:
+                self._wake_worker()
+            return job
         if self._shut:
             self._check_open()
         if delay is not None:

@@ -7,6 +7,7 @@ the test waits with `until_idle()` (a claim found nothing due and every outcome 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -209,6 +210,63 @@ async def test_plain_functions_run_on_threads_with_their_worker_id(
     async with make_runner(store, reg, clock, workers=1) as runner:
         await settle(runner)
         assert (await rec(store, id)).result == [False, 1]
+
+
+async def test_each_worker_keeps_an_id_of_its_own(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    together = asyncio.Barrier(2)
+
+    @reg.task
+    async def pair() -> int:
+        await together.wait()  # both jobs run at once: on two workers
+        return current_worker.get()
+
+    @reg.task
+    async def who() -> int:
+        return current_worker.get()
+
+    outer = current_worker.set(7)  # a runner started from inside a job: its workers' own IDs
+    try:
+        paired = await enqueue(store, "pair", n=2)
+        later = await enqueue(store, "who", n=6)
+        async with make_runner(store, reg, clock, workers=2) as runner:
+            await settle(runner)
+            assert sorted([(await rec(store, id)).result for id in paired]) == [1, 2]
+            assert {(await rec(store, id)).result for id in later} <= {1, 2}
+        assert current_worker.get() == 7
+    finally:
+        current_worker.reset(outer)
+
+
+async def test_room_freed_by_ending_jobs_wakes_the_claimer(store: Store, clock: Clock) -> None:
+    reg = Registry(include_global=False)
+    gate, all_done = asyncio.Event(), asyncio.Event()
+    done: list[int] = []
+
+    @reg.task
+    async def block() -> None:
+        await gate.wait()
+
+    @reg.task
+    async def count(i: int) -> None:
+        done.append(i)
+        if len(done) == 11:
+            all_done.set()
+
+    [blocker] = await enqueue(store, "block")
+    for i in range(11):
+        await enqueue(store, "count", args={"i": i})
+    # Room for 4 (2 running, 2 waiting), a poll that never comes, and a job that holds a
+    # worker throughout (so the runner is never empty): after the first claim, every claim
+    # is one that jobs ending woke.
+    async with make_runner(store, reg, clock, workers=2, queue_size=2, poll_s=3600) as runner:
+        runner.notify()
+        await all_done.wait()
+        assert sorted(done) == list(range(11))
+        assert (await rec(store, blocker)).status == "running"
+        gate.set()
+        await runner.until_idle()
+        assert runner.statistics().completed == 12
 
 
 async def test_a_crashed_workers_job_runs_again_after_its_lease(store: Store, clock: Clock) -> None:
@@ -429,6 +487,46 @@ async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
         # Stopped: detached from the store, new jobs wait for the next server.
         [(id, _)] = await store.enqueue([NewJob("hello", {}, T0)], T0)
         assert (await rec(store, id)).status == "queued"
+    finally:
+        await store.close()
+
+
+async def test_args_checked_skips_the_signature_check_of_handed_off_jobs_only(
+    tmp_path: Path, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+
+    @reg.task
+    async def typed(n: int) -> object:
+        return n
+
+    @reg.task
+    async def shout(word: str) -> str:
+        return word
+
+    def upper(_: Registry, args: dict[str, Any]) -> dict[str, Any]:
+        return {"word": args["word"].upper()}
+
+    reg.add(dataclasses.replace(reg.get("shout"), check=upper))  # a check that normalizes
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        # Queued before the runner starts: claimed from the table, so checked.
+        [claimed] = await enqueue(store, "typed", args={"n": "seven"})
+        async with make_runner(store, reg, clock, args_checked=True) as runner:
+            await settle(runner)
+            r = await rec(store, claimed)
+            assert (r.status, r.attempts) == ("failed", 1)
+            assert r.error is not None and "args.n" in r.error
+            # Handed off from its enqueue: the runner trusts the submit-time check it was
+            # promised (this job broke that promise, so it runs with what it was given)...
+            [(fresh, _)] = await store.enqueue([NewJob("typed", {"n": "eight"}, T0)], T0)
+            # ...but the task's own check still runs, and its normalized arguments are used.
+            [(loud, _)] = await store.enqueue([NewJob("shout", {"word": "hi"}, T0)], T0)
+            await settle(runner)
+            assert runner.statistics().claimed == 3
+            assert (await rec(store, fresh)).result == "eight"
+            assert (await rec(store, loud)).result == "HI"
     finally:
         await store.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 
 from hitd import _store_fixtures
 from hitpool import SpecError, StoreError, StoreUnavailable
-from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
+from hitpool.hitd.store import NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
 from hitpool.hitd.store.sqlite import SQLiteStore
 
@@ -35,7 +35,7 @@ class Taker:
     """A Handoff that records what it is given."""
 
     def __init__(self, room: int, fail: bool = False) -> None:
-        self._room, self.fail, self.got = room, fail, list[JobRecord]()
+        self._room, self.fail, self.got = room, fail, list[tuple[int, NewJob]]()
 
     worker = "w"
     lease_s = 9.0
@@ -43,10 +43,10 @@ class Taker:
     def room(self) -> int:
         return self._room - len(self.got)  # like a runner: what it was given takes room
 
-    def deliver(self, jobs: list[JobRecord]) -> None:
+    def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         if self.fail:
             raise RuntimeError("no")
-        self.got.extend(jobs)
+        self.got.extend(zip(ids, jobs, strict=True))
 
 
 class StoreContract:
@@ -238,6 +238,53 @@ class StoreContract:
         [again] = await store.claim("w1", 10, T0 + 7, 30)
         assert (again.id, again.attempts) == (ids[1], 2)
         await store.finish([], T0)
+
+    async def test_finish_keeps_every_kind_of_result_exactly(self, store: Store) -> None:
+        results: list[object] = [
+            0.1 + 0.2,  # 17 significant digits
+            [1e-300, 2.5],
+            True,
+            False,
+            None,
+            2**70,  # wider than SQLite's 64-bit integers
+            -7,
+            'Zoë "quoted" \\ \n\t\x01',
+            {"nested": {"x": [0.30000000000000004, "s", None, False]}},
+            [],
+            {},
+            "",
+        ]
+        ids = [id for id, _ in await store.enqueue([job() for _ in results], T0)]
+        await store.claim("w1", len(ids), T0, 30)
+        await store.finish(
+            [Outcome(id, "w1", ok=True, result=r) for id, r in zip(ids, results, strict=True)],
+            T0 + 1,
+        )
+        got = [await store.get(id) for id in ids]
+        assert [r.result for r in got if r] == results
+        assert [type(r.result) for r in got if r] == [type(r) for r in results]
+
+    async def test_finish_takes_a_batch_from_several_workers(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job() for _ in range(4)], T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.claim("w2", 2, T0, 30)
+        await store.finish(
+            [
+                Outcome(ids[0], "w1", ok=True, result=1),
+                Outcome(ids[2], "w2", ok=True, result=2),
+                Outcome(ids[3], "w2", ok=False, error="boom", retry_at=T0 + 5),
+                Outcome(ids[1], "w2", ok=True, result=3),  # held by w1: ignored
+            ],
+            T0 + 1,
+        )
+        recs = [await store.get(id) for id in ids]
+        assert [(r.status, r.result) for r in recs if r] == [
+            ("succeeded", 1),
+            ("running", None),
+            ("succeeded", 2),
+            ("queued", None),
+        ]
+        assert await store.counts() == {**EMPTY, "succeeded": 2, "running": 1, "queued": 1}
 
     async def test_a_result_json_cannot_hold_is_kept_as_its_repr(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([job()], T0)
@@ -544,11 +591,14 @@ class TestSQLiteStore(StoreContract):
     async def test_handoff_claims_fresh_due_jobs_in_the_enqueue(self, store: Store) -> None:
         took = Taker(room=3)
         store.set_handoff(took)
-        out = await store.enqueue([job(n=i) for i in range(5)], T0)
-        assert [r.id for r in took.got] == [id for id, _ in out[:3]]
-        for r in took.got:
-            assert r == await store.get(r.id)  # what a claim would have returned
+        jobs = [job(n=i) for i in range(5)]
+        out = await store.enqueue(jobs, T0)
+        assert took.got == [(id, j) for (id, _), j in zip(out[:3], jobs, strict=False)]
+        for id, j in took.got:
+            r = await store.get(id)  # claimed in the enqueue, as a claim would have
+            assert r is not None and (r.task, r.args, r.max_attempts) == (j.task, j.args, 3)
             assert (r.status, r.attempts, r.worker, r.lease_until) == ("running", 1, "w", T0 + 9)
+            assert (r.started_at, r.run_at, r.created_at) == (T0, T0, T0)
         assert await store.counts() == {**EMPTY, "queued": 2, "running": 3}
         assert store.queued_estimate() == 2
         # Two jobs wait: fresh ones are not handed ahead of them (oldest first).
@@ -568,9 +618,9 @@ class TestSQLiteStore(StoreContract):
         store.set_handoff(one)
         await store.claim("x", 10, T0 + 60, 30)  # nothing older waits
         [(id, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 61)
-        [r] = one.got
-        assert (r.id, r.run_at, r.created_at) == (id, T0 + 61, T0 + 61)
-        assert r == await store.get(id)
+        assert [i for i, _ in one.got] == [id]
+        r = await store.get(id)
+        assert r is not None and (r.status, r.run_at, r.created_at) == ("running", T0 + 61, T0 + 61)
 
     async def test_concurrent_enqueues_never_hand_off_more_than_the_room(
         self, store: Store
@@ -580,7 +630,7 @@ class TestSQLiteStore(StoreContract):
         outs = await asyncio.gather(*(store.enqueue([job(), job()], T0) for _ in range(5)))
         assert len(took.got) == 3  # in one commit or several, each enqueue saw the others
         assert (await store.counts())["running"] == 3
-        assert sorted(r.id for r in took.got) == [id for id, _ in outs[0] + outs[1][:1]]
+        assert sorted(id for id, _ in took.got) == [id for id, _ in outs[0] + outs[1][:1]]
 
     async def test_a_failing_handoff_never_fails_the_enqueue(
         self, store: Store, caplog: pytest.LogCaptureFixture

@@ -39,7 +39,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -49,7 +49,7 @@ from .._errors import SpecError, UnknownTask
 from ..dispatcher import Dispatcher, Job
 from .lifecycle import RetryPolicy
 from .metrics import HistogramSnapshot, RunTimeHistogram
-from .store.base import JobRecord, Outcome, Store
+from .store.base import JobRecord, NewJob, Outcome, Store
 from .tasks import Registry, TaskDef, current_worker
 
 __all__ = ["Runner", "RunnerStatistics"]
@@ -119,7 +119,13 @@ class Runner:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         recover: bool = True,
+        args_checked: bool = False,
     ) -> None:
+        """`args_checked`: every job enqueued into `store` while this runner is attached had
+        its arguments checked with `registry.check` first (hitd's HTTP intake does), so the
+        jobs the store hands straight from such an enqueue skip the second check. Jobs
+        claimed from the table are always checked: they may come from another process, a
+        retry, or a registry that has changed since."""
         if workers < 1:
             raise SpecError("workers", "must be at least 1")
         for name, value in (("lease_s", lease_s), ("poll_s", poll_s)):
@@ -147,14 +153,17 @@ class Runner:
         self._clock = clock
         self._rand = rand
         self._recover = recover
+        self._args_checked = args_checked
 
-        self._held: dict[int, JobRecord] = {}
+        self._held: set[int] = set()  # ids of the jobs claimed whose outcome is not committed
         # Claimed jobs not yet run to an outcome: what takes room. A job whose outcome waits
         # for its finish() commit no longer takes room, so the next claim can share that
         # commit (the writer merges them) instead of waiting for it.
         self._active = 0
         self._outcomes: list[Outcome] = []
-        self._slots = list(range(workers, 0, -1))  # worker IDs 1..N, popped from the end
+        # Worker IDs 1..N, popped from the end: each Dispatcher worker takes one at its first
+        # job and keeps it (see `_run`).
+        self._slots = list(range(workers, 0, -1))
         self._pool: Dispatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -166,7 +175,6 @@ class Runner:
         self._draining = False
         self._finisher_done = False
 
-        self._busy = 0
         self._claimed = 0
         self._completed = 0
         self._failed = 0
@@ -198,7 +206,11 @@ class Runner:
             await self.recover()
         # Twice the room: a claim and a handoff (see `room`) may both fill it at once.
         self._pool = Dispatcher(workers=self._workers, queue_size=2 * self._capacity)
-        self._pool.start()
+        # The workers' tasks copy this context: start them with no worker ID set, so that
+        # each takes its own at its first job even when the runner is started from a job.
+        ctx = contextvars.copy_context()
+        ctx.run(current_worker.set, 0)
+        ctx.run(self._pool.start)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
         self._store.set_handoff(self)
         loop = asyncio.get_running_loop()
@@ -234,20 +246,19 @@ class Runner:
         be stale by one claim, which the Dispatcher's doubled queue absorbs."""
         return 0 if self._draining else max(0, self._capacity - self._active)
 
-    def deliver(self, jobs: list[JobRecord]) -> None:
+    def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         """Jobs the store claimed for this runner while committing their enqueue."""
-        held = self._held
-        for rec in jobs:
-            held[rec.id] = rec
-        self._claimed += len(jobs)
+        self._held.update(ids)
+        self._claimed += len(ids)
         pool = self._pool
         if self._draining or pool is None:
             return  # stopping: stop() releases what is held (recover() after a crash)
-        self._active += len(jobs)
-        run = self._run
-        for rec in jobs:
-            job: Job[None] = pool.dispatch_nowait(run, rec)
-            del job
+        self._active += len(ids)
+        run, checked = self._run, self._args_checked
+        for id, job in zip(ids, jobs, strict=True):
+            # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
+            handle: Job[None] = pool.dispatch_nowait(run, id, job, 1, checked)
+            del handle
 
     def notify(self) -> None:
         """Look for due jobs and expired leases now instead of at the next poll. Never waits."""
@@ -270,7 +281,8 @@ class Runner:
     def statistics(self) -> RunnerStatistics:
         return RunnerStatistics(
             workers=self._workers,
-            busy=self._busy,
+            # The pool's running jobs: a job is busy from the call of `_run` to its end.
+            busy=0 if self._pool is None else self._pool.statistics().busy,
             held=len(self._held),
             claimed=self._claimed,
             completed=self._completed,
@@ -375,10 +387,9 @@ class Runner:
                 held = self._held
                 self._active += len(recs)
                 for rec in recs:
-                    held[rec.id] = rec
-                    # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
-                    job: Job[None] = pool.dispatch_nowait(run, rec)
-                    del job
+                    held.add(rec.id)
+                    handle: Job[None] = pool.dispatch_nowait(run, rec.id, rec, rec.attempts, False)
+                    del handle
                 self._claimed += len(recs)
                 if len(recs) == want:
                     continue  # there may be more due right now
@@ -394,22 +405,31 @@ class Runner:
 
     # -- running one job -------------------------------------------------------------------
 
-    async def _run(self, rec: JobRecord) -> None:
+    async def _run(self, id: int, job: JobRecord | NewJob, attempts: int, checked: bool) -> None:
         # One flat coroutine per job (no nested helpers): this path runs a million times a
-        # minute, and every extra frame and await shows in the profile.
+        # minute, and every extra frame and await shows in the profile. `job` is a claimed
+        # record or, handed off from its enqueue, the job as submitted (see `deliver`).
         if self._draining:
             self._active -= 1
             return  # claimed but not started before stop: stop() releases it
-        slot = self._slots.pop()
-        token = current_worker.set(slot)
-        self._busy += 1
+        if not current_worker.get():
+            # The Dispatcher worker's first job: its task keeps the ID for its life, as the
+            # seed's workers did, instead of a set and a reset around every job.
+            current_worker.set(self._slots.pop())
         t0 = time.perf_counter()
         outcome: Outcome | None = None
         td: TaskDef | None = None
         scope: asyncio.Timeout | None = None
         try:
-            td = self._registry.get(rec.task)
-            args = td.bind(rec.args, self._registry)
+            td = self._registry.get(job.task)
+            if not checked:
+                args = td.bind(job.args, self._registry)
+            elif td.check is None:
+                args = job.args  # checked at submit: `fn(**args)` copies it anyway
+            else:
+                # The signature was checked at submit; what the task's own check returns
+                # (it may normalize) is not kept there, so it runs again, as in bind().
+                args = td.check(self._registry, dict(job.args))
             if td.timeout is None:
                 if td.is_async:
                     result = await td.fn(**args)
@@ -422,30 +442,31 @@ class Runner:
                     else:
                         result = await self._in_thread(td, args)
             self._completed += 1
-            outcome = Outcome(rec.id, self.worker_name, True, result)  # positional: cheaper
+            outcome = Outcome(id, self.worker_name, True, result)  # positional: cheaper
         except (UnknownTask, SpecError) as e:
             # Unknown task, bad arguments (ours or the task's own check): no retry can help.
-            outcome = self._failure(rec, _describe(e), permanent=True)
+            outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
         except TimeoutError as e:
             if td is not None and scope is not None and scope.expired():
                 msg = f"timed out after {td.timeout:g}s"
-                outcome = self._failure(rec, msg, permanent=False)
+                outcome = self._failure(id, job, attempts, msg, permanent=False)
             else:
-                outcome = self._failure(rec, _describe(e), permanent=False)
+                outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
         except Exception as e:
-            outcome = self._failure(rec, _describe(e), permanent=False)
+            outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
         finally:
             # On cancellation (hard stop) no outcome is recorded: the job stays held and
             # stop() releases it.
-            self._busy -= 1
-            self._slots.append(slot)
-            current_worker.reset(token)
             self._hist.observe(time.perf_counter() - t0)
             self._active -= 1
             if outcome is not None:
+                if not self._outcomes:  # the finisher waits only for an empty list to fill
+                    self._flush.set()
                 self._outcomes.append(outcome)
-                self._flush.set()
-            if self._capacity - self._active >= self._claim_min:
+            if self._capacity - self._active == self._claim_min:
+                # Room just reached what is worth a claim. Above it the claimer has already
+                # looked and found nothing queued (a commit or notify() wakes it when that
+                # changes): waking it for every job that ends was a task step for nothing.
                 self._wake.set()
 
     async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
@@ -454,15 +475,15 @@ class Runner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(ctx.run, td.fn, **args))
 
-    def _failure(self, rec: JobRecord, error: str, permanent: bool) -> Outcome:
+    def _failure(
+        self, id: int, job: JobRecord | NewJob, attempts: int, error: str, permanent: bool
+    ) -> Outcome:
         self._failed += 1
         retry_at = None
         if permanent:
             self._permanent += 1
         else:
-            retry_at = self._retry.retry_at(
-                rec.attempts, rec.max_attempts, self._clock(), self._rand()
-            )
+            retry_at = self._retry.retry_at(attempts, job.max_attempts, self._clock(), self._rand())
             if retry_at is None:
                 self._dead += 1
             else:
@@ -472,15 +493,15 @@ class Runner:
             log.log(
                 level,
                 "job %d (%s) attempt %d/%d failed: %s%s",
-                rec.id,
-                rec.task,
-                rec.attempts,
-                rec.max_attempts,
+                id,
+                job.task,
+                attempts,
+                job.max_attempts,
                 error,
                 "" if retry_at is None else f"; retry in {retry_at - self._clock():.3g}s",
             )
         return Outcome(
-            rec.id, self.worker_name, ok=False, error=error, retry_at=retry_at, permanent=permanent
+            id, self.worker_name, ok=False, error=error, retry_at=retry_at, permanent=permanent
         )
 
     # -- the finisher and the renewer --------------------------------------------------------
@@ -508,7 +529,7 @@ class Runner:
                 continue
             held = self._held
             for o in batch:
-                held.pop(o.id, None)
+                held.discard(o.id)
             if not held:
                 self._wake.set()  # the claimer decides whether the runner is idle
 

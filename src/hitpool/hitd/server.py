@@ -82,6 +82,7 @@ class Hitd:
             lease_s=config.lease_s,
             grace_s=config.grace_s,
             clock=clock,
+            args_checked=True,  # the App checks every job with registry.check before enqueue
         )
         self.intake = Intake(self.store, clock=clock, on_commit=self.runner.committed)
         self.purger = Purger(self.store, config.retention_s, clock=clock)

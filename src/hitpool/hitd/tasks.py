@@ -88,7 +88,8 @@ class Param:
 @dataclass(frozen=True, slots=True)
 class TaskDef:
     """A registered task. `params` is computed once from the signature, so checking a job's
-    arguments costs a few dict lookups (it runs for every submitted and every started job)."""
+    arguments costs a few dict lookups (it runs for every submitted job, and for every started
+    job but those a runner with `args_checked` takes straight from a checked enqueue)."""
 
     name: str
     fn: Callable[..., Any]

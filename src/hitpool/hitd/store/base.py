@@ -174,8 +174,13 @@ class Handoff(Protocol):
         """How many jobs it can take now. Called on the store's writer thread: a plain read."""
         ...
 
-    def deliver(self, jobs: list[JobRecord]) -> None:
-        """Jobs claimed for it, committed. Called on the event loop; must not raise."""
+    def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
+        """Jobs claimed for it, committed: `jobs[i]`, as given to `enqueue`, is job `ids[i]`,
+        on its first attempt, leased to `worker` for `lease_s` from the enqueue's `now`.
+        Called on the event loop; must not raise.
+
+        The jobs as they came, not a `JobRecord` each: the runner needs only the id, task,
+        arguments and max_attempts, and fifteen fields built per job showed in the profile."""
         ...
 
 

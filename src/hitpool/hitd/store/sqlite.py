@@ -288,49 +288,19 @@ class SQLiteStore(Store):
             (ids, k), moves = ops.enqueue_json(c, blob, len(jobs), now, (worker, lease_until, room))
             if k:
                 self._txn_handed += k
-                self._txn_after.append(
-                    lambda: self._deliver(h, jobs[:k], ids, now, worker, lease_until)
-                )
+                handed = [id for id, _ in ids[:k]]
+                self._txn_after.append(lambda: self._deliver(h, handed, jobs[:k]))
             return (ids, k), moves
 
         return op
 
-    def _deliver(
-        self,
-        h: Handoff,
-        jobs: Sequence[NewJob],
-        ids: list[tuple[int, bool]],
-        now: float,
-        worker: str,
-        lease_until: float,
-    ) -> None:
-        # The records a claim would have returned, built from what was just inserted.
-        recs = [
-            JobRecord(
-                id,
-                j.task,
-                j.args,
-                "running",
-                1,
-                j.max_attempts,
-                None,
-                None,
-                now,
-                now,
-                None,
-                now if j.run_at is None else j.run_at,
-                None,
-                lease_until,
-                worker,
-            )
-            for j, (id, _) in zip(jobs, ids, strict=False)
-        ]
-        self._delivered += len(recs)
+    def _deliver(self, h: Handoff, ids: list[int], jobs: Sequence[NewJob]) -> None:
+        self._delivered += len(ids)
         try:
-            h.deliver(recs)
+            h.deliver(ids, jobs)
         except Exception:  # the jobs are committed: never fail the enqueue over this
             log.exception(
-                "handing %d jobs to the runner failed; their leases will expire", len(recs)
+                "handing %d jobs to the runner failed; their leases will expire", len(ids)
             )
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
@@ -361,22 +331,19 @@ class SQLiteStore(Store):
         if not outcomes:
             return
         if self._use_json:
+            # By worker (one runner: one group), so the SQL takes the worker as a parameter.
+            workers = {o.worker for o in outcomes}
+            groups = (
+                [(outcomes[0].worker, outcomes)]
+                if len(workers) == 1
+                else [(w, [o for o in outcomes if o.worker == w]) for w in workers]
+            )
             try:
-                ok = [[o.id, o.worker, o.result] for o in outcomes if o.ok]
-                failed = [o for o in outcomes if not o.ok] if len(ok) < len(outcomes) else []
-                retry = [
-                    [o.id, o.worker, o.error, o.retry_at] for o in failed if o.retry_at is not None
-                ]
-                # Retries go in `final` too: applied after the retries, they only touch a
-                # retry that was refused (its last attempt), which is then dead.
-                final = [[o.id, o.worker, o.error, int(o.permanent)] for o in failed]
-                b_ok, b_retry, b_final = (
-                    ops.dumps_strict(b) if b else None for b in (ok, retry, final)
-                )
+                blobs = [ops.finish_blobs(w, batch) for w, batch in groups]
             except (ValueError, RecursionError):  # NaN, Infinity or a cycle: the rows path
                 pass
             else:
-                await self._write(lambda c: ops.finish_json(c, b_ok, b_retry, b_final, now))
+                await self._write(lambda c: ops.finish_json(c, blobs, now))
                 return
         ok_rows = [(ops.result_json(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
         retry_rows = [
