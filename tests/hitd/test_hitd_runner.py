@@ -491,6 +491,30 @@ async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
         await store.close()
 
 
+async def test_handed_off_jobs_that_wait_run_on_every_worker_at_once(
+    tmp_path: Path, clock: Clock
+) -> None:
+    reg = Registry(include_global=False)
+    together = asyncio.Barrier(4)
+
+    @reg.task
+    async def meet() -> int:
+        await together.wait()  # only returns once four jobs run at once
+        return current_worker.get()
+
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        async with make_runner(store, reg, clock, workers=4) as runner:
+            out = await store.enqueue([NewJob("meet", {}, T0) for _ in range(8)], T0)
+            await settle(runner)
+            results = [(await rec(store, id)).result for id, _ in out]
+            assert sorted(results[:4]) == [1, 2, 3, 4] and set(results[4:]) <= {1, 2, 3, 4}
+            assert runner.statistics().completed == 8
+    finally:
+        await store.close()
+
+
 async def test_args_checked_skips_the_signature_check_of_handed_off_jobs_only(
     tmp_path: Path, clock: Clock
 ) -> None:

@@ -1,8 +1,15 @@
 """The workers of hitd: claim due jobs in batches, run them on a Dispatcher, record outcomes.
 
-    store ──claim(batch)──> held ──dispatch_nowait──> Dispatcher(workers) ──> outcome
-      ^                      │ renew every lease_s/3                            │
-      └──────────── finish(batch) <─────────────────────────────────────────────┘
+    store ──claim(batch)──> held, pending ──> drainers on a Dispatcher(workers) ──> outcome
+      ^                      │ renew every lease_s/3                                 │
+      └──────────── finish(batch) <──────────────────────────────────────────────────┘
+
+Claimed jobs wait in `pending`, a deque, and run on drainers: Dispatcher jobs that each run
+pending jobs one after another until none is left. A drainer that takes a job while more
+wait starts one more drainer (at most one on its way, at most `workers` in all), so jobs
+that suspend spread over the workers, and jobs that do not run back to back on one. A
+Dispatcher job per hitd job cost a handle, a worker-loop turn and a coroutine each: with
+drainers a burst of jobs costs a couple of Dispatcher jobs.
 
 Three tasks, all owned by the runner and ended by `stop()`:
 
@@ -31,6 +38,7 @@ let running jobs finish within `grace_s`, cancel and release those still running
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -42,6 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from types import TracebackType
 from typing import Any
 
@@ -161,8 +170,14 @@ class Runner:
         # commit (the writer merges them) instead of waiting for it.
         self._active = 0
         self._outcomes: list[Outcome] = []
+        # Claimed jobs not started: (id, record or job as submitted, attempt, args checked).
+        self._pending: collections.deque[tuple[int, JobRecord | NewJob, int, bool]] = (
+            collections.deque()
+        )
+        self._drainers = 0  # drainers dispatched and not ended
+        self._starting = 0  # of those, dispatched and not started yet (at most one)
         # Worker IDs 1..N, popped from the end: each Dispatcher worker takes one at its first
-        # job and keeps it (see `_run`).
+        # job and keeps it (see `_drain`).
         self._slots = list(range(workers, 0, -1))
         self._pool: Dispatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -204,8 +219,8 @@ class Runner:
             return
         if self._recover:
             await self.recover()
-        # Twice the room: a claim and a handoff (see `room`) may both fill it at once.
-        self._pool = Dispatcher(workers=self._workers, queue_size=2 * self._capacity)
+        # At most `workers` drainers exist, queued or running (see `_add_drainer`).
+        self._pool = Dispatcher(workers=self._workers, queue_size=self._workers)
         # The workers' tasks copy this context: start them with no worker ID set, so that
         # each takes its own at its first job even when the runner is started from a job.
         ctx = contextvars.copy_context()
@@ -243,7 +258,7 @@ class Runner:
 
     def room(self) -> int:
         """Jobs the runner can take now. Read on the store's writer thread, unlocked: it may
-        be stale by one claim, which the Dispatcher's doubled queue absorbs."""
+        be stale by one claim: `pending` is a deque, not bounded by it."""
         return 0 if self._draining else max(0, self._capacity - self._active)
 
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
@@ -254,11 +269,10 @@ class Runner:
         if self._draining or pool is None:
             return  # stopping: stop() releases what is held (recover() after a crash)
         self._active += len(ids)
-        run, checked = self._run, self._args_checked
-        for id, job in zip(ids, jobs, strict=True):
-            # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
-            handle: Job[None] = pool.dispatch_nowait(run, id, job, 1, checked)
-            del handle
+        # Attempt 1: claimed in its enqueue.
+        self._pending.extend(zip(ids, jobs, repeat(1), repeat(self._args_checked)))
+        if not self._starting and self._drainers < self._workers:
+            self._add_drainer()
 
     def notify(self) -> None:
         """Look for due jobs and expired leases now instead of at the next poll. Never waits."""
@@ -339,6 +353,7 @@ class Runner:
                     "could not release %d jobs; they run again when leases expire", len(rest)
                 )
             self._held.clear()
+        self._pending.clear()  # never started: released above with the rest of `held`
         if self._executor is not None:
             # A thread cannot be interrupted: an overdue sync task is left to end on its own.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -359,9 +374,6 @@ class Runner:
         self._wake.set()
 
     async def _claimer(self) -> None:
-        pool = self._pool
-        assert pool is not None
-        run = self._run
         while not self._stopping:
             self._wake.clear()
             room = self._capacity - self._active
@@ -386,10 +398,12 @@ class Runner:
                     continue
                 held = self._held
                 self._active += len(recs)
+                pending = self._pending
                 for rec in recs:
                     held.add(rec.id)
-                    handle: Job[None] = pool.dispatch_nowait(run, rec.id, rec, rec.attempts, False)
-                    del handle
+                    pending.append((rec.id, rec, rec.attempts, False))
+                if recs and not self._starting and self._drainers < self._workers:
+                    self._add_drainer()
                 self._claimed += len(recs)
                 if len(recs) == want:
                     continue  # there may be more due right now
@@ -405,69 +419,85 @@ class Runner:
 
     # -- running one job -------------------------------------------------------------------
 
-    async def _run(self, id: int, job: JobRecord | NewJob, attempts: int, checked: bool) -> None:
-        # One flat coroutine per job (no nested helpers): this path runs a million times a
-        # minute, and every extra frame and await shows in the profile. `job` is a claimed
-        # record or, handed off from its enqueue, the job as submitted (see `deliver`).
-        if self._draining:
-            self._active -= 1
-            return  # claimed but not started before stop: stop() releases it
-        if not current_worker.get():
-            # The Dispatcher worker's first job: its task keeps the ID for its life, as the
-            # seed's workers did, instead of a set and a reset around every job.
-            current_worker.set(self._slots.pop())
-        t0 = time.perf_counter()
-        outcome: Outcome | None = None
-        td: TaskDef | None = None
-        scope: asyncio.Timeout | None = None
+    def _add_drainer(self) -> None:
+        # Called only when none is on its way (`_starting`) and fewer than `workers` exist,
+        # like the Dispatcher's chain wake: one drainer at a time, more only as they start.
+        assert self._pool is not None
+        self._drainers += 1
+        self._starting += 1
+        # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
+        handle: Job[None] = self._pool.dispatch_nowait(self._drain)
+        del handle
+
+    async def _drain(self) -> None:
+        # One flat loop (no helper per job): this path runs a million times a minute, and
+        # every extra frame and await shows in the profile.
+        self._starting -= 1
+        pending = self._pending
         try:
-            td = self._registry.get(job.task)
-            if not checked:
-                args = td.bind(job.args, self._registry)
-            elif td.check is None:
-                args = job.args  # checked at submit: `fn(**args)` copies it anyway
-            else:
-                # The signature was checked at submit; what the task's own check returns
-                # (it may normalize) is not kept there, so it runs again, as in bind().
-                args = td.check(self._registry, dict(job.args))
-            if td.timeout is None:
-                if td.is_async:
-                    result = await td.fn(**args)
-                else:
-                    result = await self._in_thread(td, args)
-            else:
-                async with asyncio.timeout(td.timeout) as scope:
-                    if td.is_async:
-                        result = await td.fn(**args)
+            while pending and not self._draining:  # stopping: stop() releases the rest
+                id, job, attempts, checked = pending.popleft()
+                if pending and not self._starting and self._drainers < self._workers:
+                    self._add_drainer()  # in case this job suspends: the next one need not wait
+                if not current_worker.get():
+                    # The Dispatcher worker's first drainer: its task keeps the ID for its
+                    # life, as the seed's workers did, instead of a set and a reset per job.
+                    current_worker.set(self._slots.pop())
+                t0 = time.perf_counter()
+                outcome: Outcome | None = None
+                td: TaskDef | None = None
+                scope: asyncio.Timeout | None = None
+                try:
+                    td = self._registry.get(job.task)
+                    if not checked:
+                        args = td.bind(job.args, self._registry)
+                    elif td.check is None:
+                        args = job.args  # checked at submit: `fn(**args)` copies it anyway
                     else:
-                        result = await self._in_thread(td, args)
-            self._completed += 1
-            outcome = Outcome(id, self.worker_name, True, result)  # positional: cheaper
-        except (UnknownTask, SpecError) as e:
-            # Unknown task, bad arguments (ours or the task's own check): no retry can help.
-            outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
-        except TimeoutError as e:
-            if td is not None and scope is not None and scope.expired():
-                msg = f"timed out after {td.timeout:g}s"
-                outcome = self._failure(id, job, attempts, msg, permanent=False)
-            else:
-                outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
-        except Exception as e:
-            outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
+                        # The signature was checked at submit; what the task's own check
+                        # returns (it may normalize) is not kept there, so it runs again.
+                        args = td.check(self._registry, dict(job.args))
+                    if td.timeout is None:
+                        if td.is_async:
+                            result = await td.fn(**args)
+                        else:
+                            result = await self._in_thread(td, args)
+                    else:
+                        async with asyncio.timeout(td.timeout) as scope:
+                            if td.is_async:
+                                result = await td.fn(**args)
+                            else:
+                                result = await self._in_thread(td, args)
+                    self._completed += 1
+                    outcome = Outcome(id, self.worker_name, True, result)  # positional: cheaper
+                except (UnknownTask, SpecError) as e:
+                    # Unknown task, bad arguments (ours or the task's own check): no retry
+                    # can help.
+                    outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
+                except TimeoutError as e:
+                    if td is not None and scope is not None and scope.expired():
+                        msg = f"timed out after {td.timeout:g}s"
+                    else:
+                        msg = _describe(e)
+                    outcome = self._failure(id, job, attempts, msg, permanent=False)
+                except Exception as e:
+                    outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
+                finally:
+                    # On cancellation (hard stop) no outcome is recorded: the job stays held
+                    # and stop() releases it.
+                    self._hist.observe(time.perf_counter() - t0)
+                    self._active -= 1
+                    if outcome is not None:
+                        if not self._outcomes:  # the finisher waits for an empty list to fill
+                            self._flush.set()
+                        self._outcomes.append(outcome)
+                    if self._capacity - self._active == self._claim_min:
+                        # Room just reached what is worth a claim. Above it the claimer has
+                        # already looked and found nothing queued (a commit or notify() wakes
+                        # it when that changes): waking it per job was a task step for nothing.
+                        self._wake.set()
         finally:
-            # On cancellation (hard stop) no outcome is recorded: the job stays held and
-            # stop() releases it.
-            self._hist.observe(time.perf_counter() - t0)
-            self._active -= 1
-            if outcome is not None:
-                if not self._outcomes:  # the finisher waits only for an empty list to fill
-                    self._flush.set()
-                self._outcomes.append(outcome)
-            if self._capacity - self._active == self._claim_min:
-                # Room just reached what is worth a claim. Above it the claimer has already
-                # looked and found nothing queued (a commit or notify() wakes it when that
-                # changes): waking it for every job that ends was a task step for nothing.
-                self._wake.set()
+            self._drainers -= 1
 
     async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
         # Plain functions run on a thread, with the context (current_worker) copied.
