@@ -9,8 +9,8 @@ import pytest
 
 from hitpool._errors import SpecError, StoreError
 from hitpool.hitd.app import parse_delay, parse_job, parse_jobs, parse_work
-from hitpool.hitd.http import Response
 from hitpool.hitd.intake import Intake
+from hitpool.hitd.messages import Response
 from hitpool.hitd.metrics import HttpCounters, RunTimeHistogram, WorkerNumbers, render
 from hitpool.hitd.store.base import NewJob
 from hitpool.hitd.store.memory import MemoryStore

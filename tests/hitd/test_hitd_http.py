@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from hitpool.hitd.http import (
-    Deferred,
-    HttpLimits,
-    HttpServer,
-    Request,
-    Response,
-    json_response,
-)
+from hitpool.hitd.http import HttpLimits, HttpServer
+from hitpool.hitd.messages import Deferred, Request, Response, json_response
 
 Handler = Callable[[Request], "Response | Deferred | Awaitable[Response]"]
 

@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl
 
 from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
 from ..durations import parse_seconds
-from .http import Deferred, Request, Response, error_response, json_response
 from .intake import Intake
+from .messages import Deferred, Request, Response, error_response, json_response
 from .metrics import HttpCounters, WorkerNumbers, render
 from .store.base import NewJob, Store
 

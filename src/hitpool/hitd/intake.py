@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._errors import DispatcherClosed, StoreError
-from .http import Deferred, Response, error_response
+from .messages import Deferred, Response, error_response
 from .store.base import NewJob, Store
 
 __all__ = ["Intake", "IntakeStatistics"]
