@@ -13,7 +13,7 @@
 # synchronous=FULL, on this machine's disk), runs the generator for --duration seconds, then
 # reads GET /stats: the jobs the server says it accepted are compared with the 2xx answers the
 # client counted times the batch size, so the table holds jobs really accepted.
-# Both servers: 16 workers (each one's default) running the built-in `hello` as jobs arrive,
+# hitd and Go: 16 workers (each one's default) running the built-in `hello` as jobs arrive,
 # a queue large enough that no run is answered 429 (see GO_QUEUE, HITD_QUEUE), per-job logging off.
 #
 # Generator: hit (`.venv/bin/hit`) when it works, else wrk with a Lua POST script. The Go
@@ -46,6 +46,10 @@ done
 [[ $BATCH =~ ^[0-9]+$ ]] && ((BATCH >= 2 && BATCH <= 1000)) ||
     { echo "intake.sh: --batch takes 2..1000 (hitd's limit per request)" >&2; exit 2; }
 [[ -z $GEN || $GEN == hit || $GEN == wrk ]] || { echo "intake.sh: --gen takes hit or wrk" >&2; exit 2; }
+for s in $SERVERS; do
+    [[ $s == go || $s == hitd || $s == bare ]] ||
+        { echo "intake.sh: --servers takes go, hitd and bare (got $s), e.g. --servers \"go hitd\"" >&2; exit 2; }
+done
 MEASURE_LIMIT_S=$((DURATION + 30))
 [[ $(nproc) -ge 2 ]] || die "needs 2 cores (server on core 0, generator on core 1)"
 
@@ -142,7 +146,6 @@ start_server() { # start_server NAME DIR
         (cd "$dir" && exec taskset -c 0 "$PY" "$BENCH_DIR/bare_intake.py" --port "$SERVER_PORT" \
             --db ./bare.db) >"$dir/server.log" 2>&1 &
         ;;
-    *) die "unknown server $name (go, hitd, bare)" ;;
     esac
     SERVER_PID=$!
     own_pid "$SERVER_PID"
