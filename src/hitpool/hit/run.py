@@ -416,17 +416,21 @@ def _why(proc: BaseProcess) -> str:
 
 
 async def _exited(procs: Sequence[BaseProcess]) -> None:
-    """Wait until the processes have exited. On the loop and with no thread (a process's
-    sentinel fd becomes readable when it exits): an executor thread could be queued behind
-    the caller's own blocking work, as hitd's plain tasks are."""
+    """Wait until the processes have exited, and collect their exit codes. On the loop and
+    with no thread (a process's sentinel fd becomes readable when it exits): an executor
+    thread could be queued behind the caller's own blocking work, as hitd's plain tasks are."""
     loop = asyncio.get_running_loop()
-    left = {proc.sentinel for proc in procs if proc.exitcode is None}
+    by_fd = {proc.sentinel: proc for proc in procs if proc.exitcode is None}
+    left = set(by_fd)
     if not left:
         return
     done: asyncio.Future[None] = loop.create_future()
 
     def gone(fd: int) -> None:
         loop.remove_reader(fd)
+        # The sentinel closes a moment before the process can be waited for: join() waits
+        # out that moment (exitcode alone would still say None).
+        by_fd[fd].join(0.1)
         left.discard(fd)
         if not left and not done.done():
             done.set_result(None)
@@ -452,8 +456,6 @@ async def _reap(procs: Sequence[BaseProcess], grace: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(1.0):  # SIGKILL cannot be caught: this waits on the kernel
             await _exited(procs)
-    for proc in procs:
-        proc.join(0.1)  # exited (its sentinel is ready): collects the status at once
 
 
 async def _run_processes(
