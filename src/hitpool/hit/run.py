@@ -18,8 +18,9 @@ import multiprocessing.connection
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import uvloop
@@ -257,6 +258,7 @@ async def run_async(
     stop: asyncio.Event | None = None,
     timeline: bool = False,
     progress: Callable[[Progress], None] | None = None,
+    isolate: bool = False,
 ) -> Summary:
     """Run ``spec`` on the running loop and return its summary.
 
@@ -264,8 +266,12 @@ async def run_async(
     as ``cancelled``, and the partial summary is returned with ``interrupted`` true.
     Cancelling the task closes every connection and re-raises. Raises CannotStart when
     the host does not resolve or no lane connects.
+
+    ``isolate=True`` runs the load test in child processes even when ``spec.processes``
+    is 1, so this loop only waits on pipes: for a caller whose loop has other work (hitd's
+    ``hit`` task). The summary is the same; a child that dies raises WorkerLost.
     """
-    if spec.processes > 1 and spec.lanes > 1:
+    if isolate or (spec.processes > 1 and spec.lanes > 1):
         return await _run_processes(spec, stop=stop, timeline=timeline, progress=progress)
 
     return await _drive_here(spec, stop=stop, timeline=timeline, progress=progress)
@@ -356,10 +362,19 @@ def _shares(total: int, parts: int) -> list[int]:
 
 
 class WorkerLost(HitpoolError):
-    """A worker process (-p) exited without sending its results."""
+    """A worker process (-p, or any with ``isolate``) exited without sending its results;
+    the message names it, its pid and why (its exit status or the signal that killed it)."""
 
 
-async def _recv(conn: multiprocessing.connection.Connection) -> Any:
+# How long the children of a run get to exit on their own before they are killed. A run
+# that ended has their results: they are only closing connections and the interpreter.
+_EXIT_GRACE_S = 5.0
+# A cancelled run (a hard stop, a timeout) wants nothing more from them: a child still
+# connecting (up to spec.timeout) or stuck must not hold its caller up for long.
+_CANCEL_GRACE_S = 0.5
+
+
+async def _recv(conn: multiprocessing.connection.Connection, proc: BaseProcess, name: str) -> Any:
     """Wait on the loop for a message from a child process (WorkerLost when it is gone)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
@@ -371,13 +386,76 @@ async def _recv(conn: multiprocessing.connection.Connection) -> Any:
             try:
                 fut.set_result(conn.recv())
             except (EOFError, OSError) as exc:
-                fut.set_exception(WorkerLost(f"a worker process exited early ({exc!r})"))
+                fut.set_exception(exc)
 
     loop.add_reader(fd, ready)
     try:
         return await fut
+    except (EOFError, OSError):
+        # Its end of the pipe closed, so it is exiting: its exit code says why.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await _exited([proc])
+        raise WorkerLost(
+            f"{name} (pid {proc.pid}) exited without its results: {_why(proc)}"
+        ) from None
     finally:
         loop.remove_reader(fd)
+
+
+def _why(proc: BaseProcess) -> str:
+    code = proc.exitcode
+    if code is None:
+        return "it closed its pipe but is still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+async def _exited(procs: Sequence[BaseProcess]) -> None:
+    """Wait until the processes have exited, and collect their exit codes. On the loop and
+    with no thread (a process's sentinel fd becomes readable when it exits): an executor
+    thread could be queued behind the caller's own blocking work, as hitd's plain tasks are."""
+    loop = asyncio.get_running_loop()
+    by_fd = {proc.sentinel: proc for proc in procs if proc.exitcode is None}
+    left = set(by_fd)
+    if not left:
+        return
+    done: asyncio.Future[None] = loop.create_future()
+
+    def gone(fd: int) -> None:
+        loop.remove_reader(fd)
+        # The sentinel closes a moment before the process can be waited for: join() waits
+        # out that moment (exitcode alone would still say None).
+        by_fd[fd].join(0.1)
+        left.discard(fd)
+        if not left and not done.done():
+            done.set_result(None)
+
+    for fd in list(left):
+        loop.add_reader(fd, gone, fd)
+    try:
+        await done
+    finally:
+        for fd in left:
+            loop.remove_reader(fd)
+        done.cancel()
+
+
+async def _reap(procs: Sequence[BaseProcess], grace: float) -> None:
+    """Give the processes ``grace`` seconds to exit, kill the others, collect every status."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace):
+            await _exited(procs)
+    for proc in procs:
+        if proc.exitcode is None:
+            proc.kill()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):  # SIGKILL cannot be caught: this waits on the kernel
+            await _exited(procs)
 
 
 async def _run_processes(
@@ -396,17 +474,34 @@ async def _run_processes(
         ctx.Process(
             target=_child,
             args=(spec, lanes[k], requests[k], k, p, pipes[k][1], timeline, progress is not None),
+            name=f"hit-{k + 1}",
             daemon=True,
         )
         for k in range(p)
     ]
-    for proc in procs:
-        proc.start()
-    for _, child_end in pipes:
-        child_end.close()
+    names = [f"hit worker process {k + 1} of {p}" for k in range(p)]
     parents = [a for a, _ in pipes]
+    loop = asyncio.get_running_loop()
+    started: list[BaseProcess] = []
+    # Everything waiting on a pipe. gather() does not cancel the others when one fails, and
+    # none may outlive this call (its reader would watch a closed fd): cancelled on the way out.
+    waiting: list[asyncio.Future[Any]] = []
+
+    def watch(aw: Awaitable[Any]) -> asyncio.Future[Any]:
+        fut = asyncio.ensure_future(aw)
+        waiting.append(fut)
+        return fut
+
+    grace = _EXIT_GRACE_S
     try:
-        readies = await asyncio.gather(*(_recv(c) for c in parents))
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+        for _, child_end in pipes:
+            child_end.close()
+        readies = await asyncio.gather(
+            *(watch(_recv(parents[k], procs[k], names[k])) for k in range(p))
+        )
         failed = [msg for kind, msg in readies if kind != "ready"]
         if failed:
             raise CannotStart(failed[0])
@@ -418,7 +513,7 @@ async def _run_processes(
 
         async def collect(k: int) -> None:
             while True:
-                kind, msg = await _recv(parents[k])
+                kind, msg = await _recv(parents[k], procs[k], names[k])
                 if kind == "done":
                     done[k] = msg
                     return
@@ -428,30 +523,38 @@ async def _run_processes(
                     req = sum(r for r, _ in counts)
                     progress(Progress(elapsed, req, sum(e for _, e in counts), req / elapsed, None))
 
-        collecting = asyncio.gather(*(collect(k) for k in range(p)))
+        collecting = asyncio.gather(*(watch(collect(k)) for k in range(p)))
         if stop is not None:
-            stopping = asyncio.ensure_future(stop.wait())
-            waiters: set[asyncio.Future[Any]] = {collecting, stopping}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            stopping = watch(stop.wait())
+            await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 for c in parents:
                     with contextlib.suppress(OSError):
                         c.send(("stop", None))
-            stopping.cancel()
         await collecting
         return Summary.merge(done, processes=p)
+    except asyncio.CancelledError:
+        grace = _CANCEL_GRACE_S
+        raise
     finally:
+        for w in waiting:
+            w.cancel()
         for c in parents:
             with contextlib.suppress(OSError):
                 c.send(("stop", None))
-        for proc in procs:
-            await asyncio.get_running_loop().run_in_executor(None, proc.join, 5)
-            if proc.is_alive():
-                proc.kill()
-            if not proc.is_alive():
-                proc.close()
-        for c in parents:
-            c.close()
+        try:
+            await _reap(started, grace)
+        finally:
+            for child in started:
+                if child.exitcode is None:
+                    child.kill()  # cancelled again while reaping: kill, wait no more
+                else:
+                    child.close()
+            for c in parents:
+                loop.remove_reader(c.fileno())
+            for a, b in pipes:
+                a.close()
+                b.close()
 
 
 def _child(
