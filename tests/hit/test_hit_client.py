@@ -263,7 +263,7 @@ async def test_a_worker_process_killed_mid_run_is_reported(server: Server) -> No
     import os
     import signal
 
-    from hitpool.hit.run import WorkerLost
+    from hitpool.hit.processes import WorkerLost
 
     server.notify_at = 2  # both processes have a request in flight
     spec = Spec(server.url("/silent"), requests=10, concurrency=2, processes=2, timeout=20)

@@ -37,7 +37,7 @@ def test_every_error_kind_is_documented() -> None:
 
 
 def test_every_json_key_is_documented() -> None:
-    from hitpool.hit.run import Summary
+    from hitpool.hit.summary import Summary
     from hitpool.stats import Histogram
 
     s = Summary("u", "GET", 0, 0, 0, {}, {}, 0, 0.0, None, 0, 1, 1, False, Histogram())

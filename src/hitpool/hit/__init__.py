@@ -9,8 +9,10 @@
 """
 
 from .client import ERROR_KINDS, CannotStart, Result
-from .run import Progress, Summary, WorkerLost, run, run_async, send_n
+from .processes import WorkerLost
+from .run import run, run_async, send_n
 from .spec import Spec, parse_duration
+from .summary import Progress, Summary
 
 __all__ = [
     "ERROR_KINDS",

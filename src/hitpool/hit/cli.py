@@ -20,7 +20,7 @@ import uvloop
 from .._errors import HitpoolError, SpecError
 from . import report
 from .client import CannotStart
-from .run import Progress, Summary, run_async
+from .run import run_async
 from .spec import (
     DEFAULT_CONCURRENCY,
     DEFAULT_REQUESTS,
@@ -31,6 +31,7 @@ from .spec import (
     parse_ok,
     parse_processes,
 )
+from .summary import Progress, Summary
 
 EXIT_OK, EXIT_CANNOT_START, EXIT_USAGE, EXIT_ASSERT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 

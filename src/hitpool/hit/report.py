@@ -14,8 +14,8 @@ from typing import Any
 
 from .._errors import SpecError
 from .client import LATE_NS
-from .run import Progress, Summary
 from .spec import parse_duration
+from .summary import Progress, Summary
 
 BAR = "■"
 

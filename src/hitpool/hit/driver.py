@@ -1,0 +1,114 @@
+"""One process's share of a run: an `Engine` from connecting its lanes to its `Summary`.
+
+Both a run in this process and each worker process of a multi-process run go through
+`drive`. The clock starts at the time ``go`` gives, asked once every lane is connected:
+connect time is not latency, and several processes can start together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from ..stats import Timeline
+from .client import Result
+from .engine import Engine
+from .spec import Spec
+from .summary import Progress, Summary
+
+__all__ = ["drive"]
+
+
+def _summary(engine: Engine, spec: Spec, *, end: int, timeline: Timeline | None) -> Summary:
+    errors = sum(engine.errors.values())
+    return Summary(
+        url=spec.url,
+        method=spec.method,
+        requests=engine.finished,
+        successes=engine.successes,
+        errors=errors,
+        errors_by_kind=dict(engine.errors),
+        status_codes={s: c for s, c in enumerate(engine.codes) if c},
+        bytes=engine.bytes,
+        duration_s=max(0, end - engine.base) / 1e9,
+        target_rps=engine.rate,
+        late=engine.late,
+        concurrency=engine.lanes,
+        processes=1,
+        interrupted=engine.stopped,
+        histogram=engine.histogram(),
+        timeline=tuple(timeline.rows) if timeline is not None else (),
+    )
+
+
+async def drive(
+    spec: Spec,
+    *,
+    lanes: int,
+    requests: int | None,
+    rate: float | None,
+    offset: float,
+    go: Callable[[], Awaitable[int]],
+    stop: asyncio.Event | None,
+    timeline: bool,
+    progress: Callable[[Progress], None] | None,
+    sink: Callable[[Result], None] | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
+) -> Summary:
+    """Connect, wait for ``go`` to give the start time, run to the end or to ``stop``."""
+    engine = Engine(spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink)
+    if on_engine is not None:
+        on_engine(engine)
+    loop = asyncio.get_running_loop()
+    stopper: asyncio.Task[None] | None = None
+    ticker: asyncio.TimerHandle | None = None
+    tl = Timeline() if timeline else None
+    try:
+        await engine.open_lanes()
+        base = await go()
+        engine.begin(base, spec.duration)
+        if stop is not None:
+            stopper = loop.create_task(_stop_when(stop, engine))
+
+        def tick(second: int) -> None:
+            nonlocal ticker
+            now = engine.clock()
+            errors = sum(engine.errors.values())
+            if tl is not None:
+                tl.tick(second, engine.hist, engine.finished, errors)
+            if progress is not None:
+                elapsed = (now - base) / 1e9
+                progress(
+                    Progress(
+                        elapsed,
+                        engine.finished,
+                        errors,
+                        engine.finished / elapsed if elapsed > 0 else 0.0,
+                        engine.histogram().percentile(99) / 1e6,
+                    )
+                )
+            due = base + (second + 2) * 1_000_000_000
+            ticker = loop.call_later(max(0, due - engine.clock()) / 1e9, tick, second + 1)
+
+        if tl is not None or progress is not None:
+            ticker = loop.call_later(max(0, base + 1_000_000_000 - engine.clock()) / 1e9, tick, 0)
+        await asyncio.shield(engine.done)  # a cancelled run must not cancel the future
+        end = engine.last if not engine.stopped else engine.clock()
+        if tl is not None:
+            # the last, partial second
+            last = max(0, (end - base - 1) // 1_000_000_000)
+            if not tl.rows or tl.rows[-1].second < last:
+                tl.tick(int(last), engine.hist, engine.finished, sum(engine.errors.values()))
+        return _summary(engine, spec, end=end, timeline=tl)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        if stopper is not None:
+            stopper.cancel()
+        engine.stop()  # no-op when it already finished
+        await engine.wait_closed()
+
+
+async def _stop_when(stop: asyncio.Event, engine: Engine) -> None:
+    await stop.wait()
+    engine.stop()
