@@ -165,13 +165,9 @@ async def _serve(config: ServerConfig) -> int:
     except SpecError as e:
         print(f"hitd: error: --{e.field}: {e.message}", file=sys.stderr)
         return 2
-    try:
-        await hitd.start()
-    except (HitpoolError, OSError) as e:
-        print(f"hitd: error: cannot start: {e}", file=sys.stderr)
-        return 1
-    print(hitd.startup_line(), flush=True)
-    _tune_gc()
+    # Signals are handled from before the start: a SIGTERM that comes while hitd opens its
+    # store or right after it printed that it listens drains it (exit 0) instead of killing
+    # it with the default action.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -185,6 +181,13 @@ async def _serve(config: ServerConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    try:
+        await hitd.start()
+    except (HitpoolError, OSError) as e:
+        print(f"hitd: error: cannot start: {e}", file=sys.stderr)
+        return 1
+    _tune_gc()
+    print(hitd.startup_line(), flush=True)
     await stop.wait()
     print(f"hitd: draining (new jobs get 503; running jobs get {config.grace_s:g} s)", flush=True)
     await hitd.stop()
