@@ -45,6 +45,10 @@ cleanup() {
         fi
     done
     [[ -n $TMP_DIR && -d $TMP_DIR ]] && rm -rf "$TMP_DIR"
+    # A database a script created for a run (intake.sh's hitd-pg), if it stopped mid-run.
+    if [[ -n ${PG_DB:-} ]]; then
+        psql "$PG_URL/postgres" -qXc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
+    fi
     exit "$rc"
 }
 trap cleanup EXIT

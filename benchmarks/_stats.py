@@ -275,7 +275,7 @@ def intake_table(records: list[Record]) -> str:
         "| server accepted - client accepted (per run) | others' CPU before (max) | vs Go |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
-    order = {"go": 0, "hitd": 1, "bare": 2}
+    order = {"go": 0, "hitd": 1, "hitd-pg": 2, "bare": 3}
     for key in sorted(groups, key=lambda k: (k[1], order.get(k[0], 9))):
         server, shape = key
         g = groups[key]

@@ -7,7 +7,10 @@
 # Each server on core 0 (the Go collector with GOMAXPROCS=1; hitd one process, its threads
 # included), the load generator on core 1 (a full core: here the server is what is measured).
 # --servers may add `bare` (benchmarks/bare_intake.py): hitd's HTTP shape and SQLite group
-# commit with nothing else, no validation and no job run: the ceiling for Python here.
+# commit with nothing else, no validation and no job run: the ceiling for Python here; and
+# `hitd-pg`: hitd on a PostgreSQL store, a fresh database per run on the server at
+# $HITD_PG_URL (default postgresql://postgres@127.0.0.1:5432, the machine's own; it is not
+# pinned, so its CPU is on top of hitd's core and shares core 1 with the generator).
 # POST /jobs with one job per request, then with arrays of --batch jobs; medians of --runs runs.
 # Every run starts its server fresh (hitd on its default store ./hitd.db in a new temp dir: WAL,
 # synchronous=FULL, on this machine's disk), runs the generator for --duration seconds, then
@@ -36,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --batch) BATCH=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --gen) GEN=$2; shift 2 ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "intake.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -47,8 +50,8 @@ done
     { echo "intake.sh: --batch takes 2..1000 (hitd's limit per request)" >&2; exit 2; }
 [[ -z $GEN || $GEN == hit || $GEN == wrk ]] || { echo "intake.sh: --gen takes hit or wrk" >&2; exit 2; }
 for s in $SERVERS; do
-    [[ $s == go || $s == hitd || $s == bare ]] ||
-        { echo "intake.sh: --servers takes go, hitd and bare (got $s), e.g. --servers \"go hitd\"" >&2; exit 2; }
+    [[ $s == go || $s == hitd || $s == hitd-pg || $s == bare ]] ||
+        { echo "intake.sh: --servers takes go, hitd, hitd-pg and bare (got $s), e.g. --servers \"go hitd\"" >&2; exit 2; }
 done
 MEASURE_LIMIT_S=$((DURATION + 30))
 [[ $(nproc) -ge 2 ]] || die "needs 2 cores (server on core 0, generator on core 1)"
@@ -59,6 +62,8 @@ MEASURE_LIMIT_S=$((DURATION + 30))
 # and its channel buffer is allocated whole and scanned by every GC cycle: its default 100,000
 # measured ~1.5x faster than 1,000,000 here. /stats' rejected counts are kept for each run.
 GO_QUEUE=100000
+PG_URL=${HITD_PG_URL:-postgresql://postgres@127.0.0.1:5432}
+PG_DB=
 HITD_QUEUE=1000000
 WORKERS=${WORKERS:-16} # both servers; the env overrides it for experiments
 
@@ -82,6 +87,11 @@ if [[ " $SERVERS " == *" go "* ]]; then
     log "building the Go collector ($(go version | cut -d' ' -f3))"
     (cd "$BENCH_DIR/collector" && GOCACHE="$OUT_DIR/gocache" GOFLAGS=-mod=mod GOPROXY=off \
         CGO_ENABLED=0 go build -o "$COLLECTOR" .) || die "go build failed"
+fi
+if [[ " $SERVERS " == *" hitd-pg "* ]]; then
+    command -v psql >/dev/null || die "hitd-pg needs psql (apt-get install postgresql-client)"
+    psql "$PG_URL/postgres" -qXc "SELECT 1" >/dev/null 2>&1 ||
+        die "hitd-pg: no PostgreSQL answers at $PG_URL (set HITD_PG_URL)"
 fi
 [[ -n ${SERVERS// /} ]] || die "no server to measure"
 
@@ -140,6 +150,14 @@ start_server() { # start_server NAME DIR
         # No --store: hitd's default store, ./hitd.db in this fresh directory (SQLite, FULL).
         (cd "$dir" && exec taskset -c 0 "$HITD" --port "$SERVER_PORT" --workers "$WORKERS" \
             --queue-size "$HITD_QUEUE" --log-level warning --grace 1) >"$dir/server.log" 2>&1 &
+        ;;
+    hitd-pg)
+        PG_DB="hitpool_intake_$$_$RANDOM"
+        psql "$PG_URL/postgres" -qXc "CREATE DATABASE $PG_DB" >/dev/null ||
+            die "hitd-pg: cannot create a database on $PG_URL (set HITD_PG_URL)"
+        (cd "$dir" && exec taskset -c 0 "$HITD" --port "$SERVER_PORT" --workers "$WORKERS" \
+            --queue-size "$HITD_QUEUE" --log-level warning --grace 1 \
+            --store "$PG_URL/$PG_DB") >"$dir/server.log" 2>&1 &
         ;;
     bare)
         # The Python ceiling: the same HTTP shape and group commit, nothing else (no job runs).
@@ -201,10 +219,16 @@ for run in $(seq "$RUNS"); do
             server_accepted=$(($(accepted_now) - base))
             server_rejected=$(python3 -c 'import json,sys; r = json.load(open(sys.argv[1]))["rejected"]; print(sum(r.values()) if isinstance(r, dict) else r)' "$RAW/$server-$shape-$run.stats.json")
             stop_pid "$SERVER_PID"
+            if [[ -n $PG_DB ]]; then
+                psql "$PG_URL/postgres" -qXc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null || true
+                PG_DB=""
+            fi
             store="memory (none)"
             if [[ $server == hitd ]]; then
                 store="sqlite FULL"
                 [[ -f $dir/hitd.db ]] || store="? (no ./hitd.db found)"
+            elif [[ $server == hitd-pg ]]; then
+                store="postgresql (unpinned server)"
             elif [[ $server == bare ]]; then
                 store="sqlite FULL, runs no job"
             fi
