@@ -12,6 +12,7 @@ from multiprocessing.process import BaseProcess
 import pytest
 
 from hitpool.hit import Spec, WorkerLost, run_async
+from hitpool.hit.processes import _child
 
 from .servers import Server
 
@@ -100,3 +101,20 @@ async def test_an_isolated_child_killed_mid_run_is_named_in_the_error(server: Se
         f"hit worker process 1 of 1 (pid {pid}) exited without its results: killed by SIGKILL"
     )
     assert multiprocessing.active_children() == []
+
+
+async def test_a_child_whose_parent_stopped_listening_ends_quietly(
+    server: Server, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # What a cancelled run leaves a child that is still connecting: its pipe's other end is
+    # closed before it can say "ready" or send its results.
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    spec = Spec(server.url("/ok"), requests=1, concurrency=1)
+    child = ctx.Process(target=_child, args=(spec, 1, 1, 0, 1, theirs, False, False))
+    child.start()
+    theirs.close()
+    ours.close()
+    await asyncio.to_thread(child.join, 10)
+    assert child.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err

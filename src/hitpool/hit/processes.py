@@ -247,8 +247,14 @@ def _child(
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
-    uvloop.run(_child_async(spec, lanes, requests, k, p, conn, timeline, progress))
-    conn.close()
+    try:
+        uvloop.run(_child_async(spec, lanes, requests, k, p, conn, timeline, progress))
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        # The parent closed its end (it was cancelled or is gone) before this child could
+        # report: there is nobody to tell, so end quietly rather than print a traceback.
+        pass
+    finally:
+        conn.close()
 
 
 async def _child_async(
