@@ -521,6 +521,69 @@ class StoreContract:
 # -- the backends ----------------------------------------------------------------------------
 
 
+class HandoffContract:
+    """The handoff fast path (`set_handoff`), for every store with `supports_handoff`."""
+
+    def test_supports_it(self, store: Store) -> None:
+        assert store.supports_handoff
+
+    async def test_handoff_claims_fresh_due_jobs_in_the_enqueue(self, store: Store) -> None:
+        took = Taker(room=3)
+        store.set_handoff(took)
+        jobs = [job(n=i) for i in range(5)]
+        out = await store.enqueue(jobs, T0)
+        assert took.got == [(id, j) for (id, _), j in zip(out[:3], jobs, strict=False)]
+        for id, j in took.got:
+            r = await store.get(id)  # claimed in the enqueue, as a claim would have
+            assert r is not None and (r.task, r.args, r.max_attempts) == (j.task, j.args, 3)
+            assert (r.status, r.attempts, r.worker, r.lease_until) == ("running", 1, "w", T0 + 9)
+            assert (r.started_at, r.run_at, r.created_at) == (T0, T0, T0)
+        assert await store.counts() == {**EMPTY, "queued": 2, "running": 3}
+        assert store.queued_estimate() == 2
+        # Two jobs wait: fresh ones are not handed ahead of them (oldest first).
+        took.got.clear()
+        await store.enqueue([job()], T0 + 1)
+        assert took.got == []
+        # Not due yet: never handed off.
+        await store.claim("x", 10, T0 + 1, 30)
+        await store.enqueue([job(run_at=T0 + 50)], T0 + 2)
+        assert took.got == []
+        # Detached: plain enqueues.
+        store.set_handoff(None)
+        await store.enqueue([job()], T0 + 3)
+        assert took.got == []
+        # Without run_at (due when enqueued) it is handed off too, due at the enqueue's now.
+        one = Taker(room=1)
+        store.set_handoff(one)
+        await store.claim("x", 10, T0 + 60, 30)  # nothing older waits
+        [(id, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 61)
+        assert [i for i, _ in one.got] == [id]
+        r = await store.get(id)
+        assert r is not None and (r.status, r.run_at, r.created_at) == ("running", T0 + 61, T0 + 61)
+
+    async def test_concurrent_enqueues_never_hand_off_more_than_the_room(
+        self, store: Store
+    ) -> None:
+        took = Taker(room=3)
+        store.set_handoff(took)
+        outs = await asyncio.gather(*(store.enqueue([job(), job()], T0) for _ in range(5)))
+        # In one commit or several, each enqueue saw the room the others took. Fewer than the
+        # room when an enqueue found another's jobs already queued (oldest first).
+        assert 1 <= len(took.got) <= 3
+        assert (await store.counts())["running"] == len(took.got)
+        assert {id for id, _ in took.got} <= {id for out in outs for id, _ in out}
+
+    async def test_a_failing_handoff_never_fails_the_enqueue(
+        self, store: Store, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        took = Taker(room=5, fail=True)
+        store.set_handoff(took)
+        [(id, created)] = await store.enqueue([job()], T0)
+        rec = await store.get(id)
+        assert created and rec is not None and rec.status == "running"  # committed, leased
+        assert "handing 1 jobs to the runner failed" in caplog.text
+
+
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[Store]:
@@ -540,7 +603,7 @@ class TestMemoryStore(StoreContract):
         assert took.got == [] and (await store.counts())["queued"] == 1
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(StoreContract, HandoffContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         s = SQLiteStore(tmp_path / "jobs.db")
@@ -588,59 +651,11 @@ class TestSQLiteStore(StoreContract):
             await store.enqueue([job()], T0)
         assert "the store takes no more writes" in caplog.text
 
-    async def test_handoff_claims_fresh_due_jobs_in_the_enqueue(self, store: Store) -> None:
-        took = Taker(room=3)
-        store.set_handoff(took)
-        jobs = [job(n=i) for i in range(5)]
-        out = await store.enqueue(jobs, T0)
-        assert took.got == [(id, j) for (id, _), j in zip(out[:3], jobs, strict=False)]
-        for id, j in took.got:
-            r = await store.get(id)  # claimed in the enqueue, as a claim would have
-            assert r is not None and (r.task, r.args, r.max_attempts) == (j.task, j.args, 3)
-            assert (r.status, r.attempts, r.worker, r.lease_until) == ("running", 1, "w", T0 + 9)
-            assert (r.started_at, r.run_at, r.created_at) == (T0, T0, T0)
-        assert await store.counts() == {**EMPTY, "queued": 2, "running": 3}
-        assert store.queued_estimate() == 2
-        # Two jobs wait: fresh ones are not handed ahead of them (oldest first).
-        took.got.clear()
-        await store.enqueue([job()], T0 + 1)
-        assert took.got == []
-        # Not due yet: never handed off.
-        await store.claim("x", 10, T0 + 1, 30)
-        await store.enqueue([job(run_at=T0 + 50)], T0 + 2)
-        assert took.got == []
-        # Detached: plain enqueues.
-        store.set_handoff(None)
-        await store.enqueue([job()], T0 + 3)
-        assert took.got == []
-        # Without run_at (due when enqueued) it is handed off too, due at the enqueue's now.
-        one = Taker(room=1)
-        store.set_handoff(one)
-        await store.claim("x", 10, T0 + 60, 30)  # nothing older waits
-        [(id, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 61)
-        assert [i for i, _ in one.got] == [id]
-        r = await store.get(id)
-        assert r is not None and (r.status, r.run_at, r.created_at) == ("running", T0 + 61, T0 + 61)
-
-    async def test_concurrent_enqueues_never_hand_off_more_than_the_room(
-        self, store: Store
-    ) -> None:
+    async def test_merged_enqueues_hand_off_the_first_jobs(self, store: Store) -> None:
         took = Taker(room=3)
         store.set_handoff(took)
         outs = await asyncio.gather(*(store.enqueue([job(), job()], T0) for _ in range(5)))
-        assert len(took.got) == 3  # in one commit or several, each enqueue saw the others
-        assert (await store.counts())["running"] == 3
         assert sorted(id for id, _ in took.got) == [id for id, _ in outs[0] + outs[1][:1]]
-
-    async def test_a_failing_handoff_never_fails_the_enqueue(
-        self, store: Store, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        took = Taker(room=5, fail=True)
-        store.set_handoff(took)
-        [(id, created)] = await store.enqueue([job()], T0)
-        rec = await store.get(id)
-        assert created and rec is not None and rec.status == "running"  # committed, leased
-        assert "handing 1 jobs to the runner failed" in caplog.text
 
     async def test_jobs_survive_close_and_reopen(self, tmp_path: Path) -> None:
         path = tmp_path / "a.db"
@@ -693,7 +708,7 @@ pg_url = _pg.pg_url  # the session fixture, registered in this module
 
 
 @pytest.mark.postgres
-class TestPostgreSQLStore(StoreContract):
+class TestPostgreSQLStore(StoreContract, HandoffContract):
     @pytest.fixture
     async def store(self, pg_url: str) -> AsyncIterator[Store]:
         async with _pg.fresh_schema(pg_url) as url:

@@ -11,6 +11,12 @@ Same contract and the same test suite as the SQLite store. What differs:
   `ON CONFLICT DO NOTHING` resolves a race between two processes enqueueing the same key.
 - `queued_estimate()` is refreshed from the database at most once a second, piggybacked on
   a claim: other processes enqueue and claim too, so a local counter alone would drift.
+- The hot path is one statement a batch, so one round trip and no BEGIN/COMMIT: an enqueue
+  without keys (ids, insert and the handoff in one INSERT), and a finish of successes only.
+  With the handoff (`set_handoff`, as for SQLite) fresh due jobs are inserted already claimed
+  by this process's runner, unless older due jobs wait; that saves the claim transaction
+  (five round trips) per batch. Several enqueues run at once on the pool, so the room each
+  takes is reserved here before its statement runs.
 
 `?schema=name` in the URL puts the table in that schema (created if missing); the tests use
 it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
@@ -18,6 +24,7 @@ it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -28,7 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
-from .base import FINISHED, STATUSES, JobRecord, NewJob, Outcome, Store, bisect_created
+from .base import FINISHED, STATUSES, Handoff, JobRecord, NewJob, Outcome, Store, bisect_created
 from .sqlite_ops import dumps, result_json, row_record
 
 SCHEMA = """
@@ -64,6 +71,31 @@ _KEY_CONFLICT = "(key) WHERE key IS NOT NULL AND status IN ('queued', 'running')
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ESTIMATE_REFRESH_S = 1.0
 
+log = logging.getLogger("hitpool.hitd.store")
+
+# One statement for a batch without keys: ids drawn in the request's order (ordinality; `u` is
+# materialized, so each row draws once), the first $7 rows inserted claimed by worker $8 when
+# no older due job waits (oldest first, as a claim would take them), the rest queued. Returns
+# the ids in order and how many were claimed.
+_ENQUEUE_FAST = """
+WITH u AS MATERIALIZED (
+    SELECT nextval($6::regclass) AS i, t, a, m, r, o
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[]) WITH ORDINALITY AS u(t, a, m, r, o)
+), h AS (
+    SELECT CASE WHEN $7::int > 0 AND NOT EXISTS (
+        SELECT 1 FROM hitd_jobs WHERE status = 'queued' AND run_at <= $5::float8
+    ) THEN $7::int ELSE 0 END AS k
+), ins AS (
+    INSERT INTO hitd_jobs (id, task, args, status, attempts, max_attempts, created_at,
+                           started_at, run_at, lease_until, worker)
+    SELECT i, t, a, CASE WHEN o <= k THEN 'running' ELSE 'queued' END, (o <= k)::int, m, $5,
+           CASE WHEN o <= k THEN $5 END, coalesce(r, $5), CASE WHEN o <= k THEN $9::float8 END,
+           CASE WHEN o <= k THEN $8::text END
+    FROM u, h
+)
+SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h)
+"""
+
 
 def _record(r: Any) -> JobRecord:
     # The same columns in the same order as SQLite's (COLUMNS): one row -> record rule.
@@ -79,6 +111,7 @@ class PostgreSQLStore(Store):
     """A shared, durable store on PostgreSQL (asyncpg)."""
 
     durable: ClassVar[bool] = True
+    supports_handoff: ClassVar[bool] = True
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         parts = urlsplit(url)
@@ -92,6 +125,9 @@ class PostgreSQLStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._queued = 0
         self._refreshed = 0.0
+        self._seq = ""  # the id sequence's name, read at open
+        self._handoff: Handoff | None = None
+        self._reserved = 0  # room taken by enqueues whose statement is under way
 
     @property
     def _db(self) -> asyncpg.Pool:
@@ -112,6 +148,7 @@ class PostgreSQLStore(Store):
                 self._queued = await c.fetchval(
                     "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
                 )
+                self._seq = await c.fetchval("SELECT pg_get_serial_sequence('hitd_jobs', 'id')")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             if self._pool is not None:
                 await self._pool.close()
@@ -132,14 +169,61 @@ class PostgreSQLStore(Store):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise StoreError(f"PostgreSQL: {e}") from e
 
+    async def _one(self, method: str, sql: str, *args: Any) -> Any:
+        """One statement, its own transaction (one round trip: no BEGIN and COMMIT)."""
+        try:
+            async with self._db.acquire() as c:
+                return await getattr(c, method)(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StoreError(f"PostgreSQL: {e}") from e
+
+    def set_handoff(self, handoff: Handoff | None) -> None:
+        self._handoff = handoff
+
     # -- enqueue ----------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         if not jobs:
             return []
+        if all(j.key is None for j in jobs):
+            return await self._enqueue_fast(jobs, now)
         out: list[tuple[int, bool]] = await self._run(self._enqueue, list(jobs), now)
         self._queued += sum(1 for _, created in out if created)
         return out
+
+    async def _enqueue_fast(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        """A batch without keys in one statement; with a handoff, its first jobs claimed."""
+        h, room = self._handoff, 0
+        if h is not None and all(j.run_at is None or j.run_at <= now for j in jobs):
+            room = max(0, min(len(jobs), h.room() - self._reserved))
+        self._reserved += room
+        try:
+            row = await self._one(
+                "fetchrow",
+                _ENQUEUE_FAST,
+                [j.task for j in jobs],
+                [dumps(j.args) for j in jobs],
+                [j.max_attempts for j in jobs],
+                [j.run_at for j in jobs],
+                now,
+                self._seq,
+                room,
+                None if h is None else h.worker,
+                None if h is None else now + h.lease_s,
+            )
+        finally:
+            self._reserved -= room
+        ids: list[int] = row[0]
+        handed: int = row[1]
+        self._queued += len(ids) - handed
+        if handed and h is not None:
+            try:
+                h.deliver(ids[:handed], jobs[:handed])
+            except Exception:  # the jobs are committed: never fail the enqueue over this
+                log.exception(
+                    "handing %d jobs to the runner failed; their leases will expire", handed
+                )
+        return [(id, True) for id in ids]
 
     async def _enqueue(
         self, c: asyncpg.Connection, jobs: list[NewJob], now: float
@@ -284,6 +368,9 @@ class PostgreSQLStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         if not outcomes:
             return
+        if all(o.ok for o in outcomes):  # the usual batch: one statement
+            await self._one("execute", _FINISH_OK, *_ok_args(outcomes, now))
+            return
         requeued: int = await self._run(self._finish, list(outcomes), now)
         self._queued += requeued
 
@@ -295,15 +382,7 @@ class PostgreSQLStore(Store):
         # retry refused because it was the last attempt, which is then dead.
         final = [o for o in outcomes if not o.ok]
         if ok:
-            await c.execute(
-                "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, "
-                "finished_at = $4, lease_until = NULL FROM unnest($1::bigint[], $2::text[], "
-                f"$3::text[]) AS u(i, w, r) WHERE {held}",
-                [o.id for o in ok],
-                [o.worker for o in ok],
-                [result_json(o.result) for o in ok],
-                now,
-            )
+            await c.execute(_FINISH_OK, *_ok_args(ok, now))
         requeued = 0
         if retry:
             requeued = _count(
@@ -440,6 +519,17 @@ class PostgreSQLStore(Store):
                 id = search.send(math.inf if created is None else created)
         except StopIteration as done:
             return int(done.value)
+
+
+_FINISH_OK = (
+    "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $4, "
+    "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(i, w, r) "
+    "WHERE hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
+)
+
+
+def _ok_args(ok: Sequence[Outcome], now: float) -> tuple[Any, ...]:
+    return [o.id for o in ok], [o.worker for o in ok], [result_json(o.result) for o in ok], now
 
 
 def _safe(url: str) -> str:
