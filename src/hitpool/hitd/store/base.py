@@ -22,9 +22,11 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
 - `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
   shutdown).
 - `cancel` only cancels a queued job.
-- Optional fast path (`set_handoff`, SQLite only): a store may give freshly enqueued due jobs
-  straight to an attached runner, claimed in the enqueue's own transaction, but only when no
-  older due job is waiting, so jobs still start oldest first. It saves a claim per job.
+- Optional fast path (`set_handoff`, SQLite and PostgreSQL; `HandoffContract` in the tests):
+  a store may give freshly enqueued due jobs straight to an attached runner, claimed in the
+  enqueue's own transaction, but never more than the runner's `room()` (counting enqueues
+  still under way) and only when no older due job is waiting, so jobs still start oldest
+  first. It saves a claim per job.
 - `expire(worker)` ends the leases of a worker known to be dead (a restarted server finds
   its previous process gone), so its jobs run again at once instead of after `lease_s`.
 - `purge(before, limit)` deletes up to `limit` finished jobs (succeeded, failed, dead,
