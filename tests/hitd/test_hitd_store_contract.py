@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -738,6 +739,44 @@ class TestPostgreSQLStore(StoreContract, HandoffContract):
         assert counts["succeeded"] == 300 and store.queued_estimate() == 0
         last = await store.get(out[-1][0])
         assert last is not None and last.result == "Hello, 299!"
+
+    async def test_two_servers_share_it_and_run_every_job_once(self, store: Store) -> None:
+        """Two runners, each with its own store (pool) on the same database, as two hitd
+        processes would be: each takes its own enqueues by the handoff and claims the rest;
+        without a crash no job runs twice and none is left."""
+        from hitpool.hitd.runner import Runner
+        from hitpool.hitd.store.postgresql import PostgreSQLStore
+        from hitpool.hitd.tasks import Registry
+
+        assert isinstance(store, PostgreSQLStore)
+        other = PostgreSQLStore(store.url + f"?schema={store.schema}")
+        await other.open()
+        # Due at 0.0: the runners read the real clock. Some jobs wait before the runners
+        # start (claimed), the rest arrive through both stores while they run (handed off).
+        early = await store.enqueue([NewJob("hello", {"name": "e"}, 0.0) for _ in range(100)], T0)
+        ids = [id for id, _ in early]
+        try:
+            reg = Registry(include_global=False)
+            async with (
+                Runner(store, reg, workers=4, worker_name="a", queue_size=8) as a,
+                Runner(other, reg, workers=4, worker_name="b", queue_size=8) as b,
+            ):
+                for i in range(20):
+                    target = store if i % 2 else other
+                    batch = [NewJob("hello", {"name": str(i)}) for _ in range(10)]
+                    # The real clock, as the intake passes: a handed-off job's lease runs
+                    # from this `now`.
+                    ids += [id for id, _ in await target.enqueue(batch, time.time())]
+                a.notify()
+                b.notify()
+                await asyncio.gather(a.until_idle(), b.until_idle())
+                ran = (a.statistics().completed, b.statistics().completed)
+        finally:
+            await other.close()
+        assert sum(ran) == 300 and min(ran) > 0
+        recs = [await store.get(id) for id in ids]
+        assert all(r is not None and (r.status, r.attempts) == ("succeeded", 1) for r in recs)
+        assert {r.worker for r in recs if r is not None} == {"a", "b"}
 
     async def test_unreachable_server_is_unavailable(self) -> None:
         with socket.socket() as s:
