@@ -128,6 +128,46 @@ async def test_a_failed_commit_answers_503_and_promises_nothing() -> None:
     assert intake.statistics().failures == 1
 
 
+class PickyStore(CountingStore):
+    """Refuses any batch holding a job of task "poison", as a store refuses a text it cannot
+    encode; takes the others."""
+
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        if any(j.task == "poison" for j in jobs):
+            self.calls.append(len(jobs))
+            raise StoreError("invalid byte sequence")
+        return await super().enqueue(jobs, now)
+
+
+@pytest.mark.parametrize("bad", [0, 3, 4])
+async def test_one_request_the_store_refuses_fails_only_itself(bad: int) -> None:
+    store = PickyStore()
+    await store.open()
+    tasks = ["a", "b", "c", "d"]
+    tasks.insert(bad, "poison")
+    async with Intake(store) as intake:
+        # One loop turn: one batch of five requests, one of them refused.
+        futs = [intake.submit([NewJob(task, {}, 0.0)] * 2, ok) for task in tasks]
+        answers = await asyncio.gather(*futs)
+    assert [a.status for a in answers] == [503 if i == bad else 202 for i in range(5)]
+    assert b"invalid byte sequence" in answers[bad].body
+    assert store.calls[0] == 10  # the batch first, whole
+    assert (await store.counts())["queued"] == 8
+    assert intake.statistics().committed == 8
+
+
+async def test_a_failing_store_is_not_asked_again_per_request() -> None:
+    store = CountingStore(fail=True)
+    await store.open()
+    async with Intake(store) as intake:
+        futs = [intake.submit([NewJob("t", {}, 0.0)], ok) for _ in range(16)]
+        answers = await asyncio.gather(*futs)
+    assert {a.status for a in answers} == {503}
+    # The batch, then first halves down to one request and its sibling: both failed with
+    # nothing committed, so the rest is answered without a try.
+    assert store.calls == [16, 8, 4, 2, 1, 1]
+
+
 async def test_close_commits_what_was_submitted() -> None:
     store = CountingStore()
     await store.open()

@@ -453,6 +453,70 @@ async def test_store_errors_are_retried_not_fatal(
     assert any("could not record 1 outcomes" in m for m in caplog.messages)
 
 
+class RefusingStore(MemoryStore):
+    """A memory store whose finish() refuses any batch holding the success of one job: an
+    outcome the store can never take (a text it cannot encode, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: int | None = None
+
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
+        if any(o.id == self.refuse and o.ok for o in outcomes):
+            raise StoreError("invalid byte sequence")
+        await super().finish(outcomes, now)
+
+
+async def test_an_outcome_the_store_refuses_holds_back_no_other(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RefusingStore()
+    ids = await enqueue(store, "hello", n=9, args={"name": "x"})
+    store.refuse = ids[4]
+    async with make_runner(store, Registry(include_global=False), clock, workers=4) as runner:
+        await settle(runner)
+        # Later jobs are recorded although they shared batches with the refused outcome.
+        [later] = await enqueue(store, "hello", args={"name": "later"})
+        await settle(runner)
+    recs = [await rec(store, id) for id in [*ids, later]]
+    assert [r.status for r in recs] == ["succeeded"] * 4 + ["failed"] + ["succeeded"] * 5
+    bad = recs[4]
+    assert bad.error == "the result could not be stored: StoreError: invalid byte sequence"
+    assert f"job {ids[4]}: the result could not be stored" in caplog.text
+
+
+async def test_an_expired_lease_is_claimed_while_commits_keep_waking_the_claimer(
+    store: Store, clock: Clock
+) -> None:
+    # The poll keeps its own schedule. Re-armed at every wake, its timer never fired while
+    # commits came faster than poll_s, and a dead worker's job waited for the traffic to end.
+    reg = Registry(include_global=False)
+    ran = asyncio.Event()
+
+    @reg.task
+    async def orphan() -> str:
+        ran.set()
+        return "ran"
+
+    [id] = await enqueue(store, "orphan")
+    # Claimed by another process's worker, which then dies: its lease ends at T0 + 10.
+    assert [r.id for r in await store.claim("elsewhere:1:dead", 1, T0, 10.0)] == [id]
+    poll_s = 0.05
+    loop = asyncio.get_running_loop()
+    async with make_runner(store, reg, clock, poll_s=poll_s, recover=False) as runner:
+        await runner.until_idle()  # the first claim ran: the lease was not over yet
+        clock.now = T0 + 60  # now it is
+        # Steady intake, a commit every poll_s / 10 for up to 20 poll periods: the sleep
+        # paces the simulated traffic; what must fire is the runner's own poll timer.
+        deadline = loop.time() + 20 * poll_s
+        while not ran.is_set() and loop.time() < deadline:
+            runner.committed()
+            await asyncio.sleep(poll_s / 10)
+    assert ran.is_set()
+    r = await rec(store, id)
+    assert (r.status, r.attempts, r.worker) == ("succeeded", 2, runner.worker_name)
+
+
 @pytest.mark.parametrize(
     ("kw", "field"),
     [

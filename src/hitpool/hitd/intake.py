@@ -32,6 +32,8 @@ log = logging.getLogger("hitpool.hitd.intake")
 Respond = Callable[[list[tuple[int, bool]]], Response]
 # Where an answer goes: a future, or the HTTP layer's cheaper Deferred (same methods).
 Answer = asyncio.Future[Response] | Deferred
+# A request waiting for its commit: its answer, how many jobs it gave, how to answer.
+Waiter = tuple[Answer, int, Respond]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class Intake:
         self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
         self._clock = clock
         self._jobs: list[NewJob] = []
-        self._waiters: list[tuple[Answer, int, Respond]] = []
+        self._waiters: list[Waiter] = []
         self._wake = asyncio.Event()
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,41 +147,85 @@ class Intake:
             waiters, self._waiters = self._waiters, []
             self._committing += len(jobs)
             try:
-                ids = await self._store.enqueue(jobs, self._clock())
-            except (StoreError, OSError) as exc:
-                log.error("enqueue of %d jobs failed: %s", len(jobs), exc)
-                self._failures += 1
-                self._fail(waiters, f"the job store failed: {exc}")
-                continue
-            except asyncio.CancelledError:
-                self._fail(waiters, "the server is shutting down")
-                raise
-            except Exception as exc:  # a bug in a store: answer, log, keep serving
-                log.exception("enqueue of %d jobs failed", len(jobs))
-                self._failures += 1
-                self._fail(waiters, f"the job store failed: {type(exc).__name__}")
-                continue
+                await self._commit(jobs, waiters, _Split())
             finally:
                 self._committing -= len(jobs)
-            self._commits += 1
-            self._committed += len(jobs)
-            if self._on_commit is not None:
-                self._on_commit()
-            self._largest = max(self._largest, len(jobs))
-            start = 0
-            for fut, n, respond in waiters:
-                part = ids[start : start + n]
-                start += n
-                if fut.done():  # the client went away; the jobs are committed all the same
-                    continue
-                try:
-                    fut.set_result(respond(part))
-                except Exception as exc:
-                    fut.set_exception(exc)
+
+    async def _commit(self, jobs: list[NewJob], waiters: list[Waiter], st: _Split) -> bool:
+        """Commit `jobs` and answer `waiters`. Returns whether any of them was committed.
+
+        If the store refuses the batch, its requests are committed again in halves: one
+        request the store cannot take (a text it cannot encode, say) must not fail every
+        other client's jobs that shared its commit. Once both halves of a batch failed whole
+        before anything was committed, the store is failing, not a request, and what is left
+        is answered 503 without more tries (a few calls per batch, not one per request)."""
+        if st.down:
+            self._fail(waiters, st.reason)
+            return False
+        try:
+            ids = await self._store.enqueue(jobs, self._clock())
+        except asyncio.CancelledError:
+            self._fail(waiters, "the server is shutting down")
+            raise
+        except Exception as exc:
+            self._failures += 1
+            st.reason = f"the job store failed: {_reason(exc)}"
+            if len(waiters) == 1:
+                if isinstance(exc, (StoreError, OSError)):
+                    log.error("enqueue of %d jobs failed: %s", len(jobs), exc)
+                else:  # a bug in a store: answer, log, keep serving
+                    log.exception("enqueue of %d jobs failed", len(jobs))
+                self._fail(waiters, st.reason)
+                return False
+            log.warning("enqueue of %d jobs failed (%s): committing apart", len(jobs), exc)
+            half = len(waiters) // 2
+            cut = sum(n for _, n, _ in waiters[:half])
+            try:
+                first = await self._commit(jobs[:cut], waiters[:half], st)
+                second = await self._commit(jobs[cut:], waiters[half:], st)
+            except asyncio.CancelledError:
+                self._fail(waiters, "the server is shutting down")  # skips the answered
+                raise
+            if not (first or second or st.worked):
+                st.down = True
+            return first or second
+        st.worked = True
+        self._commits += 1
+        self._committed += len(jobs)
+        if self._on_commit is not None:
+            self._on_commit()
+        self._largest = max(self._largest, len(jobs))
+        start = 0
+        for fut, n, respond in waiters:
+            part = ids[start : start + n]
+            start += n
+            if fut.done():  # the client went away; the jobs are committed all the same
+                continue
+            try:
+                fut.set_result(respond(part))
+            except Exception as exc:
+                fut.set_exception(exc)
+        return True
 
     @staticmethod
-    def _fail(waiters: list[tuple[Answer, int, Respond]], msg: str) -> None:
+    def _fail(waiters: list[Waiter], msg: str) -> None:
         resp = error_response(503, msg, "store", headers=(("Retry-After", "1"),))
         for fut, _, _ in waiters:
             if not fut.done():
                 fut.set_result(resp)
+
+
+class _Split:
+    """What the commits of one batch learned of the store while its requests went apart."""
+
+    __slots__ = ("down", "reason", "worked")
+
+    def __init__(self) -> None:
+        self.worked = False  # a part was committed: the store works
+        self.down = False  # both halves failed whole before that: the store is failing
+        self.reason = ""
+
+
+def _reason(exc: BaseException) -> str:
+    # What a client is told: a store's own message (StoreError, OSError), else only the kind.
+    return str(exc) if isinstance(exc, (StoreError, OSError)) else type(exc).__name__

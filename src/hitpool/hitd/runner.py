@@ -186,6 +186,7 @@ class Runner:
         self._flush = asyncio.Event()  # finisher: outcomes to record, or stop
         self._idle = asyncio.Event()
         self._polled = True  # the first claim looks for expired leases and waiting jobs
+        self._next_poll = 0.0  # loop time of the next poll (set at start)
         self._stopping = False
         self._draining = False
         self._finisher_done = False
@@ -229,6 +230,7 @@ class Runner:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
         self._store.set_handoff(self)
         loop = asyncio.get_running_loop()
+        self._next_poll = loop.time() + self._poll_s
         self._tasks = [
             loop.create_task(self._claimer(), name="hitd-claimer"),
             loop.create_task(self._finisher(), name="hitd-finisher"),
@@ -362,15 +364,19 @@ class Runner:
     # -- the claimer -----------------------------------------------------------------------
 
     async def _pause(self) -> None:
+        # The poll keeps its own schedule: a timer re-armed at every wake never fired while
+        # commits woke the claimer more often than poll_s, and a dead worker's expired leases
+        # then waited as long as the traffic lasted.
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(self._poll_s, self._poll)
+        timer = loop.call_at(self._next_poll, self._poll, loop)
         try:
             await self._wake.wait()
         finally:
             timer.cancel()
 
-    def _poll(self) -> None:
+    def _poll(self, loop: asyncio.AbstractEventLoop) -> None:
         self._polled = True
+        self._next_poll = loop.time() + self._poll_s
         self._wake.set()
 
     async def _claimer(self) -> None:
@@ -547,21 +553,64 @@ class Runner:
             batch, self._outcomes = self._outcomes, []
             try:
                 await self._store.finish(batch, self._clock())
-            except Exception:
-                # Not recorded: the jobs stay held (their leases renewed) and the batch is
-                # tried again after a pause. On stop they are released and run again; if the
-                # process dies they run again when their leases expire (at least once).
+            except Exception as e:
                 log.exception("could not record %d outcomes", len(batch))
-                if self._finisher_done:
-                    return
-                self._outcomes[:0] = batch
-                await asyncio.sleep(self._poll_s)
-                continue
+                left = await self._isolate(batch, e)
+                if left:
+                    # Not recorded (the store is failing): the jobs stay held (their leases
+                    # renewed) and are tried again after a pause. On stop they are released
+                    # and run again; if the process dies they run again when their leases
+                    # expire (at least once).
+                    if self._finisher_done:
+                        return
+                    self._outcomes[:0] = left
+                    kept = {o.id for o in left}
+                    batch = [o for o in batch if o.id not in kept]
+                    await asyncio.sleep(self._poll_s)
             held = self._held
             for o in batch:
                 held.discard(o.id)
             if not held:
                 self._wake.set()  # the claimer decides whether the runner is idle
+
+    async def _isolate(self, batch: list[Outcome], err: Exception) -> list[Outcome]:
+        """Record a batch whose finish() just failed with `err`, in halves, so that one
+        outcome the store cannot take does not hold back every later one (they all join the
+        batch being retried). An outcome that fails alone is recorded as a failed attempt
+        saying why, but only once it failed twice alone and the store took that failed
+        attempt: a hiccup of the store must not turn a success into a failure. Returns what is
+        still not recorded: a whole first half failing again is the store failing, not one
+        outcome, and then nothing more is tried now."""
+        if len(batch) == 1:
+            o = batch[0]
+            try:
+                await self._store.finish(batch, self._clock())  # once more, alone
+                return []
+            except Exception as e:
+                err = e
+            why = f"the {'result' if o.ok else 'error'} could not be stored: {_describe(err)}"
+            try:
+                await self._store.finish(
+                    [Outcome(o.id, o.worker, False, error=why, permanent=True)], self._clock()
+                )
+            except Exception:
+                return batch
+            log.warning("job %d: %s", o.id, why)
+            return []
+        half = len(batch) // 2
+        first, second = batch[:half], batch[half:]
+        left: list[Outcome] = []
+        try:
+            await self._store.finish(first, self._clock())
+        except Exception as e:
+            left = await self._isolate(first, e)
+            if len(left) == len(first):
+                return batch  # the whole first half failed again: the store is failing
+        try:
+            await self._store.finish(second, self._clock())
+        except Exception as e:
+            left += await self._isolate(second, e)
+        return left
 
     async def _renewer(self) -> None:
         while True:

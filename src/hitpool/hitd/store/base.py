@@ -25,8 +25,8 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
 - Optional fast path (`set_handoff`, SQLite and PostgreSQL; `HandoffContract` in the tests):
   a store may give freshly enqueued due jobs straight to an attached runner, claimed in the
   enqueue's own transaction, but never more than the runner's `room()` (counting enqueues
-  still under way) and only when no older due job is waiting, so jobs still start oldest
-  first. It saves a claim per job.
+  still under way) and only when no older due job is waiting (queued, or running on an
+  expired lease), so jobs still start oldest first. It saves a claim per job.
 - `expire(worker)` ends the leases of a worker known to be dead (a restarted server finds
   its previous process gone), so its jobs run again at once instead of after `lease_s`.
 - `purge(before, limit)` deletes up to `limit` finished jobs (succeeded, failed, dead,
@@ -86,6 +86,17 @@ def iso(t: float | None) -> str | None:
     if t is None:
         return None
     return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as every store can keep it in a text column: a NUL (PostgreSQL refuses it) as
+    `\\x00`, a lone surrogate (no UTF-8 for it; an error naming a file from a non-UTF-8 disk
+    has one) as `\\udcXX`. For error texts, which a worker writes as they come: one such
+    outcome failed its whole finish batch. JSON columns need none of this: the encoders
+    escape both."""
+    if text is None or ("\x00" not in text and text.isascii()):
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def bisect_created(first: int, last: int, before: float) -> Generator[int, float, int]:

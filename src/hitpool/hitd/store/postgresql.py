@@ -35,7 +35,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
-from .base import FINISHED, STATUSES, Handoff, JobRecord, NewJob, Outcome, Store, bisect_created
+from .base import (
+    FINISHED,
+    STATUSES,
+    Handoff,
+    JobRecord,
+    NewJob,
+    Outcome,
+    Store,
+    bisect_created,
+    storable,
+)
 from .sqlite_ops import dumps, result_json, row_record
 
 SCHEMA = """
@@ -70,12 +80,14 @@ _RETURNING = ", ".join(f"hitd_jobs.{c}" for c in COLUMNS.split(", "))
 _KEY_CONFLICT = "(key) WHERE key IS NOT NULL AND status IN ('queued', 'running')"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ESTIMATE_REFRESH_S = 1.0
+_SCHEMA_LOCK = 0x68697464  # "hitd": the advisory lock that serializes creating the schema
 
 log = logging.getLogger("hitpool.hitd.store")
 
 # One statement for a batch without keys: ids drawn in the request's order (ordinality; `u` is
 # materialized, so each row draws once), the first $7 rows inserted claimed by worker $8 when
-# no older due job waits (oldest first, as a claim would take them), the rest queued. Returns
+# no older due job waits, queued or on an expired lease (a claim would take those first), the
+# rest queued. Returns
 # the ids in order and how many were claimed.
 _ENQUEUE_FAST = """
 WITH u AS MATERIALIZED (
@@ -84,6 +96,8 @@ WITH u AS MATERIALIZED (
 ), h AS (
     SELECT CASE WHEN $7::int > 0 AND NOT EXISTS (
         SELECT 1 FROM hitd_jobs WHERE status = 'queued' AND run_at <= $5::float8
+    ) AND NOT EXISTS (
+        SELECT 1 FROM hitd_jobs WHERE status = 'running' AND lease_until <= $5::float8
     ) THEN $7::int ELSE 0 END AS k
 ), ins AS (
     INSERT INTO hitd_jobs (id, task, args, status, attempts, max_attempts, created_at,
@@ -145,7 +159,11 @@ class PostgreSQLStore(Store):
                 server_settings=settings,
                 reset=_keep_session,
             )
-            async with self._pool.acquire() as c:
+            async with self._pool.acquire() as c, c.transaction():
+                # CREATE ... IF NOT EXISTS is not safe against itself in PostgreSQL: servers
+                # started together on a fresh database collided in the catalog ("duplicate
+                # key ... pg_type_typname_nsp_index") and all but one failed to start.
+                await c.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 if self.schema:
                     await c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await c.execute(SCHEMA)
@@ -397,7 +415,7 @@ class PostgreSQLStore(Store):
                     "AND attempts < max_attempts",
                     [o.id for o in retry],
                     [o.worker for o in retry],
-                    [o.error for o in retry],
+                    [storable(o.error) for o in retry],
                     [o.retry_at for o in retry],
                 )
             )
@@ -409,7 +427,7 @@ class PostgreSQLStore(Store):
                 f"$4::bool[]) AS u(i, w, e, p) WHERE {held}",
                 [o.id for o in final],
                 [o.worker for o in final],
-                [o.error for o in final],
+                [storable(o.error) for o in final],
                 [o.permanent for o in final],
                 now,
             )

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
 from . import sqlite_ops as ops
-from .base import EXPIRED, STATUSES, Handoff, JobRecord, NewJob, Outcome, Store
+from .base import EXPIRED, STATUSES, Handoff, JobRecord, NewJob, Outcome, Store, storable
 
 T = TypeVar("T")
 
@@ -347,12 +347,12 @@ class SQLiteStore(Store):
                 return
         ok_rows = [(ops.result_json(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
         retry_rows = [
-            (o.error, o.retry_at, o.id, o.worker)
+            (storable(o.error), o.retry_at, o.id, o.worker)
             for o in outcomes
             if not o.ok and o.retry_at is not None
         ]
         final_rows = [
-            (int(o.permanent), o.error, now, o.id, o.worker) for o in outcomes if not o.ok
+            (int(o.permanent), storable(o.error), now, o.id, o.worker) for o in outcomes if not o.ok
         ]
         await self._write(lambda c: ops.finish_rows(c, ok_rows, retry_rows, final_rows))
 

@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import FINISHED, JobRecord, Outcome, bisect_created
+from .base import FINISHED, JobRecord, Outcome, bisect_created, storable
 
 Moves = dict[str, int]  # status -> change in the number of jobs with that status
 NO_MOVES: Moves = {}
@@ -75,11 +75,14 @@ def _batch_encoder() -> Callable[[Any], str]:
     anew at every call and tracks every list and dict for cycles: 51 us for a batch of 17
     jobs where this takes 29 us. Batches hold parsed JSON and task results; a result with a
     cycle raises RecursionError here and its batch takes the rows path (see `result_json`).
-    Strict: SQLite's JSON parser refuses NaN and Infinity, so they raise ValueError."""
+    Strict: SQLite's JSON parser refuses NaN and Infinity, so they raise ValueError.
+    ASCII: a lone surrogate (JSON "\\ud800" in a request's args, or in a result) is written
+    as its escape; raw, it could not be bound as UTF-8 and failed the whole group commit."""
     make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
     if make is None:  # a Python without the _json accelerator
         return json.JSONEncoder(separators=(",", ":"), default=repr, allow_nan=False).encode
-    enc = make(None, repr, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    esc = json.encoder.encode_basestring_ascii
+    enc = make(None, repr, esc, None, ":", ",", False, False, False)
     return lambda obj: "".join(enc(obj, 0))
 
 
@@ -156,11 +159,11 @@ def enqueue_json(
     """A batch without keys, as JSON [[task, args, max_attempts, run_at or null], ...].
 
     `handoff` (worker, lease_until, room), for a batch of due jobs: when no older due job is
-    queued, the first room() jobs are inserted already claimed by that worker. Returns
-    ((ids, handed), moves)."""
+    queued or running on an expired lease, the first room() jobs are inserted already claimed
+    by that worker. Returns ((ids, handed), moves)."""
     first = _next_id(c)
     k = 0
-    if handoff is not None and c.execute(_ANY_DUE, (now,)).fetchone() is None:
+    if handoff is not None and not c.execute(_ANY_DUE, {"now": now}).fetchone()[0]:
         k = max(0, min(n, handoff[2]()))
     # run_at null: due at once, so due now (see NewJob).
     if k == 0:
@@ -194,7 +197,12 @@ def enqueue_json(
     return (ids, k), {"queued": n - k, "running": k}
 
 
-_ANY_DUE = "SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1"
+# A job a claim would take first: due and queued, or running on an expired lease (its worker
+# died). Two EXISTS, so that each side uses its partial index.
+_ANY_DUE = (
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= :now) "
+    "OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND lease_until <= :now)"
+)
 
 
 def enqueue_rows(
@@ -382,10 +390,11 @@ def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
     Infinity) or RecursionError (a cycle) for a result the JSON path cannot carry."""
     ok = {o.id: [o.result] for o in outcomes if o.ok}
     failed = [o for o in outcomes if not o.ok] if len(ok) < len(outcomes) else []
-    retry = [[o.id, o.error, o.retry_at] for o in failed if o.retry_at is not None]
+    # Error texts are extracted to text columns (->>): made storable first (see `storable`).
+    retry = [[o.id, storable(o.error), o.retry_at] for o in failed if o.retry_at is not None]
     # Retries go in `final` too: applied after the retries, they only touch a retry that was
     # refused (its last attempt), which is then dead.
-    final = [[o.id, o.error, int(o.permanent)] for o in failed]
+    final = [[o.id, storable(o.error), int(o.permanent)] for o in failed]
     return (
         worker,
         dumps_strict(ok) if ok else None,
