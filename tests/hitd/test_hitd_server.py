@@ -7,12 +7,14 @@ This module is also the task module of the spawned server (`--tasks test_hitd_se
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from hitd._helpers import wait_for
+from hitpool.hitd.server import Hitd, ServerConfig
 from hitpool.hitd.tasks import task
 
 pytestmark = pytest.mark.slow
@@ -116,3 +118,17 @@ async def test_a_second_sigterm_exits_at_once(hitd_process, connect, tmp_path) -
     server.proc.send_signal(15)
     assert server.proc.wait(5) == 1
     assert "second signal" in server.output
+
+
+async def test_a_start_that_cannot_listen_leaves_nothing_running(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        hitd = Hitd(ServerConfig(port=port, store=f"sqlite:///{tmp_path}/a.db", workers=2))
+        before = set(asyncio.all_tasks())
+        with pytest.raises(OSError):
+            await hitd.start()
+    # The intake's flushers and the runner's loops were started before the bind failed.
+    left = [t for t in asyncio.all_tasks() - before if not t.done()]
+    assert [t.get_name() for t in left] == []

@@ -126,6 +126,7 @@ class Hitd:
             self.intake.start()
             await self.http.start(self.config.host, self.config.port, sock=sock)
         except BaseException:
+            await self.intake.close()  # its flusher tasks (nothing was submitted)
             await self.runner.stop(grace_s=0)
             await self.store.close()
             raise
