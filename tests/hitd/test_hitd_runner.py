@@ -517,6 +517,34 @@ async def test_an_expired_lease_is_claimed_while_commits_keep_waking_the_claimer
     assert (r.status, r.attempts, r.worker) == ("succeeded", 2, runner.worker_name)
 
 
+class ClaimCountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+
+    async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
+        self.claims += 1
+        return await super().claim(worker, limit, now, lease_s)
+
+
+async def test_jobs_not_due_yet_do_not_make_every_commit_claim(clock: Clock) -> None:
+    store = ClaimCountingStore()
+    await enqueue(store, "hello", n=3, args={"name": "later"}, run_at=T0 + 3600)
+    async with make_runner(store, Registry(include_global=False), clock, poll_s=60) as runner:
+        await runner.until_idle()  # the first claim: nothing due
+        claims = store.claims
+        for _ in range(10):  # commits whose jobs were all handed off: nothing new is queued
+            runner.committed()
+            await asyncio.sleep(0)  # a loop turn for the claimer, not a wait for time
+        assert store.claims == claims
+        # A due job queued (not handed off): the next commit claims it.
+        [id] = await enqueue(store, "hello", args={"name": "now"})
+        runner.committed()
+        await runner.until_idle()
+        assert store.claims == claims + 1
+        assert (await rec(store, id)).status == "succeeded"
+
+
 @pytest.mark.parametrize(
     ("kw", "field"),
     [

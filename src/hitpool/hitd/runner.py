@@ -187,6 +187,7 @@ class Runner:
         self._idle = asyncio.Event()
         self._polled = True  # the first claim looks for expired leases and waiting jobs
         self._next_poll = 0.0  # loop time of the next poll (set at start)
+        self._not_due = 0  # queued jobs the last claim left because they were not due
         self._stopping = False
         self._draining = False
         self._finisher_done = False
@@ -383,14 +384,19 @@ class Runner:
         while not self._stopping:
             self._wake.clear()
             room = self._capacity - self._active
-            # Woken by a commit or by room freed, claim only when the store has queued jobs:
-            # fresh jobs are mostly handed off in their enqueue, and a claim that finds
-            # nothing is still a transaction (it ran after every commit under load). The
-            # poll claims regardless: expired leases, and other processes' jobs.
+            # Woken by a commit or by room freed, claim only when the store holds queued jobs
+            # beyond those the last claim left as not due yet (`_not_due`): fresh jobs are
+            # mostly handed off in their enqueue, and a claim that finds nothing is still a
+            # transaction (five round trips on PostgreSQL). Without that baseline one delayed
+            # job in the queue made every commit claim in vain. The poll claims regardless:
+            # jobs that became due, expired leases, other processes' jobs.
+            queued = self._store.queued_estimate()
+            if queued < self._not_due:
+                self._not_due = queued  # some were claimed or cancelled meanwhile
             if (
                 room > 0
                 and (not self._active or room >= self._claim_min)
-                and (self._polled or self._store.queued_estimate() > 0)
+                and (self._polled or queued > self._not_due)
             ):
                 self._polled = False
                 want = min(room, self._claim_batch)
@@ -412,7 +418,11 @@ class Runner:
                     self._add_drainer()
                 self._claimed += len(recs)
                 if len(recs) == want:
+                    self._not_due = 0
                     continue  # there may be more due right now
+                # All that was due is taken: the rest of what was queued is not due yet
+                # (what was queued during the claim counts above this).
+                self._not_due = max(0, queued - len(recs))
                 if not held and not self._wake.is_set():
                     # Nothing due, nothing running, and no notify() arrived during the claim
                     # (its jobs may have committed after the claim looked).
