@@ -141,6 +141,30 @@ async def test_bad_fields_are_400_naming_the_field(start_hitd, connect, job: Any
     assert r.json()["message"]
 
 
+BIG = "1" + "0" * 400  # a JSON integer Python parses, and float() cannot convert
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/jobs", '{"task":"hello","delay":' + BIG + "}", "delay"),
+        ("/jobs", '{"task":"hello","args":{"name":"x","delay":' + BIG + "}}", "args.delay"),
+        ("/work", '{"name":"x","delay":' + BIG + "}", "delay"),
+        ("/jobs", "[" * 100_000, "body"),  # RecursionError in the JSON scanner
+        ("/work", '{"a":' * 50_000, "body"),
+    ],
+    ids=["delay", "args.delay", "work.delay", "deep-json", "work.deep-json"],
+)
+async def test_bad_numbers_and_deep_json_are_a_400_naming_the_field(
+    start_hitd, connect, path: str, body: str, field: str
+) -> None:
+    """Not a 500: float() of a huge int raises OverflowError, a deep document RecursionError."""
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    r = await c.request("POST", path, body, JSON)
+    assert (r.status, r.json()["field"]) == (400, field), r.body[:200]
+
+
 async def test_malformed_json_is_400_and_unknown_task_is_422(start_hitd, connect) -> None:
     hitd = await start_hitd()
     c = await connect(hitd.port)

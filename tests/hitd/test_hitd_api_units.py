@@ -34,7 +34,14 @@ def test_parse_delay_accepts(value, seconds) -> None:
     assert parse_delay(value, "delay") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["", "soon", "5 s", "5x", "-1", -1, True, None, [1], "1e400"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        *("", "soon", "5 s", "5x", "-1", -1, True, None, [1], "1e400"),
+        pytest.param(10**400, id="400-digit-int"),  # float() raises OverflowError
+        pytest.param(-(10**400), id="-400-digit-int"),
+    ],
+)
 def test_parse_delay_refuses_naming_the_field(value) -> None:
     with pytest.raises(SpecError) as e:
         parse_delay(value, "[3].delay")
@@ -64,6 +71,17 @@ def test_parse_jobs_names_the_item() -> None:
     with pytest.raises(SpecError) as e:
         parse_jobs(b"\xff", 0.0)
     assert e.value.field == "body"
+
+
+def test_deep_json_is_refused_naming_the_body() -> None:
+    """The C scanner recurses per level and raises RecursionError: a 400, not a 500."""
+    for body in (b"[" * 100_000, b'{"a":' * 100_000):
+        with pytest.raises(SpecError) as e:
+            parse_jobs(body, 0.0)
+        assert e.value.field == "body"
+        with pytest.raises(SpecError) as e:
+            parse_work(body, "application/json", "")
+        assert e.value.field == "body"
 
 
 def test_parse_work_form_json_and_query() -> None:

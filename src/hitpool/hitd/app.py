@@ -54,6 +54,7 @@ _DECODER = json.JSONDecoder()
 # which cost as much as scanning a small job. Bodies are stripped of JSON whitespace first.
 _SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 _JSON_WS = " \t\n\r"
+_TOO_DEEP = "JSON nested too deeply"
 
 # Delays as sent -> seconds. Clients send the same few strings ("5s", "1h") again and again,
 # and parsing one costs a failed float() and a regex; capped so it cannot grow without bound.
@@ -148,6 +149,8 @@ def _decode(body: bytes) -> Any:
         raise ValueError("malformed JSON")  # pragma: no cover - decode() raised above
     except (ValueError, UnicodeDecodeError) as e:
         raise SpecError("body", f"malformed JSON: {e}")
+    except RecursionError:  # the C scanner recurses per level: "[[[[..." runs out of stack
+        raise SpecError("body", _TOO_DEEP)
 
 
 def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
@@ -158,6 +161,8 @@ def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise SpecError("body", f"malformed JSON: {e}")
+        except RecursionError:
+            raise SpecError("body", _TOO_DEEP)
         if not isinstance(doc, dict):
             raise SpecError("body", "must be a JSON object {name, delay}")
         fields.update(doc)
