@@ -48,6 +48,7 @@ MAX_KEY_LEN = 200
 WORK_MAX_DELAY_S = 10.0  # the seed's collector allowed at most 10 s of `hello`
 
 _JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
+_UNSTORABLE = "must not contain NUL (\\u0000) or an unpaired surrogate (\\ud800-\\udfff)"
 
 _DECODER = json.JSONDecoder()
 # The C scanner under JSONDecoder: decode() wraps it in two regex matches for whitespace,
@@ -82,6 +83,21 @@ def _parse_delay(value: Any, field: str, max_s: float) -> float:
     return parse_seconds(value, field, max_s=max_s)
 
 
+def _storable(text: str) -> bool:
+    """False for text no store can keep: a NUL (PostgreSQL's text type refuses it) or a lone
+    surrogate (JSON "\\ud800" decodes to one; UTF-8 cannot encode it). One such key would
+    fail the whole group commit, every other client's jobs in it with it."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) -> NewJob:
     """One job object of POST /jobs -> NewJob, due at `now` + delay."""
     if not isinstance(obj, dict):
@@ -105,8 +121,11 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
     if type(max_attempts) is not int or not 1 <= max_attempts <= MAX_ATTEMPTS:
         raise SpecError(prefix + "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
     job_key = obj.get("key", key)
-    if job_key is not None and (not isinstance(job_key, str) or not 0 < len(job_key) <= 200):
-        raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
+    if job_key is not None:  # keys are optional: most jobs skip both checks
+        if not isinstance(job_key, str) or not 0 < len(job_key) <= 200:
+            raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
+        if not _storable(job_key):
+            raise SpecError(prefix + "key", _UNSTORABLE)
     # No delay: due when committed (run_at None). A float per job is what encoding the
     # batch for the store spent most on (float repr is ~1 us; the rest of a job ~0.8 us).
     return NewJob(task, args, now + seconds if seconds else None, max_attempts, job_key)
@@ -126,8 +145,11 @@ def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[
                 "Idempotency-Key", 'applies to one job: give each job of an array its own "key"'
             )
         return [parse_job(obj, now, f"[{i}].") for i, obj in enumerate(doc)], True
-    if header_key is not None and not 0 < len(header_key) <= MAX_KEY_LEN:
-        raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
+    if header_key is not None:
+        if not 0 < len(header_key) <= MAX_KEY_LEN:
+            raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
+        if not _storable(header_key):
+            raise SpecError("Idempotency-Key", _UNSTORABLE)
     return [parse_job(doc, now, "", header_key)], False
 
 
