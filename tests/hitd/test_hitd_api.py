@@ -241,16 +241,42 @@ async def test_wrong_method_is_405_with_allow(start_hitd, connect) -> None:
     c = await connect(hitd.port)
     for method, path, allow in (
         ("GET", "/jobs", "POST"),
-        ("PUT", "/jobs/1", "GET, DELETE"),
+        ("PUT", "/jobs/1", "GET, HEAD, DELETE"),
         ("GET", "/work", "POST"),
-        ("POST", "/healthz", "GET"),
-        ("DELETE", "/metrics", "GET"),
-        ("POST", "/stats", "GET"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("POST", "/stats", "GET, HEAD"),
     ):
         r = await c.request(method, path)
         assert r.status == 405, (method, path)
         assert r.headers["allow"] == allow
         assert r.json()["field"] == "method"
+
+
+async def _head(c: Any, path: str) -> tuple[int, dict[str, str]]:
+    """HEAD `path` on client `c`: the status and headers (the reply parser would wait for
+    the body Content-Length announces)."""
+    await c.send(c.encode("HEAD", path))
+    raw = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5.0)
+    status_line, *lines = raw.decode("latin-1").split("\r\n")
+    fields = (line.partition(": ") for line in lines if line)
+    return int(status_line.split()[1]), {name.lower(): value for name, _, value in fields}
+
+
+async def test_head_is_routed_like_get_and_answered_without_a_body(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    r = await c.request("POST", "/jobs", {"task": "hello", "delay": "1h"}, JSON)
+    job = f"/jobs/{r.json()['id']}"
+    for path in ("/healthz", job, "/metrics", "/stats"):
+        status, headers = await _head(c, path)
+        get = await c.request("GET", path)  # parses: no body came after the HEAD answer
+        assert (status, get.status) == (200, 200), path
+        if path in ("/healthz", job):  # the numbers of the others may change in between
+            assert int(headers["content-length"]) == len(get.body), path
+    status, headers = await _head(c, "/jobs")
+    assert (status, headers["allow"]) == (405, "POST")
+    assert (await c.request("GET", "/healthz")).json() == {"status": "ok"}
 
 
 async def test_token_is_required_when_set(start_hitd, connect) -> None:

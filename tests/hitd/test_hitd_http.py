@@ -305,6 +305,21 @@ async def test_many_pipelined_requests_answered_later_arrive_in_order(serve, con
     assert (await c.request("GET", "/after")).json()["path"] == "/after"
 
 
+async def test_an_answer_to_head_has_no_body(serve, connect) -> None:
+    """RFC 9110 9.3.2: the Content-Length the GET would have, and no body; a body would be
+    read as the start of the next answer on the connection."""
+    server = await serve(lambda req: json_response(200, {"path": req.path}))
+    c = await connect(server.port)
+    await c.send(c.encode("HEAD", "/x") + c.encode("GET", "/x") + c.encode("GET", "/y"))
+    head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5.0)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    lines = head.decode().lower().split("\r\n")
+    length = int(next(h for h in lines if h.startswith("content-length:")).split(":")[1])
+    get_x, get_y = await c.replies(2)  # they parse: no body came after the HEAD answer's head
+    assert length == len(get_x.body) > 0
+    assert get_y.json() == {"path": "/y"}
+
+
 async def test_close_answers_pending_requests_before_closing(serve, connect) -> None:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Response] = loop.create_future()

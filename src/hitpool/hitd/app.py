@@ -8,6 +8,8 @@
     GET    /metrics     Prometheus text
     GET    /stats       the same numbers as JSON
 
+HEAD is routed as GET wherever GET is (the protocol drops the body, RFC 9110 9.3.2).
+
 A 202 (201 for /work) is sent only after the job is committed to the store: the handler
 hands the jobs to the `Intake` and returns its future, which resolves after the group commit.
 Validation is pure (`parse_job`, `parse_delay`, `parse_work`): it takes `now` and raises
@@ -243,35 +245,35 @@ class App:
                 return self._not_allowed(req, "POST")
             return self._authorized(req) or self._post_jobs(req)
         if path.startswith("/jobs/"):
-            if req.method not in ("GET", "DELETE"):
-                return self._not_allowed(req, "GET, DELETE")
+            if req.method not in ("GET", "HEAD", "DELETE"):
+                return self._not_allowed(req, "GET, HEAD, DELETE")
             denied = self._authorized(req)
             if denied is not None:
                 return denied
             raw = path[len("/jobs/") :]
             if not raw.isdigit() or len(raw) > 18:
                 return error_response(404, f"no job {raw!r}: ids are integers", "id")
-            if req.method == "GET":
-                return self._get_job(int(raw))
-            return self._cancel_job(int(raw))
+            if req.method == "DELETE":
+                return self._cancel_job(int(raw))
+            return self._get_job(int(raw))
         if path == "/work":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
             return self._authorized(req) or self._post_work(req)
         if path == "/healthz":
             # No token: load balancers and orchestrators probe it.
-            if req.method != "GET":
-                return self._not_allowed(req, "GET")
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
             if self.draining:
                 return json_response(503, {"status": "draining"}, self._retry)
             return json_response(200, {"status": "ok"})
         if path == "/metrics":
-            if req.method != "GET":
-                return self._not_allowed(req, "GET")
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
             return self._authorized(req) or self._metrics()
         if path == "/stats":
-            if req.method != "GET":
-                return self._not_allowed(req, "GET")
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
             return self._authorized(req) or self._stats()
         return error_response(404, f"no route {path!r}", "path")
 

@@ -19,6 +19,8 @@ What it guarantees, and why:
   ``write_timeout`` is dropped.
 - Bounded memory: at most ``max_pipeline`` unanswered requests per connection (reading pauses
   beyond that) and at most ``max_connections`` connections (more get 503 and are closed).
+- HEAD is answered without a body but with the ``Content-Length`` of the GET (RFC 9110 9.3.2);
+  the handler sees the method and routes HEAD as it routes GET.
 
 Errors the protocol answers itself (400 malformed, 408, 413, 431, 503) carry the same JSON
 body as the application's: ``{"error": ..., "field": ..., "message": ...}``.
@@ -104,6 +106,11 @@ class _AbortRequest(Exception):
 _IDLE, _READING, _CLOSED, _LINGER = 0, 1, 2, 3
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
+
+# What an answer needs beyond the usual, as bits of its `mode` (0 for almost every request):
+# an HTTP/1.0 keep-alive request must be told `Connection: keep-alive`; an answer to HEAD
+# carries no body. _H10 must stay 1: on_message_complete uses a bool for it.
+_H10, _HEAD = 1, 2
 
 
 class HttpServer:
@@ -208,8 +215,8 @@ class _Connection(asyncio.Protocol):
         self._since = 0.0  # when the current state began (loop time)
         self._reading_paused = False
         self._writing_paused_at: float | None = None
-        # Answers in request order: (Response or future, keep_alive).
-        self._queue: collections.deque[tuple[Any, tuple[bool, bool]]] = collections.deque()
+        # Answers in request order: (Response or future, (keep_alive, mode)).
+        self._queue: collections.deque[tuple[Any, tuple[bool, int]]] = collections.deque()
         self._out: list[bytes] = []
         self._in_data = False
         self._tasks: set[asyncio.Task[Response]] = set()
@@ -347,8 +354,9 @@ class _Connection(asyncio.Protocol):
         keep_alive = parser.should_keep_alive() and not self._server.closing
         headers = self._headers
         # An HTTP/1.0 keep-alive request says so in a Connection header; only then does the
-        # answer need to echo it (the version is not looked up for every request).
-        h10 = keep_alive and "connection" in headers and parser.get_http_version() == "1.0"
+        # answer need to echo it (the version is not looked up for every request). The bool
+        # is the mode: True is _H10 (1), and skipping `_H10 if ... else 0` saves ~40 Ir.
+        mode: int = keep_alive and "connection" in headers and parser.get_http_version() == "1.0"
         url = self._url
         if b"?" in url:
             raw_path, _, raw_query = url.partition(b"?")
@@ -357,8 +365,11 @@ class _Connection(asyncio.Protocol):
             path, query = url.decode("latin-1"), ""
         body = self._body
         method = parser.get_method()
+        name = _METHODS.get(method) or method.decode("ascii", "replace")
+        if name == "HEAD":  # on the str: ~100 Ir, half a bytes compare (callgrind)
+            mode |= _HEAD
         request = Request(
-            _METHODS.get(method) or method.decode("ascii", "replace"),
+            name,
             path,
             query,
             headers,
@@ -372,7 +383,7 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("handler failed on %s %s", request.method, request.path)
             result = error_response(500, "internal error")
-        self._answer(result, keep_alive, h10)
+        self._answer(result, keep_alive, mode)
         if not keep_alive:
             # Nothing after this request is read: stop the parser feeding more.
             self._pause_reading()
@@ -381,9 +392,9 @@ class _Connection(asyncio.Protocol):
     # --- answering in order -----------------------------------------------------------------
 
     def _answer(
-        self, result: Response | Deferred | Awaitable[Response], keep_alive: bool, h10: bool
+        self, result: Response | Deferred | Awaitable[Response], keep_alive: bool, mode: int
     ) -> None:
-        ka = (keep_alive, h10)
+        ka = (keep_alive, mode)
         if type(result) is Deferred:
             # The usual case (a job waiting for its commit): checked first, by exact type.
             self._queue.append((result, ka))
@@ -393,7 +404,7 @@ class _Connection(asyncio.Protocol):
                 result._callback = self._on_ready
         elif isinstance(result, Response):
             if not self._queue:
-                self._out.append(self._encode(result, keep_alive, h10))
+                self._out.append(self._encode(result, keep_alive, mode))
                 if not keep_alive:
                     self._close_after_flush = True
                 return
@@ -423,7 +434,7 @@ class _Connection(asyncio.Protocol):
     def _drain_queue(self) -> None:
         queue = self._queue
         while queue:
-            item, (keep_alive, h10) = queue[0]
+            item, (keep_alive, mode) = queue[0]
             if type(item) is Deferred:
                 if item.response is not None:
                     resp = item.response
@@ -450,7 +461,7 @@ class _Connection(asyncio.Protocol):
             queue.popleft()
             if not queue and self._server.closing and self._state != _READING:
                 keep_alive = False  # the last answer before a shutdown says so
-            self._out.append(self._encode(resp, keep_alive, h10))
+            self._out.append(self._encode(resp, keep_alive, mode))
             if not keep_alive:
                 self._close_after_flush = True
                 queue.clear()
@@ -489,7 +500,7 @@ class _Connection(asyncio.Protocol):
         if not self._queue and self._server.closing:
             self._server._notify_idle()  # only close() waits for it
 
-    def _encode(self, resp: Response, keep_alive: bool, h10: bool = False) -> bytes:
+    def _encode(self, resp: Response, keep_alive: bool, mode: int = 0) -> bytes:
         status, body, headers, content_type = resp
         head = _HEADS.get((status, content_type)) or _head(status, content_type)
         if len(headers) == 1:  # the usual case: Location
@@ -501,8 +512,12 @@ class _Connection(asyncio.Protocol):
             extra = b""
         if not keep_alive:
             extra += b"connection: close\r\n"
-        elif h10:
-            extra += b"connection: keep-alive\r\n"
+        if mode:  # rare: see _H10 and _HEAD
+            if keep_alive and mode & _H10:
+                extra += b"connection: keep-alive\r\n"
+            if mode & _HEAD:  # the length the GET would have, and no body (RFC 9110 9.3.2)
+                length = str(len(body)).encode()
+                return b"".join((head, length, b"\r\n", self._server.date_line, extra, b"\r\n"))
         # join() of a tuple measured faster than %-formatting the same parts.
         return b"".join(
             (head, str(len(body)).encode(), b"\r\n", self._server.date_line, extra, b"\r\n", body)
@@ -512,7 +527,7 @@ class _Connection(asyncio.Protocol):
         """Answer a request the protocol refused, after the ones before it, then close."""
         self._state = _IDLE
         self._linger = True
-        self._queue.append((resp, (False, False)))
+        self._queue.append((resp, (False, 0)))
         self._pause_reading()
         self._drain_queue()
 
