@@ -320,6 +320,45 @@ async def test_an_answer_to_head_has_no_body(serve, connect) -> None:
     assert get_y.json() == {"path": "/y"}
 
 
+@pytest.mark.parametrize("answer", ["at once", "later"])
+async def test_a_request_with_upgrade_gets_one_answer(serve, connect, answer) -> None:
+    """httptools completes the request, then raises HttpParserUpgrade: the request is answered
+    once, the Upgrade ignored (RFC 9110 7.8), and nothing after it is read as HTTP. This is
+    what `curl --http2 http://...` sends (h2c)."""
+    loop = asyncio.get_running_loop()
+    paths: list[str] = []
+    later: asyncio.Future[Response] = loop.create_future()
+
+    def handler(req: Request) -> Response | Awaitable[Response]:
+        paths.append(req.path)
+        loop.call_soon(later.set_result, json_response(200, {"path": req.path}))
+        return json_response(200, {"path": req.path}) if answer == "at once" else later
+
+    server = await serve(handler)
+    c = await connect(server.port)
+    upgrade = {
+        "Connection": "Upgrade, HTTP2-Settings",
+        "Upgrade": "h2c",
+        "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA",
+    }
+    await c.send(c.encode("GET", "/u", headers=upgrade) + c.encode("GET", "/next"))
+    replies = await c.replies(2)  # what arrives before the server closes
+    assert [(r.status, r.json()) for r in replies] == [(200, {"path": "/u"})]
+    if answer == "later":  # still waiting when the Upgrade was seen: it says so
+        assert replies[0].headers["connection"] == "close"
+    assert paths == ["/u"]
+    assert await c.closed()
+
+
+async def test_connect_gets_one_answer_and_the_tunnel_bytes_are_not_read(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01")
+    replies = await c.replies(2)
+    assert [r.json()["method"] for r in replies] == ["CONNECT"]
+    assert await c.closed()
+
+
 async def test_close_answers_pending_requests_before_closing(serve, connect) -> None:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Response] = loop.create_future()

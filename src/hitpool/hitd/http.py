@@ -21,6 +21,10 @@ What it guarantees, and why:
   beyond that) and at most ``max_connections`` connections (more get 503 and are closed).
 - HEAD is answered without a body but with the ``Content-Length`` of the GET (RFC 9110 9.3.2);
   the handler sees the method and routes HEAD as it routes GET.
+- ``Upgrade`` (and CONNECT) is not supported: the request is handled and answered once, the
+  header ignored (RFC 9110 7.8), and the connection closes after the answers, since what
+  follows may be in the other protocol. httptools stops parsing at the end of the head: the
+  handler gets no body even if one was announced.
 
 Errors the protocol answers itself (400 malformed, 408, 413, 431, 503) carry the same JSON
 body as the application's: ``{"error": ..., "field": ..., "message": ...}``.
@@ -257,7 +261,13 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(error_response(400, "protocol upgrades are not supported", "Upgrade"))
+            # httptools raises this after the request's on_message_complete, if it came.
+            if self._state == _READING:
+                self._fail(error_response(400, "protocol upgrades are not supported", "Upgrade"))
+            else:
+                # Handled: its answer is the only one (the Upgrade is ignored, RFC 9110 7.8).
+                # What follows it may be in the protocol asked for: read nothing more.
+                self._end_after_answers()
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
             if isinstance(ctx, _AbortRequest):
@@ -386,7 +396,7 @@ class _Connection(asyncio.Protocol):
         self._answer(result, keep_alive, mode)
         if not keep_alive:
             # Nothing after this request is read: stop the parser feeding more.
-            self._pause_reading()
+            self._stop_reading()
             raise _StopParsing
 
     # --- answering in order -----------------------------------------------------------------
@@ -528,10 +538,30 @@ class _Connection(asyncio.Protocol):
         self._state = _IDLE
         self._linger = True
         self._queue.append((resp, (False, 0)))
-        self._pause_reading()
+        self._stop_reading()
         self._drain_queue()
 
+    def _end_after_answers(self) -> None:
+        """Read no further request: write the answers waiting, then close, lingering (what
+        the client sent meanwhile is read and dropped, so no reset destroys the answers)."""
+        self._stop_reading()
+        self._linger = True
+        queue = self._queue
+        if queue:
+            item, (_, mode) = queue[-1]
+            queue[-1] = (item, (False, mode))  # the last answer says `connection: close`
+        else:
+            # The last answer is encoded already, without saying so: clients must expect a
+            # close after any answer (RFC 9112 9.3), and this path is rare (an Upgrade).
+            self._close_after_flush = True
+
     # --- flow control and timeouts ----------------------------------------------------------
+
+    _reading_done = False  # no more requests are read on this connection
+
+    def _stop_reading(self) -> None:
+        self._reading_done = True
+        self._pause_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None:
@@ -542,7 +572,12 @@ class _Connection(asyncio.Protocol):
                 pass
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and self._transport is not None and not self._close_after_flush:
+        if (
+            self._reading_paused
+            and self._transport is not None
+            and not self._close_after_flush
+            and not self._reading_done
+        ):
             self._reading_paused = False
             try:
                 self._transport.resume_reading()
