@@ -289,7 +289,9 @@ async def test_expect_100_continue(serve, connect) -> None:
     assert r.json()["len"] == 2
 
 
-async def test_many_pipelined_requests_answered_later_arrive_in_order(serve, connect) -> None:
+async def test_a_client_keeping_max_pipeline_requests_in_flight_is_served_in_order(
+    serve, connect
+) -> None:
     loop = asyncio.get_running_loop()
 
     def handler(req: Request) -> Response | Awaitable[Response]:
@@ -299,10 +301,44 @@ async def test_many_pipelined_requests_answered_later_arrive_in_order(serve, con
 
     server = await serve(handler, max_pipeline=4)
     c = await connect(server.port)
-    await c.send(b"".join(c.encode("GET", f"/{i}") for i in range(300)))
-    replies = await c.replies(300)
-    assert [r.json()["path"] for r in replies] == [f"/{i}" for i in range(300)]
+    # A window of 4: each answer lets one more request go. Writes coalesce while the server
+    # pauses reading, but never more than 4 requests are unanswered: none is refused.
+    await c.send(b"".join(c.encode("GET", f"/{i}") for i in range(4)))
+    paths = []
+    for i in range(4, 304):
+        (r,) = await c.replies(1)
+        paths.append(r.json()["path"])
+        if i < 300:
+            await c.send(c.encode("GET", f"/{i}"))
+    assert paths == [f"/{i}" for i in range(300)]
     assert (await c.request("GET", "/after")).json()["path"] == "/after"
+
+
+async def test_at_most_max_pipeline_requests_wait_per_connection(serve, connect) -> None:
+    """Requests read in one go beyond max_pipeline waiting answers are never handled: the
+    connection answers those waiting, says `connection: close` on the last, and closes."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[Response]] = []
+    full = asyncio.Event()
+
+    def handler(req: Request) -> Awaitable[Response]:
+        fut: asyncio.Future[Response] = loop.create_future()
+        futures.append(fut)
+        if len(futures) == 4:
+            full.set()
+        return fut
+
+    server = await serve(handler, max_pipeline=4)
+    c = await connect(server.port)
+    await c.send(b"".join(c.encode("GET", f"/p/{i}") for i in range(10)))  # one write
+    await full.wait()
+    for i, fut in enumerate(futures):
+        fut.set_result(json_response(200, {"path": f"/p/{i}"}))
+    replies = await c.replies(10)  # what arrives before the server closes
+    assert len(futures) == 4
+    assert [r.json()["path"] for r in replies] == ["/p/0", "/p/1", "/p/2", "/p/3"]
+    assert [r.headers.get("connection") for r in replies] == [None, None, None, "close"]
+    assert await c.closed()
 
 
 async def test_an_answer_to_head_has_no_body(serve, connect) -> None:

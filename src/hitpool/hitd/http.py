@@ -17,8 +17,13 @@ What it guarantees, and why:
   after ``keep_alive_timeout``; a request that has started but not finished arriving after
   ``request_timeout`` gets 408 (slowloris); a client that stops reading its answers for
   ``write_timeout`` is dropped.
-- Bounded memory: at most ``max_pipeline`` unanswered requests per connection (reading pauses
-  beyond that) and at most ``max_connections`` connections (more get 503 and are closed).
+- Bounded memory: at most ``max_pipeline`` unanswered requests per connection and at most
+  ``max_connections`` connections (more get 503 and are closed). When ``max_pipeline`` answers
+  wait, reading pauses; a request already read beyond them (in the same read) is not handed to
+  the handler: the waiting answers are written, the last saying ``Connection: close``, and the
+  connection closes. Nothing was done for the requests left unanswered, so nothing is promised,
+  and the client resends them as after any close. Checking this costs nothing per request: the
+  connection swaps its handler for `_Connection._overflow` only while its queue is full.
 - HEAD is answered without a body but with the ``Content-Length`` of the GET (RFC 9110 9.3.2);
   the handler sees the method and routes HEAD as it routes GET.
 - ``Upgrade`` (and CONNECT) is not supported: the request is handled and answered once, the
@@ -213,6 +218,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._limits = server.limits
+        # The server's handler, or `_overflow` while max_pipeline answers wait.
+        self._handler: Handler = server.handler
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._state = _CLOSED
@@ -273,7 +280,9 @@ class _Connection(asyncio.Protocol):
             if isinstance(ctx, _AbortRequest):
                 self._fail(ctx.response)
             elif isinstance(ctx, _StopParsing):
-                pass  # the request asked to close; it is answered, the rest is ignored
+                # A request asked to close, or came past max_pipeline (_overflow): the answers
+                # are queued, the rest of the input is not read.
+                pass
             else:
                 log.exception("error while handling a request", exc_info=ctx)
                 self._fail(error_response(500, "internal error"))
@@ -389,7 +398,9 @@ class _Connection(asyncio.Protocol):
         self._state = _IDLE
         self._since = self._server.now
         try:
-            result = self._server.handler(request)
+            result = self._handler(request)
+        except _StopParsing:
+            raise  # from `_overflow`: this request is not handled, nor any after it
         except Exception:
             log.exception("handler failed on %s %s", request.method, request.path)
             result = error_response(500, "internal error")
@@ -432,7 +443,18 @@ class _Connection(asyncio.Protocol):
             self._queue.append((fut, ka))
             fut.add_done_callback(self._on_ready)
         if len(self._queue) >= self._limits.max_pipeline:
+            # Pausing stops the next reads, not the parsing of this one: the rest of it goes
+            # to `_overflow` instead of the handler, until reading resumes.
             self._pause_reading()
+            self._handler = self._overflow
+
+    def _overflow(self, request: Request) -> Response | Deferred | Awaitable[Response]:
+        """The handler while max_pipeline answers wait: the request arrived in the same read
+        as those before it and is refused, unhandled, by ending the connection after them."""
+        if len(self._queue) < self._limits.max_pipeline:  # an answer was ready at once
+            return self._server.handler(request)
+        self._end_after_answers()
+        raise _StopParsing
 
     def _on_ready(self, _fut: asyncio.Future[Response] | Deferred) -> None:
         if self._state == _CLOSED:
@@ -579,6 +601,7 @@ class _Connection(asyncio.Protocol):
             and not self._reading_done
         ):
             self._reading_paused = False
+            self._handler = self._server.handler  # see _overflow
             try:
                 self._transport.resume_reading()
             except RuntimeError:
@@ -621,4 +644,5 @@ class _Connection(asyncio.Protocol):
 
 
 class _StopParsing(Exception):
-    """Raised after a request that closes the connection, so the parser reads no further."""
+    """Raised after a request that closes the connection, or instead of handling one past
+    max_pipeline, so the parser reads no further."""
