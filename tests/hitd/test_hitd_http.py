@@ -289,6 +289,16 @@ async def test_expect_100_continue(serve, connect) -> None:
     assert r.json()["len"] == 2
 
 
+async def test_no_100_continue_to_http10(serve, connect) -> None:
+    """HTTP/1.0 has no 1xx answers: a server must ignore its 100-continue (RFC 9110 10.1.1)."""
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(b"POST /e HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok")
+    raw = await asyncio.wait_for(c.reader.read(), 5.0)  # to the close: HTTP/1.0
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw
+    assert raw.count(b"HTTP/1.1 ") == 1
+
+
 async def test_a_client_keeping_max_pipeline_requests_in_flight_is_served_in_order(
     serve, connect
 ) -> None:

@@ -356,8 +356,14 @@ class _Connection(asyncio.Protocol):
             if size > self._limits.max_body_bytes:
                 raise _AbortRequest(self._too_large())
         expect = self._headers.get("expect")
-        if expect is not None and expect.lower() == "100-continue" and not self._queue:
+        if (
+            expect is not None
+            and expect.lower() == "100-continue"
+            and not self._queue
+            and self._parser.get_http_version() != "1.0"
+        ):
             # Only when nothing is pending: an interim answer may not overtake earlier ones.
+            # Never to HTTP/1.0, which has no 1xx answers (RFC 9110 10.1.1).
             self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
             if not self._in_data:
                 self._flush()
