@@ -292,7 +292,9 @@ async def test_token_is_required_when_set(start_hitd, connect) -> None:
     assert (await c.request("GET", "/healthz")).status == 200  # probes need no token
     auth = {**JSON, "Authorization": "Bearer s3cret"}
     assert (await c.request("POST", "/jobs", job, auth)).status == 202
-    assert (await c.request("GET", "/stats", headers=auth)).status == 200
+    stats = await c.request("GET", "/stats", headers=auth)
+    assert stats.status == 200
+    assert stats.json()["rejected"] == {"401": 3}  # refused job submissions; reads are not
 
 
 async def test_body_over_the_limit_is_413(start_hitd, connect) -> None:

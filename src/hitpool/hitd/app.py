@@ -288,6 +288,8 @@ class App:
         given = req.headers.get("authorization")
         if given is not None and hmac.compare_digest(given.encode(), self._token):
             return None
+        if req.method == "POST":  # a refused job submission, counted like the others
+            self.counters.reject(401)
         return error_response(
             401,
             "missing or wrong token: send Authorization: Bearer <token>",
