@@ -29,7 +29,13 @@ def test_parses(value: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "s", "5 s", "5sec", "-1s", -1, math.nan, math.inf, True, None, [1]]
+    "value",
+    [
+        *("", "s", "5 s", "5sec", "-1s", -1, math.nan, math.inf, True, None, [1]),
+        # An int float() cannot convert (OverflowError), as 400 digits of JSON give.
+        pytest.param(10**400, id="400-digit-int"),
+        pytest.param(-(10**400), id="-400-digit-int"),
+    ],
 )
 def test_refuses_naming_the_field(value: object) -> None:
     with pytest.raises(SpecError) as err:

@@ -23,8 +23,14 @@ def parse_seconds(value: object, field: str, *, max_s: float = math.inf) -> floa
     """A number of seconds, or a duration string, -> seconds in ``[0, max_s]``."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise SpecError(field, 'must be a duration like "5s", "250ms" or a number of seconds')
-    # As in Go, "7 s" is refused; white space around the whole is not an error.
-    seconds = _parse_text(value.strip(), field) if isinstance(value, str) else float(value)
+    if isinstance(value, str):
+        # As in Go, "7 s" is refused; white space around the whole is not an error.
+        seconds = _parse_text(value.strip(), field)
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float, e.g. 400 digits of JSON
+            raise SpecError(field, "must be zero or more seconds, got a number out of range")
     if not math.isfinite(seconds) or seconds < 0:
         raise SpecError(field, f"must be zero or more seconds, got {value!r}")
     if seconds > max_s:

@@ -127,6 +127,11 @@ async def test_post_an_array_of_jobs(start_hitd, connect) -> None:
         ({"task": "hello", "max_attempts": 0}, "max_attempts"),
         ({"task": "hello", "max_attempts": True}, "max_attempts"),
         ({"task": "hello", "key": ""}, "key"),
+        # A key no store can keep (PostgreSQL refuses NUL in text, UTF-8 a lone surrogate)
+        # would fail the group commit of every client's jobs with it.
+        ({"task": "hello", "key": "a\u0000b"}, "key"),
+        ({"task": "hello", "key": "\ud800"}, "key"),
+        ([{"task": "hello"}, {"task": "hello", "key": "a\udfffb"}], "[1].key"),
         ({"task": "hello", "colour": "red"}, "colour"),
         ("just a string", "body"),
     ],
@@ -139,6 +144,30 @@ async def test_bad_fields_are_400_naming_the_field(start_hitd, connect, job: Any
     assert r.json()["field"] == field
     assert r.json()["error"] == "bad_request"
     assert r.json()["message"]
+
+
+BIG = "1" + "0" * 400  # a JSON integer Python parses, and float() cannot convert
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/jobs", '{"task":"hello","delay":' + BIG + "}", "delay"),
+        ("/jobs", '{"task":"hello","args":{"name":"x","delay":' + BIG + "}}", "args.delay"),
+        ("/work", '{"name":"x","delay":' + BIG + "}", "delay"),
+        ("/jobs", "[" * 100_000, "body"),  # RecursionError in the JSON scanner
+        ("/work", '{"a":' * 50_000, "body"),
+    ],
+    ids=["delay", "args.delay", "work.delay", "deep-json", "work.deep-json"],
+)
+async def test_bad_numbers_and_deep_json_are_a_400_naming_the_field(
+    start_hitd, connect, path: str, body: str, field: str
+) -> None:
+    """Not a 500: float() of a huge int raises OverflowError, a deep document RecursionError."""
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    r = await c.request("POST", path, body, JSON)
+    assert (r.status, r.json()["field"]) == (400, field), r.body[:200]
 
 
 async def test_malformed_json_is_400_and_unknown_task_is_422(start_hitd, connect) -> None:
@@ -212,16 +241,42 @@ async def test_wrong_method_is_405_with_allow(start_hitd, connect) -> None:
     c = await connect(hitd.port)
     for method, path, allow in (
         ("GET", "/jobs", "POST"),
-        ("PUT", "/jobs/1", "GET, DELETE"),
+        ("PUT", "/jobs/1", "GET, HEAD, DELETE"),
         ("GET", "/work", "POST"),
-        ("POST", "/healthz", "GET"),
-        ("DELETE", "/metrics", "GET"),
-        ("POST", "/stats", "GET"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("POST", "/stats", "GET, HEAD"),
     ):
         r = await c.request(method, path)
         assert r.status == 405, (method, path)
         assert r.headers["allow"] == allow
         assert r.json()["field"] == "method"
+
+
+async def _head(c: Any, path: str) -> tuple[int, dict[str, str]]:
+    """HEAD `path` on client `c`: the status and headers (the reply parser would wait for
+    the body Content-Length announces)."""
+    await c.send(c.encode("HEAD", path))
+    raw = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5.0)
+    status_line, *lines = raw.decode("latin-1").split("\r\n")
+    fields = (line.partition(": ") for line in lines if line)
+    return int(status_line.split()[1]), {name.lower(): value for name, _, value in fields}
+
+
+async def test_head_is_routed_like_get_and_answered_without_a_body(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    r = await c.request("POST", "/jobs", {"task": "hello", "delay": "1h"}, JSON)
+    job = f"/jobs/{r.json()['id']}"
+    for path in ("/healthz", job, "/metrics", "/stats"):
+        status, headers = await _head(c, path)
+        get = await c.request("GET", path)  # parses: no body came after the HEAD answer
+        assert (status, get.status) == (200, 200), path
+        if path in ("/healthz", job):  # the numbers of the others may change in between
+            assert int(headers["content-length"]) == len(get.body), path
+    status, headers = await _head(c, "/jobs")
+    assert (status, headers["allow"]) == (405, "POST")
+    assert (await c.request("GET", "/healthz")).json() == {"status": "ok"}
 
 
 async def test_token_is_required_when_set(start_hitd, connect) -> None:
@@ -237,7 +292,9 @@ async def test_token_is_required_when_set(start_hitd, connect) -> None:
     assert (await c.request("GET", "/healthz")).status == 200  # probes need no token
     auth = {**JSON, "Authorization": "Bearer s3cret"}
     assert (await c.request("POST", "/jobs", job, auth)).status == 202
-    assert (await c.request("GET", "/stats", headers=auth)).status == 200
+    stats = await c.request("GET", "/stats", headers=auth)
+    assert stats.status == 200
+    assert stats.json()["rejected"] == {"401": 3}  # refused job submissions; reads are not
 
 
 async def test_body_over_the_limit_is_413(start_hitd, connect) -> None:

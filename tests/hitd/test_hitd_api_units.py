@@ -34,7 +34,14 @@ def test_parse_delay_accepts(value, seconds) -> None:
     assert parse_delay(value, "delay") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["", "soon", "5 s", "5x", "-1", -1, True, None, [1], "1e400"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        *("", "soon", "5 s", "5x", "-1", -1, True, None, [1], "1e400"),
+        pytest.param(10**400, id="400-digit-int"),  # float() raises OverflowError
+        pytest.param(-(10**400), id="-400-digit-int"),
+    ],
+)
 def test_parse_delay_refuses_naming_the_field(value) -> None:
     with pytest.raises(SpecError) as e:
         parse_delay(value, "[3].delay")
@@ -64,6 +71,40 @@ def test_parse_jobs_names_the_item() -> None:
     with pytest.raises(SpecError) as e:
         parse_jobs(b"\xff", 0.0)
     assert e.value.field == "body"
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "\x00", "\ud800", "x\udfff", "\udc80\ud800"])
+def test_a_key_no_store_can_keep_is_refused_naming_the_field(key: str) -> None:
+    """NUL (PostgreSQL's text refuses it) or a lone surrogate (JSON "\\ud800"; UTF-8 cannot
+    encode it): stored, it would fail the group commit of every job committed with it."""
+    with pytest.raises(SpecError) as e:
+        parse_job({"task": "t", "key": key}, 0.0)
+    assert e.value.field == "key"
+    with pytest.raises(SpecError) as e:
+        parse_job({"task": "t", "key": key}, 0.0, "[4].")
+    assert e.value.field == "[4].key"
+    with pytest.raises(SpecError) as e:
+        parse_jobs(b'{"task": "t"}', 0.0, header_key=key)
+    assert e.value.field == "Idempotency-Key"
+
+
+def test_keys_in_any_script_are_kept() -> None:
+    for key in ("order-7", "заказ-7", "注文7", "\U0001f600"):
+        assert parse_job({"task": "t", "key": key}, 0.0).key == key
+        assert parse_jobs(b'{"task": "t"}', 0.0, header_key=key)[0][0].key == key
+    [job], _ = parse_jobs(b'{"task": "t", "key": "\\ud83d\\ude00"}', 0.0)  # a JSON pair
+    assert job.key == "\U0001f600"
+
+
+def test_deep_json_is_refused_naming_the_body() -> None:
+    """The C scanner recurses per level and raises RecursionError: a 400, not a 500."""
+    for body in (b"[" * 100_000, b'{"a":' * 100_000):
+        with pytest.raises(SpecError) as e:
+            parse_jobs(body, 0.0)
+        assert e.value.field == "body"
+        with pytest.raises(SpecError) as e:
+            parse_work(body, "application/json", "")
+        assert e.value.field == "body"
 
 
 def test_parse_work_form_json_and_query() -> None:

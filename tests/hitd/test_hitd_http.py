@@ -289,7 +289,19 @@ async def test_expect_100_continue(serve, connect) -> None:
     assert r.json()["len"] == 2
 
 
-async def test_many_pipelined_requests_answered_later_arrive_in_order(serve, connect) -> None:
+async def test_no_100_continue_to_http10(serve, connect) -> None:
+    """HTTP/1.0 has no 1xx answers: a server must ignore its 100-continue (RFC 9110 10.1.1)."""
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(b"POST /e HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok")
+    raw = await asyncio.wait_for(c.reader.read(), 5.0)  # to the close: HTTP/1.0
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw
+    assert raw.count(b"HTTP/1.1 ") == 1
+
+
+async def test_a_client_keeping_max_pipeline_requests_in_flight_is_served_in_order(
+    serve, connect
+) -> None:
     loop = asyncio.get_running_loop()
 
     def handler(req: Request) -> Response | Awaitable[Response]:
@@ -299,10 +311,98 @@ async def test_many_pipelined_requests_answered_later_arrive_in_order(serve, con
 
     server = await serve(handler, max_pipeline=4)
     c = await connect(server.port)
-    await c.send(b"".join(c.encode("GET", f"/{i}") for i in range(300)))
-    replies = await c.replies(300)
-    assert [r.json()["path"] for r in replies] == [f"/{i}" for i in range(300)]
+    # A window of 4: each answer lets one more request go. Writes coalesce while the server
+    # pauses reading, but never more than 4 requests are unanswered: none is refused.
+    await c.send(b"".join(c.encode("GET", f"/{i}") for i in range(4)))
+    paths = []
+    for i in range(4, 304):
+        (r,) = await c.replies(1)
+        paths.append(r.json()["path"])
+        if i < 300:
+            await c.send(c.encode("GET", f"/{i}"))
+    assert paths == [f"/{i}" for i in range(300)]
     assert (await c.request("GET", "/after")).json()["path"] == "/after"
+
+
+async def test_at_most_max_pipeline_requests_wait_per_connection(serve, connect) -> None:
+    """Requests read in one go beyond max_pipeline waiting answers are never handled: the
+    connection answers those waiting, says `connection: close` on the last, and closes."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[Response]] = []
+    full = asyncio.Event()
+
+    def handler(req: Request) -> Awaitable[Response]:
+        fut: asyncio.Future[Response] = loop.create_future()
+        futures.append(fut)
+        if len(futures) == 4:
+            full.set()
+        return fut
+
+    server = await serve(handler, max_pipeline=4)
+    c = await connect(server.port)
+    await c.send(b"".join(c.encode("GET", f"/p/{i}") for i in range(10)))  # one write
+    await full.wait()
+    for i, fut in enumerate(futures):
+        fut.set_result(json_response(200, {"path": f"/p/{i}"}))
+    replies = await c.replies(10)  # what arrives before the server closes
+    assert len(futures) == 4
+    assert [r.json()["path"] for r in replies] == ["/p/0", "/p/1", "/p/2", "/p/3"]
+    assert [r.headers.get("connection") for r in replies] == [None, None, None, "close"]
+    assert await c.closed()
+
+
+async def test_an_answer_to_head_has_no_body(serve, connect) -> None:
+    """RFC 9110 9.3.2: the Content-Length the GET would have, and no body; a body would be
+    read as the start of the next answer on the connection."""
+    server = await serve(lambda req: json_response(200, {"path": req.path}))
+    c = await connect(server.port)
+    await c.send(c.encode("HEAD", "/x") + c.encode("GET", "/x") + c.encode("GET", "/y"))
+    head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5.0)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    lines = head.decode().lower().split("\r\n")
+    length = int(next(h for h in lines if h.startswith("content-length:")).split(":")[1])
+    get_x, get_y = await c.replies(2)  # they parse: no body came after the HEAD answer's head
+    assert length == len(get_x.body) > 0
+    assert get_y.json() == {"path": "/y"}
+
+
+@pytest.mark.parametrize("answer", ["at once", "later"])
+async def test_a_request_with_upgrade_gets_one_answer(serve, connect, answer) -> None:
+    """httptools completes the request, then raises HttpParserUpgrade: the request is answered
+    once, the Upgrade ignored (RFC 9110 7.8), and nothing after it is read as HTTP. This is
+    what `curl --http2 http://...` sends (h2c)."""
+    loop = asyncio.get_running_loop()
+    paths: list[str] = []
+    later: asyncio.Future[Response] = loop.create_future()
+
+    def handler(req: Request) -> Response | Awaitable[Response]:
+        paths.append(req.path)
+        loop.call_soon(later.set_result, json_response(200, {"path": req.path}))
+        return json_response(200, {"path": req.path}) if answer == "at once" else later
+
+    server = await serve(handler)
+    c = await connect(server.port)
+    upgrade = {
+        "Connection": "Upgrade, HTTP2-Settings",
+        "Upgrade": "h2c",
+        "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA",
+    }
+    await c.send(c.encode("GET", "/u", headers=upgrade) + c.encode("GET", "/next"))
+    replies = await c.replies(2)  # what arrives before the server closes
+    assert [(r.status, r.json()) for r in replies] == [(200, {"path": "/u"})]
+    if answer == "later":  # still waiting when the Upgrade was seen: it says so
+        assert replies[0].headers["connection"] == "close"
+    assert paths == ["/u"]
+    assert await c.closed()
+
+
+async def test_connect_gets_one_answer_and_the_tunnel_bytes_are_not_read(serve, connect) -> None:
+    server = await serve()
+    c = await connect(server.port)
+    await c.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01")
+    replies = await c.replies(2)
+    assert [r.json()["method"] for r in replies] == ["CONNECT"]
+    assert await c.closed()
 
 
 async def test_close_answers_pending_requests_before_closing(serve, connect) -> None:

@@ -8,6 +8,8 @@
     GET    /metrics     Prometheus text
     GET    /stats       the same numbers as JSON
 
+HEAD is routed as GET wherever GET is (the protocol drops the body, RFC 9110 9.3.2).
+
 A 202 (201 for /work) is sent only after the job is committed to the store: the handler
 hands the jobs to the `Intake` and returns its future, which resolves after the group commit.
 Validation is pure (`parse_job`, `parse_delay`, `parse_work`): it takes `now` and raises
@@ -48,12 +50,14 @@ MAX_KEY_LEN = 200
 WORK_MAX_DELAY_S = 10.0  # the seed's collector allowed at most 10 s of `hello`
 
 _JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
+_UNSTORABLE = "must not contain NUL (\\u0000) or an unpaired surrogate (\\ud800-\\udfff)"
 
 _DECODER = json.JSONDecoder()
 # The C scanner under JSONDecoder: decode() wraps it in two regex matches for whitespace,
 # which cost as much as scanning a small job. Bodies are stripped of JSON whitespace first.
 _SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 _JSON_WS = " \t\n\r"
+_TOO_DEEP = "JSON nested too deeply"
 
 # Delays as sent -> seconds. Clients send the same few strings ("5s", "1h") again and again,
 # and parsing one costs a failed float() and a regex; capped so it cannot grow without bound.
@@ -81,6 +85,21 @@ def _parse_delay(value: Any, field: str, max_s: float) -> float:
     return parse_seconds(value, field, max_s=max_s)
 
 
+def _storable(text: str) -> bool:
+    """False for text no store can keep: a NUL (PostgreSQL's text type refuses it) or a lone
+    surrogate (JSON "\\ud800" decodes to one; UTF-8 cannot encode it). One such key would
+    fail the whole group commit, every other client's jobs in it with it."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) -> NewJob:
     """One job object of POST /jobs -> NewJob, due at `now` + delay."""
     if not isinstance(obj, dict):
@@ -104,8 +123,11 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
     if type(max_attempts) is not int or not 1 <= max_attempts <= MAX_ATTEMPTS:
         raise SpecError(prefix + "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
     job_key = obj.get("key", key)
-    if job_key is not None and (not isinstance(job_key, str) or not 0 < len(job_key) <= 200):
-        raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
+    if job_key is not None:  # keys are optional: most jobs skip both checks
+        if not isinstance(job_key, str) or not 0 < len(job_key) <= 200:
+            raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
+        if not _storable(job_key):
+            raise SpecError(prefix + "key", _UNSTORABLE)
     # No delay: due when committed (run_at None). A float per job is what encoding the
     # batch for the store spent most on (float repr is ~1 us; the rest of a job ~0.8 us).
     return NewJob(task, args, now + seconds if seconds else None, max_attempts, job_key)
@@ -125,8 +147,11 @@ def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[
                 "Idempotency-Key", 'applies to one job: give each job of an array its own "key"'
             )
         return [parse_job(obj, now, f"[{i}].") for i, obj in enumerate(doc)], True
-    if header_key is not None and not 0 < len(header_key) <= MAX_KEY_LEN:
-        raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
+    if header_key is not None:
+        if not 0 < len(header_key) <= MAX_KEY_LEN:
+            raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
+        if not _storable(header_key):
+            raise SpecError("Idempotency-Key", _UNSTORABLE)
     return [parse_job(doc, now, "", header_key)], False
 
 
@@ -148,6 +173,8 @@ def _decode(body: bytes) -> Any:
         raise ValueError("malformed JSON")  # pragma: no cover - decode() raised above
     except (ValueError, UnicodeDecodeError) as e:
         raise SpecError("body", f"malformed JSON: {e}")
+    except RecursionError:  # the C scanner recurses per level: "[[[[..." runs out of stack
+        raise SpecError("body", _TOO_DEEP)
 
 
 def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
@@ -158,6 +185,8 @@ def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise SpecError("body", f"malformed JSON: {e}")
+        except RecursionError:
+            raise SpecError("body", _TOO_DEEP)
         if not isinstance(doc, dict):
             raise SpecError("body", "must be a JSON object {name, delay}")
         fields.update(doc)
@@ -216,35 +245,35 @@ class App:
                 return self._not_allowed(req, "POST")
             return self._authorized(req) or self._post_jobs(req)
         if path.startswith("/jobs/"):
-            if req.method not in ("GET", "DELETE"):
-                return self._not_allowed(req, "GET, DELETE")
+            if req.method not in ("GET", "HEAD", "DELETE"):
+                return self._not_allowed(req, "GET, HEAD, DELETE")
             denied = self._authorized(req)
             if denied is not None:
                 return denied
             raw = path[len("/jobs/") :]
             if not raw.isdigit() or len(raw) > 18:
                 return error_response(404, f"no job {raw!r}: ids are integers", "id")
-            if req.method == "GET":
-                return self._get_job(int(raw))
-            return self._cancel_job(int(raw))
+            if req.method == "DELETE":
+                return self._cancel_job(int(raw))
+            return self._get_job(int(raw))
         if path == "/work":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
             return self._authorized(req) or self._post_work(req)
         if path == "/healthz":
             # No token: load balancers and orchestrators probe it.
-            if req.method != "GET":
-                return self._not_allowed(req, "GET")
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
             if self.draining:
                 return json_response(503, {"status": "draining"}, self._retry)
             return json_response(200, {"status": "ok"})
         if path == "/metrics":
-            if req.method != "GET":
-                return self._not_allowed(req, "GET")
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
             return self._authorized(req) or self._metrics()
         if path == "/stats":
-            if req.method != "GET":
-                return self._not_allowed(req, "GET")
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
             return self._authorized(req) or self._stats()
         return error_response(404, f"no route {path!r}", "path")
 
@@ -259,6 +288,8 @@ class App:
         given = req.headers.get("authorization")
         if given is not None and hmac.compare_digest(given.encode(), self._token):
             return None
+        if req.method == "POST":  # a refused job submission, counted like the others
+            self.counters.reject(401)
         return error_response(
             401,
             "missing or wrong token: send Authorization: Bearer <token>",

@@ -17,8 +17,19 @@ What it guarantees, and why:
   after ``keep_alive_timeout``; a request that has started but not finished arriving after
   ``request_timeout`` gets 408 (slowloris); a client that stops reading its answers for
   ``write_timeout`` is dropped.
-- Bounded memory: at most ``max_pipeline`` unanswered requests per connection (reading pauses
-  beyond that) and at most ``max_connections`` connections (more get 503 and are closed).
+- Bounded memory: at most ``max_pipeline`` unanswered requests per connection and at most
+  ``max_connections`` connections (more get 503 and are closed). When ``max_pipeline`` answers
+  wait, reading pauses; a request already read beyond them (in the same read) is not handed to
+  the handler: the waiting answers are written, the last saying ``Connection: close``, and the
+  connection closes. Nothing was done for the requests left unanswered, so nothing is promised,
+  and the client resends them as after any close. Checking this costs nothing per request: the
+  connection swaps its handler for `_Connection._overflow` only while its queue is full.
+- HEAD is answered without a body but with the ``Content-Length`` of the GET (RFC 9110 9.3.2);
+  the handler sees the method and routes HEAD as it routes GET.
+- ``Upgrade`` (and CONNECT) is not supported: the request is handled and answered once, the
+  header ignored (RFC 9110 7.8), and the connection closes after the answers, since what
+  follows may be in the other protocol. httptools stops parsing at the end of the head: the
+  handler gets no body even if one was announced.
 
 Errors the protocol answers itself (400 malformed, 408, 413, 431, 503) carry the same JSON
 body as the application's: ``{"error": ..., "field": ..., "message": ...}``.
@@ -104,6 +115,11 @@ class _AbortRequest(Exception):
 _IDLE, _READING, _CLOSED, _LINGER = 0, 1, 2, 3
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
+
+# What an answer needs beyond the usual, as bits of its `mode` (0 for almost every request):
+# an HTTP/1.0 keep-alive request must be told `Connection: keep-alive`; an answer to HEAD
+# carries no body. _H10 must stay 1: on_message_complete uses a bool for it.
+_H10, _HEAD = 1, 2
 
 
 class HttpServer:
@@ -202,14 +218,16 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._limits = server.limits
+        # The server's handler, or `_overflow` while max_pipeline answers wait.
+        self._handler: Handler = server.handler
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._state = _CLOSED
         self._since = 0.0  # when the current state began (loop time)
         self._reading_paused = False
         self._writing_paused_at: float | None = None
-        # Answers in request order: (Response or future, keep_alive).
-        self._queue: collections.deque[tuple[Any, tuple[bool, bool]]] = collections.deque()
+        # Answers in request order: (Response or future, (keep_alive, mode)).
+        self._queue: collections.deque[tuple[Any, tuple[bool, int]]] = collections.deque()
         self._out: list[bytes] = []
         self._in_data = False
         self._tasks: set[asyncio.Task[Response]] = set()
@@ -250,13 +268,21 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(error_response(400, "protocol upgrades are not supported", "Upgrade"))
+            # httptools raises this after the request's on_message_complete, if it came.
+            if self._state == _READING:
+                self._fail(error_response(400, "protocol upgrades are not supported", "Upgrade"))
+            else:
+                # Handled: its answer is the only one (the Upgrade is ignored, RFC 9110 7.8).
+                # What follows it may be in the protocol asked for: read nothing more.
+                self._end_after_answers()
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
             if isinstance(ctx, _AbortRequest):
                 self._fail(ctx.response)
             elif isinstance(ctx, _StopParsing):
-                pass  # the request asked to close; it is answered, the rest is ignored
+                # A request asked to close, or came past max_pipeline (_overflow): the answers
+                # are queued, the rest of the input is not read.
+                pass
             else:
                 log.exception("error while handling a request", exc_info=ctx)
                 self._fail(error_response(500, "internal error"))
@@ -330,8 +356,14 @@ class _Connection(asyncio.Protocol):
             if size > self._limits.max_body_bytes:
                 raise _AbortRequest(self._too_large())
         expect = self._headers.get("expect")
-        if expect is not None and expect.lower() == "100-continue" and not self._queue:
+        if (
+            expect is not None
+            and expect.lower() == "100-continue"
+            and not self._queue
+            and self._parser.get_http_version() != "1.0"
+        ):
             # Only when nothing is pending: an interim answer may not overtake earlier ones.
+            # Never to HTTP/1.0, which has no 1xx answers (RFC 9110 10.1.1).
             self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
             if not self._in_data:
                 self._flush()
@@ -347,8 +379,9 @@ class _Connection(asyncio.Protocol):
         keep_alive = parser.should_keep_alive() and not self._server.closing
         headers = self._headers
         # An HTTP/1.0 keep-alive request says so in a Connection header; only then does the
-        # answer need to echo it (the version is not looked up for every request).
-        h10 = keep_alive and "connection" in headers and parser.get_http_version() == "1.0"
+        # answer need to echo it (the version is not looked up for every request). The bool
+        # is the mode: True is _H10 (1), and skipping `_H10 if ... else 0` saves ~40 Ir.
+        mode: int = keep_alive and "connection" in headers and parser.get_http_version() == "1.0"
         url = self._url
         if b"?" in url:
             raw_path, _, raw_query = url.partition(b"?")
@@ -357,8 +390,11 @@ class _Connection(asyncio.Protocol):
             path, query = url.decode("latin-1"), ""
         body = self._body
         method = parser.get_method()
+        name = _METHODS.get(method) or method.decode("ascii", "replace")
+        if name == "HEAD":  # on the str: ~100 Ir, half a bytes compare (callgrind)
+            mode |= _HEAD
         request = Request(
-            _METHODS.get(method) or method.decode("ascii", "replace"),
+            name,
             path,
             query,
             headers,
@@ -368,22 +404,24 @@ class _Connection(asyncio.Protocol):
         self._state = _IDLE
         self._since = self._server.now
         try:
-            result = self._server.handler(request)
+            result = self._handler(request)
+        except _StopParsing:
+            raise  # from `_overflow`: this request is not handled, nor any after it
         except Exception:
             log.exception("handler failed on %s %s", request.method, request.path)
             result = error_response(500, "internal error")
-        self._answer(result, keep_alive, h10)
+        self._answer(result, keep_alive, mode)
         if not keep_alive:
             # Nothing after this request is read: stop the parser feeding more.
-            self._pause_reading()
+            self._stop_reading()
             raise _StopParsing
 
     # --- answering in order -----------------------------------------------------------------
 
     def _answer(
-        self, result: Response | Deferred | Awaitable[Response], keep_alive: bool, h10: bool
+        self, result: Response | Deferred | Awaitable[Response], keep_alive: bool, mode: int
     ) -> None:
-        ka = (keep_alive, h10)
+        ka = (keep_alive, mode)
         if type(result) is Deferred:
             # The usual case (a job waiting for its commit): checked first, by exact type.
             self._queue.append((result, ka))
@@ -393,7 +431,7 @@ class _Connection(asyncio.Protocol):
                 result._callback = self._on_ready
         elif isinstance(result, Response):
             if not self._queue:
-                self._out.append(self._encode(result, keep_alive, h10))
+                self._out.append(self._encode(result, keep_alive, mode))
                 if not keep_alive:
                     self._close_after_flush = True
                 return
@@ -411,7 +449,18 @@ class _Connection(asyncio.Protocol):
             self._queue.append((fut, ka))
             fut.add_done_callback(self._on_ready)
         if len(self._queue) >= self._limits.max_pipeline:
+            # Pausing stops the next reads, not the parsing of this one: the rest of it goes
+            # to `_overflow` instead of the handler, until reading resumes.
             self._pause_reading()
+            self._handler = self._overflow
+
+    def _overflow(self, request: Request) -> Response | Deferred | Awaitable[Response]:
+        """The handler while max_pipeline answers wait: the request arrived in the same read
+        as those before it and is refused, unhandled, by ending the connection after them."""
+        if len(self._queue) < self._limits.max_pipeline:  # an answer was ready at once
+            return self._server.handler(request)
+        self._end_after_answers()
+        raise _StopParsing
 
     def _on_ready(self, _fut: asyncio.Future[Response] | Deferred) -> None:
         if self._state == _CLOSED:
@@ -423,7 +472,7 @@ class _Connection(asyncio.Protocol):
     def _drain_queue(self) -> None:
         queue = self._queue
         while queue:
-            item, (keep_alive, h10) = queue[0]
+            item, (keep_alive, mode) = queue[0]
             if type(item) is Deferred:
                 if item.response is not None:
                     resp = item.response
@@ -450,7 +499,7 @@ class _Connection(asyncio.Protocol):
             queue.popleft()
             if not queue and self._server.closing and self._state != _READING:
                 keep_alive = False  # the last answer before a shutdown says so
-            self._out.append(self._encode(resp, keep_alive, h10))
+            self._out.append(self._encode(resp, keep_alive, mode))
             if not keep_alive:
                 self._close_after_flush = True
                 queue.clear()
@@ -489,7 +538,7 @@ class _Connection(asyncio.Protocol):
         if not self._queue and self._server.closing:
             self._server._notify_idle()  # only close() waits for it
 
-    def _encode(self, resp: Response, keep_alive: bool, h10: bool = False) -> bytes:
+    def _encode(self, resp: Response, keep_alive: bool, mode: int = 0) -> bytes:
         status, body, headers, content_type = resp
         head = _HEADS.get((status, content_type)) or _head(status, content_type)
         if len(headers) == 1:  # the usual case: Location
@@ -501,8 +550,12 @@ class _Connection(asyncio.Protocol):
             extra = b""
         if not keep_alive:
             extra += b"connection: close\r\n"
-        elif h10:
-            extra += b"connection: keep-alive\r\n"
+        if mode:  # rare: see _H10 and _HEAD
+            if keep_alive and mode & _H10:
+                extra += b"connection: keep-alive\r\n"
+            if mode & _HEAD:  # the length the GET would have, and no body (RFC 9110 9.3.2)
+                length = str(len(body)).encode()
+                return b"".join((head, length, b"\r\n", self._server.date_line, extra, b"\r\n"))
         # join() of a tuple measured faster than %-formatting the same parts.
         return b"".join(
             (head, str(len(body)).encode(), b"\r\n", self._server.date_line, extra, b"\r\n", body)
@@ -512,11 +565,31 @@ class _Connection(asyncio.Protocol):
         """Answer a request the protocol refused, after the ones before it, then close."""
         self._state = _IDLE
         self._linger = True
-        self._queue.append((resp, (False, False)))
-        self._pause_reading()
+        self._queue.append((resp, (False, 0)))
+        self._stop_reading()
         self._drain_queue()
 
+    def _end_after_answers(self) -> None:
+        """Read no further request: write the answers waiting, then close, lingering (what
+        the client sent meanwhile is read and dropped, so no reset destroys the answers)."""
+        self._stop_reading()
+        self._linger = True
+        queue = self._queue
+        if queue:
+            item, (_, mode) = queue[-1]
+            queue[-1] = (item, (False, mode))  # the last answer says `connection: close`
+        else:
+            # The last answer is encoded already, without saying so: clients must expect a
+            # close after any answer (RFC 9112 9.3), and this path is rare (an Upgrade).
+            self._close_after_flush = True
+
     # --- flow control and timeouts ----------------------------------------------------------
+
+    _reading_done = False  # no more requests are read on this connection
+
+    def _stop_reading(self) -> None:
+        self._reading_done = True
+        self._pause_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None:
@@ -527,8 +600,14 @@ class _Connection(asyncio.Protocol):
                 pass
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and self._transport is not None and not self._close_after_flush:
+        if (
+            self._reading_paused
+            and self._transport is not None
+            and not self._close_after_flush
+            and not self._reading_done
+        ):
             self._reading_paused = False
+            self._handler = self._server.handler  # see _overflow
             try:
                 self._transport.resume_reading()
             except RuntimeError:
@@ -571,4 +650,5 @@ class _Connection(asyncio.Protocol):
 
 
 class _StopParsing(Exception):
-    """Raised after a request that closes the connection, so the parser reads no further."""
+    """Raised after a request that closes the connection, or instead of handling one past
+    max_pipeline, so the parser reads no further."""
