@@ -162,11 +162,13 @@ async def test_what_arrives_in_one_loop_turn_is_one_commit() -> None:
 async def test_a_failed_commit_answers_503_and_promises_nothing() -> None:
     store = CountingStore(fail=True)
     await store.open()
-    async with Intake(store) as intake:
+    refused: list[int] = []
+    async with Intake(store, on_refused=refused.append) as intake:
         a = await intake.submit([NewJob("t", {}, 0.0)], ok)
     assert a.status == 503
     assert dict(a.headers)["Retry-After"] == "1"
     assert intake.statistics().failures == 1
+    assert refused == [1]  # for the HTTP side's count of refused requests
 
 
 class PickyStore(CountingStore):

@@ -55,7 +55,11 @@ class Intake:
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[], None] | None = None,
         overlap: int = 4,
+        on_refused: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_commit()` after each commit (wake the workers); `on_refused(n)` when n requests
+        were answered 503 here (the store failed, or the server is shutting down), for the
+        counts the HTTP side keeps of refused requests."""
         self._store = store
         # Commits in flight at once. With one, the store's writer idles while the loop answers
         # a batch and gathers the next; with two, the next batch is already waiting for the
@@ -67,6 +71,7 @@ class Intake:
         # connections no difference. Memory stays bounded: admission counts every job in flight.
         self._overlap = max(1, overlap)
         self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
+        self._on_refused = on_refused
         self._clock = clock
         self._jobs: list[NewJob] = []
         self._waiters: list[Waiter] = []
@@ -207,12 +212,15 @@ class Intake:
                 fut.set_exception(exc)
         return True
 
-    @staticmethod
-    def _fail(waiters: list[Waiter], msg: str) -> None:
+    def _fail(self, waiters: list[Waiter], msg: str) -> None:
         resp = error_response(503, msg, "store", headers=(("Retry-After", "1"),))
+        n = 0
         for fut, _, _ in waiters:
             if not fut.done():
                 fut.set_result(resp)
+                n += 1
+        if n and self._on_refused is not None:
+            self._on_refused(n)
 
 
 class _Split:

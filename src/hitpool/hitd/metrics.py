@@ -78,8 +78,8 @@ class HttpCounters:
     deduplicated: int = 0  # jobs answered with the id of an active job with the same key
     rejected: dict[int, int] = field(default_factory=dict)  # job POSTs refused, by status
 
-    def reject(self, status: int) -> None:
-        self.rejected[status] = self.rejected.get(status, 0) + 1
+    def reject(self, status: int, n: int = 1) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + n
 
 
 @dataclass(frozen=True, slots=True)

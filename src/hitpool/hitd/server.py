@@ -84,7 +84,9 @@ class Hitd:
             clock=clock,
             args_checked=True,  # the App checks every job with registry.check before enqueue
         )
-        self.intake = Intake(self.store, clock=clock, on_commit=self.runner.committed)
+        self.intake = Intake(
+            self.store, clock=clock, on_commit=self.runner.committed, on_refused=self._refused
+        )
         self.purger = Purger(self.store, config.retention_s, clock=clock)
         self.app = App(
             self.store,
@@ -97,6 +99,9 @@ class Hitd:
         self.http = HttpServer(self.app, HttpLimits(max_body_bytes=config.max_body_bytes))
         self._stopped = asyncio.Event()
         self._draining_started = False
+
+    def _refused(self, n: int) -> None:
+        self.app.counters.reject(503, n)  # answered by the intake: the store failed
 
     def _worker_numbers(self) -> WorkerNumbers:
         s = self.runner.statistics()
