@@ -153,6 +153,16 @@ def test_two_processes_merge_exactly(srv: Server, capsys: pytest.CaptureFixture[
     assert srv.seen["/ok"] == 301
 
 
+def test_processes_report_the_rate_they_were_given(
+    srv: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 100.2 / 3, added three times, is not 100.2: the merge reports the rate given.
+    argv = ["-n", "30", "-c", "3", "-p", "3", "--rps", "100.2", "--json", srv.url("/ok")]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["requests"], doc["target_rps"]) == (30, 100.2)
+
+
 def _env() -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
     return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -195,7 +196,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             except OSError as e:
                 raise UsageError(f"-d: cannot read {ns.body[1:]!r} ({e.strerror}); give a file")
         else:
-            body = ns.body.encode()
+            # The bytes as given: argv that is not UTF-8 comes as surrogate escapes.
+            body = os.fsencode(ns.body)
     if ns.output is not None and not ns.output.endswith((".json", ".csv")):
         raise UsageError(f"-o: {ns.output!r} must end in .json or .csv")
     try:

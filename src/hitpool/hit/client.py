@@ -98,13 +98,23 @@ def io_error_kind(exc: BaseException) -> str:
 
 
 def _close_delimited(head: bytes) -> bool:
-    """True when the response head in ``head`` has no Content-Length and is not chunked,
-    so its body ends when the connection does (RFC 9112 §6.3, rule 8)."""
-    end = head.find(b"\r\n\r\n")
-    if end < 0:
-        return False
-    block = head[:end].lower()
-    return b"\ncontent-length:" not in block and b"\ntransfer-encoding:" not in block
+    """True when the final response whose bytes start ``head`` has no Content-Length and is
+    not chunked, so its body ends when the connection does (RFC 9112 §6.3, rule 8). Interim
+    (1xx) responses before it are skipped: their heads say nothing of the final body."""
+    start = 0
+    while True:
+        end = head.find(b"\r\n\r\n", start)
+        if end < 0:
+            return False
+        block = head[start:end].lower()
+        if block[9:10] != b"1":  # "HTTP/1.1 1xx": the status code's first digit
+            return b"\ncontent-length:" not in block and b"\ntransfer-encoding:" not in block
+        start = end + 4
+
+
+# The bytes of a response kept for `_close_delimited`: enough for its head (and interim
+# responses before it), however many reads they came in.
+_HEAD_KEEP = 32 * 1024
 
 
 class Conn(asyncio.Protocol):
@@ -131,7 +141,7 @@ class Conn(asyncio.Protocol):
         self.start = 0  # ns the latency is measured from (due time or write time)
         self.sent = 0  # ns of the write (or connect start), for the timeout sweep
         self.rx = 0  # response bytes of the request in flight
-        self.head = b""  # the first chunk of the response, for a close-delimited body
+        self.head = b""  # the response's first bytes, for a close-delimited body
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -143,7 +153,9 @@ class Conn(asyncio.Protocol):
         if self.dead:
             return
         if not self.rx:
-            self.head = data
+            self.head = data  # the usual response: one read, nothing more to keep
+        elif len(self.head) < _HEAD_KEEP:
+            self.head += data  # a head split over reads, or a 1xx first
         self.rx += len(data)
         try:
             self.parser.feed_data(data)
@@ -284,6 +296,9 @@ class HeadConn(Conn):
         p = self.parser
         status = p.get_status_code()
         if status < 200:
+            return
+        if not self.busy:  # a response nobody asked for: as in Conn, the connection is done
+            self.close()
             return
         keep = p.should_keep_alive()
         self.parser = httptools.HttpResponseParser(self)

@@ -174,7 +174,7 @@ class Engine:
             return
         if conn.transport is None:  # pragma: no cover - create_connection always sets it
             return
-        conn.sent = self.clock()  # the timeout runs from the write from here on
+        # `sent` stays where send() set it: the timeout counts the connect too (-t's help).
         conn.transport.write(self.request)
 
     def spawn_connect(self, conn: Conn) -> None:

@@ -209,7 +209,7 @@ async def run_processes(
                     with contextlib.suppress(OSError):
                         c.send(("stop", None))
         await collecting
-        return Summary.merge(done, processes=p)
+        return Summary.merge(done, processes=p, target_rps=spec.rps)
     except asyncio.CancelledError:
         grace = _CANCEL_GRACE_S
         raise

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 
 import uvloop
 
+from .._errors import SpecError
 from .client import Result
 from .driver import drive
 from .engine import Engine
@@ -95,6 +96,11 @@ async def send_n(spec: Spec, *, buffer: int = 1024) -> AsyncIterator[Result]:
     until the loop body catches up. Close the iterator (``contextlib.aclosing``) when you
     leave early, which stops sending and closes the connections.
     """
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+        raise SpecError("buffer", f"must be a positive integer, got {buffer!r}")
+    # Resume below half the buffer, and at the latest when it is empty (buffer 1 never
+    # resumed: half of it is 0).
+    low = max(1, buffer // 2)
     buf: deque[Result] = deque()
     wake = asyncio.Event()
     engines: list[Engine] = []
@@ -115,7 +121,7 @@ async def send_n(spec: Spec, *, buffer: int = 1024) -> AsyncIterator[Result]:
         while True:
             while buf:
                 result = buf.popleft()
-                if len(buf) < buffer // 2 and engines and engines[0].paused:
+                if len(buf) < low and engines and engines[0].paused:
                     engines[0].resume()
                 yield result
             if task.done():

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .._errors import SpecError
 from ..durations import parse_seconds
@@ -54,7 +54,21 @@ def parse_header(text: str) -> tuple[str, str]:
         raise SpecError("headers", f"{text!r} is not a header; write 'Name: value'")
     if "\r" in value or "\n" in value:
         raise SpecError("headers", f"{name}: a header value cannot hold a line break")
+    if not _latin1(value):
+        raise SpecError(
+            "headers",
+            f"{name}: {value!r} is not ISO-8859-1 text, all HTTP/1.1 carries in a header; "
+            "percent-encode it",
+        )
     return name, value
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_ok(text: str) -> tuple[tuple[int, int], ...]:
@@ -107,7 +121,14 @@ def parse_url(url: str) -> Target:
     if not host:
         raise SpecError("url", f"{url!r} has no host; write e.g. http://127.0.0.1:8080/")
     default = 443 if parts.scheme == "https" else 80
-    port = port or default
+    if port == 0:
+        raise SpecError("url", f"{url!r}: port 0 cannot be connected to; give the server's port")
+    port = default if port is None else port
+    if not host.isascii():  # an internationalized name: its ASCII (IDNA) form on the wire
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as e:
+            raise SpecError("url", f"{url!r}: the host is not a valid name ({e})")
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == default else f"{shown}:{port}"
     path = parts.path or "/"
@@ -115,6 +136,8 @@ def parse_url(url: str) -> Target:
         path += "?" + parts.query
     if any(c in path for c in " \r\n"):
         raise SpecError("url", "the path cannot hold spaces or line breaks; percent-encode them")
+    if not path.isascii():  # as a browser does: UTF-8, percent-encoded
+        path = quote(path, safe="".join(map(chr, range(33, 127))))
     return Target(parts.scheme, host, port, path, host_header)
 
 
@@ -156,8 +179,12 @@ class Spec:
         for lo, hi in self.ok:
             if not 100 <= lo <= hi <= 999:
                 raise SpecError("ok", f"{lo}-{hi} is not a status range within 100-999")
-        if self.content_type is not None and any(c in self.content_type for c in "\r\n"):
-            raise SpecError("content_type", "cannot hold a line break")
+        if self.content_type is not None and (
+            any(c in self.content_type for c in "\r\n") or not _latin1(self.content_type)
+        ):
+            raise SpecError(
+                "content_type", f"{self.content_type!r}: a media type like application/json"
+            )
 
     @property
     def lanes(self) -> int:

@@ -103,8 +103,12 @@ class Summary:
         return d
 
     @classmethod
-    def merge(cls, parts: list[Mapping[str, Any]], *, processes: int) -> Summary:
-        """Add the wire forms of several processes' summaries (exact)."""
+    def merge(
+        cls, parts: list[Mapping[str, Any]], *, processes: int, target_rps: float | None = None
+    ) -> Summary:
+        """Add the wire forms of several processes' summaries (exact). `target_rps`: the rate
+        the run was given; the sum of the processes' shares of it is not always that float
+        (1000 / 6 six times is 999.9999999999999)."""
         hist = Histogram()
         for p in parts:
             hist.merge(Histogram.from_dict(p["histogram"]))
@@ -127,7 +131,7 @@ class Summary:
             status_codes=codes,
             bytes=sum(p["bytes"] for p in parts),
             duration_s=max(p["duration_s"] for p in parts),
-            target_rps=sum(rates) if rates else None,
+            target_rps=target_rps if target_rps is not None else sum(rates) if rates else None,
             late=sum(p["late"] for p in parts),
             concurrency=sum(p["concurrency"] for p in parts),
             processes=processes,
