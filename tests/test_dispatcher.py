@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -460,3 +461,153 @@ async def test_done_callbacks_run_once_for_every_outcome() -> None:
         with pytest.raises(ValueError):
             await bad
     assert seen == ["succeeded", "failed", "late succeeded"]
+
+
+# -- what a job raises or returns never costs a worker; map yields as results are ready --------
+
+
+async def finishes(aw: Any, within: float = 1.0) -> tuple[bool, Any]:
+    """Run ``aw`` for at most ``within`` seconds: (True, result) or (False, None), with the
+    task cancelled; no exception chain for pytest to format."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait([task], timeout=within)
+    if done:
+        return True, task.result()
+    task.cancel()
+    await asyncio.wait([task])
+    return False, None
+
+
+async def test_a_job_that_raises_cancelled_error_itself_does_not_kill_its_worker() -> None:
+    # A job awaiting a task that someone else cancelled sees CancelledError although its
+    # worker was never cancelled. The worker treats it as its own cancel and exits.
+    async def victim() -> None:
+        await asyncio.Event().wait()
+
+    async def job() -> None:
+        t = asyncio.ensure_future(victim())
+        await asyncio.sleep(0)
+        t.cancel()
+        await t  # raises CancelledError into the job; nobody cancelled the worker
+
+    async def ok() -> int:
+        return 7
+
+    async with Dispatcher(workers=1, queue_size=4) as pool:
+        j1 = await pool.dispatch(job)
+        j2 = await pool.dispatch(ok)
+        joined, _ = await finishes(pool.join())
+        seen = (j1.status, j2.status, len(pool._tasks))
+        if not joined:
+            await pool.stop(cancel=True)
+        assert joined, f"the only worker died; job statuses and live workers: {seen}"
+        assert await j2 == 7
+
+
+class Fatal(BaseException):
+    """A BaseException that is not CancelledError, KeyboardInterrupt or SystemExit."""
+
+
+async def test_a_job_raising_a_base_exception_is_settled_and_the_worker_survives() -> None:
+    async def job() -> None:
+        raise Fatal("boom")
+
+    async def ok() -> int:
+        return 7
+
+    pool = Dispatcher(workers=1, queue_size=4)
+    await pool.__aenter__()
+    workers = list(pool._tasks.values())
+    j1 = await pool.dispatch(job)
+    j2 = await pool.dispatch(ok)
+    joined, _ = await finishes(pool.join())
+    seen = (j1.status, j2.status, pool.statistics())
+    await pool.stop(cancel=True)
+    dead = [t.exception() for t in workers if t.done() and not t.cancelled()]
+    assert not any(dead), f"a worker task died with {dead}"
+    # The worker task died with Fatal; the job stays "running" even after stop(), join()
+    # hangs, and statistics() counts the job as completed.
+    assert joined, f"join hangs: {seen}"
+    assert j1.status == "failed", j1.status
+
+
+async def test_cancelling_the_last_delayed_job_during_a_draining_stop_lets_stop_return() -> None:
+    pool = Dispatcher(workers=2, queue_size=4)
+    await pool.__aenter__()
+    later = await pool.dispatch(asyncio.sleep, 0, delay=60)
+    stopping = asyncio.create_task(pool.stop())  # drains: workers wait for the delayed job
+    for _ in range(5):  # a few loop steps: stop() woke the workers, they parked again
+        await asyncio.sleep(0)
+    assert pool.closed
+    assert later.cancel()
+    stopped, _ = await finishes(stopping)  # on a hang, cancelling stop() cleans up
+    assert stopped, "stop() hangs: the parked workers are never told the delayed job is gone"
+
+
+async def test_a_function_returning_a_future_is_awaited() -> None:
+    # dispatch() is typed Callable[..., Awaitable[T] | T] -> Job[T]; only CoroutineType is
+    # awaited, so a function returning a Task/Future "succeeds" with the future itself.
+    async def square(n: int) -> int:
+        await asyncio.sleep(0)
+        return n * n
+
+    def start(n: int) -> asyncio.Task[int]:
+        return asyncio.ensure_future(square(n))
+
+    async with Dispatcher(workers=1, queue_size=4) as pool:
+        job = await pool.dispatch(start, 3)
+        result: Any = await job
+        if isinstance(result, asyncio.Future):
+            await result
+        assert result == 9
+
+
+async def test_unordered_map_yields_a_finished_result_before_pulling_the_window_full() -> None:
+    # "yield the results as they finish": with a source that is slow (a throttle) or that
+    # depends on the consumer (a crawler's frontier), map holds every result back until
+    # workers + queue_size items have been pulled.
+    got_first = asyncio.Event()
+
+    async def source() -> Any:
+        yield 1
+        await got_first.wait()  # the next item comes only once the first result is seen
+        yield 2
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def consume() -> list[int]:
+        out = []
+        async with Dispatcher(workers=2, queue_size=2) as pool:
+            async for r in pool.map(double, source(), ordered=False):
+                out.append(r)
+                got_first.set()
+        return out
+
+    ok, out = await finishes(consume())
+    assert ok, "map waits for a 2nd item before yielding the 1st result: deadlock"
+    assert out == [2, 4]
+
+
+async def test_ordered_map_cancelled_while_awaiting_the_head_cancels_the_head_job() -> None:
+    started = asyncio.Event()
+
+    async def forever(_: int) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with Dispatcher(workers=1, queue_size=1) as pool:
+
+        async def consume() -> None:
+            async for _ in pool.map(forever, [1]):
+                pass
+
+        consumer = asyncio.create_task(consume())
+        await started.wait()
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        joined, _ = await finishes(pool.join())
+        if not joined:
+            await pool.stop(cancel=True)
+        assert joined, "map left the job it was awaiting running after the consumer left"

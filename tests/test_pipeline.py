@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,36 @@ async def test_pipeline_counts_every_item() -> None:
     n = iter(range(500))
     results = [r async for r in dispatch(produce(500, lambda: next(n)), 7, send)]
     assert sorted(results) == list(range(500))
+
+
+async def _finishes(aw: Any, within: float = 1.0) -> tuple[bool, Any]:
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait([task], timeout=within)
+    if done:
+        return True, task.result()
+    task.cancel()
+    await asyncio.wait([task])
+    return False, None
+
+
+async def test_pipeline_dispatch_yields_results_while_the_throttle_is_waiting() -> None:
+    # produce -> throttle -> dispatch with a slow rate: the first result should not wait
+    # for 2 * concurrency items to be throttled out. A fake sleep that blocks until the
+    # consumer has its first result shows it (no real time passes).
+    first = asyncio.Event()
+
+    async def fake_sleep(s: float) -> None:
+        await first.wait()
+
+    async def run() -> int:
+        src = throttle(produce(10, lambda: 1), rate=1.0, clock=lambda: 0.0, sleep=fake_sleep)
+        results = dispatch(src, concurrency=4, fn=lambda x: x)
+        n = 0
+        async for _ in results:
+            n += 1
+            first.set()
+        return n
+
+    ok, n = await _finishes(run())
+    assert ok, "the first result waits until 2 * concurrency items left the throttle"
+    assert n == 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:  # dispatcher.py imports this module
@@ -35,47 +35,82 @@ class Mapper(Generic[R]):
         self.wake: asyncio.Future[None] | None = None
 
     def _on_done(self, job: Job[Any]) -> None:
-        self.done.append(job)
+        if not self.ordered:
+            self.done.append(job)
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
 
+    def _ready(self) -> bool:
+        """A result can be yielded now: the head's (in order) or any finished one's."""
+        if self.ordered:
+            return bool(self.in_flight) and self.in_flight[0].done()
+        return bool(self.done)
+
     async def run(self) -> AsyncIterator[Any]:
+        # What is finished is yielded before more items are pulled, and an async source is
+        # pulled in a task of its own while the jobs run: waiting to fill the window first
+        # held results back for as long as a throttled source took to give `window` items,
+        # and a source that waits for the consumer (a crawler's frontier) never gave them.
         pool = self.pool
         loop = pool._require_loop()
+        ait: AsyncIterator[Any] | None = None
+        sync_it: Iterator[Any] | None = None
         if isinstance(self.iterable, AsyncIterable):
             ait = aiter(self.iterable)
-            sync_it = None
         else:
-            ait = None
             sync_it = iter(self.iterable)
         exhausted = False
         in_flight = self.in_flight
+        pull: asyncio.Task[Any] | None = None
         try:
             while True:
-                while not exhausted and len(in_flight) < self.window:
-                    try:
-                        item = next(sync_it) if sync_it is not None else await anext(ait)  # type: ignore[arg-type]
-                    except (StopIteration, StopAsyncIteration):
-                        exhausted = True
-                        break
-                    job = await pool.dispatch(self.fn, item)
-                    in_flight.append(job)
+                while self._ready():
+                    job = in_flight.popleft() if self.ordered else self.done.popleft()
                     if not self.ordered:
-                        job.add_done_callback(self._on_done)
-                if not in_flight:
-                    return
-                if self.ordered:
-                    job = in_flight.popleft()
-                    yield await job
-                else:
-                    while not self.done:
-                        self.wake = loop.create_future()
-                        await self.wake
-                    job = self.done.popleft()
-                    in_flight.remove(job)
+                        in_flight.remove(job)
                     yield job._outcome()
+                if sync_it is not None:
+                    while not exhausted and len(in_flight) < self.window:
+                        try:
+                            item = next(sync_it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        await self._dispatch(item)
+                elif pull is None and not exhausted and len(in_flight) < self.window:
+                    assert ait is not None
+                    pull = loop.create_task(_next(ait))
+                if self._ready():
+                    continue
+                if not in_flight and pull is None:
+                    return  # exhausted, all yielded
+                self.wake = loop.create_future()
+                if pull is None:
+                    await self.wake  # a job finishing is all that can happen
+                    continue
+                await asyncio.wait((self.wake, pull), return_when=asyncio.FIRST_COMPLETED)
+                if pull.done():
+                    done, pull = pull, None
+                    try:
+                        item = done.result()
+                    except StopAsyncIteration:
+                        exhausted = True
+                    else:
+                        await self._dispatch(item)
         finally:
             for job in in_flight:
                 job.cancel()
+            if pull is not None:
+                pull.cancel()
+                await asyncio.wait([pull])  # the source must not be running when it closes
             if ait is not None and hasattr(ait, "aclose"):
                 await ait.aclose()
+
+    async def _dispatch(self, item: Any) -> None:
+        job = await self.pool.dispatch(self.fn, item)
+        self.in_flight.append(job)
+        job.add_done_callback(self._on_done)
+
+
+async def _next(ait: AsyncIterator[Any]) -> Any:
+    return await anext(ait)

@@ -368,20 +368,35 @@ class Dispatcher(Core):
                     result = job.fn(*job.args, **job.kwargs) if job.kwargs else job.fn(*job.args)
                     if type(result) is CoroutineType:
                         result = await result
+                    elif hasattr(type(result), "__await__"):
+                        # A Future, a Task (asyncio.gather, run_in_executor) or another
+                        # awaitable: its value is the job's result, as the signature says.
+                        result = await result
                 except asyncio.CancelledError:
                     running[wid] = None
                     asked = job in self._cancelling
                     self._cancelling.discard(job)
                     settle(job, CANCELLED, None, None)
-                    # Only this job was cancelled: the worker goes on. A cancel of the
-                    # worker itself (hard stop, leaving the loop) ends it.
-                    if asked and task.uncancel() == 0:
+                    # Only this job was cancelled (by its handle, or by itself: it awaited
+                    # something cancelled): the worker goes on. A cancel of the worker
+                    # itself (hard stop, leaving the loop) ends it.
+                    if (task.uncancel() if asked else task.cancelling()) == 0:
                         continue
                     raise
                 except Exception as exc:
                     running[wid] = None
                     self._forget_cancel(job, task)
                     settle(job, FAILED, None, exc)
+                except BaseException as exc:
+                    # Not an Exception (a job's own BaseException subclass, SystemExit,
+                    # KeyboardInterrupt): the job failed with it all the same, and one job
+                    # never takes a worker down with it. The two that mean "stop the
+                    # program" go on up once the job is settled.
+                    running[wid] = None
+                    self._forget_cancel(job, task)
+                    settle(job, FAILED, None, exc)
+                    if isinstance(exc, KeyboardInterrupt | SystemExit):
+                        raise
                 else:
                     running[wid] = None
                     if self._cancelling:
@@ -429,6 +444,9 @@ class Dispatcher(Core):
                 self._ready.remove(job)
                 if self._room:
                     _wake_one(self._room)
+            if self._stopping and not self._ready and not self._delayed and self._parked:
+                # Draining, and that was the last job: parked workers wait for nothing now.
+                _wake_all(self._parked)
             self._settle(job, CANCELLED, None, None)
             return True
         if job.status == RUNNING:
