@@ -11,6 +11,11 @@ way `ThreadPoolExecutor` does (it wakes a thread and builds a `Future` with its 
 
 A running thread cannot be interrupted: ``job.cancel()`` and ``stop(cancel=True)``
 cancel queued jobs and wait for running ones.
+
+A job that raises anything, even ``SystemExit`` or ``KeyboardInterrupt``, fails and its
+worker goes on, as in `concurrent.futures`: ``job.result()`` re-raises it in the thread that
+asks. Ctrl-C is delivered to the main thread, never to a worker, so a ``KeyboardInterrupt``
+in a job was raised by the job itself and is its outcome, not a request to stop the pool.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ._core import (
     Barrier,
     BaseJob,
     Core,
+    DispatcherStatistics,
     check_size,
 )
 from ._errors import DispatcherClosed, QueueFull
@@ -279,6 +285,7 @@ class ThreadDispatcher(Core):
             while True:
                 heap = self._heap
                 if self._stopping and not self._delayed:
+                    self._work_cv.notify_all()  # workers parked for delayed jobs may go
                     return
                 if not heap:
                     self._timer_cv.wait()
@@ -302,6 +309,7 @@ class ThreadDispatcher(Core):
         ready = self._ready
         settle = self._settle
         running = self._running
+        me = threading.current_thread()
         with self._mutex:
             running[wid] = None
         job: ThreadJob[Any] | None = None
@@ -317,6 +325,7 @@ class ThreadDispatcher(Core):
                         job = result = error = None
                     while not ready:
                         if wid >= self._workers or (self._stopping and not self._delayed):
+                            self._leave(wid)
                             return
                         self._idle += 1
                         self._work_cv.wait()
@@ -325,6 +334,7 @@ class ThreadDispatcher(Core):
                             self._waking -= 1
                     if wid >= self._workers:
                         self._work_cv.notify()  # leave the job to a worker that stays
+                        self._leave(wid)
                         return
                     job = ready.popleft()
                     if ready:
@@ -337,16 +347,24 @@ class ThreadDispatcher(Core):
                 try:
                     result = job.fn(*job.args, **job.kwargs)
                     status = SUCCEEDED
-                except Exception as exc:
+                except BaseException as exc:  # even SystemExit: the job fails, not the worker
                     status = FAILED
                     error = exc
         finally:
             with self._mutex:
-                running.pop(wid, None)
-                if self._threads.get(wid) is threading.current_thread():
-                    del self._threads[wid]
+                if self._threads.get(wid) is me:  # ended by an error of our own
+                    self._leave(wid)
                 if self._stopping:
                     self._work_cv.notify_all()
+
+    def _leave(self, wid: int) -> None:
+        """Take an exiting worker out of the books, in the hold in which it decided to go.
+
+        Not later: a resize() back up in between would still see the worker and start
+        none in its place.
+        """
+        del self._threads[wid]
+        self._running.pop(wid, None)
 
     def _wake_worker(self) -> None:
         """Wake one idle worker, unless one is already on its way.
@@ -365,9 +383,12 @@ class ThreadDispatcher(Core):
     def _queued_now(self) -> int:
         return len(self._ready) + len(self._delayed)
 
+    def statistics(self) -> DispatcherStatistics:
+        with self._mutex:  # one snapshot: no job may settle between its counts
+            return super().statistics()
+
     def _busy_now(self) -> int:
-        with self._mutex:
-            return sum(job is not None for job in self._running.values())
+        return sum(job is not None for job in self._running.values())
 
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         with self._mutex:
@@ -375,6 +396,11 @@ class ThreadDispatcher(Core):
                 return False
             if job in self._delayed:
                 self._delayed.discard(job)  # type: ignore[arg-type]
+                if self._stopping and not self._delayed:
+                    # A draining stop() parked the workers and the timer thread for this
+                    # job; nothing will come due to wake them.
+                    self._work_cv.notify_all()
+                    self._timer_cv.notify_all()
             else:
                 self._ready.remove(job)  # type: ignore[arg-type]
             self._settle(job, CANCELLED, None, None)
