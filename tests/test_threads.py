@@ -326,6 +326,32 @@ def test_thread_resize_down_then_up_while_a_worker_exits_keeps_every_worker() ->
     assert a.status == b.status == "succeeded", (a.exception(), b.exception())
 
 
+def test_thread_done_callback_waiting_for_another_job_does_not_deadlock_the_pool() -> None:
+    # Done callbacks (and on_error) run while the worker holds the pool's lock, so one that
+    # waits for another job blocks every worker that needs the lock to settle that job.
+    release = threading.Event()
+    go_b = threading.Event()
+    cb_started = threading.Event()
+    pool = ThreadDispatcher(workers=2, queue_size=4)
+    pool.start()
+    a = pool.dispatch(release.wait, 5.0)
+    b = pool.dispatch(go_b.wait, 5.0)
+
+    def cb(_: object) -> None:
+        cb_started.set()
+        a.result(2.0)  # gives up after 2 s, which unsticks the pool
+
+    b.add_done_callback(cb)
+    go_b.set()
+    assert cb_started.wait(1.0)
+    release.set()  # a returns at once; its worker now needs the lock to settle it
+    settled = threading.Event()
+    threading.Thread(target=lambda: (a.wait(3.0), settled.set()), daemon=True).start()
+    ok = settled.wait(1.0)
+    pool.stop()
+    assert ok, "job a could not settle: b's done callback holds the pool lock while it waits"
+
+
 def test_thread_job_raising_keyboard_interrupt_fails_and_result_re_raises_it() -> None:
     # Ctrl-C goes to the main thread; a KeyboardInterrupt in a job is the job's own
     # outcome: it fails, the worker goes on, result() re-raises it where it is asked for.
@@ -340,3 +366,29 @@ def test_thread_job_raising_keyboard_interrupt_fails_and_result_re_raises_it() -
             j.result(0)
     assert j.status == "failed"
     assert pool.statistics().failed == 1
+
+
+def test_thread_done_callback_and_on_error_may_join_the_pool() -> None:
+    # Both run once the lock is released: join() from either waits for the others' jobs
+    # (a done callback's own job is out of its barrier already; on_error's is not, so
+    # on_error joins from another thread here).
+    joined = threading.Event()
+    reported = threading.Event()
+
+    def cb(_: object) -> None:
+        pool.join(timeout=1.0)
+        joined.set()
+
+    def on_error(job: object, exc: BaseException) -> None:
+        reported.set()
+
+    def boom() -> None:
+        raise ValueError("x")
+
+    pool = ThreadDispatcher(workers=2, queue_size=4, on_error=on_error)
+    with pool:
+        pool.dispatch(int, "1").add_done_callback(cb)
+        pool.dispatch(boom)
+        assert joined.wait(2.0), "join() from a done callback deadlocks"
+        pool.join(timeout=1.0)
+        assert reported.is_set()  # join() returns after on_error has run
