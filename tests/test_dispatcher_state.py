@@ -4,13 +4,16 @@ sequences; after every step the counts add up and the bounds hold."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hitpool import Dispatcher, DispatcherClosed, Job, QueueFull
+from hitpool import Dispatcher, DispatcherClosed, Job, QueueFull, ThreadDispatcher
 
 QUEUE_SIZE = 4
 
@@ -126,3 +129,86 @@ DispatcherMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestDispatcherMachine = DispatcherMachine.TestCase
+
+
+# -- the shared settle: user code that raises anything ------------------------------------
+
+
+async def finishes(aw: Any, within: float = 1.0) -> tuple[bool, Any]:
+    """Run ``aw`` for at most ``within`` seconds: (True, result) or (False, None), with the
+    task cancelled; no exception chain for pytest to format (pytest 3.11.7 can crash on
+    long ones)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait([task], timeout=within)
+    if done:
+        return True, task.result()
+    task.cancel()
+    await asyncio.wait([task])
+    return False, None
+
+
+class Fatal(BaseException):
+    """Not an Exception: what ``except Exception`` around user code lets through."""
+
+
+def _boom() -> None:
+    raise ValueError("boom")
+
+
+def _raise_fatal(*_: object) -> None:
+    raise Fatal("from user code")
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the hitpool log says failed: "on_error" or "done callback"."""
+    return [" ".join(r.getMessage().split()[1:3]) for r in caplog.records]
+
+
+async def test_on_error_or_a_done_callback_raising_a_base_exception_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = Dispatcher(workers=1, queue_size=4, on_error=_raise_fatal)
+    caplog.set_level(logging.ERROR, logger="hitpool")
+    async with pool:
+        try:
+            failed = await pool.dispatch(_boom)
+            ok = await pool.dispatch(int, "7")
+            ok.add_done_callback(_raise_fatal)
+            joined, _ = await finishes(pool.join())
+            after_ok, after = await finishes(pool.dispatch(int, "8"))
+            if after_ok:
+                after_ok, value = await finishes(after)
+        finally:
+            await finishes(pool.stop(cancel=True))
+    assert joined, "join() hangs: the raising hook skipped the barrier"
+    assert (failed.status, ok.status) == ("failed", "succeeded")
+    assert after_ok and value == 8, "the worker died"
+    assert sorted(_logged(caplog)) == ["done callback", "on_error callback"]
+
+
+def test_thread_on_error_or_a_done_callback_raising_a_base_exception_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = threading.Event()
+    pool = ThreadDispatcher(workers=1, queue_size=4, on_error=_raise_fatal)
+    caplog.set_level(logging.ERROR, logger="hitpool")
+    pool.start()
+    try:
+        pool.dispatch(gate.wait, 5.0)  # holds the one worker until the hooks are in place
+        failed = pool.dispatch(_boom)
+        ok = pool.dispatch(int, "7")
+        ok.add_done_callback(_raise_fatal)
+        gate.set()
+        try:
+            pool.join(timeout=1.0)
+            joined = True
+        except TimeoutError:
+            joined = False
+        after = pool.dispatch(int, "8")
+        after.wait(1.0)
+    finally:
+        pool.stop(cancel=True)
+    assert joined, "join() hangs: the raising hook skipped the barrier"
+    assert (failed.status, ok.status) == ("failed", "succeeded")
+    assert after.status == "succeeded", "the worker died"
+    assert sorted(_logged(caplog)) == ["done callback", "on_error callback"]

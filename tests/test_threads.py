@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,201 @@ def test_result_timeout() -> None:
             job.result(timeout=0.01)
         gate.open.set()
         assert job.result(5) == 5
+
+
+# -- found by review --------------------------------------------------------------------
+
+
+def test_thread_job_raising_system_exit_is_settled_and_join_returns() -> None:
+    # sys.exit() in a job (or KeyboardInterrupt, or any BaseException) ends the worker thread
+    # silently; the job stays "running" forever and join()/result() hang.
+    def job() -> None:
+        raise SystemExit(3)
+
+    pool = ThreadDispatcher(workers=1, queue_size=4)
+    pool.start()
+    j = pool.dispatch(job)
+    k = pool.dispatch(lambda: 7)
+    try:
+        pool.join(timeout=1.0)
+        joined = True
+    except TimeoutError:
+        joined = False
+    seen = (j.status, k.status, pool.statistics())
+    pool.stop(cancel=True)  # the queued job is cancelled; the dead worker is gone
+    assert joined, f"join hangs: {seen}"
+    assert j.status == "failed"
+    assert k.result(0) == 7
+
+
+def test_thread_cancelling_the_last_delayed_job_during_a_draining_stop_lets_stop_return() -> None:
+    pool = ThreadDispatcher(workers=2, queue_size=4)
+    parked_while_stopping = threading.Semaphore(0)
+
+    class Cond(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            if pool._stopping:  # a worker goes back to sleep after stop() woke it
+                parked_while_stopping.release()
+            return super().wait(timeout)
+
+    pool._work_cv = Cond(pool._mutex)
+    pool.start()
+    later = pool.dispatch(lambda: None, delay=60)
+    stopper = threading.Thread(target=pool.stop, daemon=True)
+    stopper.start()
+    for _ in range(2):  # both workers woke, saw the delayed job, and wait again
+        assert parked_while_stopping.acquire(timeout=1.0)
+    assert later.cancel()
+    stopper.join(1.0)
+    alive = stopper.is_alive()
+    if alive:  # unstick it for the next tests
+        with pool._mutex:
+            pool._work_cv.notify_all()
+        stopper.join(1.0)
+    assert not alive, "stop() hangs: idle workers are not told that the delayed job is gone"
+
+
+def test_thread_statistics_is_one_consistent_snapshot() -> None:
+    # busy is read under the lock, then queued / dispatched / failed without it, so a job
+    # that fails between the two reads counts as busy and as failed: completed goes to -1.
+    go = threading.Event()
+    started = threading.Event()
+
+    def fail() -> None:
+        started.set()
+        go.wait(1.0)
+        raise ValueError("x")
+
+    class Probe(ThreadDispatcher):
+        armed = False
+
+        def _queued_now(self) -> int:
+            if self.armed:
+                self.armed = False
+                go.set()
+                job.wait(1.0)  # the worker settles the job between the two reads
+            return super()._queued_now()
+
+    pool = Probe(workers=1, queue_size=4, on_error=lambda j, e: None)
+    with pool:
+        job = pool.dispatch(fail)
+        assert started.wait(1.0)
+        pool.armed = True
+        s = pool.statistics()
+    assert job.status == "failed"
+    assert s.completed >= 0 and s.busy + s.failed <= 1, s
+
+
+def test_thread_resize_down_then_up_while_a_worker_exits_keeps_every_worker() -> None:
+    # A worker above the new size leaves the lock, then takes it again in `finally` to
+    # remove itself. A resize back up in between sees its id still in _threads, spawns
+    # nothing, and the worker then removes itself: the pool runs one thread short for good.
+    at_exit = threading.Event()
+    resized = threading.Event()
+
+    class Hook:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+            self.armed = False
+
+        def __enter__(self) -> Hook:
+            if self.armed and threading.current_thread().name == "hitpool-worker-1":
+                self.armed = False
+                at_exit.set()
+                resized.wait(1.0)
+            self.real.acquire()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.real.release()
+
+    pool = ThreadDispatcher(workers=2, queue_size=4)
+    hook = Hook(pool._mutex)
+    pool._mutex = hook  # type: ignore[assignment]  # the conditions keep the real lock
+    both = threading.Barrier(2, timeout=1.0)
+    with pool:
+        for _ in range(2000):  # bounded poll: both workers idle in their wait
+            with pool._mutex:
+                if pool._idle == 2:
+                    break
+            threading.Event().wait(0.001)
+        hook.armed = True
+        pool.resize(1)  # worker 1 wakes, sees it is surplus, returns ...
+        assert at_exit.wait(1.0)  # ... and is between the two holds of the lock
+        pool.resize(2)
+        resized.set()
+        a = pool.dispatch(both.wait)
+        b = pool.dispatch(both.wait)
+        a.wait(2.0)
+        b.wait(2.0)
+        threads = len(pool._threads)
+    assert threads == 2, f"{threads} worker thread(s) left after resize(2)"
+    assert a.status == b.status == "succeeded", (a.exception(), b.exception())
+
+
+def test_thread_done_callback_waiting_for_another_job_does_not_deadlock_the_pool() -> None:
+    # Done callbacks (and on_error) run while the worker holds the pool's lock, so one that
+    # waits for another job blocks every worker that needs the lock to settle that job.
+    release = threading.Event()
+    go_b = threading.Event()
+    cb_started = threading.Event()
+    pool = ThreadDispatcher(workers=2, queue_size=4)
+    pool.start()
+    a = pool.dispatch(release.wait, 5.0)
+    b = pool.dispatch(go_b.wait, 5.0)
+
+    def cb(_: object) -> None:
+        cb_started.set()
+        a.result(2.0)  # gives up after 2 s, which unsticks the pool
+
+    b.add_done_callback(cb)
+    go_b.set()
+    assert cb_started.wait(1.0)
+    release.set()  # a returns at once; its worker now needs the lock to settle it
+    settled = threading.Event()
+    threading.Thread(target=lambda: (a.wait(3.0), settled.set()), daemon=True).start()
+    ok = settled.wait(1.0)
+    pool.stop()
+    assert ok, "job a could not settle: b's done callback holds the pool lock while it waits"
+
+
+def test_thread_job_raising_keyboard_interrupt_fails_and_result_re_raises_it() -> None:
+    # Ctrl-C goes to the main thread; a KeyboardInterrupt in a job is the job's own
+    # outcome: it fails, the worker goes on, result() re-raises it where it is asked for.
+    def job() -> None:
+        raise KeyboardInterrupt
+
+    with ThreadDispatcher(workers=1, queue_size=4) as pool:
+        j = pool.dispatch(job)
+        k = pool.dispatch(lambda: 7)
+        assert k.result(1.0) == 7
+        with pytest.raises(KeyboardInterrupt):
+            j.result(0)
+    assert j.status == "failed"
+    assert pool.statistics().failed == 1
+
+
+def test_thread_done_callback_and_on_error_may_join_the_pool() -> None:
+    # Both run once the lock is released: join() from either waits for the others' jobs
+    # (a done callback's own job is out of its barrier already; on_error's is not, so
+    # on_error joins from another thread here).
+    joined = threading.Event()
+    reported = threading.Event()
+
+    def cb(_: object) -> None:
+        pool.join(timeout=1.0)
+        joined.set()
+
+    def on_error(job: object, exc: BaseException) -> None:
+        reported.set()
+
+    def boom() -> None:
+        raise ValueError("x")
+
+    pool = ThreadDispatcher(workers=2, queue_size=4, on_error=on_error)
+    with pool:
+        pool.dispatch(int, "1").add_done_callback(cb)
+        pool.dispatch(boom)
+        assert joined.wait(2.0), "join() from a done callback deadlocks"
+        pool.join(timeout=1.0)
+        assert reported.is_set()  # join() returns after on_error has run

@@ -259,10 +259,26 @@ class Core:
     def _settle(
         self, job: BaseJob[Any], status: str, result: Any, exc: BaseException | None
     ) -> None:
-        """Record a job's outcome: counters, barrier, callbacks, error hooks.
+        """Record a job's outcome: counters, on_error, fail-fast, barrier, callbacks.
 
         The caller has taken the job out of the ready queue, the delayed set or its
-        worker's slot.
+        worker's slot. `ThreadDispatcher` overrides this to run the user's code (on_error,
+        callbacks) only once its lock is released, from the same steps.
+        """
+        if self._record_outcome(job, status, result, exc):
+            self._tell_on_error(job)
+        if status == FAILED:
+            self._check_fail_fast(job)
+        self._leave_barrier(job)
+        if job._callbacks is not None:
+            self._notify(job)
+
+    def _record_outcome(
+        self, job: BaseJob[Any], status: str, result: Any, exc: BaseException | None
+    ) -> bool:
+        """Set the job's outcome and count it; True when on_error is still to be told.
+
+        Runs no user code, so a dispatcher may call it while it holds a lock.
         """
         job.status = status  # type: ignore[assignment]
         if status == SUCCEEDED:
@@ -270,29 +286,41 @@ class Core:
         elif status == FAILED:
             self._failed += 1
             job._exc = exc
-            job._retrieved = False
             if self._on_error is not None:
                 job._retrieved = True
-                try:
-                    self._on_error(job, exc)  # type: ignore[arg-type]
-                except Exception:
-                    log.exception("hitpool: on_error callback failed for %r", job)
-            else:
-                job.__class__ = failed_class(type(job))
-            if self._fail_fast and self._first_failure is None:
-                job._retrieved = True
-                self._first_failure = exc
-                self._on_fail_fast()
+                return True
+            job._retrieved = False
+            job.__class__ = failed_class(type(job))
         else:
             self._cancelled += 1
+        return False
+
+    def _tell_on_error(self, job: BaseJob[Any]) -> None:
+        """Tell on_error about a failed job; whatever it raises is logged, not propagated.
+
+        Even a BaseException: raised out of a settle it would skip the barrier (join()
+        would hang) and end the worker, on a thread or in a task.
+        """
+        assert self._on_error is not None
+        try:
+            self._on_error(job, job._exc)  # type: ignore[arg-type]
+        except BaseException:
+            log.exception("hitpool: on_error callback failed for %r", job)
+
+    def _check_fail_fast(self, job: BaseJob[Any]) -> None:
+        if self._fail_fast and self._first_failure is None:
+            job._retrieved = True
+            self._first_failure = job._exc
+            self._on_fail_fast()
+
+    def _leave_barrier(self, job: BaseJob[Any]) -> None:
+        """Count a settled job out of its barrier, waking a join waiting on it."""
         job.args = ()  # drop references the finished job no longer needs
         job.kwargs = _EMPTY
         barrier = job._barrier
         barrier.count -= 1
         if barrier.count == 0 and barrier.waiter is not None:
             self._wake_barrier(barrier)
-        if job._callbacks is not None:
-            self._notify(job)
 
     def _notify(self, job: BaseJob[Any]) -> None:
         """Run a settled job's done callbacks (those who wait on it wait through one)."""
@@ -305,7 +333,7 @@ class Core:
     def _call_callback(self, fn: Callable[[Any], object], job: BaseJob[Any]) -> None:
         try:
             fn(job)
-        except Exception:
+        except BaseException:  # even SystemExit: see _tell_on_error
             log.exception("hitpool: done callback %r failed for %r", fn, job)
 
     def _join_barriers(self) -> list[Barrier]:

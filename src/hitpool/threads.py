@@ -11,6 +11,17 @@ way `ThreadPoolExecutor` does (it wakes a thread and builds a `Future` with its 
 
 A running thread cannot be interrupted: ``job.cancel()`` and ``stop(cancel=True)``
 cancel queued jobs and wait for running ones.
+
+A job that raises anything, even ``SystemExit`` or ``KeyboardInterrupt``, fails and its
+worker goes on, as in `concurrent.futures`: ``job.result()`` re-raises it in the thread that
+asks. Ctrl-C is delivered to the main thread, never to a worker, so a ``KeyboardInterrupt``
+in a job was raised by the job itself and is its outcome, not a request to stop the pool.
+
+``on_error`` and done callbacks run on the thread that settled the job (a worker, or the
+caller of ``cancel()`` or ``stop()``) after it has released the pool's lock, as
+`concurrent.futures` runs its callbacks, so they may wait for other jobs, ``join()`` or
+``stop()``. ``join()`` returns after ``on_error`` has run for each failed job it waited for;
+done callbacks may still be running.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from ._core import (
     Barrier,
     BaseJob,
     Core,
+    DispatcherStatistics,
     check_size,
 )
 from ._errors import DispatcherClosed, QueueFull
@@ -69,7 +81,10 @@ class ThreadJob(BaseJob[T]):
     def add_done_callback(self, fn: Callable[[Any], object]) -> None:
         pool: ThreadDispatcher = self._pool  # type: ignore[assignment]
         with pool._mutex:  # a worker may be settling the job right now
-            super().add_done_callback(fn)
+            if self.status not in _FINISHED:
+                super().add_done_callback(fn)
+                return
+        pool._call_callback(fn, self)  # outside the lock, like the callbacks of a settle
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the job has finished; False when ``timeout`` passed first."""
@@ -100,7 +115,8 @@ class ThreadDispatcher(Core):
     ) -> None:
         super().__init__(workers, queue_size, on_error, fail_fast)
         self._name = name
-        # Re-entrant: done callbacks and on_error run under it and may dispatch again.
+        # Re-entrant, so that code run under it (statistics() calls the Core hooks, which
+        # a subclass may extend) can still take it through the pool's own methods.
         self._mutex = threading.RLock()
         self._work_cv = threading.Condition(self._mutex)  # idle workers wait here
         self._room_cv = threading.Condition(self._mutex)  # callers wait here for room
@@ -115,6 +131,10 @@ class ThreadDispatcher(Core):
         self._threads: dict[int, threading.Thread] = {}
         self._running: dict[int, ThreadJob[Any] | None] = {}  # worker id -> its job
         self._timer_thread: threading.Thread | None = None
+        # Jobs settled under the lock whose on_error or done callbacks have not run yet:
+        # whoever settled them takes them in the same hold and runs them once it has let
+        # go of the lock (_call_hooks), so cancel() returns after its job's callbacks.
+        self._hooks_due: list[ThreadJob[Any]] = []
         self._started = False
         self._stopping = False
 
@@ -183,6 +203,8 @@ class ThreadDispatcher(Core):
             threads = list(self._threads.values())
             if self._timer_thread is not None:
                 threads.append(self._timer_thread)
+            hooks = self._take_hooks()
+        self._call_hooks(hooks)  # a cancelled job's callback may be what a running one awaits
         me = threading.current_thread()
         for thread in threads:
             if thread is not me:
@@ -279,6 +301,7 @@ class ThreadDispatcher(Core):
             while True:
                 heap = self._heap
                 if self._stopping and not self._delayed:
+                    self._work_cv.notify_all()  # workers parked for delayed jobs may go
                     return
                 if not heap:
                     self._timer_cv.wait()
@@ -302,12 +325,14 @@ class ThreadDispatcher(Core):
         ready = self._ready
         settle = self._settle
         running = self._running
+        me = threading.current_thread()
         with self._mutex:
             running[wid] = None
         job: ThreadJob[Any] | None = None
         status = SUCCEEDED
         result: Any = None
         error: BaseException | None = None
+        hooks: list[ThreadJob[Any]] = []
         try:
             while True:
                 with self._mutex:
@@ -315,38 +340,55 @@ class ThreadDispatcher(Core):
                         running[wid] = None
                         settle(job, status, result, error)
                         job = result = error = None
-                    while not ready:
-                        if wid >= self._workers or (self._stopping and not self._delayed):
+                    if self._hooks_due:  # this worker's own: see _hooks_due
+                        hooks = self._take_hooks()
+                    else:
+                        while not ready:
+                            if wid >= self._workers or (self._stopping and not self._delayed):
+                                self._leave(wid)
+                                return
+                            self._idle += 1
+                            self._work_cv.wait()
+                            self._idle -= 1
+                            if self._waking:
+                                self._waking -= 1
+                        if wid >= self._workers:
+                            self._work_cv.notify()  # leave the job to a worker that stays
+                            self._leave(wid)
                             return
-                        self._idle += 1
-                        self._work_cv.wait()
-                        self._idle -= 1
-                        if self._waking:
-                            self._waking -= 1
-                    if wid >= self._workers:
-                        self._work_cv.notify()  # leave the job to a worker that stays
-                        return
-                    job = ready.popleft()
-                    if ready:
-                        self._wake_worker()  # more work: pass the wake-up on
-                    running[wid] = job
-                    job.status = RUNNING
-                    job._wid = wid
-                    if self._room_waiting:
-                        self._room_cv.notify()
+                        job = ready.popleft()
+                        if ready:
+                            self._wake_worker()  # more work: pass the wake-up on
+                        running[wid] = job
+                        job.status = RUNNING
+                        job._wid = wid
+                        if self._room_waiting:
+                            self._room_cv.notify()
+                if job is None:  # this hold took hooks to run, not a job
+                    self._call_hooks(hooks)
+                    hooks = []  # keep no finished job alive while waiting for the next
+                    continue
                 try:
                     result = job.fn(*job.args, **job.kwargs)
                     status = SUCCEEDED
-                except Exception as exc:
+                except BaseException as exc:  # even SystemExit: the job fails, not the worker
                     status = FAILED
                     error = exc
         finally:
             with self._mutex:
-                running.pop(wid, None)
-                if self._threads.get(wid) is threading.current_thread():
-                    del self._threads[wid]
+                if self._threads.get(wid) is me:  # ended by an error of our own
+                    self._leave(wid)
                 if self._stopping:
                     self._work_cv.notify_all()
+
+    def _leave(self, wid: int) -> None:
+        """Take an exiting worker out of the books, in the hold in which it decided to go.
+
+        Not later: a resize() back up in between would still see the worker and start
+        none in its place.
+        """
+        del self._threads[wid]
+        self._running.pop(wid, None)
 
     def _wake_worker(self) -> None:
         """Wake one idle worker, unless one is already on its way.
@@ -365,9 +407,12 @@ class ThreadDispatcher(Core):
     def _queued_now(self) -> int:
         return len(self._ready) + len(self._delayed)
 
+    def statistics(self) -> DispatcherStatistics:
+        with self._mutex:  # one snapshot: no job may settle between its counts
+            return super().statistics()
+
     def _busy_now(self) -> int:
-        with self._mutex:
-            return sum(job is not None for job in self._running.values())
+        return sum(job is not None for job in self._running.values())
 
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         with self._mutex:
@@ -375,12 +420,55 @@ class ThreadDispatcher(Core):
                 return False
             if job in self._delayed:
                 self._delayed.discard(job)  # type: ignore[arg-type]
+                if self._stopping and not self._delayed:
+                    # A draining stop() parked the workers and the timer thread for this
+                    # job; nothing will come due to wake them.
+                    self._work_cv.notify_all()
+                    self._timer_cv.notify_all()
             else:
                 self._ready.remove(job)  # type: ignore[arg-type]
             self._settle(job, CANCELLED, None, None)
             if self._room_waiting:
                 self._room_cv.notify()
-            return True
+            hooks = self._take_hooks()
+        self._call_hooks(hooks)
+        return True
+
+    def _settle(
+        self, job: BaseJob[Any], status: str, result: Any, exc: BaseException | None
+    ) -> None:
+        """`Core._settle`, called under the lock: on_error and done callbacks are left
+        for `_call_hooks`, since one that waits for another job, or calls join() or stop(),
+        would otherwise hold the lock every worker needs. A job on_error must hear about
+        stays in its barrier until it has, so join() returns after it."""
+        report = self._record_outcome(job, status, result, exc)
+        if status == FAILED:
+            self._check_fail_fast(job)
+        if report:
+            self._hooks_due.append(job)  # type: ignore[arg-type]
+            return
+        self._leave_barrier(job)
+        if job._callbacks is not None:
+            self._hooks_due.append(job)  # type: ignore[arg-type]
+
+    def _take_hooks(self) -> list[ThreadJob[Any]]:
+        hooks = self._hooks_due
+        self._hooks_due = []
+        return hooks
+
+    def _call_hooks(self, jobs: list[ThreadJob[Any]]) -> None:
+        """Run on_error and the done callbacks of jobs settled under the lock, now released."""
+        if self._on_error is not None:
+            failed = [job for job in jobs if job.status == FAILED]
+            if failed:
+                for job in failed:
+                    self._tell_on_error(job)
+                with self._mutex:
+                    for job in failed:
+                        self._leave_barrier(job)
+        for job in jobs:
+            # Settled, so nobody adds to _callbacks any more: no lock needed to take them.
+            self._notify(job)
 
     def _wake_barrier(self, barrier: Barrier) -> None:
         events = barrier.waiter
