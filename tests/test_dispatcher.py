@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from _waiting import finishes
 from hitpool import Dispatcher, DispatcherClosed, JobCancelled, QueueFull, SpecError
 
 
@@ -464,18 +465,6 @@ async def test_done_callbacks_run_once_for_every_outcome() -> None:
 
 
 # -- what a job raises or returns never costs a worker; map yields as results are ready --------
-
-
-async def finishes(aw: Any, within: float = 1.0) -> tuple[bool, Any]:
-    """Run ``aw`` for at most ``within`` seconds: (True, result) or (False, None), with the
-    task cancelled; no exception chain for pytest to format."""
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait([task], timeout=within)
-    if done:
-        return True, task.result()
-    task.cancel()
-    await asyncio.wait([task])
-    return False, None
 
 
 async def test_a_job_that_raises_cancelled_error_itself_does_not_kill_its_worker() -> None:

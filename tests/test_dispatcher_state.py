@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from _waiting import finishes
 from hitpool import Dispatcher, DispatcherClosed, Job, QueueFull, ThreadDispatcher
 
 QUEUE_SIZE = 4
@@ -132,19 +133,6 @@ TestDispatcherMachine = DispatcherMachine.TestCase
 
 
 # -- the shared settle: user code that raises anything ------------------------------------
-
-
-async def finishes(aw: Any, within: float = 1.0) -> tuple[bool, Any]:
-    """Run ``aw`` for at most ``within`` seconds: (True, result) or (False, None), with the
-    task cancelled; no exception chain for pytest to format (pytest 3.11.7 can crash on
-    long ones)."""
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait([task], timeout=within)
-    if done:
-        return True, task.result()
-    task.cancel()
-    await asyncio.wait([task])
-    return False, None
 
 
 class Fatal(BaseException):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
+from _waiting import finishes
 from hitpool import OpenSchedule, SpecError
 from hitpool.pipeline import Lateness, dispatch, produce, throttle
 
@@ -141,16 +141,6 @@ async def test_pipeline_counts_every_item() -> None:
     assert sorted(results) == list(range(500))
 
 
-async def _finishes(aw: Any, within: float = 1.0) -> tuple[bool, Any]:
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait([task], timeout=within)
-    if done:
-        return True, task.result()
-    task.cancel()
-    await asyncio.wait([task])
-    return False, None
-
-
 async def test_pipeline_dispatch_yields_results_while_the_throttle_is_waiting() -> None:
     # produce -> throttle -> dispatch with a slow rate: the first result should not wait
     # for 2 * concurrency items to be throttled out. A fake sleep that blocks until the
@@ -169,6 +159,6 @@ async def test_pipeline_dispatch_yields_results_while_the_throttle_is_waiting() 
             first.set()
         return n
 
-    ok, n = await _finishes(run())
+    ok, n = await finishes(run())
     assert ok, "the first result waits until 2 * concurrency items left the throttle"
     assert n == 10
