@@ -200,3 +200,16 @@ def test_thread_on_error_or_a_done_callback_raising_a_base_exception_is_logged(
     assert (failed.status, ok.status) == ("failed", "succeeded")
     assert after.status == "succeeded", "the worker died"
     assert sorted(_logged(caplog)) == ["done callback", "on_error callback"]
+
+
+async def test_start_after_stop_says_the_pool_is_closed() -> None:
+    pool = Dispatcher(workers=1)
+    pool.start()
+    await pool.stop()
+    with pytest.raises(DispatcherClosed):
+        pool.start()  # it returned quietly: the error came only at the next dispatch
+    tpool = ThreadDispatcher(workers=1)
+    tpool.start()
+    tpool.stop()
+    with pytest.raises(DispatcherClosed):
+        tpool.start()

@@ -133,10 +133,10 @@ class Dispatcher(Core):
 
     def start(self) -> None:
         """Start the workers on the running loop (``async with`` does this)."""
+        if self._closed:  # first: a stopped pool still has its loop
+            raise DispatcherClosed("this dispatcher was stopped; make a new one")
         if self._loop is not None:
             return
-        if self._closed:
-            raise DispatcherClosed("this dispatcher was stopped; make a new one")
         self._loop = asyncio.get_running_loop()
         self._shut = False
         for wid in range(self._workers):

@@ -172,10 +172,10 @@ class ThreadDispatcher(Core):
     def start(self) -> None:
         """Start the worker threads (``with`` does this)."""
         with self._mutex:
+            if self._closed:  # first: a stopped pool has started
+                raise DispatcherClosed("this dispatcher was stopped; make a new one")
             if self._started:
                 return
-            if self._closed:
-                raise DispatcherClosed("this dispatcher was stopped; make a new one")
             self._started = True
             for wid in range(self._workers):
                 self._spawn(wid)
