@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -262,3 +263,32 @@ def test_a_body_in_argv_that_is_not_utf8_is_sent_as_given() -> None:
     # Such argv reaches Python as surrogate escapes; encode() of them was a traceback.
     spec, _ = parse_args(["-m", "POST", "-d", os.fsdecode(b"caf\xe9"), "http://127.0.0.1:9/"])
     assert spec.body == b"caf\xe9"
+
+
+async def test_stop_while_the_lanes_connect_ends_the_run_at_once() -> None:
+    # A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+    # hangs as to a host that does not answer. Ctrl-C (stop) was only heard after every
+    # lane had connected or timed out (-t, 30 s by default).
+    with socket.socket() as lsn:
+        lsn.bind(("127.0.0.1", 0))
+        lsn.listen(0)
+        port = lsn.getsockname()[1]
+        fillers = []
+        for _ in range(4):  # fill the accept queue (never accepted)
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            fillers.append(c)
+        stop = asyncio.Event()
+        spec = Spec(f"http://127.0.0.1:{port}/", requests=5, concurrency=2, timeout=30)
+        run = asyncio.ensure_future(run_async(spec, stop=stop))
+        for _ in range(20):  # loop turns: the connects are under way
+            await asyncio.sleep(0)
+        assert not run.done()
+        stop.set()
+        done, _ = await asyncio.wait([run], timeout=3)
+        for c in fillers:
+            c.close()
+    assert done, "stop was not heard while the lanes were connecting"
+    s = run.result()
+    assert (s.interrupted, s.requests) == (True, 0)

@@ -64,7 +64,14 @@ async def drive(
     ticker: asyncio.TimerHandle | None = None
     tl = Timeline() if timeline else None
     try:
-        await engine.open_lanes()
+        if stop is None:
+            await engine.open_lanes()
+        elif not await _open_unless_stopped(engine, stop):
+            # Ctrl-C while the lanes connect (a host that does not answer can take -t):
+            # nothing was sent, and the run ends at once as interrupted.
+            engine.base = engine.last = engine.clock()
+            engine.stop()
+            return _summary(engine, spec, end=engine.base, timeline=tl)
         base = await go()
         engine.begin(base, spec.duration)
         if stop is not None:
@@ -107,6 +114,23 @@ async def drive(
             stopper.cancel()
         engine.stop()  # no-op when it already finished
         await engine.wait_closed()
+
+
+async def _open_unless_stopped(engine: Engine, stop: asyncio.Event) -> bool:
+    """Connect the lanes; False (the connects cancelled) if ``stop`` is set first."""
+    opening = asyncio.ensure_future(engine.open_lanes())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((opening, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+            await asyncio.wait((opening,))
+    if opening.cancelled():
+        return False
+    opening.result()  # CannotStart when no lane connected
+    return True
 
 
 async def _stop_when(stop: asyncio.Event, engine: Engine) -> None:
