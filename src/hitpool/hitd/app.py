@@ -31,7 +31,7 @@ from ..durations import parse_seconds
 from .intake import Intake
 from .messages import Deferred, Request, Response, error_response, json_response
 from .metrics import HttpCounters, WorkerNumbers, render
-from .store.base import NewJob, Store
+from .store.base import NewJob, Store, storable
 
 __all__ = [
     "App",
@@ -85,21 +85,6 @@ def _parse_delay(value: Any, field: str, max_s: float) -> float:
     return parse_seconds(value, field, max_s=max_s)
 
 
-def _storable(text: str) -> bool:
-    """False for text no store can keep: a NUL (PostgreSQL's text type refuses it) or a lone
-    surrogate (JSON "\\ud800" decodes to one; UTF-8 cannot encode it). One such key would
-    fail the whole group commit, every other client's jobs in it with it."""
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) -> NewJob:
     """One job object of POST /jobs -> NewJob, due at `now` + delay."""
     if not isinstance(obj, dict):
@@ -126,7 +111,7 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
     if job_key is not None:  # keys are optional: most jobs skip both checks
         if not isinstance(job_key, str) or not 0 < len(job_key) <= 200:
             raise SpecError(prefix + "key", f"must be a string of 1 to {MAX_KEY_LEN} characters")
-        if not _storable(job_key):
+        if storable(job_key) != job_key:  # NUL or a lone surrogate: see `storable`
             raise SpecError(prefix + "key", _UNSTORABLE)
     # No delay: due when committed (run_at None). A float per job is what encoding the
     # batch for the store spent most on (float repr is ~1 us; the rest of a job ~0.8 us).
@@ -150,7 +135,7 @@ def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[
     if header_key is not None:
         if not 0 < len(header_key) <= MAX_KEY_LEN:
             raise SpecError("Idempotency-Key", f"must be 1 to {MAX_KEY_LEN} characters")
-        if not _storable(header_key):
+        if storable(header_key) != header_key:
             raise SpecError("Idempotency-Key", _UNSTORABLE)
     return [parse_job(doc, now, "", header_key)], False
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._errors import DispatcherClosed, StoreError
+from .apart import apart
 from .messages import Deferred, Response, error_response
 from .store.base import NewJob, Store
 
@@ -152,49 +153,38 @@ class Intake:
             waiters, self._waiters = self._waiters, []
             self._committing += len(jobs)
             try:
-                await self._commit(jobs, waiters, _Split())
+                await self._commit(jobs, waiters)
             finally:
                 self._committing -= len(jobs)
 
-    async def _commit(self, jobs: list[NewJob], waiters: list[Waiter], st: _Split) -> bool:
-        """Commit `jobs` and answer `waiters`. Returns whether any of them was committed.
-
-        If the store refuses the batch, its requests are committed again in halves: one
-        request the store cannot take (a text it cannot encode, say) must not fail every
-        other client's jobs that shared its commit. Once both halves of a batch failed whole
-        before anything was committed, the store is failing, not a request, and what is left
-        is answered 503 without more tries (a few calls per batch, not one per request)."""
-        if st.down:
-            self._fail(waiters, st.reason)
-            return False
+    async def _commit(self, jobs: list[NewJob], waiters: list[Waiter]) -> None:
+        """Commit `jobs` and answer `waiters`: 202s, or 503s if the store failed. A batch the
+        store refused is committed again in halves (`apart`): one request it cannot take
+        (a text it cannot encode, say) must not fail every other client's jobs with it."""
         try:
-            ids = await self._store.enqueue(jobs, self._clock())
-        except asyncio.CancelledError:
-            self._fail(waiters, "the server is shutting down")
-            raise
-        except Exception as exc:
-            self._failures += 1
-            st.reason = f"the job store failed: {_reason(exc)}"
-            if len(waiters) == 1:
-                if isinstance(exc, (StoreError, OSError)):
-                    log.error("enqueue of %d jobs failed: %s", len(jobs), exc)
-                else:  # a bug in a store: answer, log, keep serving
-                    log.exception("enqueue of %d jobs failed", len(jobs))
-                self._fail(waiters, st.reason)
-                return False
-            log.warning("enqueue of %d jobs failed (%s): committing apart", len(jobs), exc)
-            half = len(waiters) // 2
-            cut = sum(n for _, n, _ in waiters[:half])
             try:
-                first = await self._commit(jobs[:cut], waiters[:half], st)
-                second = await self._commit(jobs[cut:], waiters[half:], st)
-            except asyncio.CancelledError:
-                self._fail(waiters, "the server is shutting down")  # skips the answered
-                raise
-            if not (first or second or st.worked):
-                st.down = True
-            return first or second
-        st.worked = True
+                await self._enqueue(jobs, waiters)
+            except Exception as exc:
+                self._failures += 1
+                if len(waiters) > 1:
+                    log.warning("enqueue of %d jobs failed (%s): committing apart", len(jobs), exc)
+                    # Each request with its own jobs, so that any part can be committed alone.
+                    parts: list[tuple[Waiter, list[NewJob]]] = []
+                    start = 0
+                    for w in waiters:
+                        parts.append((w, jobs[start : start + w[1]]))
+                        start += w[1]
+                    left = await apart(parts, exc, self._enqueue_parts, self._refuse)
+                    self._fail([w for w, _ in left], f"the job store failed: {_reason(exc)}")
+                else:
+                    await self._refuse((waiters[0], jobs), exc)
+        except asyncio.CancelledError:
+            self._fail(waiters, "the server is shutting down")  # skips the answered
+            raise
+
+    async def _enqueue(self, jobs: list[NewJob], waiters: list[Waiter]) -> None:
+        """One enqueue() of `jobs`; each waiter answered from its share of the ids."""
+        ids = await self._store.enqueue(jobs, self._clock())
         self._commits += 1
         self._committed += len(jobs)
         if self._on_commit is not None:
@@ -210,7 +200,23 @@ class Intake:
                 fut.set_result(respond(part))
             except Exception as exc:
                 fut.set_exception(exc)
-        return True
+
+    async def _enqueue_parts(self, parts: Sequence[tuple[Waiter, list[NewJob]]]) -> None:
+        try:
+            await self._enqueue([j for _, jobs in parts for j in jobs], [w for w, _ in parts])
+        except Exception:
+            self._failures += 1
+            raise
+
+    async def _refuse(self, part: tuple[Waiter, list[NewJob]], exc: Exception) -> bool:
+        """A request the store refused alone: its 503 says why."""
+        waiter, jobs = part
+        if isinstance(exc, (StoreError, OSError)):
+            log.error("enqueue of %d jobs failed: %s", len(jobs), exc)
+        else:  # a bug in a store: answer, log, keep serving
+            log.exception("enqueue of %d jobs failed", len(jobs), exc_info=exc)
+        self._fail([waiter], f"the job store failed: {_reason(exc)}")
+        return False  # not taken
 
     def _fail(self, waiters: list[Waiter], msg: str) -> None:
         resp = error_response(503, msg, "store", headers=(("Retry-After", "1"),))
@@ -221,17 +227,6 @@ class Intake:
                 n += 1
         if n and self._on_refused is not None:
             self._on_refused(n)
-
-
-class _Split:
-    """What the commits of one batch learned of the store while its requests went apart."""
-
-    __slots__ = ("down", "reason", "worked")
-
-    def __init__(self) -> None:
-        self.worked = False  # a part was committed: the store works
-        self.down = False  # both halves failed whole before that: the store is failing
-        self.reason = ""
 
 
 def _reason(exc: BaseException) -> str:

@@ -56,6 +56,7 @@ from typing import Any
 
 from .._errors import SpecError, UnknownTask
 from ..dispatcher import Dispatcher, Job
+from .apart import apart
 from .lifecycle import RetryPolicy
 from .metrics import HistogramSnapshot, RunTimeHistogram
 from .store.base import JobRecord, NewJob, Outcome, Store
@@ -565,7 +566,9 @@ class Runner:
                 await self._store.finish(batch, self._clock())
             except Exception as e:
                 log.exception("could not record %d outcomes", len(batch))
-                left = await self._isolate(batch, e)
+                # One outcome the store cannot take must not hold back every later one
+                # (they all join the batch being retried): record the batch in halves.
+                left = await apart(batch, e, self._record, self._record_alone)
                 if left:
                     # Not recorded (the store is failing): the jobs stay held (their leases
                     # renewed) and are tried again after a pause. On stop they are released
@@ -583,44 +586,25 @@ class Runner:
             if not held:
                 self._wake.set()  # the claimer decides whether the runner is idle
 
-    async def _isolate(self, batch: list[Outcome], err: Exception) -> list[Outcome]:
-        """Record a batch whose finish() just failed with `err`, in halves, so that one
-        outcome the store cannot take does not hold back every later one (they all join the
-        batch being retried). An outcome that fails alone is recorded as a failed attempt
-        saying why, but only once it failed twice alone and the store took that failed
-        attempt: a hiccup of the store must not turn a success into a failure. Returns what is
-        still not recorded: a whole first half failing again is the store failing, not one
-        outcome, and then nothing more is tried now."""
-        if len(batch) == 1:
-            o = batch[0]
-            try:
-                await self._store.finish(batch, self._clock())  # once more, alone
-                return []
-            except Exception as e:
-                err = e
-            why = f"the {'result' if o.ok else 'error'} could not be stored: {_describe(err)}"
-            try:
-                await self._store.finish(
-                    [Outcome(o.id, o.worker, False, error=why, permanent=True)], self._clock()
-                )
-            except Exception:
-                return batch
-            log.warning("job %d: %s", o.id, why)
-            return []
-        half = len(batch) // 2
-        first, second = batch[:half], batch[half:]
-        left: list[Outcome] = []
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
+        await self._store.finish(outcomes, self._clock())
+
+    async def _record_alone(self, o: Outcome, err: Exception) -> bool:
+        """An outcome the store refused alone: tried once more as it is (a hiccup of the store
+        must not turn a success into a failure), then recorded as a failed attempt saying
+        why. False if the store took neither."""
         try:
-            await self._store.finish(first, self._clock())
+            await self._record([o])
+            return True
         except Exception as e:
-            left = await self._isolate(first, e)
-            if len(left) == len(first):
-                return batch  # the whole first half failed again: the store is failing
+            err = e
+        why = f"the {'result' if o.ok else 'error'} could not be stored: {_describe(err)}"
         try:
-            await self._store.finish(second, self._clock())
-        except Exception as e:
-            left += await self._isolate(second, e)
-        return left
+            await self._record([Outcome(o.id, o.worker, False, error=why, permanent=True)])
+        except Exception:
+            return False
+        log.warning("job %d: %s", o.id, why)
+        return True
 
     async def _renewer(self) -> None:
         while True:
