@@ -306,3 +306,104 @@ class Store(ABC):
     async def purge(self, before: float, limit: int) -> int:
         """Delete up to `limit` finished jobs with `finished_at < before`, lowest id first,
         in one transaction. Returns how many; see the module doc."""
+
+    # -- administration: the job listing and the dashboard's actions ------------------------
+    #
+    # Added for `GET /jobs`, `POST /jobs/{id}/retry`, `POST /jobs/retry` and
+    # `DELETE /jobs/{id}?purge=1` (hitd/admin.py). The rules are here, in `RETRYABLE`,
+    # `retry_fields` and `pick_retries`; each backend only reads and writes rows.
+
+    @abstractmethod
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        """Newest first: the jobs with `id < query.before` matching the query's filters, at
+        most `query.limit`, looking at no more than `query.scan` jobs (so that a filter that
+        matches little never scans the whole table). See `JobPage` for the cursor."""
+
+    @abstractmethod
+    async def retry(self, id: int, now: float) -> RetryOutcome:
+        """Make a job run now: a failed or dead job is queued again, due at `now`, with its
+        attempts reset (its last error kept until it runs); a queued job not yet due becomes
+        due at `now`; a queued job already due is left as it is ("retried" too). Refused for
+        running, succeeded and cancelled jobs, and for a job whose key an active job holds
+        (two active jobs never share a key)."""
+
+    @abstractmethod
+    async def retry_all(self, status: JobStatus, now: float, limit: int) -> int:
+        """`retry` for up to `limit` jobs of `status` (failed or dead), lowest id first, in one
+        transaction; a job whose key is held (or taken by a lower id of the same call) is
+        skipped. Returns how many were queued again."""
+
+    @abstractmethod
+    async def delete(self, id: int) -> DeleteOutcome:
+        """Delete one finished job (succeeded, failed, dead, cancelled). Refused for an active
+        job (cancel it first) and for the newest job, which `purge` keeps for the same
+        reason: SQLite numbers new jobs from it, and an id handed out again would show a
+        client polling its old job someone else's."""
+
+    @abstractmethod
+    async def oldest_due(self, now: float) -> float | None:
+        """The `run_at` of the longest-waiting queued job that is due (`run_at <= now`), or
+        None: the queue latency is `now` minus it."""
+
+
+# -- the administration contract's values and rules ----------------------------------------
+
+RETRYABLE: tuple[JobStatus, ...] = ("failed", "dead")
+RetryOutcome = Literal["retried", "missing", "refused"]
+DeleteOutcome = Literal["deleted", "missing", "active", "newest"]
+MAX_LIST = 500  # jobs one listing returns at most
+DEFAULT_SCAN = 10_000  # jobs one listing looks at, at most
+
+
+class JobQuery(NamedTuple):
+    """A listing: filters (None: any), a keyset cursor and bounds. `q` is a substring of the
+    job's args as stored: compact JSON, e.g. `"user":"ann"` or just `ann`."""
+
+    statuses: tuple[JobStatus, ...] | None = None
+    task: str | None = None
+    q: str | None = None
+    before: int | None = None  # only ids below this (the cursor of the previous page)
+    limit: int = 50
+    scan: int = DEFAULT_SCAN
+
+    def matches(self, status: str, task: str, args_json: str) -> bool:
+        """The filters, for a store that filters in Python (memory)."""
+        return (
+            (self.statuses is None or status in self.statuses)
+            and (self.task is None or task == self.task)
+            and (self.q is None or self.q in args_json)
+        )
+
+
+class JobPage(NamedTuple):
+    """One page, newest first. `next_before`: the cursor of the next page (pass it as
+    `before`), or None when no job below was left unexamined. It is the id of the last job
+    returned when the page is full, else the lowest id looked at when the scan bound was
+    reached first, so a page may hold fewer than `limit` jobs and still have a next one."""
+
+    jobs: list[JobRecord]
+    next_before: int | None
+
+
+def page_of(query: JobQuery, matched: list[JobRecord], scanned: int, lowest: int | None) -> JobPage:
+    """The page from what a backend found: `matched` (newest first, at most `limit`),
+    how many jobs it looked at and the lowest id among them."""
+    if len(matched) >= query.limit:
+        return JobPage(matched[: query.limit], matched[query.limit - 1].id)
+    if scanned >= query.scan and lowest is not None:
+        return JobPage(matched, lowest)
+    return JobPage(matched, None)
+
+
+def pick_retries(candidates: Sequence[tuple[int, str | None]], held: set[str]) -> list[int]:
+    """Of (id, key) rows in id order, those `retry_all` may queue again: a key held by an
+    active job, or already taken by a lower id in this call, is skipped."""
+    taken = set(held)
+    out: list[int] = []
+    for id, key in candidates:
+        if key is not None:
+            if key in taken:
+                continue
+            taken.add(key)
+        out.append(id)
+    return out

@@ -19,7 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..lifecycle import exhausted, outcome_status
-from .base import EXPIRED, STATUSES, JobRecord, JobStatus, NewJob, Outcome, Store
+from .base import (
+    EXPIRED,
+    RETRYABLE,
+    STATUSES,
+    DeleteOutcome,
+    JobPage,
+    JobQuery,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    Outcome,
+    RetryOutcome,
+    Store,
+    page_of,
+    pick_retries,
+)
+from .sqlite_ops import dumps
 
 
 class _Job:
@@ -339,3 +355,78 @@ class MemoryStore(Store):
         for id in gone:
             self._counts[self._jobs.pop(id).status] -= 1
         return n + len(gone)
+
+    # -- administration (see Store) -----------------------------------------------------
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        matched: list[JobRecord] = []
+        scanned, lowest = 0, None
+        for id in reversed(self._jobs):  # ids are inserted in increasing order
+            if query.before is not None and id >= query.before:
+                continue
+            if scanned >= query.scan or len(matched) >= query.limit:
+                break
+            scanned += 1
+            lowest = id
+            job = self._jobs[id]
+            if query.matches(job.status, job.task, dumps(job.args) if query.q else ""):
+                matched.append(job.record())
+        return page_of(query, matched, scanned, lowest)
+
+    def _requeue(self, job: _Job, now: float) -> None:
+        """A failed or dead job back to queued, due now, with fresh attempts."""
+        self._finished.remove(job.id)
+        self._move(job, "queued")
+        if job.key is not None:
+            self._keys[job.key] = job.id
+        job.attempts = 0
+        job.result = None
+        job.started_at = job.finished_at = None
+        job.run_at = now
+        heapq.heappush(self._due, (now, job.id))
+
+    async def retry(self, id: int, now: float) -> RetryOutcome:
+        job = self._jobs.get(id)
+        if job is None:
+            return "missing"
+        if job.status == "queued":
+            if job.run_at > now:
+                job.run_at = now
+                heapq.heappush(self._due, (now, id))
+            return "retried"
+        if job.status not in RETRYABLE or (job.key is not None and job.key in self._keys):
+            return "refused"
+        self._requeue(job, now)
+        return "retried"
+
+    async def retry_all(self, status: JobStatus, now: float, limit: int) -> int:
+        if status not in RETRYABLE or limit <= 0:
+            return 0
+        rows = [(j.id, j.key) for j in self._jobs.values() if j.status == status]
+        ids = pick_retries(sorted(rows)[:limit], set(self._keys))
+        for id in ids:
+            self._requeue(self._jobs[id], now)
+        return len(ids)
+
+    async def delete(self, id: int) -> DeleteOutcome:
+        job = self._jobs.get(id)
+        if job is None:
+            return "missing"
+        if job.status in ("queued", "running"):
+            return "active"
+        if id == self._next_id - 1:
+            return "newest"
+        self._finished.remove(id)
+        del self._jobs[id]
+        self._counts[job.status] -= 1
+        return "deleted"
+
+    async def oldest_due(self, now: float) -> float | None:
+        due = self._due
+        while due:  # drop stale entries off the top (lazy deletion, as in claim)
+            run_at, id = due[0]
+            job = self._jobs.get(id)
+            if job is not None and job.status == "queued" and job.run_at == run_at:
+                return run_at if run_at <= now else None
+            heapq.heappop(due)
+        return None

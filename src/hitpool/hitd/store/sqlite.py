@@ -29,8 +29,23 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
+from . import sqlite_admin as admin
 from . import sqlite_ops as ops
-from .base import EXPIRED, STATUSES, Handoff, JobRecord, NewJob, Outcome, Store, storable
+from .base import (
+    EXPIRED,
+    STATUSES,
+    DeleteOutcome,
+    Handoff,
+    JobPage,
+    JobQuery,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    Outcome,
+    RetryOutcome,
+    Store,
+    storable,
+)
 
 T = TypeVar("T")
 
@@ -438,6 +453,26 @@ class SQLiteStore(Store):
         # Through the writer like every write: the counts move with the commit.
         result: int = await self._write(lambda c: ops.purge(c, before, limit))
         return result
+
+    # -- administration (see Store; the SQL is in sqlite_admin) ----------------------------
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        return await self._read(lambda c: admin.list_jobs(c, query))
+
+    async def retry(self, id: int, now: float) -> RetryOutcome:
+        result: RetryOutcome = await self._write(lambda c: admin.retry(c, id, now))
+        return result
+
+    async def retry_all(self, status: JobStatus, now: float, limit: int) -> int:
+        result: int = await self._write(lambda c: admin.retry_all(c, status, now, limit))
+        return result
+
+    async def delete(self, id: int) -> DeleteOutcome:
+        result: DeleteOutcome = await self._write(lambda c: admin.delete(c, id))
+        return result
+
+    async def oldest_due(self, now: float) -> float | None:
+        return await self._read(lambda c: admin.oldest_due(c, now))
 
 
 def _resolve(
