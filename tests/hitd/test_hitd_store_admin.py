@@ -87,7 +87,12 @@ class AdminContract:
         assert await store.retry(id, T0 + 50) == "retried"
         rec = await store.get(id)
         assert rec is not None
-        assert (rec.status, rec.attempts, rec.run_at, rec.finished_at) == ("queued", 0, T0 + 50, None)
+        assert (rec.status, rec.attempts, rec.run_at, rec.finished_at) == (
+            "queued",
+            0,
+            T0 + 50,
+            None,
+        )
         assert rec.error == "boom"  # kept until it runs again
         after = await store.counts()
         assert after["dead"] == before["dead"] - 1 and after["queued"] == before["queued"] + 1
@@ -192,7 +197,7 @@ class AdminContract:
         assert await store.oldest_due(T0) is None  # scheduled, not due
         [(a, _), _] = await store.enqueue([job(run_at=T0 - 5), job(run_at=T0 - 2)], T0)
         assert await store.oldest_due(T0) == T0 - 5
-        await store.claim("w", 1, T0, 30)  # takes a, the oldest
+        assert [r.id for r in await store.claim("w", 1, T0, 30)] == [a]  # the oldest
         assert await store.oldest_due(T0) == T0 - 2
         assert await store.oldest_due(T0 + 200) == T0 - 2
 

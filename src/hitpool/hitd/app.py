@@ -7,6 +7,9 @@
     GET    /healthz     liveness; 503 while draining
     GET    /metrics     Prometheus text
     GET    /stats       the same numbers as JSON
+    GET    /jobs, POST /jobs/{id}/retry, POST /jobs/retry, DELETE /jobs/{id}?purge=1
+                        listing and actions (hitd/admin.py)
+    /ui                 the dashboard (hitd/ui.py)
 
 HEAD is routed as GET wherever GET is (the protocol drops the body, RFC 9110 9.3.2).
 
@@ -28,10 +31,13 @@ from urllib.parse import parse_qsl
 
 from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
 from ..durations import parse_seconds
+from .admin import Admin, parse_purge
 from .intake import Intake
 from .messages import Deferred, Request, Response, error_response, json_response
 from .metrics import HttpCounters, WorkerNumbers, render
+from .rates import RateRing
 from .store.base import NewJob, Store, storable
+from .ui import Dashboard, UiMode
 
 __all__ = [
     "App",
@@ -193,6 +199,7 @@ class AppConfig:
     queue_size: int = 100_000
     token: str | None = None
     retry_after_s: int = 1
+    ui: UiMode = "on"  # the dashboard: on, read-only (no actions), off (no page)
 
 
 class App:
@@ -206,7 +213,9 @@ class App:
         worker_numbers: Callable[[], WorkerNumbers],
         config: AppConfig | None = None,
         clock: Callable[[], float] = time.time,
+        notify: Callable[[], None] = lambda: None,
     ) -> None:
+        """`notify()`: wake the workers (a retried job is due now)."""
         self.store = store
         self.intake = intake
         self.check_task = check_task
@@ -220,11 +229,21 @@ class App:
             f"Bearer {self.config.token}".encode() if self.config.token is not None else None
         )
         self._retry = (("Retry-After", str(self.config.retry_after_s)),)
+        # The dashboard's rates: fed once a second by the RateSampler that Hitd owns.
+        self.rates = RateRing()
+        self.admin = Admin(store, clock, notify)
+        self.dashboard = Dashboard(
+            self.config.ui, self.config.token, store, self.rates, worker_numbers, clock
+        )
 
     # --- routing ----------------------------------------------------------------------------
 
     def __call__(self, req: Request) -> Response | Deferred | Awaitable[Response]:
         path = req.path
+        if path != "/jobs" or req.method != "POST":  # POST /jobs, the hot path, skips it
+            routed = self._admin_route(req)
+            if routed is not None:
+                return routed
         if path == "/jobs":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
@@ -273,6 +292,8 @@ class App:
         given = req.headers.get("authorization")
         if given is not None and hmac.compare_digest(given.encode(), self._token):
             return None
+        if self.dashboard.session(req):  # the dashboard's cookie (hitd/ui.py)
+            return self.dashboard.check_write(req)
         if req.method == "POST":  # a refused job submission, counted like the others
             self.counters.reject(401)
         return error_response(
@@ -455,3 +476,48 @@ class App:
             "uptime_s": round(self.clock() - self.started_at, 3),
         }
         return json_response(200, body)
+
+    # --- the admin API and the dashboard (hitd/admin.py, hitd/ui.py) --------------------------
+
+    def _admin_route(self, req: Request) -> Response | Awaitable[Response] | None:
+        """The answer of a listing, an action or a page, or None for the routes above."""
+        path, method = req.path, req.method
+        if path.startswith("/ui"):
+            return self.dashboard.route(req, self._authorized)
+        if path == "/jobs":
+            if method in ("GET", "HEAD"):
+                return self._authorized(req) or self.admin.list_jobs(req.query)
+            return self._not_allowed(req, "GET, HEAD, POST")
+        if not path.startswith("/jobs/"):
+            return None
+        read_only = self.config.ui == "read-only"
+        if path == "/jobs/retry":
+            if method != "POST":
+                return self._not_allowed(req, "POST")
+            denied = self._authorized(req)
+            if denied is not None:
+                return denied
+            return Dashboard.refuse_action() if read_only else self.admin.retry_all(req.query)
+        if path.endswith("/retry"):
+            if method != "POST":
+                return self._not_allowed(req, "POST")
+            denied = self._authorized(req)
+            if denied is not None:
+                return denied
+            raw = path[len("/jobs/") : -len("/retry")]
+            if not raw.isdigit() or len(raw) > 18:
+                return error_response(404, f"no job {raw!r}: ids are integers", "id")
+            return Dashboard.refuse_action() if read_only else self.admin.retry(int(raw))
+        if method == "DELETE" and req.query:
+            try:
+                purge = parse_purge(req.query)
+            except SpecError as e:
+                return error_response(400, e.message, e.field)
+            raw = path[len("/jobs/") :]
+            if not purge or not raw.isdigit() or len(raw) > 18:
+                return None  # a cancel, or a bad id: answered by the job routes
+            denied = self._authorized(req)
+            if denied is not None:
+                return denied
+            return Dashboard.refuse_action() if read_only else self.admin.delete(int(raw))
+        return None

@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body; larger ones answer 413 (default 1 MiB)",
     )
     p.add_argument(
+        "--ui",
+        choices=["on", "read-only", "off"],
+        default="on",
+        help="the dashboard at /ui: on; read-only (no retry, cancel or delete from the page, "
+        "and the retry and delete routes refused); off (no page) (default %(default)s)",
+    )
+    p.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -218,6 +225,7 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
         max_body_bytes=args.max_body,
         log_level=args.log_level,
         retention_s=retention_s,
+        ui=args.ui,
     )
 
 

@@ -32,10 +32,12 @@ from .app import App, AppConfig
 from .http import HttpLimits, HttpServer
 from .intake import Intake
 from .metrics import WorkerNumbers
+from .rates import RateSampler
 from .retention import DEFAULT_RETENTION_S, Purger, describe
 from .runner import Runner
 from .store.base import Store
 from .tasks import Registry, load_modules
+from .ui import UiMode
 
 __all__ = ["DEFAULT_STORE", "Hitd", "ServerConfig", "run"]
 
@@ -59,6 +61,7 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
     retention_s: float = DEFAULT_RETENTION_S  # finished jobs older than this are purged; 0: never
+    ui: UiMode = "on"  # the dashboard at /ui: on, read-only, off
 
 
 class Hitd:
@@ -93,12 +96,18 @@ class Hitd:
             self.intake,
             self.registry.check,
             self._worker_numbers,
-            AppConfig(queue_size=config.queue_size, token=config.token),
+            AppConfig(queue_size=config.queue_size, token=config.token, ui=config.ui),
             clock=clock,
+            notify=self.runner.notify,
         )
+        self.rates = RateSampler(self.app.rates, self._rate_totals, clock=clock)
         self.http = HttpServer(self.app, HttpLimits(max_body_bytes=config.max_body_bytes))
         self._stopped = asyncio.Event()
         self._draining_started = False
+
+    def _rate_totals(self) -> tuple[int, int, int]:
+        s = self.runner.statistics()
+        return (self.app.counters.accepted, s.completed, s.failed)
 
     def _refused(self, n: int) -> None:
         self.app.counters.reject(503, n)  # answered by the intake: the store failed
@@ -136,6 +145,7 @@ class Hitd:
             await self.store.close()
             raise
         self.purger.start()
+        self.rates.start()
 
     async def stop(self) -> None:
         """Drain: refuse new jobs, commit what came, let running jobs finish, close."""
@@ -145,6 +155,7 @@ class Hitd:
         self._draining_started = True
         self.app.draining = True
         await self.purger.stop()
+        await self.rates.stop()
         await self.intake.close()
         await self.runner.stop(grace_s=self.config.grace_s)
         await self.http.close(grace=2.0)

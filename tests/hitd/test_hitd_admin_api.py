@@ -1,0 +1,284 @@
+"""The job administration API (hitd/admin.py) and the dashboard's routes without a browser:
+in-process hitd on a real socket with a real SQLite file."""
+
+from __future__ import annotations
+
+import pytest
+
+from hitpool import SpecError
+from hitpool.hitd.admin import parse_bulk, parse_list, parse_purge
+from hitpool.hitd.store.base import JobQuery
+from hitpool.hitd.tasks import task
+
+JSON = {"Content-Type": "application/json"}
+UI = {"X-Requested-With": "hitd-ui"}
+
+_fail = {"on": True}
+
+
+@task(name="test_admin_flaky")
+def flaky(word: str) -> str:
+    """Fails while _fail["on"]: a job that ends dead after its one attempt."""
+    if _fail["on"]:
+        raise RuntimeError(f"failed on {word}")
+    return word
+
+
+async def dead_job(hitd, c, word: str = "w") -> int:
+    r = await c.request(
+        "POST",
+        "/jobs",
+        {"task": "test_admin_flaky", "args": {"word": word}, "max_attempts": 1},
+        JSON,
+    )
+    assert r.status == 202
+    await hitd.runner.until_idle()
+    job = (await c.request("GET", f"/jobs/{r.json()['id']}")).json()
+    assert job["status"] == "dead", job
+    return int(job["id"])
+
+
+@pytest.fixture(autouse=True)
+def failing() -> None:
+    _fail["on"] = True
+
+
+# -- parsing: pure, a 400 names the parameter ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("status=bogus", "status"),
+        ("status=dead,nope", "status"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("before=-1", "before"),
+        ("before=0", "before"),
+        ("task=", "task"),
+        ("q=" + "x" * 201, "q"),
+        ("q=%00", "q"),
+        ("q=%ff", "query"),
+        ("sort=id", "sort"),
+        ("limit=5&limit=6", "limit"),
+    ],
+)
+def test_parse_list_refuses_naming_the_parameter(query: str, field: str) -> None:
+    with pytest.raises(SpecError) as e:
+        parse_list(query)
+    assert e.value.field == field
+
+
+def test_parse_list_reads_every_parameter() -> None:
+    assert parse_list("") == JobQuery()
+    q = parse_list("status=dead&status=failed&task=hit&q=%22ann%22&limit=7&before=90")
+    assert q == JobQuery(("dead", "failed"), "hit", '"ann"', 90, 7)
+    assert parse_list("status=dead,failed,dead").statuses == ("dead", "failed")
+
+
+def test_parse_bulk_and_purge() -> None:
+    assert parse_bulk("status=dead") == ("dead", 1000)
+    assert parse_bulk("status=failed&limit=5") == ("failed", 5)
+    for query, field in [
+        ("", "status"),
+        ("status=succeeded", "status"),
+        ("status=dead,failed", "status"),
+        ("status=dead&limit=10001", "limit"),
+    ]:
+        with pytest.raises(SpecError) as e:
+            parse_bulk(query)
+        assert e.value.field == field
+    assert parse_purge("purge=1") and parse_purge("purge=true") and not parse_purge("")
+    with pytest.raises(SpecError) as e:
+        parse_purge("purge=yes")
+    assert e.value.field == "purge"
+
+
+# -- the routes ------------------------------------------------------------------------------
+
+
+async def test_list_newest_first_search_and_cursor(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    ids = []
+    for name in ("ann", "bob", "ann2"):
+        r = await c.request("POST", "/jobs", {"task": "hello", "args": {"name": name}}, JSON)
+        ids.append(r.json()["id"])
+    await hitd.runner.until_idle()
+    body = (await c.request("GET", "/jobs?limit=2")).json()
+    assert [j["id"] for j in body["jobs"]] == [ids[2], ids[1]]
+    assert body["next"] == f"/jobs?limit=2&before={ids[1]}"
+    body = (await c.request("GET", body["next"])).json()
+    assert [j["id"] for j in body["jobs"]] == [ids[0]] and body["next"] is None
+    body = (await c.request("GET", "/jobs?q=ann&status=succeeded")).json()
+    assert [j["id"] for j in body["jobs"]] == [ids[2], ids[0]]
+    assert body["jobs"][0]["args"] == {"name": "ann2"}
+    r = await c.request("GET", "/jobs?status=lost")
+    assert (r.status, r.json()["field"]) == (400, "status")
+    r = await c.request("PUT", "/jobs")
+    assert (r.status, r.headers["allow"]) == (405, "GET, HEAD, POST")
+
+
+async def test_retry_runs_a_dead_job_now(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    id = await dead_job(hitd, c)
+    _fail["on"] = False
+    r = await c.request("POST", f"/jobs/{id}/retry")
+    assert r.status == 200 and r.json()["status"] == "queued"
+    await hitd.runner.until_idle()  # woken by the retry: no poll waited for
+    job = (await c.request("GET", f"/jobs/{id}")).json()
+    assert (job["status"], job["result"], job["attempts"]) == ("succeeded", "w", 1)
+    r = await c.request("POST", f"/jobs/{id}/retry")
+    assert (r.status, r.json()["field"]) == (409, "status")
+    r = await c.request("POST", "/jobs/999999/retry")
+    assert (r.status, r.json()["field"]) == (404, "id")
+    r = await c.request("POST", "/jobs/x1/retry")
+    assert r.status == 404
+    r = await c.request("GET", f"/jobs/{id}/retry")
+    assert (r.status, r.headers["allow"]) == (405, "POST")
+
+
+async def test_retry_of_a_scheduled_job_runs_it_now(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    r = await c.request(
+        "POST", "/jobs", {"task": "hello", "args": {"name": "later"}, "delay": "1h"}, JSON
+    )
+    id = r.json()["id"]
+    assert (await c.request("POST", f"/jobs/{id}/retry")).status == 200
+    await hitd.runner.until_idle()
+    assert (await c.request("GET", f"/jobs/{id}")).json()["status"] == "succeeded"
+
+
+async def test_bulk_retry_of_dead_jobs(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    ids = [await dead_job(hitd, c, f"w{i}") for i in range(3)]
+    _fail["on"] = False
+    r = await c.request("POST", "/jobs/retry?status=dead&limit=2")
+    assert r.json() == {"status": "dead", "retried": 2, "limit": 2}
+    r = await c.request("POST", "/jobs/retry?status=dead")
+    assert r.json()["retried"] == 1
+    await hitd.runner.until_idle()
+    statuses = [(await c.request("GET", f"/jobs/{i}")).json()["status"] for i in ids]
+    assert statuses == ["succeeded"] * 3
+    r = await c.request("POST", "/jobs/retry")
+    assert (r.status, r.json()["field"]) == (400, "status")
+    r = await c.request("POST", "/jobs/retry?status=running")
+    assert (r.status, r.json()["field"]) == (400, "status")
+
+
+async def test_delete_with_purge_deletes_a_finished_job(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    old = await dead_job(hitd, c)
+    newest = await dead_job(hitd, c)
+    counts = (await c.request("GET", "/stats")).json()["jobs"]
+    assert (await c.request("DELETE", f"/jobs/{old}?purge=1")).json() == {
+        "id": old,
+        "deleted": True,
+    }
+    assert (await c.request("GET", f"/jobs/{old}")).status == 404
+    assert (await c.request("GET", "/stats")).json()["jobs"]["dead"] == counts["dead"] - 1
+    r = await c.request("DELETE", f"/jobs/{newest}?purge=1")
+    assert (r.status, r.json()["field"]) == (409, "id")
+    r = await c.request("DELETE", f"/jobs/{old}?purge=1")
+    assert (r.status, r.json()["field"]) == (404, "id")
+    r = await c.request("POST", "/jobs", {"task": "hello", "delay": "1h"}, JSON)
+    queued = r.json()["id"]
+    r = await c.request("DELETE", f"/jobs/{queued}?purge=1")
+    assert (r.status, r.json()["field"]) == (409, "status")
+    r = await c.request("DELETE", f"/jobs/{queued}?purge=maybe")
+    assert (r.status, r.json()["field"]) == (400, "purge")
+    r = await c.request("DELETE", f"/jobs/{queued}")  # without purge: the cancel, as before
+    assert r.json()["status"] == "cancelled"
+
+
+async def test_read_only_refuses_the_actions(start_hitd, connect) -> None:
+    hitd = await start_hitd(ui="read-only")
+    c = await connect(hitd.port)
+    id = await dead_job(hitd, c)
+    for method, path in [
+        ("POST", f"/jobs/{id}/retry"),
+        ("POST", "/jobs/retry?status=dead"),
+        ("DELETE", f"/jobs/{id}?purge=1"),
+    ]:
+        r = await c.request(method, path)
+        assert (r.status, r.json()["field"]) == (403, "ui"), path
+    assert (await c.request("GET", f"/jobs/{id}")).json()["status"] == "dead"
+    state = (await c.request("GET", "/ui/state")).json()
+    assert state["mode"] == "read-only"
+    assert (await c.request("GET", "/ui")).status == 200
+
+
+async def test_ui_off_serves_no_page_but_keeps_the_api(start_hitd, connect) -> None:
+    hitd = await start_hitd(ui="off")
+    c = await connect(hitd.port)
+    for path in ("/ui", "/ui/state", "/ui/static/dashboard.js"):
+        assert (await c.request("GET", path)).status == 404, path
+    assert (await c.request("GET", "/jobs")).status == 200
+
+
+async def test_the_token_guards_the_api_and_the_page_logs_in(start_hitd, connect) -> None:
+    hitd = await start_hitd(token="s3cret")
+    c = await connect(hitd.port)
+    assert (await c.request("GET", "/jobs")).status == 401
+    assert (await c.request("POST", "/jobs/1/retry")).status == 401
+    assert (await c.request("GET", "/ui/state")).status == 401
+    page = await c.request("GET", "/ui")
+    assert page.status == 200 and b'name="token"' in page.body  # the login form
+    r = await c.request("POST", "/ui/login", "token=wrong")
+    assert r.status == 401 and "set-cookie" not in r.headers
+    r = await c.request("POST", "/ui/login", "token=s3cret")
+    assert (r.status, r.headers["location"]) == (303, "/ui")
+    cookie = r.headers["set-cookie"].split(";")[0]
+    assert "s3cret" not in cookie and "HttpOnly" in r.headers["set-cookie"]
+    assert "SameSite=Strict" in r.headers["set-cookie"]
+    with_cookie = {"Cookie": cookie}
+    page = await c.request("GET", "/ui", headers=with_cookie)
+    assert b"dashboard.js" in page.body
+    assert (await c.request("GET", "/stats", headers=with_cookie)).status == 200
+    assert (await c.request("GET", "/ui/state", headers=with_cookie)).status == 200
+    # A write with the cookie alone (what a cross-site form could send) is refused.
+    r = await c.request("POST", "/jobs/retry?status=dead", headers=with_cookie)
+    assert (r.status, r.json()["field"]) == (403, "X-Requested-With")
+    r = await c.request("POST", "/jobs/retry?status=dead", headers={**with_cookie, **UI})
+    assert r.status == 200
+    bad = {"Cookie": "hitd_session=" + "0" * 64}
+    assert (await c.request("GET", "/stats", headers=bad)).status == 401
+    r = await c.request("GET", "/jobs", headers={"Authorization": "Bearer s3cret"})
+    assert r.status == 200
+
+
+async def test_the_page_and_its_files_come_from_hitd(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    page = await c.request("GET", "/ui")
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for name, kind in [
+        ("dashboard.js", "text/javascript"),
+        ("uPlot.iife.min.js", "text/javascript"),
+        ("uPlot.min.css", "text/css"),
+        ("dashboard.css", "text/css"),
+    ]:
+        r = await c.request("GET", f"/ui/static/{name}")
+        assert r.status == 200 and r.headers["content-type"].startswith(kind), name
+    assert (await c.request("GET", "/ui/static/../app.py")).status == 404
+    assert (await c.request("GET", "/ui/nothing")).status == 404
+
+
+async def test_state_reports_latency_rates_and_recent_failures(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    id = await dead_job(hitd, c, "<b>x</b>")
+    hitd.rates.sample()  # what the sampler does each second
+    st = (await c.request("GET", "/ui/state")).json()
+    assert [j["id"] for j in st["recent_failures"]] == [id]
+    assert st["recent_failures"][0]["error"].endswith("failed on <b>x</b>")
+    assert st["queue_latency_s"] is None
+    assert st["workers"]["size"] == 2
+    assert set(st["rates"]) == {"t", "accepted", "completed", "failed"}
+    assert sum(st["rates"]["accepted"]) <= 1 and sum(st["rates"]["failed"]) <= 1
