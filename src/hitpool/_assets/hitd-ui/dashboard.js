@@ -39,18 +39,19 @@
   }
 
   // Every action is a call of the job API; the header tells hitd it comes from this page.
-  async function act(method, url, done) {
+  async function act(method, url, done, gone) {
     const r = await fetch(url, { method, headers: { "X-Requested-With": "hitd-ui" } });
     let body = {};
     try { body = await r.json(); } catch (e) { /* an empty answer */ }
     if (r.ok) flash(done(body)); else flash(body.message || method + " " + url + ": " + r.status, true);
     refresh();
-    if (location.hash.startsWith("#job/")) showJob();
+    if (r.ok && gone && location.hash.startsWith("#job/")) location.hash = "";  // nothing to show
+    else if (location.hash.startsWith("#job/")) showJob();
     return r.ok;
   }
   const retry = (id) => act("POST", "/jobs/" + id + "/retry", () => "job " + id + " queued to run now");
   const cancel = (id) => act("DELETE", "/jobs/" + id, () => "job " + id + " cancelled");
-  const remove = (id) => act("DELETE", "/jobs/" + id + "?purge=1", () => "job " + id + " deleted");
+  const remove = (id) => act("DELETE", "/jobs/" + id + "?purge=1", () => "job " + id + " deleted", true);
 
   const actionsAllowed = () => state.mode === "on";
 
