@@ -3,6 +3,8 @@ in-process hitd on a real socket with a real SQLite file."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hitpool import SpecError
@@ -282,3 +284,47 @@ async def test_state_reports_latency_rates_and_recent_failures(start_hitd, conne
     assert st["workers"]["size"] == 2
     assert set(st["rates"]) == {"t", "accepted", "completed", "failed"}
     assert sum(st["rates"]["accepted"]) <= 1 and sum(st["rates"]["failed"]) <= 1
+
+
+async def test_read_only_refuses_a_cancel_from_the_page_but_not_the_api(
+    start_hitd, connect
+) -> None:
+    hitd = await start_hitd(token="s3cret", ui="read-only")
+    c = await connect(hitd.port)
+    auth = {"Authorization": "Bearer s3cret"}
+    r = await c.request("POST", "/jobs", {"task": "hello", "delay": "1h"}, {**JSON, **auth})
+    id = r.json()["id"]
+    login = await c.request("POST", "/ui/login", "token=s3cret")
+    cookie = {"Cookie": login.headers["set-cookie"].split(";")[0], **UI}
+    r = await c.request("DELETE", f"/jobs/{id}", headers=cookie)
+    assert (r.status, r.json()["field"]) == (403, "ui")
+    assert (await c.request("DELETE", f"/jobs/{id}", headers=auth)).json()["status"] == "cancelled"
+
+
+async def test_state_measures_queue_latency_from_the_oldest_due_job() -> None:
+    from hitpool.hitd.metrics import WorkerNumbers
+    from hitpool.hitd.rates import RateRing
+    from hitpool.hitd.store import NewJob
+    from hitpool.hitd.store.memory import MemoryStore
+    from hitpool.hitd.ui import Dashboard
+
+    t0 = 1_800_000_000.0
+    store = MemoryStore()
+    await store.enqueue([NewJob("hello", {}, t0 - 5), NewJob("hello", {}, t0 - 2)], t0)
+    await store.enqueue([NewJob("hello", {}, t0 + 60)], t0)  # not due: no wait yet
+    numbers = WorkerNumbers(4, 1, 3, 0, 0, 0, None)
+    ui = Dashboard("on", None, store, RateRing(), lambda: numbers, lambda: t0)
+    reply = await ui._state()
+    body = json.loads(reply.body)
+    assert body["queue_latency_s"] == 5.0
+    assert body["workers"] == {"size": 4, "busy": 1, "by_process": {}}
+
+
+def test_the_ui_flag() -> None:
+    from hitpool.hitd.cli import parse_config
+
+    assert parse_config([], {}).ui == "on"
+    assert parse_config(["--ui", "read-only"], {}).ui == "read-only"
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--ui", "maybe"], {})
+    assert e.value.code == 2

@@ -39,6 +39,12 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
   `before`: such a job cannot have finished before it. Retention (`hitd --retention`) calls
   it in chunks, so each transaction stays short.
 
+Administration (`list_jobs`, `retry`, `retry_all`, `delete`, `oldest_due`; the contract is
+in `tests/hitd/test_hitd_store_admin.py`): a listing is newest first, keyset-paginated by
+id and bounded in what it reads; a retry gives a failed or dead job fresh attempts and never
+lets two active jobs share a key; a delete takes one finished job and, like `purge`, keeps
+the newest. Their rules are the functions at the end of this module.
+
 Queue depth for the HTTP side's 429 decision: `queued_estimate()` is a plain (non-async)
 method that answers from a counter kept in memory, never waiting on the database. It is
 exact for a store one process owns (memory, SQLite: the counter moves with every committed

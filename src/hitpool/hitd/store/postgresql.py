@@ -568,9 +568,9 @@ class PostgreSQLStore(Store):
             where.append(f"strpos(args, ${len(params)}) > 0")
         params.append(query.limit)
         sql = (
-            f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM hitd_jobs WHERE id < $1 "
-            f"ORDER BY id DESC LIMIT $2) w {'WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY id DESC LIMIT ${len(params)}"
+            f"SELECT {COLUMNS} FROM hitd_jobs WHERE id < $1 AND id >= (SELECT min(id) FROM "
+            "(SELECT id FROM hitd_jobs WHERE id < $1 ORDER BY id DESC LIMIT $2) w)"
+            f"{''.join(' AND ' + w for w in where)} ORDER BY id DESC LIMIT ${len(params)}"
         )
 
         async def fn(c: asyncpg.Connection) -> JobPage:
