@@ -274,3 +274,23 @@ async def test_a_hit_run_is_drawn_with_uplot(start_hitd, connect, chromium) -> N
     await run(screenshot, chromium, "hitd-ui-hit-run")
     assert await run(console_errors, chromium) == []
     await run(only_hitd, chromium, hitd.port)
+
+
+async def test_a_job_page_follows_the_job_until_it_finishes(start_hitd, connect, chromium) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    _gates["page"] = asyncio.Event()
+    r = await c.request("POST", "/jobs", {"task": "test_ui_gate", "args": {"name": "page"}}, JSON)
+    id = r.json()["id"]
+    await wait_busy(c, 1)
+    await run(chromium.get, f"http://127.0.0.1:{hitd.port}/ui#job/{id}")
+    await wait_js(chromium, "document.querySelector('#job-title').textContent.endsWith('running')")
+    _gates["page"].set()
+    await hitd.runner.until_idle()
+    await wait_js(
+        chromium, "document.querySelector('#job-title').textContent.endsWith('succeeded')"
+    )
+    assert (
+        await js(chromium, "return document.querySelector('#job-result').textContent") == '"page"'
+    )
+    assert await run(console_errors, chromium) == []

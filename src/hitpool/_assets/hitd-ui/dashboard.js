@@ -9,6 +9,8 @@
   let state = { mode: "on", token: false };
   let rateChart = null;
   let lastSearch = "";
+  let shownJob = null;  // the job on the job page; polled again until it is finished
+  const FINISHED = ["succeeded", "failed", "dead", "cancelled"];
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -154,6 +156,7 @@
       renderState(st);
       $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
       document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+      if (location.hash.startsWith("#job/") && shownJob && !FINISHED.includes(shownJob.status)) showJob();
     } catch (e) {
       $("#updated").textContent = "hitd does not answer (" + e.message + ")";
     }
@@ -210,7 +213,8 @@
     $("#job").hidden = false;
     let j;
     try { j = await getJSON("/jobs/" + encodeURIComponent(id)); }
-    catch (e) { $("#job-title").textContent = "job " + id + ": not found"; return; }
+    catch (e) { shownJob = null; $("#job-title").textContent = "job " + id + ": not found"; return; }
+    shownJob = j;
     $("#job-title").textContent = "job " + j.id + " · " + j.task + " · " + j.status;
     $("#job-actions").replaceChildren(actionButtons(j));
     const body = $("#job-fields tbody");
