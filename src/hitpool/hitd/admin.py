@@ -15,6 +15,7 @@ raises `SpecError(field, message)`, which becomes a 400 naming the parameter.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from .._errors import SpecError, StoreError
@@ -24,12 +25,13 @@ from .store.base import (
     RETRYABLE,
     STATUSES,
     JobQuery,
+    JobRecord,
     JobStatus,
     Store,
     storable,
 )
 
-__all__ = ["MAX_BULK", "Admin", "parse_bulk", "parse_list", "parse_purge"]
+__all__ = ["MAX_BULK", "Admin", "job_json", "parse_bulk", "parse_list", "parse_purge"]
 
 MAX_BULK = 10_000  # jobs one bulk retry queues again at most (one transaction)
 DEFAULT_BULK = 1000
@@ -83,6 +85,12 @@ def _text(params: dict[str, str], name: str) -> str | None:
     if storable(text) != text:
         raise SpecError(name, "must not contain NUL or an unpaired surrogate")
     return text
+
+
+def job_json(record: JobRecord) -> dict[str, Any]:
+    """A job as the listing, the actions and the dashboard show it: `GET /jobs/{id}`'s body
+    (one function, so that they cannot drift from it)."""
+    return record.to_json()
 
 
 def parse_list(query: str) -> JobQuery:
@@ -147,7 +155,7 @@ class Admin:
             keep = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "before"]
             nxt = "/jobs?" + urlencode([*keep, ("before", str(page.next_before))])
         body = {
-            "jobs": [r.to_json() for r in page.jobs],
+            "jobs": [job_json(r) for r in page.jobs],
             "next": nxt,
             "next_before": page.next_before,
         }
@@ -161,7 +169,7 @@ class Admin:
             return self._store_failed(e)
         if outcome == "retried" and record is not None:
             self.notify()
-            return json_response(200, record.to_json())
+            return json_response(200, job_json(record))
         if outcome == "missing" or record is None:
             return error_response(404, f"no job {job_id}", "id")
         if record.status in RETRYABLE:

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from .._errors import StoreError
+from .admin import job_json
 from .messages import Request, Response, error_response, json_response
 from .metrics import WorkerNumbers
 from .rates import RateRing
@@ -241,8 +242,8 @@ class Dashboard:
             "rates": self.rates.series(now),
             "queue_latency_s": None if oldest is None else max(0.0, now - oldest),
             "workers": {"size": w.workers, "busy": w.busy, "by_process": holders},
-            "recent_failures": [r.to_json() for r in failures.jobs],
-            "hit_runs": [_hit_run(r.to_json()) for r in runs.jobs],
+            "recent_failures": [job_json(r) for r in failures.jobs],
+            "hit_runs": [_hit_run(job_json(r)) for r in runs.jobs],
         }
         return json_response(200, body)
 
