@@ -228,6 +228,9 @@ async def test_the_token_guards_the_api_and_the_page_logs_in(start_hitd, connect
     c = await connect(hitd.port)
     assert (await c.request("GET", "/jobs")).status == 401
     assert (await c.request("POST", "/jobs/1/retry")).status == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    # An action refused is no refused job submission: the metric counts POST /jobs and /work.
+    assert (await c.request("GET", "/stats", headers=auth)).json()["rejected"] == {}
     assert (await c.request("GET", "/ui/state")).status == 401
     page = await c.request("GET", "/ui")
     assert page.status == 200 and b'name="token"' in page.body  # the login form

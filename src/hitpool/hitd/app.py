@@ -294,7 +294,7 @@ class App:
             return None
         if self.dashboard.session(req):  # the dashboard's cookie (hitd/ui.py)
             return self.dashboard.check_write(req)
-        if req.method == "POST":  # a refused job submission, counted like the others
+        if req.method == "POST" and req.path in ("/jobs", "/work"):  # a refused submission
             self.counters.reject(401)
         return error_response(
             401,
