@@ -271,6 +271,7 @@ async def test_a_hit_run_is_drawn_with_uplot(start_hitd, connect, chromium) -> N
     await wait_js(chromium, "document.querySelectorAll('#hit-report canvas').length === 2")
     shown = await js(chromium, "return document.querySelector('#hit-latency').textContent")
     assert "requests200" in shown.replace(" ", "")
+    await js(chromium, "document.querySelector('#hit-report').scrollIntoView()")
     await run(screenshot, chromium, "hitd-ui-hit-run")
     assert await run(console_errors, chromium) == []
     await run(only_hitd, chromium, hitd.port)

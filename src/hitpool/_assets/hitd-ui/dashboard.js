@@ -180,11 +180,14 @@
     body.append(el("tr", {}, el("th", { text: name }), el("td", { text: value })));
   }
 
-  function lineChart(box, title, t, series) {
+  // A chart over the seconds of a load test: x is the second since its start, not a date.
+  function lineChart(box, title, yLabel, t, series) {
     box.replaceChildren();
     new uPlot({
       title, width: Math.max(300, box.clientWidth - 10), height: 220,
-      series: [{}].concat(series.map(([label, stroke]) => ({ label, stroke }))),
+      scales: { x: { time: false } },
+      axes: [{ label: "second of the run" }, { label: yLabel }],
+      series: [{ label: "second" }].concat(series.map(([label, stroke]) => ({ label, stroke }))),
     }, [t].concat(series.map((s) => s[2])), box);
   }
 
@@ -201,10 +204,10 @@
     const tl = result.timeline || [];
     if (!tl.length) { $("#hit-rate-chart").replaceChildren(); $("#hit-latency-chart").replaceChildren(); return; }
     const t = tl.map((r) => r.second);
-    lineChart($("#hit-rate-chart"), "requests and errors per second", t,
+    lineChart($("#hit-rate-chart"), "requests and errors per second", "per second", t,
       [["requests/s", "#2563eb", tl.map((r) => r.requests)], ["errors/s", "#c0392b", tl.map((r) => r.errors)]]);
-    lineChart($("#hit-latency-chart"), "latency (s)", t,
-      [["p50", "#1e8449", tl.map((r) => r.p50_s)], ["p99", "#b9770e", tl.map((r) => r.p99_s)]]);
+    lineChart($("#hit-latency-chart"), "latency", "ms", t,
+      [["p50", "#1e8449", tl.map((r) => r.p50_s * 1000)], ["p99", "#b9770e", tl.map((r) => r.p99_s * 1000)]]);
   }
 
   async function showJob() {
