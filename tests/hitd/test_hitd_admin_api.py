@@ -212,12 +212,14 @@ async def test_read_only_refuses_the_actions(start_hitd, connect) -> None:
     assert (await c.request("GET", f"/jobs/{id}")).json()["status"] == "dead"
     state = (await c.request("GET", "/ui/state")).json()
     assert state["mode"] == "read-only"
+    assert "dashboard /ui read-only" in hitd.startup_line()
     assert (await c.request("GET", "/ui")).status == 200
 
 
 async def test_ui_off_serves_no_page_but_keeps_the_api(start_hitd, connect) -> None:
     hitd = await start_hitd(ui="off")
     c = await connect(hitd.port)
+    assert "dashboard" not in hitd.startup_line()
     for path in ("/ui", "/ui/state", "/ui/static/dashboard.js"):
         assert (await c.request("GET", path)).status == 404, path
     assert (await c.request("GET", "/jobs")).status == 200

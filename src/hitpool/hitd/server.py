@@ -166,11 +166,12 @@ class Hitd:
         c = self.config
         durable = "durable" if self.store.durable else "NOT durable: jobs die with the process"
         auth = ", token required" if c.token else ""
+        ui = {"on": ", dashboard /ui", "read-only": ", dashboard /ui read-only", "off": ""}[c.ui]
         host = f"[{c.host}]" if ":" in c.host else c.host
         return (
             f"hitd listening on http://{host}:{self.port} "
             f"(store {c.store} [{durable}], {c.workers} workers, queue-size {c.queue_size}, "
-            f"retention {describe(c.retention_s)}{auth})"
+            f"retention {describe(c.retention_s)}{ui}{auth})"
         )
 
 
