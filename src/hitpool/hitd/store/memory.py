@@ -374,8 +374,8 @@ class MemoryStore(Store):
         return page_of(query, matched, scanned, lowest)
 
     def _requeue(self, job: _Job, now: float) -> None:
-        """A failed or dead job back to queued, due now, with fresh attempts."""
-        self._finished.remove(job.id)
+        """A failed or dead job back to queued, due now, with fresh attempts. The caller
+        takes it off `_finished`."""
         self._move(job, "queued")
         if job.key is not None:
             self._keys[job.key] = job.id
@@ -396,6 +396,7 @@ class MemoryStore(Store):
             return "retried"
         if job.status not in RETRYABLE or (job.key is not None and job.key in self._keys):
             return "refused"
+        self._finished.remove(id)
         self._requeue(job, now)
         return "retried"
 
@@ -404,6 +405,8 @@ class MemoryStore(Store):
             return 0
         rows = [(j.id, j.key) for j in self._jobs.values() if j.status == status]
         ids = pick_retries(sorted(rows)[:limit], set(self._keys))
+        gone = set(ids)  # off `_finished` in one pass, not one deque.remove() per job
+        self._finished = deque(id for id in self._finished if id not in gone)
         for id in ids:
             self._requeue(self._jobs[id], now)
         return len(ids)
