@@ -104,13 +104,16 @@ async def test_list_newest_first_search_and_cursor(start_hitd, connect) -> None:
     hitd = await start_hitd()
     c = await connect(hitd.port)
     ids = []
-    for name in ("ann", "bob", "ann2"):
+    for name in ("ann", "bob", "ann2", "Zoë 🎉"):
         r = await c.request("POST", "/jobs", {"task": "hello", "args": {"name": name}}, JSON)
         ids.append(r.json()["id"])
     await hitd.runner.until_idle()
-    body = (await c.request("GET", "/jobs?limit=2")).json()
+    body = (await c.request("GET", "/jobs?q=Zo%C3%AB%20%F0%9F%8E%89")).json()
+    assert [j["args"]["name"] for j in body["jobs"]] == ["Zoë 🎉"]  # as typed, not escaped
+    ids.pop()
+    body = (await c.request("GET", f"/jobs?limit=2&before={ids[2] + 1}")).json()
     assert [j["id"] for j in body["jobs"]] == [ids[2], ids[1]]
-    assert body["next"] == f"/jobs?limit=2&before={ids[1]}"
+    assert body["next"] == f"/jobs?limit=2&before={ids[1]}"  # the cursor replaced
     body = (await c.request("GET", body["next"])).json()
     assert [j["id"] for j in body["jobs"]] == [ids[0]] and body["next"] is None
     body = (await c.request("GET", "/jobs?q=ann&status=succeeded")).json()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hitd import _store_fixtures
+from hitpool.hitd.admin import as_stored
 from hitpool.hitd.store import NewJob, Outcome, Store
 from hitpool.hitd.store.base import JobQuery, page_of, pick_retries
 from hitpool.hitd.store.sqlite import SQLiteStore
@@ -64,6 +65,16 @@ class AdminContract:
         page = await store.list_jobs(JobQuery(q="ann", statuses=("dead",)))
         assert [r.id for r in page.jobs] == [dead] and page.jobs[0].error == "boom"
         assert (await store.list_jobs(JobQuery(q="nobody"))).jobs == []
+
+    async def test_non_ascii_args_are_found_by_their_stored_escapes(self, store: Store) -> None:
+        [(id, _), _] = await store.enqueue([job(name="Zoë 🎉"), job(name="Zoe")], T0)
+        page = await store.list_jobs(JobQuery(q=as_stored("Zoë 🎉")))
+        assert [r.id for r in page.jobs] == [id]
+        [(kid, _)] = await store.enqueue([job(key="k", name="Zoë")], T0)  # the rows path
+        assert [r.id for r in (await store.list_jobs(JobQuery(q=as_stored("Zoë")))).jobs] == [
+            kid,
+            id,
+        ]
 
     async def test_a_listing_looks_at_no_more_than_its_scan_bound(self, store: Store) -> None:
         dead = await ended(store, job(), permanent=False)

@@ -14,6 +14,7 @@ raises `SpecError(field, message)`, which becomes a 400 naming the parameter.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -100,7 +101,17 @@ def parse_list(query: str) -> JobQuery:
     limit = _int(p, "limit", 1, MAX_LIST, 50)
     before = _int(p, "before", 1, 2**63 - 1, None)
     assert limit is not None
-    return JobQuery(statuses, _text(p, "task"), _text(p, "q"), before, limit)
+    q = _text(p, "q")
+    return JobQuery(statuses, _text(p, "task"), None if q is None else as_stored(q), before, limit)
+
+
+def as_stored(text: str) -> str:
+    """Search text as the stores hold args: compact JSON with every non-ASCII character
+    escaped (`é` as `\\u00e9`), so that `q=Zoë` finds {"name": "Zoë"}. ASCII is left as
+    typed, so a fragment of JSON such as `"user":"ann"` still matches."""
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() else json.dumps(c)[1:-1] for c in text)
 
 
 def parse_bulk(query: str) -> tuple[JobStatus, int]:
