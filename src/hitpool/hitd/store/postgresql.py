@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..._errors import SpecError, StoreError, StoreUnavailable
+from . import postgresql_admin as admin
 from .base import (
     FINISHED,
     RETRYABLE,
@@ -50,8 +51,6 @@ from .base import (
     RetryOutcome,
     Store,
     bisect_created,
-    page_of,
-    pick_retries,
     storable,
 )
 from .sqlite_ops import dumps, result_json, row_record
@@ -550,64 +549,15 @@ class PostgreSQLStore(Store):
         except StopIteration as done:
             return int(done.value)
 
-    # -- administration (see Store) ---------------------------------------------------------
+    # -- administration (see Store; the SQL is in postgresql_admin) --------------------------
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
-        # As for SQLite: a window of the newest `scan` jobs below the cursor, by primary key,
-        # and the filters inside it.
-        where: list[str] = []
-        params: list[Any] = [_NO_CURSOR if query.before is None else query.before, query.scan]
-        if query.statuses is not None:
-            params.append(list(query.statuses))
-            where.append(f"status = ANY(${len(params)}::text[])")
-        if query.task is not None:
-            params.append(query.task)
-            where.append(f"task = ${len(params)}")
-        if query.q is not None:
-            params.append(query.q)
-            where.append(f"strpos(args, ${len(params)}) > 0")
-        params.append(query.limit)
-        sql = (
-            f"SELECT {COLUMNS} FROM hitd_jobs WHERE id < $1 AND id >= (SELECT min(id) FROM "
-            "(SELECT id FROM hitd_jobs WHERE id < $1 ORDER BY id DESC LIMIT $2) w)"
-            f"{''.join(' AND ' + w for w in where)} ORDER BY id DESC LIMIT ${len(params)}"
-        )
-
-        async def fn(c: asyncpg.Connection) -> JobPage:
-            matched = [_record(r) for r in await c.fetch(sql, *params)]
-            if len(matched) >= query.limit:
-                return page_of(query, matched, 0, None)
-            scanned, lowest = await c.fetchrow(
-                "SELECT count(*), min(id) FROM (SELECT id FROM hitd_jobs WHERE id < $1 "
-                "ORDER BY id DESC LIMIT $2) w",
-                *params[:2],
-            )
-            return page_of(query, matched, scanned, lowest)
-
-        page: JobPage = await self._run(fn)
+        page: JobPage = await self._run(admin.list_jobs, query)
         return page
 
     async def retry(self, id: int, now: float) -> RetryOutcome:
-        async def fn(c: asyncpg.Connection) -> RetryOutcome:
-            row = await c.fetchrow(
-                "SELECT status, run_at, key FROM hitd_jobs WHERE id = $1 FOR UPDATE", id
-            )
-            if row is None:
-                return "missing"
-            status, run_at, key = row
-            if status == "queued":
-                if run_at > now:
-                    await c.execute("UPDATE hitd_jobs SET run_at = $2 WHERE id = $1", id, now)
-                return "retried"
-            if status not in RETRYABLE:
-                return "refused"
-            if key is not None and await c.fetchval(_ACTIVE_KEY, key) is not None:
-                return "refused"
-            await c.execute(_REQUEUE + " WHERE id = $2", now, id)
-            return "retried"
-
         try:
-            outcome: RetryOutcome = await self._run(fn)
+            outcome: RetryOutcome = await self._run(admin.retry, id, now)
         except StoreError as e:
             # Another process queued a job with the same key between the check and the
             # update: the partial unique index refused it, as the contract refuses it.
@@ -621,44 +571,12 @@ class PostgreSQLStore(Store):
     async def retry_all(self, status: JobStatus, now: float, limit: int) -> int:
         if status not in RETRYABLE or limit <= 0:
             return 0
-
-        async def fn(c: asyncpg.Connection) -> int:
-            rows = await c.fetch(
-                "SELECT id, key FROM hitd_jobs WHERE status = $1 ORDER BY id LIMIT $2 "
-                "FOR UPDATE SKIP LOCKED",
-                status,
-                limit,
-            )
-            keys = sorted({r[1] for r in rows if r[1] is not None})
-            held = {
-                r[0]
-                for r in await c.fetch(
-                    "SELECT key FROM hitd_jobs WHERE key = ANY($1::text[]) "
-                    "AND status IN ('queued', 'running')",
-                    keys,
-                )
-            }
-            ids = pick_retries([(r[0], r[1]) for r in rows], held)
-            await c.execute(_REQUEUE + " WHERE id = ANY($2::bigint[])", now, ids)
-            return len(ids)
-
-        n: int = await self._run(fn)
+        n: int = await self._run(admin.retry_all, status, now, limit)
         self._queued += n
         return n
 
     async def delete(self, id: int) -> DeleteOutcome:
-        async def fn(c: asyncpg.Connection) -> DeleteOutcome:
-            status = await c.fetchval("SELECT status FROM hitd_jobs WHERE id = $1 FOR UPDATE", id)
-            if status is None:
-                return "missing"
-            if status in ("queued", "running"):
-                return "active"
-            if await c.fetchval("SELECT max(id) FROM hitd_jobs") == id:
-                return "newest"
-            await c.execute("DELETE FROM hitd_jobs WHERE id = $1", id)
-            return "deleted"
-
-        outcome: DeleteOutcome = await self._run(fn)
+        outcome: DeleteOutcome = await self._run(admin.delete, id)
         return outcome
 
     async def oldest_due(self, now: float) -> float | None:
@@ -669,14 +587,6 @@ class PostgreSQLStore(Store):
         )
         return None if value is None else float(value)
 
-
-# Back to queued, due at $1, with fresh attempts (the error kept): `retry`'s rule.
-_REQUEUE = (
-    "UPDATE hitd_jobs SET status = 'queued', attempts = 0, result = NULL, started_at = NULL, "
-    "finished_at = NULL, run_at = $1, worker = NULL, lease_until = NULL"
-)
-_ACTIVE_KEY = "SELECT 1 FROM hitd_jobs WHERE key = $1 AND status IN ('queued', 'running')"
-_NO_CURSOR = 2**63 - 1  # above every id (BIGSERIAL)
 
 _FINISH_OK = (
     "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $4, "
