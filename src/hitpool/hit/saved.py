@@ -90,8 +90,13 @@ class SavedRun:
     name: str = ""  # how to call this run on a page: its file name, or "this run"
 
     def json(self) -> dict[str, Any]:
-        """The run's ``--json`` object (hit/1, scenarios and steps included when present)."""
-        return self.summary.to_json()
+        """The run's ``--json`` object (hit/1), with the result's ``scenarios`` and ``steps``
+        when it holds them (a scenario run's)."""
+        doc = self.summary.to_json()
+        for key in ("scenarios", "steps"):
+            if key not in doc and key in self.result:
+                doc[key] = self.result[key]
+        return doc
 
 
 def _jsonable(value: Any) -> Any:
