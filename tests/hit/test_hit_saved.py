@@ -193,6 +193,13 @@ def test_compare_lays_runs_side_by_side_with_ratios(
     assert main(["report", "--compare", *paths]) == 0
     text = capsys.readouterr().out
     assert "after.hit/before.hit" in text and "3.000x" in text and "0.500x" in text
+    # two files of the same name are told apart by their paths
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "run.hit").write_bytes(Path(paths[0]).read_bytes())
+    same = [str(tmp_path / "x" / "run.hit"), str(tmp_path / "y" / "run.hit")]
+    assert main(["report", "--compare", *same, "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)["runs"]] == same
 
 
 def _write_bad(tmp_path: Path) -> dict[str, Path]:

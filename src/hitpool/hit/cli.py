@@ -211,13 +211,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             body = os.fsencode(ns.body)
     if ns.output is not None and not ns.output.endswith((".json", ".csv")):
         raise UsageError(f"-o: {ns.output!r} must end in .json or .csv")
-    for flag, path, suffixes in (
-        ("--html", ns.html, (".html", ".htm")),
-        ("--save", ns.save, (".hit",)),
-    ):
-        problem = reportcmd.output_problem(flag, path, suffixes) if path is not None else None
-        if problem:
-            raise UsageError(problem)
+    problem = reportcmd.outputs_problem(html_path=ns.html, save_path=ns.save)
+    if problem is not None:
+        raise UsageError(problem)
     try:
         spec = Spec(
             url=ns.url,
@@ -266,7 +262,7 @@ async def _run(spec: Spec, ns: argparse.Namespace, live: TextIO | None) -> Summa
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``hit`` command. Returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["report"]:  # the subcommand: a URL always starts with its scheme
+    if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
     try:
         spec, ns = parse_args(args)
@@ -301,12 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = True
             sys.stderr.write(f"hit: assertion failed: {a.text} ({actual})\n")
     if ns.html is not None or ns.save is not None:
-        run = saved.from_summary(
-            summary,
-            command=("hit", *args),
-            spec=spec,
-            verdicts=[saved.Verdict(a.text, ok, actual) for a, ok, actual in checked],
-        )
+        verdicts = [saved.Verdict(a.text, ok, actual) for a, ok, actual in checked]
+        run = saved.from_summary(summary, command=("hit", *args), spec=spec, verdicts=verdicts)
         for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
             sys.stderr.write(f"hit: {problem}\n")
     if summary.interrupted:

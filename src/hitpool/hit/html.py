@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from .charts import compare_charts, run_charts, step_chart
+from .compare import COMPARED, fmt_number, ratio, values
 from .report import fmt_s
 from .saved import SavedRun
 
@@ -53,18 +54,6 @@ def _table(cls: str, head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f'<table class="{cls}"><thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _num(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.3f}".rstrip("0").rstrip(".") if v != int(v) else f"{int(v):,}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
-
-
 def _overview(doc: Mapping[str, Any]) -> str:
     req = doc["requests"]
     rate = 100.0 * doc["errors"] / req if req else 0.0
@@ -82,7 +71,7 @@ def _overview(doc: Mapping[str, Any]) -> str:
         ("interrupted", "Interrupted"),
     ]
     out = [
-        [f"<th>{_e(label)}</th>", _cell(key, doc[key], _num(doc[key]))]
+        [f"<th>{_e(label)}</th>", _cell(key, doc[key], fmt_number(doc[key]))]
         for key, label in rows
         if key in doc
     ]
@@ -107,13 +96,13 @@ def _codes_and_errors(doc: Mapping[str, Any]) -> str:
     codes = [
         [
             f"<th>{_e(code)}</th>",
-            _cell(f"status_codes.{code}", n, _num(n)),
+            _cell(f"status_codes.{code}", n, fmt_number(n)),
             _cell(None, f"{100.0 * n / total:.2f}%"),
         ]
         for code, n in doc["status_codes"].items()
     ]
     kinds = [
-        [f"<th>{_e(kind)}</th>", _cell(f"errors_by_kind.{kind}", n, _num(n))]
+        [f"<th>{_e(kind)}</th>", _cell(f"errors_by_kind.{kind}", n, fmt_number(n))]
         for kind, n in sorted(doc["errors_by_kind"].items(), key=lambda kv: -kv[1])
     ]
     return (
@@ -154,7 +143,7 @@ def _scenarios(doc: Mapping[str, Any]) -> str:
         rows.append(
             [f"<th>{_e(name)}</th>"]
             + [
-                _cell(f"scenarios.{name}.{k}", s[k], _num(s[k])) if k in s else "<td></td>"
+                _cell(f"scenarios.{name}.{k}", s[k], fmt_number(s[k])) if k in s else "<td></td>"
                 for k in ("started", "completed", "failed", "dropped")
             ]
             + [
@@ -181,7 +170,7 @@ def _steps(doc: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         rows.append(
             [f"<th>{_e(name)}</th>"]
             + [
-                _cell(f"steps.{name}.{k}", s[k], _num(s[k])) if k in s else "<td></td>"
+                _cell(f"steps.{name}.{k}", s[k], fmt_number(s[k])) if k in s else "<td></td>"
                 for k in ("requests", "successes", "errors", "rps")
             ]
             + [
@@ -293,41 +282,17 @@ def render(run: SavedRun) -> str:
     return _page(f"hit report: {doc['method']} {doc['url']}", body, charts + step_charts)
 
 
-# Compared side by side: (key in --json, label, how to show it).
-COMPARED = (
-    ("requests", "requests", _num),
-    ("errors", "errors", _num),
-    ("rps", "requests per second", _num),
-    ("duration_s", "duration (s)", _num),
-    *((f"latency_s.{k}", k, fmt_s) for k in _LATENCY),
-)
-
-
-def lookup(doc: Mapping[str, Any], key: str) -> Any:
-    """``doc["latency_s"]["p99"]`` for ``"latency_s.p99"``."""
-    value: Any = doc
-    for part in key.split("."):
-        value = value[part]
-    return value
-
-
-def ratio(base: float, value: float) -> float | None:
-    """``value / base``, None when the base is 0 (no ratio to give)."""
-    return value / base if base else None
-
-
 def render_compare(runs: Sequence[SavedRun]) -> str:
     """Several runs side by side: each run's numbers, and each one's ratio to the first."""
-    docs = [r.json() for r in runs]
     names = [r.name for r in runs]
     head = ["", *names, *(f"{n} / {names[0]}" for n in names[1:])]
     rows = []
     for key, label, show in COMPARED:
-        values = [lookup(d, key) for d in docs]
+        vs = values(runs, key)
         cells = [f"<th>{_e(label)}</th>"]
-        cells += [_cell(f"runs.{k}.{key}", v, show(v)) for k, v in enumerate(values)]
-        for k, v in enumerate(values[1:], start=1):
-            r = ratio(values[0], v)
+        cells += [_cell(f"runs.{k}.{key}", v, show(v)) for k, v in enumerate(vs)]
+        for k, v in enumerate(vs[1:], start=1):
+            r = ratio(vs[0], v)
             cells.append(_cell(f"ratios.{k}.{key}", r, "—" if r is None else f"{r:.3f}x"))
         rows.append(cells)
     charts = compare_charts([(r.name, r.summary) for r in runs])

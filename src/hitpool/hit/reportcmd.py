@@ -10,14 +10,16 @@ the first. Every usage error exits 2 naming the argument, before any file is wri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from .._errors import SpecError
 from . import html, report, saved
+from .compare import compare_json, compare_text
 from .saved import SavedRun
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -63,6 +65,18 @@ def output_problem(flag: str, path: str, suffixes: tuple[str, ...]) -> str | Non
     return None
 
 
+def outputs_problem(*, html_path: str | None, save_path: str | None) -> str | None:
+    """The first reason the ``--html`` / ``--save`` paths cannot be written, or None."""
+    for flag, path, suffixes in (
+        ("--html", html_path, (".html", ".htm")),
+        ("--save", save_path, (".hit",)),
+    ):
+        problem = output_problem(flag, path, suffixes) if path is not None else None
+        if problem is not None:
+            return problem
+    return None
+
+
 def write_outputs(run: SavedRun, *, html_path: str | None, save_path: str | None) -> list[str]:
     """Write the page and/or the saved run; the problems met (each names its flag)."""
     problems = []
@@ -93,52 +107,6 @@ def _load(path: str) -> SavedRun:
         raise _Usage(f"{path}: {e.message}")
 
 
-def compare_json(runs: Sequence[SavedRun]) -> dict[str, Any]:
-    """``hit-compare/1``: each run's --json object, and each one's ratios to the first."""
-    docs = [r.json() for r in runs]
-    ratios = [
-        {
-            key: html.ratio(html.lookup(docs[0], key), html.lookup(d, key))
-            for key, _, _ in html.COMPARED
-        }
-        for d in docs[1:]
-    ]
-    return {
-        "schema": "hit-compare/1",
-        "runs": [
-            {"name": r.name, "command": list(r.command), **d}
-            for r, d in zip(runs, docs, strict=True)
-        ],
-        "ratios": ratios,
-    }
-
-
-def compare_text(runs: Sequence[SavedRun]) -> str:
-    docs = [r.json() for r in runs]
-    names = [r.name for r in runs]
-    head = ["", *names, *(f"{n}/{names[0]}" for n in names[1:])]
-    rows = [head]
-    for key, label, show in html.COMPARED:
-        values = [html.lookup(d, key) for d in docs]
-        ratios = [html.ratio(values[0], v) for v in values[1:]]
-        rows.append(
-            [
-                label,
-                *(show(v) for v in values),
-                *("—" if r is None else f"{r:.3f}x" for r in ratios),
-            ]
-        )
-    widths = [max(len(str(r[k])) for r in rows) for k in range(len(head))]
-    lines = [
-        "  ".join(
-            str(c).ljust(w) if k == 0 else str(c).rjust(w)
-            for k, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines) + "\n"
-
-
 def main(argv: Sequence[str]) -> int:
     """``hit report ...``; returns the exit code."""
     try:
@@ -147,14 +115,15 @@ def main(argv: Sequence[str]) -> int:
             raise _Usage("--compare: give two or more runs to compare")
         if ns.compare and ns.save is not None:
             raise _Usage("--save: saves a merged run; drop --compare or --save")
-        for flag, path, suffixes in (
-            ("--html", ns.html, (".html", ".htm")),
-            ("--save", ns.save, (".hit",)),
-        ):
-            problem = output_problem(flag, path, suffixes) if path is not None else None
-            if problem:
-                raise _Usage(problem)
+        problem = outputs_problem(html_path=ns.html, save_path=ns.save)
+        if problem is not None:
+            raise _Usage(problem)
         runs = [_load(path) for path in ns.runs]
+        names = [r.name for r in runs]
+        if len(set(names)) < len(names):  # a/run.hit and b/run.hit: call them by their paths
+            runs = [
+                dataclasses.replace(r, name=path) for r, path in zip(runs, ns.runs, strict=True)
+            ]
     except _Usage as e:
         sys.stderr.write(
             f"hit report: error: {e}\n  fix: see hit report --help "
