@@ -3,6 +3,7 @@ comparable side by side, and every bad command line exits 2 naming the argument.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -288,3 +289,23 @@ def test_the_timeline_counts_requests_started_and_in_flight() -> None:
     assert (a.sent, a.in_flight, b.sent, b.in_flight) == (11, 3, 0, 0)
     rows = Timeline.merge_lists([tl.to_list(), tl.to_list()])  # two processes, same seconds
     assert [(r.sent, r.in_flight) for r in rows] == [(22, 6), (0, 0)]
+
+
+def test_credentials_are_not_saved() -> None:
+    from hitpool.hit.spec import Spec
+
+    spec = Spec(
+        "http://127.0.0.1:1/",
+        headers=(("Authorization", "Bearer s3cret"), ("Cookie", "id=s3cret"), ("X-A", "keep")),
+    )
+    argv = ["hit", "-H", "authorization: Bearer s3cret", "-H", "X-A: keep"]
+    argv += ["http://me:s3cret@127.0.0.1:1/x?q=1"]
+    summary = dataclasses.replace(_summary([[5]]), url="http://me:s3cret@127.0.0.1:1/")
+    run = saved.from_summary(summary, command=argv, spec=spec)
+    data = gzip.decompress(saved.dumps(run)).decode()
+    assert "s3cret" not in data
+    assert run.command[2] == "authorization: ***" and run.command[4] == "X-A: keep"
+    assert run.command[5] == "http://me:***@127.0.0.1:1/x?q=1"
+    assert run.spec["headers"] == [["Authorization", "***"], ["Cookie", "***"], ["X-A", "keep"]]
+    assert run.json()["url"] == "http://me:***@127.0.0.1:1/"
+    assert saved.redact("http://127.0.0.1:1/a@b") == "http://127.0.0.1:1/a@b"

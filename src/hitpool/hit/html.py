@@ -66,6 +66,7 @@ def _overview(doc: Mapping[str, Any]) -> str:
         ("bytes", "Bytes read"),
         ("target_rps", "Target rate (--rps)"),
         ("late", "Late (left > 2 ms after due)"),
+        ("dropped", "Dropped (due, never sent)"),
         ("concurrency", "Connections"),
         ("processes", "Processes"),
         ("interrupted", "Interrupted"),

@@ -21,12 +21,14 @@ import base64
 import dataclasses
 import gzip
 import json
+import re
 import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import SpecError
 from .spec import Spec
@@ -111,9 +113,41 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# Header values that are credentials: a saved run or a page is shared, its secrets are not.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_ARG = re.compile(r"^\s*(authorization|proxy-authorization|cookie)\s*:", re.IGNORECASE)
+HIDDEN = "***"
+
+
+def redact(arg: str) -> str:
+    """``arg`` without a credential: a URL's password, a secret header's value."""
+    m = _SECRET_ARG.match(arg)
+    if m:
+        return f"{arg[: m.end()]} {HIDDEN}"
+    if "://" in arg and "@" in arg:
+        try:
+            parts = urlsplit(arg)
+            password = parts.password
+        except ValueError:
+            return arg
+        if password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            user = parts.username or ""
+            return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN}@{host}"))
+    return arg
+
+
 def spec_dict(spec: Spec) -> dict[str, Any]:
-    """The Spec's init fields as JSON: bytes as ``{"base64": ...}``, tuples as lists."""
-    return {f.name: _jsonable(getattr(spec, f.name)) for f in dataclasses.fields(spec) if f.init}
+    """The Spec's init fields as JSON: bytes as ``{"base64": ...}``, tuples as lists; a URL's
+    password and the values of `SECRET_HEADERS` replaced by ``***``."""
+    out = {f.name: _jsonable(getattr(spec, f.name)) for f in dataclasses.fields(spec) if f.init}
+    if isinstance(out.get("url"), str):
+        out["url"] = redact(out["url"])
+    if isinstance(out.get("headers"), list):
+        out["headers"] = [
+            [n, HIDDEN] if str(n).lower() in SECRET_HEADERS else [n, v] for n, v in out["headers"]
+        ]
+    return out
 
 
 def _utc_now() -> str:
@@ -128,11 +162,13 @@ def from_summary(
     verdicts: Sequence[Verdict] = (),
     created_utc: str | None = None,
 ) -> SavedRun:
-    """The run just made, ready for `dumps` or for the HTML page."""
+    """The run just made, ready for `dumps` or for the HTML page (credentials redacted)."""
+    if redact(summary.url) != summary.url:
+        summary = dataclasses.replace(summary, url=redact(summary.url))
     return SavedRun(
         summary=summary,
         result=summary.to_wire(),
-        command=tuple(command),
+        command=tuple(redact(a) for a in command),
         spec=spec_dict(spec) if spec is not None else {},
         asserts=tuple(verdicts),
         version=hit_version(),
