@@ -117,7 +117,8 @@ def _codes_and_errors(doc: Mapping[str, Any]) -> str:
 
 def _asserts(run: SavedRun) -> str:
     if not run.asserts:
-        return "<section><h2>Assertions</h2><p>No --assert was given.</p></section>"
+        why = "A merge judges no --assert." if run.sources else "No --assert was given."
+        return f"<section><h2>Assertions</h2><p>{why}</p></section>"
     rows = [
         [
             f'<td class="{"pass" if v.passed else "fail"}" data-key="assert" '
