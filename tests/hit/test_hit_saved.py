@@ -91,6 +91,7 @@ def test_the_spec_is_saved_as_json() -> None:
     assert d["body"] == {"base64": "AHt9"} and d["headers"] == [["A", "b"]]
     assert "target" not in d  # derived, not given
     json.dumps(d)
+    assert saved._jsonable(spec.target)["host"] == "127.0.0.1"  # a value object, field by field
 
 
 def test_two_saved_runs_merge_into_exactly_one_run_of_both() -> None:
