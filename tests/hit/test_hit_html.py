@@ -255,3 +255,38 @@ def test_the_compare_page(
     pixels = chromium.execute_script(_PIXELS_JS, SERIES)
     assert pixels["chart-cmp-spectrum"] > 50 and pixels["chart-cmp-p99"] > 20
     _keep_screenshot(chromium, "hit_html_compare")
+
+
+def test_a_run_without_one_success_draws_what_it_has(chromium: Any, tmp_path: Path) -> None:
+    from hitpool.hit.client import ERROR_KINDS
+    from hitpool.hit.summary import Summary
+    from hitpool.stats import Histogram, Second
+
+    empty = Summary(
+        url="http://127.0.0.1:1/",
+        method="GET",
+        requests=4,
+        successes=0,
+        errors=4,
+        errors_by_kind={**dict.fromkeys(ERROR_KINDS, 0), "timeout": 4},
+        status_codes={},
+        bytes=0,
+        duration_s=1.2,
+        target_rps=None,
+        late=0,
+        concurrency=2,
+        processes=1,
+        interrupted=False,
+        histogram=Histogram(),
+        timeline=(Second(0, 2, 2, (), 4, 2), Second(1, 2, 2, (), 0, 0)),
+    )
+    page = tmp_path / "empty.html"
+    page.write_text(html.render(saved.from_summary(empty, command=["hit"])), encoding="utf-8")
+    _open(chromium, page)
+    assert requested_urls(chromium) == [page.as_uri()] and console_errors(chromium) == []
+    empty_ids = chromium.execute_script(
+        "return Array.from(document.querySelectorAll('div.chart.empty')).map(e => e.id)"
+    )
+    assert empty_ids == ["chart-latency", "chart-histogram", "chart-spectrum"]
+    pixels = chromium.execute_script(_PIXELS_JS, SERIES)
+    assert pixels["chart-rates"] > 50 and pixels["chart-inflight"] > 50

@@ -40,16 +40,18 @@
   function draw(c) {
     const el = document.getElementById("chart-" + c.id);
     if (!el) return;
-    if (c.xs.length === 0) {
+    const ylog = c.y.kind === "log";
+    const drawable = (v) => v != null && (!ylog || v > 0);
+    if (!c.series.some((s) => s.values.some(drawable))) {  // e.g. no success: no latency
       const h = document.createElement("h3");
       const p = document.createElement("p");
       h.textContent = c.title;  // titles hold step names: text, never markup
       p.textContent = "no data";
       p.className = "nodata";
+      el.classList.add("empty");
       el.append(h, p);
       return;
     }
-    const ylog = c.y.kind === "log";
     const xAxis = { label: c.x.label };
     if (c.x.kind === "nines") {
       xAxis.splits = decades;
