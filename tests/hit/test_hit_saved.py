@@ -310,3 +310,21 @@ def test_credentials_are_not_saved() -> None:
     assert run.spec["headers"] == [["Authorization", "***"], ["Cookie", "***"], ["X-A", "keep"]]
     assert run.json()["url"] == "http://me:***@127.0.0.1:1/"
     assert saved.redact("http://127.0.0.1:1/a@b") == "http://127.0.0.1:1/a@b"
+
+
+def test_a_file_that_cannot_be_written_is_reported(
+    srv: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = tmp_path / "full.hit"
+    full.symlink_to("/dev/full")  # every write fails with ENOSPC
+    page = tmp_path / "full.html"
+    page.symlink_to("/dev/full")
+    # hit: the run happened, its summary is printed, the exit code is the run's
+    assert main(["-n", "5", "--save", str(full), srv.url("/ok")]) == 0
+    out, err = capsys.readouterr()
+    assert "Requests: 5" in out and f"hit: --save: cannot write {str(full)!r}" in err
+    good = tmp_path / "good.hit"
+    good.write_bytes(saved.dumps(saved.from_summary(_summary([[5]]), command=["hit"])))
+    # hit report: the one thing asked could not be done
+    assert main(["report", str(good), "--html", str(page)]) == 1
+    assert "hit report: --html: cannot write" in capsys.readouterr().err
