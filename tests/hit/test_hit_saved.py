@@ -174,6 +174,13 @@ def test_hit_report_of_two_real_saved_runs(
     assert "Requests: 500" in out and "Merged 2 runs: a.hit, b.hit" in out
     again = saved.loads(merged.read_bytes(), "m.hit")
     assert again.json()["requests"] == 500 and len(again.sources) == 2
+    # one run alone is itself: its command and asserts are kept
+    copy = tmp_path / "copy.hit"
+    assert main(["report", str(a), "--save", str(copy)]) == 0
+    capsys.readouterr()
+    one, orig = saved.loads(copy.read_bytes(), "c"), saved.loads(a.read_bytes(), "a")
+    assert (one.command, one.asserts, one.spec) == (orig.command, orig.asserts, orig.spec)
+    assert one.summary.histogram == orig.summary.histogram
 
 
 def test_compare_lays_runs_side_by_side_with_ratios(

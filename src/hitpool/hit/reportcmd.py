@@ -143,14 +143,17 @@ def main(argv: Sequence[str]) -> int:
             except OSError as e:
                 problems.append(f"--html: cannot write {ns.html!r}: {e.strerror}")
     else:
-        merged = saved.merge(runs, command=command)
+        # one run is its own merge: keep its command, spec and asserts on the page
+        merged = runs[0] if len(runs) == 1 else saved.merge(runs, command=command)
         if ns.json:
             doc = merged.json()
             doc["sources"] = [dict(s) for s in merged.sources]
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         else:
             sys.stdout.write(report.text(merged.summary))
-            sys.stdout.write(f"\nMerged {len(runs)} runs: {', '.join(r.name for r in runs)}\n")
+            if len(runs) > 1:
+                listed = ", ".join(r.name for r in runs)
+                sys.stdout.write(f"\nMerged {len(runs)} runs: {listed}\n")
         problems = write_outputs(merged, html_path=ns.html, save_path=ns.save)
     for p in problems:
         sys.stderr.write(f"hit report: {p}\n")
