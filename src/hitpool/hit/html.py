@@ -11,6 +11,7 @@ Every number a table shows carries its exact JSON value in ``data-value`` next t
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import shlex
@@ -28,9 +29,11 @@ __all__ = ["render", "render_compare"]
 # Step charts drawn at most (the busiest steps); every step is in the table.
 MAX_STEP_CHARTS = 50
 _LATENCY = ("min", "mean", "p50", "p90", "p95", "p99", "p999", "max")
-_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+# Only the page's own inline script and style may run; nothing may be fetched, not even an image.
+_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
 
+@functools.cache
 def _asset(*parts: str) -> str:
     return resources.files("hitpool").joinpath("_assets", *parts).read_text(encoding="utf-8")
 
