@@ -251,6 +251,8 @@ class Second:
     requests: int
     errors: int
     counts: tuple[tuple[int, int], ...]  # sparse (slot, count) latencies of the successes
+    sent: int = 0  # requests started in this second
+    in_flight: int = 0  # started and not yet ended at the end of this second
 
     def percentile(self, p: float) -> int:
         total = sum(c for _, c in self.counts)
@@ -268,26 +270,37 @@ class Second:
 class Timeline:
     """Per-second rows built from snapshots of the running totals.
 
-    The run calls ``tick(second, histogram, requests, errors)`` once a second with its
+    The run calls ``tick(second, histogram, requests, errors, sent)`` once a second with its
     cumulative numbers; the timeline keeps the difference from the previous tick, so the
     hot path records into one histogram only. Rows of several processes merge by second.
+    ``sent`` counts requests started; what was started and has not ended is in flight.
     """
 
-    __slots__ = ("_errors", "_prev", "_requests", "rows")
+    __slots__ = ("_errors", "_prev", "_requests", "_sent", "rows")
 
     def __init__(self) -> None:
         self._prev: list[int] = [0] * COUNTS_LEN
         self._requests = 0
         self._errors = 0
+        self._sent = 0
         self.rows: list[Second] = []
 
-    def tick(self, second: int, histogram: Histogram, requests: int, errors: int) -> Second:
+    def tick(
+        self, second: int, histogram: Histogram, requests: int, errors: int, sent: int = 0
+    ) -> Second:
         cur = histogram.counts
         prev = self._prev
         delta = tuple((i, c - p) for i, (c, p) in enumerate(zip(cur, prev, strict=True)) if c != p)
-        row = Second(second, requests - self._requests, errors - self._errors, delta)
+        row = Second(
+            second,
+            requests - self._requests,
+            errors - self._errors,
+            delta,
+            sent - self._sent,
+            max(0, sent - requests),
+        )
         self._prev = cur.copy()
-        self._requests, self._errors = requests, errors
+        self._requests, self._errors, self._sent = requests, errors, sent
         self.rows.append(row)
         return row
 
@@ -298,6 +311,8 @@ class Timeline:
                 "requests": r.requests,
                 "errors": r.errors,
                 "counts": [x for pair in r.counts for x in pair],
+                "sent": r.sent,
+                "in_flight": r.in_flight,
             }
             for r in self.rows
         ]
@@ -305,15 +320,21 @@ class Timeline:
     @staticmethod
     def merge_lists(lists: Iterable[Sequence[Mapping[str, Any]]]) -> list[Second]:
         """Rows of several processes added second by second (exact)."""
-        acc: dict[int, tuple[int, int, dict[int, int]]] = {}
+        acc: dict[int, tuple[int, int, dict[int, int], int, int]] = {}
         for rows in lists:
             for r in rows:
-                req, err, counts = acc.get(r["second"], (0, 0, {}))
+                req, err, counts, sent, flying = acc.get(r["second"], (0, 0, {}, 0, 0))
                 flat = r["counts"]
                 for k in range(0, len(flat), 2):
                     counts[flat[k]] = counts.get(flat[k], 0) + flat[k + 1]
-                acc[r["second"]] = (req + r["requests"], err + r["errors"], counts)
+                acc[r["second"]] = (
+                    req + r["requests"],
+                    err + r["errors"],
+                    counts,
+                    sent + r.get("sent", 0),
+                    flying + r.get("in_flight", 0),
+                )
         return [
-            Second(s, req, err, tuple(sorted(counts.items())))
-            for s, (req, err, counts) in sorted(acc.items())
+            Second(s, req, err, tuple(sorted(counts.items())), sent, flying)
+            for s, (req, err, counts, sent, flying) in sorted(acc.items())
         ]

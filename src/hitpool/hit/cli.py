@@ -19,7 +19,7 @@ from typing import NoReturn, TextIO
 import uvloop
 
 from .._errors import HitpoolError, SpecError
-from . import report
+from . import report, reportcmd, saved
 from .client import CannotStart
 from .run import run_async
 from .spec import (
@@ -175,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EXPR",
         help="fail with exit 3 unless EXPR holds: 'p99<250ms', 'errors<1%%', 'rps>1000'",
     )
+    # -- pictures and saved runs (docs/hit.md, "The HTML report" and "Saved runs") --
+    p.add_argument(
+        "--html",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report (charts, tables; opens offline)",
+    )
+    p.add_argument(
+        "--save",
+        metavar="FILE.hit",
+        help="also save the whole run (HDR histograms, timeline, spec) for hit report",
+    )
     return p
 
 
@@ -200,6 +211,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             body = os.fsencode(ns.body)
     if ns.output is not None and not ns.output.endswith((".json", ".csv")):
         raise UsageError(f"-o: {ns.output!r} must end in .json or .csv")
+    problem = reportcmd.outputs_problem(html_path=ns.html, save_path=ns.save)
+    if problem is not None:
+        raise UsageError(problem)
     try:
         spec = Spec(
             url=ns.url,
@@ -235,7 +249,7 @@ async def _run(spec: Spec, ns: argparse.Namespace, live: TextIO | None) -> Summa
         return await run_async(
             spec,
             stop=stop,
-            timeline=ns.output is not None,
+            timeline=ns.output is not None or ns.html is not None or ns.save is not None,
             progress=show if live is not None else None,
         )
     finally:
@@ -248,6 +262,8 @@ async def _run(spec: Spec, ns: argparse.Namespace, live: TextIO | None) -> Summa
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``hit`` command. Returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
+        return reportcmd.main(args[1:])
     try:
         spec, ns = parse_args(args)
     except UsageError as e:
@@ -275,10 +291,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             sys.stderr.write(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
     failed = False
-    for a, ok, actual in report.check_all(ns.asserts, summary):
+    checked = report.check_all(ns.asserts, summary)
+    for a, ok, actual in checked:
         if not ok:
             failed = True
             sys.stderr.write(f"hit: assertion failed: {a.text} ({actual})\n")
+    if ns.html is not None or ns.save is not None:
+        verdicts = [saved.Verdict(a.text, ok, actual) for a, ok, actual in checked]
+        run = saved.from_summary(summary, command=("hit", *args), spec=spec, verdicts=verdicts)
+        for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
+            sys.stderr.write(f"hit: {problem}\n")
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_ASSERT if failed else EXIT_OK

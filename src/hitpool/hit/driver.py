@@ -82,7 +82,7 @@ async def drive(
             now = engine.clock()
             errors = sum(engine.errors.values())
             if tl is not None:
-                tl.tick(second, engine.hist, engine.finished, errors)
+                tl.tick(second, engine.hist, engine.finished, errors, engine.issued)
             if progress is not None:
                 elapsed = (now - base) / 1e9
                 progress(
@@ -105,7 +105,13 @@ async def drive(
             # the last, partial second
             last = max(0, (end - base - 1) // 1_000_000_000)
             if not tl.rows or tl.rows[-1].second < last:
-                tl.tick(int(last), engine.hist, engine.finished, sum(engine.errors.values()))
+                tl.tick(
+                    int(last),
+                    engine.hist,
+                    engine.finished,
+                    sum(engine.errors.values()),
+                    engine.issued,
+                )
         return _summary(engine, spec, end=end, timeline=tl)
     finally:
         if ticker is not None:

@@ -97,6 +97,8 @@ class Summary:
                 "requests": r.requests,
                 "errors": r.errors,
                 "counts": [x for pair in r.counts for x in pair],
+                "sent": r.sent,
+                "in_flight": r.in_flight,
             }
             for r in self.timeline
         ]
