@@ -22,7 +22,6 @@ Validation is pure (`parse_job`, `parse_delay`, `parse_work`): it takes `now` an
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
 from ..durations import parse_seconds
 from .admin import Admin, parse_purge
 from .intake import Intake
+from .jsonin import decode
 from .messages import Deferred, Request, Response, error_response, json_response
 from .metrics import HttpCounters, WorkerNumbers, render
 from .rates import RateRing
@@ -56,14 +56,8 @@ MAX_KEY_LEN = 200
 WORK_MAX_DELAY_S = 10.0  # the seed's collector allowed at most 10 s of `hello`
 
 _JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
+_BOM = b"\xef\xbb\xbf"
 _UNSTORABLE = "must not contain NUL (\\u0000) or an unpaired surrogate (\\ud800-\\udfff)"
-
-_DECODER = json.JSONDecoder()
-# The C scanner under JSONDecoder: decode() wraps it in two regex matches for whitespace,
-# which cost as much as scanning a small job. Bodies are stripped of JSON whitespace first.
-_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
-_JSON_WS = " \t\n\r"
-_TOO_DEEP = "JSON nested too deeply"
 
 # Delays as sent -> seconds. Clients send the same few strings ("5s", "1h") again and again,
 # and parsing one costs a failed float() and a regex; capped so it cannot grow without bound.
@@ -127,7 +121,7 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
 def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[list[NewJob], bool]:
     """The body of POST /jobs: one job object or an array of 1 to 1000. Returns the jobs and
     whether the body was an array (its answer lists ids)."""
-    doc = _decode(body)
+    doc = decode(body)
     if isinstance(doc, list):
         if not doc:
             raise SpecError("body", "an empty array: send 1 to 1000 jobs")
@@ -146,38 +140,12 @@ def parse_jobs(body: bytes, now: float, header_key: str | None = None) -> tuple[
     return [parse_job(doc, now, "", header_key)], False
 
 
-def _decode(body: bytes) -> Any:
-    """A JSON body -> the document, or SpecError("body") saying what is malformed."""
-    try:
-        # decode() skips json.loads' encoding sniffing: JSON on the wire is UTF-8 (RFC 8259).
-        text = body.decode()
-        if text.startswith("\ufeff"):
-            text = text[1:]
-        stripped = text.strip(_JSON_WS)
-        try:
-            doc, end = _SCAN(stripped, 0)
-        except StopIteration:  # no JSON value at all: let decode() word the error
-            end = -1
-        if end == len(stripped):
-            return doc
-        _DECODER.decode(text)  # raises, with the position of what is wrong
-        raise ValueError("malformed JSON")  # pragma: no cover - decode() raised above
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SpecError("body", f"malformed JSON: {e}")
-    except RecursionError:  # the C scanner recurses per level: "[[[[..." runs out of stack
-        raise SpecError("body", _TOO_DEEP)
-
-
 def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
     """The seed's collector: `name` and `delay` from a form, a JSON object or the query."""
     fields: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
-    if "json" in content_type or body.lstrip()[:1] == b"{":
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SpecError("body", f"malformed JSON: {e}")
-        except RecursionError:
-            raise SpecError("body", _TOO_DEEP)
+    # A BOM is not a form's first character: a body that starts with one is JSON.
+    if "json" in content_type or body.lstrip()[:1] == b"{" or body.startswith(_BOM):
+        doc = decode(body)
         if not isinstance(doc, dict):
             raise SpecError("body", "must be a JSON object {name, delay}")
         fields.update(doc)
