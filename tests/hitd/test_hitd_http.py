@@ -440,3 +440,42 @@ async def test_413_survives_a_client_that_sends_the_whole_body(serve, connect) -
     (r,) = await c.replies(1)
     assert r.status == 413
     assert await c.closed()
+
+
+@pytest.mark.parametrize("chunk", [1000, 64 * 1024])
+async def test_a_header_line_that_never_ends_is_431_at_the_limit(serve, connect, chunk) -> None:
+    """Finding 5: a header value sent in chunks with no CRLF was buffered without limit (the
+    limit was checked only when a header line completed)."""
+    server = await serve(max_header_bytes=16 * 1024)
+    c = await connect(server.port)
+    await c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ")
+    sent = 0
+    reply = None
+    # Never more than the limit plus one chunk is sent before the 431 arrives: the server
+    # answers as soon as it has counted past the limit, and the test reads after each chunk.
+    while sent <= 16 * 1024 + chunk:
+        try:
+            await c.send(b"a" * chunk)
+        except ConnectionError:
+            break
+        sent += chunk
+        try:
+            (reply,) = await c.replies(1, timeout=0.05 if sent <= 16 * 1024 else 2.0)
+            break
+        except TimeoutError:
+            continue
+    assert reply is not None, f"no answer after {sent} bytes of one header"
+    assert reply.status == 431
+    assert reply.json()["field"] == "headers"
+    assert sent <= 16 * 1024 + chunk
+    assert await c.closed()
+
+
+async def test_pipelined_requests_with_heads_under_the_limit_are_served(serve, connect) -> None:
+    """Counting head bytes per read must not charge a head for the requests before it."""
+    server = await serve(max_header_bytes=2048)
+    c = await connect(server.port)
+    one = c.encode("POST", "/", b"x" * 1500, {"X-Pad": "p" * 1500})
+    await c.send(one * 5)
+    replies = await c.replies(5)
+    assert [r.status for r in replies] == [200] * 5

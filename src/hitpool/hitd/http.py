@@ -11,8 +11,10 @@ What it guarantees, and why:
 - Keep-alive, and pipelined requests answered in the order they arrived (RFC 9112 9.3.2):
   each connection keeps a queue of answers, written from the head as they become ready.
 - Limits: the request line plus headers at most ``max_header_bytes`` (16 KiB, h11's figure;
-  nginx allows 8 KiB per line, Node 16 KiB in all) or 431; the body at most ``max_body_bytes``
-  (1 MiB) or 413, decided from ``Content-Length`` before the body is read.
+  nginx allows 8 KiB per line, Node 16 KiB in all) or 431 (RFC 6585 5), counted as the bytes
+  arrive, so a header line that never ends is refused at the limit however it is chunked;
+  the body at most ``max_body_bytes`` (1 MiB) or 413 (RFC 9110 15.5.14), decided from
+  ``Content-Length`` before the body is read, and counted as a chunked body arrives.
 - Timeouts, checked once a second by one sweeper: an idle keep-alive connection is closed
   after ``keep_alive_timeout``; a request that has started but not finished arriving after
   ``request_timeout`` gets 408 (slowloris); a client that stops reading its answers for
@@ -237,6 +239,11 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
+        # Invariant: _in_head while a request has begun and its headers are not complete;
+        # then _head_fed counts the bytes read for it so far (see _count_head).
+        self._in_head = False
+        self._head_fed = 0
+        self._messages = 0  # requests parsed on this connection
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -265,8 +272,11 @@ class _Connection(asyncio.Protocol):
         if self._state == _CLOSED or self._state == _LINGER:
             return
         self._in_data = True
+        in_head, messages = self._in_head, self._messages
         try:
             self._parser.feed_data(data)
+            if self._in_head and self._messages == messages:
+                self._count_head(data, in_head)
         except httptools.HttpParserUpgrade:
             # httptools raises this after the request's on_message_complete, if it came.
             if self._state == _READING:
@@ -294,6 +304,18 @@ class _Connection(asyncio.Protocol):
         if self._out or self._close_after_flush or self._server.closing:
             self._flush()
 
+    def _count_head(self, data: bytes, continued: bool) -> None:
+        """Count the bytes of a head still arriving, as they arrive: httptools hands a header
+        over only once its line is complete, and buffers it until then (without limit).
+
+        Exact for every read that carries only this head (it began in an earlier read, or
+        at the start of this one); a head that began after the end of another request in
+        the same read is counted from its next read on (its share of this one is unknown),
+        so what a head can hold before its 431 is the limit plus at most one read."""
+        self._head_fed = self._head_fed + len(data) if continued else len(data)
+        if self._head_fed > self._limits.max_header_bytes:
+            self._fail(self._headers_too_large())
+
     def pause_writing(self) -> None:
         self._writing_paused_at = self._server.now
         self._pause_reading()
@@ -315,6 +337,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._state = _READING
+        self._in_head = True
+        self._head_fed = 0
         self._since = self._server.now
         self._url = b""
         self._headers = {}
@@ -331,10 +355,7 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self._limits.max_header_bytes:
-            limit = self._limits.max_header_bytes
-            raise _AbortRequest(
-                error_response(431, f"request headers are larger than {limit} bytes", "headers")
-            )
+            raise _AbortRequest(self._headers_too_large())
         key = _NAMES.get(name)
         if key is None:
             key = name.decode("latin-1").lower()
@@ -347,6 +368,7 @@ class _Connection(asyncio.Protocol):
             headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         length = self._headers.get("content-length")
         if length is not None:
             try:
@@ -375,6 +397,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self._messages += 1
         parser = self._parser
         keep_alive = parser.should_keep_alive() and not self._server.closing
         headers = self._headers
@@ -643,6 +666,10 @@ class _Connection(asyncio.Protocol):
                 self._flush()
         elif not self._queue and now - self._since > limits.keep_alive_timeout:
             self._transport.close()
+
+    def _headers_too_large(self) -> Response:
+        limit = self._limits.max_header_bytes
+        return error_response(431, f"request headers are larger than {limit} bytes", "headers")
 
     def _too_large(self) -> Response:
         limit = self._limits.max_body_bytes
