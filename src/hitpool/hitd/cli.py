@@ -20,6 +20,7 @@ from .._errors import SpecError
 from ..durations import parse_seconds
 from .retention import DEFAULT_RETENTION
 from .server import DEFAULT_STORE, ServerConfig, run
+from .tasks import HitLimits
 
 __all__ = ["build_parser", "main", "parse_config"]
 
@@ -76,6 +77,18 @@ def _retention(text: str) -> float:
             f"{text!r} is not a duration: use e.g. --retention 168h (a week; Go durations "
             "have no days), 30m, or 0 to keep finished jobs forever"
         ) from None
+
+
+def _hit_duration(text: str) -> float:
+    try:
+        value = parse_seconds(text, "--hit-max-duration")
+    except SpecError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive duration: use e.g. --hit-max-duration 10m (or 600)"
+        )
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,6 +177,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest request body; larger ones answer 413 (default 1 MiB)",
     )
+    # --- clients and the `hit` task: bounds on what one client or one job may hold ---------
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int("--max-connections", "10000"),
+        default=10_000,
+        metavar="N",
+        help="connections served at once; more get 503 and are closed (logged once). Lowered "
+        "to leave an eighth of the open-files limit (raised to the hard limit at start) for "
+        "the rest (default %(default)s)",
+    )
+    p.add_argument(
+        "--first-byte-timeout",
+        type=_seconds("--first-byte-timeout"),
+        default=10.0,
+        metavar="SECONDS",
+        help="a connection that sends nothing is closed after this, not after the keep-alive "
+        "timeout (default %(default)s)",
+    )
+    p.add_argument(
+        "--hit-max-requests",
+        type=_positive_int("--hit-max-requests", "1000000"),
+        default=1_000_000,
+        metavar="N",
+        help="most requests one `hit` job may send (default %(default)s)",
+    )
+    p.add_argument(
+        "--hit-max-duration",
+        type=_hit_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="longest `hit` job: its duration, or its requests at its rps (default 10m)",
+    )
+    p.add_argument(
+        "--hit-max-concurrency",
+        type=_positive_int("--hit-max-concurrency", "1000"),
+        default=1000,
+        metavar="N",
+        help="most connections of one `hit` job over all its processes (default %(default)s)",
+    )
+    p.add_argument(
+        "--hit-allow-self",
+        action="store_true",
+        help="let the `hit` task target this hitd's own listener (refused by default: a load "
+        "test from inside the server competes with it, and batches of jobs amplify)",
+    )
     p.add_argument(
         "--ui",
         choices=["on", "read-only", "off"],
@@ -226,6 +284,14 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
         log_level=args.log_level,
         retention_s=retention_s,
         ui=args.ui,
+        max_connections=args.max_connections,
+        first_byte_timeout_s=args.first_byte_timeout,
+        hit_limits=HitLimits(
+            max_requests=args.hit_max_requests,
+            max_duration_s=args.hit_max_duration,
+            max_concurrency=args.hit_max_concurrency,
+            allow_self=args.hit_allow_self,
+        ),
     )
 
 

@@ -368,7 +368,7 @@ class H1Connection:
         # is the mode: True is _H10 (1), and skipping `_H10 if ... else 0` saves ~40 Ir.
         mode: int = keep_alive and "connection" in headers and parser.get_http_version() == "1.0"
         url = self._url
-        if url[0] != 47:  # not "/..." (an int compare: no slice per request)
+        if not url.startswith(b"/"):
             url = origin_form(url)
         if b"?" in url:
             raw_path, _, raw_query = url.partition(b"?")

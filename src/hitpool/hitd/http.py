@@ -24,7 +24,7 @@ What it guarantees, and why:
   client that stops reading its answers for ``write_timeout`` is dropped.
 - Bounded memory and descriptors: at most ``max_pipeline`` unanswered requests per connection
   and at most ``max_connections`` connections (more get 503 and are closed, RFC 9110
-  15.6.4, logged once per burst; `server.raise_fd_limit` keeps the cap below the process's
+  15.6.4, logged once per burst; `connection_cap` keeps the cap below the process's
   descriptor limit, so a client past it gets an answer, not a reset). When ``max_pipeline``
   answers wait, reading pauses; a request already read beyond them (in the same read) is not
   handed to the handler: the waiting answers are written, the last saying ``Connection:
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Awaitable
 from email.utils import formatdate
@@ -55,9 +56,36 @@ from typing import Any, cast
 from .h1 import ABORT, CLOSE, LINGER, H1Connection, HttpLimits, Shared, encode
 from .messages import Handler, Response, error_response
 
-__all__ = ["HttpLimits", "HttpServer"]
+__all__ = ["HttpLimits", "HttpServer", "connection_cap", "raise_fd_limit"]
 
 log = logging.getLogger("hitpool.hitd.http")
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (what an unprivileged
+    process may do; the soft default, often 1024, is for programs that do not expect many
+    sockets). Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # e.g. a hard limit above the kernel's nr_open
+        return soft, soft
+    return soft, target
+
+
+def connection_cap(wanted: int, fd_limit: int | None = None) -> int:
+    """The connection cap to use: `wanted`, lowered to leave descriptors for everything
+    else hitd opens (its store, its listener, the `hit` task's children and their pipes):
+    an eighth of the limit, at least 32. Past the cap a client gets a 503; past the
+    descriptor limit it would get a reset (accept fails) and nothing would be logged."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if fd_limit == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, fd_limit - max(32, fd_limit // 8)))
 
 
 class HttpServer(Shared):

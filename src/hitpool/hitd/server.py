@@ -24,19 +24,19 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import HitpoolError, SpecError
 from .app import App, AppConfig
-from .http import HttpLimits, HttpServer
+from .http import HttpLimits, HttpServer, connection_cap, raise_fd_limit
 from .intake import Intake
 from .metrics import WorkerNumbers
 from .rates import RateSampler
 from .retention import DEFAULT_RETENTION_S, Purger, describe
 from .runner import Runner
 from .store.base import Store
-from .tasks import Registry, load_modules
+from .tasks import HitLimits, Registry, load_modules
 from .ui import UiMode
 
 __all__ = ["DEFAULT_STORE", "Hitd", "ServerConfig", "run"]
@@ -62,6 +62,10 @@ class ServerConfig:
     log_level: str = "info"
     retention_s: float = DEFAULT_RETENTION_S  # finished jobs older than this are purged; 0: never
     ui: UiMode = "on"  # the dashboard at /ui: on, read-only, off
+    # Clients and the `hit` task (see http.connection_cap, tasks.HitLimits).
+    max_connections: int = 10_000
+    first_byte_timeout_s: float = 10.0
+    hit_limits: HitLimits = field(default_factory=HitLimits)
 
 
 class Hitd:
@@ -77,7 +81,7 @@ class Hitd:
     ) -> None:
         self.config = config
         self.store = store if store is not None else Store.from_url(config.store)
-        self.registry = Registry(allowed_targets=config.allow_targets)
+        self.registry = Registry(allowed_targets=config.allow_targets, hit_limits=config.hit_limits)
         self.runner = Runner(
             self.store,
             self.registry,
@@ -101,7 +105,12 @@ class Hitd:
             notify=self.runner.notify,
         )
         self.rates = RateSampler(self.app.rates, self._rate_totals, clock=clock)
-        self.http = HttpServer(self.app, HttpLimits(max_body_bytes=config.max_body_bytes))
+        limits = HttpLimits(
+            max_body_bytes=config.max_body_bytes,
+            max_connections=connection_cap(config.max_connections),
+            first_byte_timeout=config.first_byte_timeout_s,
+        )
+        self.http = HttpServer(self.app, limits)
         self._stopped = asyncio.Event()
         self._draining_started = False
 
@@ -139,6 +148,9 @@ class Hitd:
             await self.runner.start()
             self.intake.start()
             await self.http.start(self.config.host, self.config.port, sock=sock)
+            self.registry.listeners = tuple(
+                (str(s.getsockname()[0]), int(s.getsockname()[1])) for s in self.http.sockets
+            )
         except BaseException:
             await self.intake.close()  # its flusher tasks (nothing was submitted)
             await self.runner.stop(grace_s=0)
@@ -167,6 +179,9 @@ class Hitd:
         durable = "durable" if self.store.durable else "NOT durable: jobs die with the process"
         auth = ", token required" if c.token else ""
         ui = {"on": ", dashboard /ui", "read-only": ", dashboard /ui read-only", "off": ""}[c.ui]
+        cap = self.http.limits.max_connections
+        if cap < c.max_connections:
+            auth += f", at most {cap} connections (open-files limit)"
         host = f"[{c.host}]" if ":" in c.host else c.host
         return (
             f"hitd listening on http://{host}:{self.port} "
@@ -176,6 +191,9 @@ class Hitd:
 
 
 async def _serve(config: ServerConfig) -> int:
+    before, after = raise_fd_limit()
+    if after > before:
+        log.info("raised the open-files limit from %d to %d (the hard limit)", before, after)
     try:
         if config.tasks:
             load_modules(config.tasks)

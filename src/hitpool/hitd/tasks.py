@@ -41,6 +41,7 @@ from .. import durations
 from .._errors import SpecError, TaskError, UnknownTask
 
 __all__ = [
+    "HitLimits",
     "Registry",
     "TaskDef",
     "current_worker",
@@ -192,6 +193,17 @@ def _make(fn: Callable[..., Any], name: str | None, timeout: float | None) -> Ta
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HitLimits:
+    """Server-side caps of the built-in `hit` task (hitd --hit-max-*): one job must not be
+    able to hold the server's descriptors or run for days."""
+
+    max_requests: int = 1_000_000
+    max_duration_s: float = 600.0
+    max_concurrency: int = 1000  # connections over all of the job's processes
+    allow_self: bool = False  # may target hitd's own listener (--hit-allow-self)
+
+
 class Registry:
     """Tasks by name. A registry also sees the tasks `@hitpool.task` registered globally
     (`include_global=True`, the default) and the built-ins (`builtins=True`)."""
@@ -202,9 +214,14 @@ class Registry:
         builtins: bool = True,
         include_global: bool = True,
         allowed_targets: Iterable[str] = (),
+        hit_limits: HitLimits | None = None,
     ) -> None:
         self._tasks: dict[str, TaskDef] = {}
         self._include_global = include_global
+        self.hit_limits = hit_limits or HitLimits()
+        # Where this hitd listens, (host, port), once bound: the `hit` task may not target
+        # it (a load test of the server from inside it; with batches, an amplifier).
+        self.listeners: tuple[tuple[str, int], ...] = ()
         # Hosts the `hit` task may target besides loopback (127.0.0.0/8, ::1, localhost).
         self.allowed_targets = frozenset(h.strip().strip("[]").lower() for h in allowed_targets)
         if builtins:
@@ -255,6 +272,23 @@ class Registry:
         """UnknownTask for an unknown name, SpecError naming the field for bad args.
         What hitd calls for every submitted job, before it is committed."""
         self.get(name).bind(args, self)
+
+    def is_own_listener(self, host: str, port: int) -> bool:
+        """Whether host:port reaches this hitd: its port, on its address, on loopback, or
+        on any address when it listens on all of them."""
+        h = host.strip("[]").lower()
+        for lhost, lport in self.listeners:
+            if port != lport:
+                continue
+            lh = lhost.strip("[]").lower()
+            if h == lh or lh in ("", "0.0.0.0", "::") or h == "localhost":
+                return True
+            try:
+                if ipaddress.ip_address(h).is_loopback:
+                    return True
+            except ValueError:
+                pass
+        return False
 
     def target_allowed(self, host: str) -> bool:
         """Loopback always; other hosts only when listed (--allow-target)."""
@@ -338,20 +372,118 @@ def _check_hello(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+# The JSON type each `hit` argument must have: checked before hit's Spec sees it, so that a
+# wrong type is a 400 naming the field whatever Spec does with it.
+_HIT_TYPES: dict[str, tuple[type, ...]] = {
+    "url": (str,),
+    "requests": (int,),
+    "concurrency": (int,),
+    "rps": (int, float),
+    "duration": (int, float, str),
+    "method": (str,),
+    "headers": (dict, list),
+    "body": (str,),
+    "content_type": (str,),
+    "timeout": (int, float, str),
+    "insecure": (bool,),
+    "processes": (int, str),
+    "ok": (str, list),
+}
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string"}.get(
+        type(value), "array" if isinstance(value, list) else "object"
+    )
+
+
+def _check_hit_types(args: Mapping[str, Any]) -> None:
+    for name, value in args.items():
+        allowed = _HIT_TYPES.get(name)
+        if allowed is None or value is None:
+            continue  # unknown names and nulls: hit's Spec words those
+        if not isinstance(value, allowed) or (value.__class__ is bool and bool not in allowed):
+            kinds = sorted({_json_type(t()) for t in allowed})
+            what = "whole number" if allowed == (int,) else " or ".join(kinds)
+            raise SpecError(f"args.{name}", f"must be a {what}, got {_json_type(value)}")
+    headers = args.get("headers")
+    if isinstance(headers, dict):
+        for key, value in headers.items():
+            if not isinstance(value, str):
+                raise SpecError(f"args.headers.{key}", "a header value must be a string")
+    elif isinstance(headers, list):
+        for i, h in enumerate(headers):
+            pair = isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+            if not (isinstance(h, str) or pair):
+                raise SpecError(
+                    f"args.headers[{i}]", 'must be "Name: value" or a pair ["Name", "value"]'
+                )
+    ok = args.get("ok")
+    if isinstance(ok, list):
+        for i, r in enumerate(ok):
+            if not (
+                isinstance(r, list)
+                and len(r) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            ):
+                raise SpecError(f"args.ok[{i}]", "must be a range [low, high] of statuses")
+
+
 def _check_hit(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
     from ..hit.spec import Spec  # stdlib-only module; the client is imported when run
 
+    _check_hit_types(args)
     try:
         spec = Spec.from_dict(args)
     except SpecError as e:
         raise SpecError(f"args.{e.field}", e.message) from None
+    except (TypeError, ValueError, AttributeError) as e:  # what Spec did not word itself
+        raise SpecError("args", f"not a valid load test: {e}") from None
+    limits = registry.hit_limits
+    if spec.requests is not None and spec.requests > limits.max_requests:
+        raise SpecError(
+            "args.requests",
+            f"at most {limits.max_requests} (hitd --hit-max-requests), got {spec.requests}",
+        )
+    if spec.duration is not None and spec.duration > limits.max_duration_s:
+        raise SpecError(
+            "args.duration",
+            f"at most {limits.max_duration_s:g} s (hitd --hit-max-duration)",
+        )
+    if (
+        spec.duration is None
+        and spec.rps
+        and (spec.requests or 0) / spec.rps > (limits.max_duration_s)
+    ):
+        raise SpecError(
+            "args.rps",
+            f"{spec.requests} requests at {spec.rps:g}/s take longer than "
+            f"{limits.max_duration_s:g} s (hitd --hit-max-duration): raise rps or add duration",
+        )
+    if spec.concurrency * spec.processes > limits.max_concurrency:
+        raise SpecError(
+            "args.concurrency",
+            f"at most {limits.max_concurrency} connections over all processes "
+            f"(hitd --hit-max-concurrency), got {spec.concurrency} x {spec.processes}",
+        )
     cores = os.cpu_count() or 1
     if spec.processes > cores:
         # Each process is a child of hitd: more than one per core only competes with hitd.
         raise SpecError(
             "args.processes", f"at most {cores} (one per core): each is a child process of hitd"
         )
-    host = urlsplit(spec.url).hostname or ""
+    parts = urlsplit(spec.url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise SpecError("args.url", "the port is not a number from 0 to 65535") from None
+    if not limits.allow_self and registry.is_own_listener(host, port):
+        raise SpecError(
+            "args.url",
+            f"{host}:{port} is this hitd's own listener: a load test of the server from "
+            "inside it competes with its intake (start hitd with --hit-allow-self to allow)",
+        )
     if not registry.target_allowed(host):
         raise SpecError(
             "args.url",
