@@ -156,7 +156,13 @@ def free_port() -> int:
 class HitdProcess:
     """`python -m hitpool.hitd` as a real child process; its output goes to a file."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.port = free_port()
         self.cwd = cwd
         full_env = dict(os.environ)
@@ -176,6 +182,7 @@ class HitdProcess:
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,  # e.g. lower the child's resource limits
         )
 
     @property
@@ -212,8 +219,12 @@ class HitdProcess:
 def hitd_process(tmp_path: Path) -> Iterator[Callable[..., HitdProcess]]:
     procs: list[HitdProcess] = []
 
-    def spawn(*args: str, env: dict[str, str] | None = None) -> HitdProcess:
-        p = HitdProcess(list(args), tmp_path, env)
+    def spawn(
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> HitdProcess:
+        p = HitdProcess(list(args), tmp_path, env, preexec_fn)
         procs.append(p)
         p.wait_ready()
         return p
