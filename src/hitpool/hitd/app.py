@@ -193,9 +193,7 @@ class App:
         self.counters = HttpCounters()
         self.draining = False
         self.started_at = clock()
-        self._token = (
-            f"Bearer {self.config.token}".encode() if self.config.token is not None else None
-        )
+        self._token = self.config.token.encode() if self.config.token is not None else None
         self._retry = (("Retry-After", str(self.config.retry_after_s)),)
         # The dashboard's rates: fed once a second by the RateSampler that Hitd owns.
         self.rates = RateRing()
@@ -208,6 +206,25 @@ class App:
 
     def __call__(self, req: Request) -> Response | Deferred | Awaitable[Response]:
         path = req.path
+        if path == "/healthz":
+            # No token: load balancers and orchestrators probe it.
+            if req.method not in ("GET", "HEAD"):
+                return self._not_allowed(req, "GET, HEAD")
+            if self.draining:
+                return json_response(503, {"status": "draining"}, self._retry)
+            return json_response(200, {"status": "ok"})
+        if path.startswith("/ui"):
+            # The dashboard's pages: its login page and assets need no token, it checks the
+            # token (or its cookie) for the rest itself. None: no such page, answered below.
+            page = self.dashboard.route(req, self._authorized)
+            if page is not None:
+                return page
+        # The token before anything else: a 404 or 405 would tell who has none which
+        # routes and methods exist.
+        if self._token is not None:
+            denied = self._authorized(req)
+            if denied is not None:
+                return denied
         if path != "/jobs" or req.method != "POST":  # POST /jobs, the hot path, skips it
             routed = self._admin_route(req)
             if routed is not None:
@@ -215,13 +232,10 @@ class App:
         if path == "/jobs":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
-            return self._authorized(req) or self._post_jobs(req)
+            return self._post_jobs(req)
         if path.startswith("/jobs/"):
             if req.method not in ("GET", "HEAD", "DELETE"):
                 return self._not_allowed(req, "GET, HEAD, DELETE")
-            denied = self._authorized(req)
-            if denied is not None:
-                return denied
             raw = path[len("/jobs/") :]
             if not raw.isdigit() or len(raw) > 18:
                 return error_response(404, f"no job {raw!r}: ids are integers", "id")
@@ -231,22 +245,15 @@ class App:
         if path == "/work":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
-            return self._authorized(req) or self._post_work(req)
-        if path == "/healthz":
-            # No token: load balancers and orchestrators probe it.
-            if req.method not in ("GET", "HEAD"):
-                return self._not_allowed(req, "GET, HEAD")
-            if self.draining:
-                return json_response(503, {"status": "draining"}, self._retry)
-            return json_response(200, {"status": "ok"})
+            return self._post_work(req)
         if path == "/metrics":
             if req.method not in ("GET", "HEAD"):
                 return self._not_allowed(req, "GET, HEAD")
-            return self._authorized(req) or self._metrics()
+            return self._metrics()
         if path == "/stats":
             if req.method not in ("GET", "HEAD"):
                 return self._not_allowed(req, "GET, HEAD")
-            return self._authorized(req) or self._stats()
+            return self._stats()
         return error_response(404, f"no route {path!r}", "path")
 
     def _not_allowed(self, req: Request, allow: str) -> Response:
@@ -254,12 +261,23 @@ class App:
         return error_response(405, msg, "method", (("Allow", allow),))
 
     def _authorized(self, req: Request) -> Response | None:
-        """None when no token is set or the request carries it; else the 401."""
+        """None when no token is set or the request carries it; else the 401.
+
+        The scheme is case-insensitive (RFC 9110 11.1); the token is compared as the bytes
+        sent with the UTF-8 bytes of --token, in constant time (header values reach us as
+        Latin-1 text, one character per byte sent, so encoding back gives the bytes)."""
         if self._token is None:
             return None
         given = req.headers.get("authorization")
-        if given is not None and hmac.compare_digest(given.encode(), self._token):
-            return None
+        if given is not None:
+            scheme, _, credentials = given.partition(" ")
+            if scheme.lower() == "bearer":
+                try:
+                    sent = credentials.strip(" \t").encode("latin-1")
+                except UnicodeEncodeError:  # not from the wire: cannot be the token
+                    sent = b""
+                if hmac.compare_digest(sent, self._token):
+                    return None
         if self.dashboard.session(req):  # the dashboard's cookie (hitd/ui.py)
             return self.dashboard.check_write(req)
         if req.method == "POST" and req.path in ("/jobs", "/work"):  # a refused submission
