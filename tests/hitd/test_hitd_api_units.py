@@ -10,7 +10,6 @@ import pytest
 from hitpool._errors import SpecError, StoreError
 from hitpool.hitd.app import parse_delay, parse_job, parse_jobs, parse_work
 from hitpool.hitd.intake import Intake
-from hitpool.hitd.messages import Response
 from hitpool.hitd.metrics import HttpCounters, RunTimeHistogram, WorkerNumbers, render
 from hitpool.hitd.store.base import NewJob
 from hitpool.hitd.store.memory import MemoryStore
@@ -132,10 +131,6 @@ class CountingStore(MemoryStore):
         return await super().enqueue(jobs, now)
 
 
-def ok(ids: list[tuple[int, bool]]) -> Response:
-    return Response(202, repr([i for i, _ in ids]).encode())
-
-
 async def test_what_arrives_in_one_loop_turn_is_one_commit() -> None:
     store = CountingStore()
     await store.open()
@@ -147,28 +142,27 @@ async def test_what_arrives_in_one_loop_turn_is_one_commit() -> None:
 
     async with Intake(store, clock=lambda: 5.0, on_commit=on_commit) as intake:
         futs = [
-            intake.submit([NewJob("t", {}, 5.0)] * n, ok)  # same loop turn
+            intake.submit([NewJob("t", {}, 5.0)] * n)  # same loop turn
             for n in (1, 3, 2)
         ]
         assert intake.in_flight == 6
         answers = await asyncio.gather(*futs)
     assert store.calls == [6]
     assert commits == 1
-    assert [a.body for a in answers] == [b"[1]", b"[2, 3, 4]", b"[5, 6]"]
+    assert answers == [[(1, True)], [(2, True), (3, True), (4, True)], [(5, True), (6, True)]]
     assert intake.statistics().committed == 6
     assert intake.in_flight == 0
 
 
-async def test_a_failed_commit_answers_503_and_promises_nothing() -> None:
+async def test_a_failed_commit_resolves_the_waiter_with_the_stores_error() -> None:
+    """The intake speaks ids or an exception; the 503 is the app's (test_hitd_api.py)."""
     store = CountingStore(fail=True)
     await store.open()
-    refused: list[int] = []
-    async with Intake(store, on_refused=refused.append) as intake:
-        a = await intake.submit([NewJob("t", {}, 0.0)], ok)
-    assert a.status == 503
-    assert dict(a.headers)["Retry-After"] == "1"
+    async with Intake(store) as intake:
+        fut = intake.submit([NewJob("t", {}, 0.0)])
+        with pytest.raises(StoreError, match="disk on fire"):
+            await fut
     assert intake.statistics().failures == 1
-    assert refused == [1]  # for the HTTP side's count of refused requests
 
 
 class PickyStore(CountingStore):
@@ -190,10 +184,10 @@ async def test_one_request_the_store_refuses_fails_only_itself(bad: int) -> None
     tasks.insert(bad, "poison")
     async with Intake(store) as intake:
         # One loop turn: one batch of five requests, one of them refused.
-        futs = [intake.submit([NewJob(task, {}, 0.0)] * 2, ok) for task in tasks]
-        answers = await asyncio.gather(*futs)
-    assert [a.status for a in answers] == [503 if i == bad else 202 for i in range(5)]
-    assert b"invalid byte sequence" in answers[bad].body
+        futs = [intake.submit([NewJob(task, {}, 0.0)] * 2) for task in tasks]
+        answers = await asyncio.gather(*futs, return_exceptions=True)
+    assert [isinstance(a, StoreError) for a in answers] == [i == bad for i in range(5)]
+    assert "invalid byte sequence" in str(answers[bad])
     assert store.calls[0] == 10  # the batch first, whole
     assert (await store.counts())["queued"] == 8
     assert intake.statistics().committed == 8
@@ -203,9 +197,9 @@ async def test_a_failing_store_is_not_asked_again_per_request() -> None:
     store = CountingStore(fail=True)
     await store.open()
     async with Intake(store) as intake:
-        futs = [intake.submit([NewJob("t", {}, 0.0)], ok) for _ in range(16)]
-        answers = await asyncio.gather(*futs)
-    assert {a.status for a in answers} == {503}
+        futs = [intake.submit([NewJob("t", {}, 0.0)]) for _ in range(16)]
+        answers = await asyncio.gather(*futs, return_exceptions=True)
+    assert all(isinstance(a, StoreError) for a in answers)
     # The batch, then first halves down to one request and its sibling: both failed with
     # nothing committed, so the rest is answered without a try.
     assert store.calls == [16, 8, 4, 2, 1, 1]
@@ -216,9 +210,9 @@ async def test_close_commits_what_was_submitted() -> None:
     await store.open()
     intake = Intake(store)
     intake.start()
-    fut = intake.submit([NewJob("t", {}, 0.0)], ok)
+    fut = intake.submit([NewJob("t", {}, 0.0)])
     await intake.close()
-    assert fut.done() and fut.result().status == 202
+    assert fut.done() and fut.result() == [(1, True)]
     assert await store.counts() == {**dict.fromkeys(await store.counts(), 0), "queued": 1}
 
 
@@ -263,3 +257,23 @@ def test_render_prometheus_text() -> None:
     ):
         assert line in lines, line
     assert text.endswith("\n")
+
+
+async def test_the_app_answers_503_when_the_intake_could_not_commit(connect) -> None:
+    """The intake resolves a waiter with the store's exception; the app owns the 503 (its
+    field, its Retry-After, its count of refused requests)."""
+    from hitpool.hitd.server import Hitd, ServerConfig
+
+    hitd = Hitd(ServerConfig(port=0, store="memory://", workers=1), store=CountingStore(True))
+    await hitd.start()
+    try:
+        c = await connect(hitd.port)
+        r = await c.request(
+            "POST", "/jobs", {"task": "hello"}, {"Content-Type": "application/json"}
+        )
+        assert (r.status, r.json()["field"], r.headers["retry-after"]) == (503, "store", "1")
+        assert r.json()["message"] == "the job store failed: disk on fire"
+        stats = (await c.request("GET", "/stats")).json()
+        assert stats["rejected"] == {"503": 1}
+    finally:
+        await hitd.stop()

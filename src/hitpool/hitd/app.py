@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
 from ..durations import parse_seconds
 from .admin import Admin, parse_purge
-from .intake import Intake
+from .intake import Ids, Intake
 from .jsonin import decode
 from .messages import Deferred, Request, Response, error_response, json_response
 from .metrics import HttpCounters, WorkerNumbers, render
@@ -160,6 +160,32 @@ def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
         raise SpecError("name", "You must specify a name.")
     delay = parse_delay(fields.get("delay", 0), "delay", WORK_MAX_DELAY_S)
     return name, delay
+
+
+class _Pending:
+    """The intake's answer object for one request (see `intake.Answer`): the ids of its
+    committed jobs become the HTTP answer here, in the app, as does a failure."""
+
+    __slots__ = ("_app", "_respond", "deferred")
+
+    def __init__(self, app: App, respond: Callable[[Ids], Response]) -> None:
+        self._app = app
+        self._respond = respond
+        self.deferred = Deferred()
+
+    def done(self) -> bool:
+        return self.deferred.done()
+
+    def set_result(self, ids: Ids) -> None:
+        try:
+            resp = self._respond(ids)
+        except Exception as exc:  # a bug: the connection answers 500 and logs it
+            self.deferred.set_exception(exc)
+            return
+        self.deferred.set_result(resp)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.deferred.set_result(self._app._not_committed(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,15 +346,24 @@ class App:
         return error_response(400, e.message, e.field)
 
     def _submit(
-        self, jobs: list[NewJob], respond: Callable[[list[tuple[int, bool]]], Response]
+        self, jobs: list[NewJob], respond: Callable[[Ids], Response]
     ) -> Response | Deferred:
-        answer = Deferred()
+        pending = _Pending(self, respond)
         try:
-            self.intake.submit_into(jobs, respond, answer)
+            self.intake.submit_into(jobs, pending)
         except DispatcherClosed:
             self.counters.reject(503)
             return error_response(503, "the server is draining", None, self._retry)
-        return answer
+        return pending.deferred
+
+    def _not_committed(self, exc: BaseException) -> Response:
+        """The 503 of a request whose jobs the intake could not commit: nothing promised."""
+        self.counters.reject(503)
+        if isinstance(exc, DispatcherClosed):
+            return error_response(503, "the server is shutting down", "store", self._retry)
+        # A store's own message (StoreError, OSError); of anything else only its kind.
+        reason = str(exc) if isinstance(exc, (StoreError, OSError)) else type(exc).__name__
+        return error_response(503, f"the job store failed: {reason}", "store", self._retry)
 
     def _post_jobs(self, req: Request) -> Response | Deferred:
         try:
@@ -361,7 +396,7 @@ class App:
             return denied
         return self._submit(jobs, self._respond_many)
 
-    def _respond_one(self, ids: list[tuple[int, bool]]) -> Response:
+    def _respond_one(self, ids: Ids) -> Response:
         job_id, created = ids[0]
         if created:
             self.counters.accepted += 1
@@ -370,7 +405,7 @@ class App:
         headers = (("Location", f"/jobs/{job_id}"), ("Idempotent-Replayed", "true"))
         return Response(202, b'{"id":%d}' % job_id, headers)
 
-    def _respond_many(self, ids: list[tuple[int, bool]]) -> Response:
+    def _respond_many(self, ids: Ids) -> Response:
         new = sum(1 for _, created in ids if created)
         self.counters.accepted += new
         self.counters.deduplicated += len(ids) - new
@@ -394,7 +429,7 @@ class App:
             return denied
         counters = self.counters
 
-        def respond(ids: list[tuple[int, bool]]) -> Response:
+        def respond(ids: Ids) -> Response:
             counters.accepted += 1
             job_id = ids[0][0]
             body = {"id": job_id, "name": name, "delay": delay}

@@ -7,9 +7,10 @@ takes everything submitted since its last commit, makes ONE `enqueue()` call, an
 every waiting future. At low load a batch is one request (the flusher wakes on the next loop
 turn); under load batches grow by themselves while the previous commit is in the disk.
 
-Each request's future is resolved with its finished HTTP `Response` (built by a callback the
-request supplied), so a request costs one future and no coroutine. If the store fails, every
-request of that batch is answered 503 and nothing was promised.
+Each request's waiter is resolved with the (id, created) pairs of its jobs, or with the
+exception that kept them from being committed (the store's, or `DispatcherClosed` when the
+server shut down first); nothing is promised then. The intake speaks jobs and ids only:
+what a client is answered (202, 503) is the app's.
 """
 
 from __future__ import annotations
@@ -19,22 +20,30 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .._errors import DispatcherClosed, StoreError
 from .apart import apart
-from .messages import Deferred, Response, error_response
 from .store.base import NewJob, Store
 
-__all__ = ["Intake", "IntakeStatistics"]
+__all__ = ["Answer", "Ids", "Intake", "IntakeStatistics"]
 
 log = logging.getLogger("hitpool.hitd.intake")
 
-# Builds the answer of one request from the (id, created) pairs of its jobs.
-Respond = Callable[[list[tuple[int, bool]]], Response]
-# Where an answer goes: a future, or the HTTP layer's cheaper Deferred (same methods).
-Answer = asyncio.Future[Response] | Deferred
-# A request waiting for its commit: its answer, how many jobs it gave, how to answer.
-Waiter = tuple[Answer, int, Respond]
+Ids = list[tuple[int, bool]]
+
+
+class Answer(Protocol):
+    """Where a request's outcome goes: an `asyncio.Future[Ids]` is one; the app passes its
+    own, cheaper object (no loop handle per request)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, ids: Ids, /) -> None: ...
+    def set_exception(self, exc: BaseException, /) -> None: ...
+
+
+# A request waiting for its commit: its answer and how many jobs it gave.
+Waiter = tuple[Answer, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +65,8 @@ class Intake:
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[], None] | None = None,
         overlap: int = 4,
-        on_refused: Callable[[int], None] | None = None,
     ) -> None:
-        """`on_commit()` after each commit (wake the workers); `on_refused(n)` when n requests
-        were answered 503 here (the store failed, or the server is shutting down), for the
-        counts the HTTP side keeps of refused requests."""
+        """`on_commit()` after each commit (wake the workers)."""
         self._store = store
         # Commits in flight at once. With one, the store's writer idles while the loop answers
         # a batch and gathers the next; with two, the next batch is already waiting for the
@@ -72,7 +78,6 @@ class Intake:
         # connections no difference. Memory stays bounded: admission counts every job in flight.
         self._overlap = max(1, overlap)
         self._on_commit = on_commit  # e.g. wake the workers: new jobs are due
-        self._on_refused = on_refused
         self._clock = clock
         self._jobs: list[NewJob] = []
         self._waiters: list[Waiter] = []
@@ -103,23 +108,23 @@ class Intake:
         """Jobs accepted for commit but not yet committed (pending + committing)."""
         return len(self._jobs) + self._committing
 
-    def submit(self, jobs: Sequence[NewJob], respond: Respond) -> asyncio.Future[Response]:
-        """Queue `jobs` for the next commit; the future gets `respond(ids)` once committed.
+    def submit(self, jobs: Sequence[NewJob]) -> asyncio.Future[Ids]:
+        """Queue `jobs` for the next commit; the future gets their (id, created) pairs once
+        committed, or the exception that kept them out.
 
         Never waits and never raises for load: admission (429) is the caller's decision.
         Raises DispatcherClosed after `close()` began.
         """
-        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.submit_into(jobs, respond, fut)
+        fut: asyncio.Future[Ids] = asyncio.get_running_loop().create_future()
+        self.submit_into(jobs, fut)
         return fut
 
-    def submit_into(self, jobs: Sequence[NewJob], respond: Respond, answer: Answer) -> None:
-        """`submit`, answering into `answer` (the HTTP server's Deferred costs less than a
-        future: no loop handle per request)."""
+    def submit_into(self, jobs: Sequence[NewJob], answer: Answer) -> None:
+        """`submit`, resolving `answer` (any object with a future's three methods)."""
         if self._closed:
             raise DispatcherClosed("the intake is closed")
         self._jobs += jobs
-        self._waiters.append((answer, len(jobs), respond))
+        self._waiters.append((answer, len(jobs)))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -175,11 +180,12 @@ class Intake:
                         parts.append((w, jobs[start : start + w[1]]))
                         start += w[1]
                     left = await apart(parts, exc, self._enqueue_parts, self._refuse)
-                    self._fail([w for w, _ in left], f"the job store failed: {_reason(exc)}")
+                    self._fail([w for w, _ in left], exc)
                 else:
                     await self._refuse((waiters[0], jobs), exc)
         except asyncio.CancelledError:
-            self._fail(waiters, "the server is shutting down")  # skips the answered
+            # Skips the answered.
+            self._fail(waiters, DispatcherClosed("the server is shutting down"))
             raise
 
     async def _enqueue(self, jobs: list[NewJob], waiters: list[Waiter]) -> None:
@@ -191,15 +197,11 @@ class Intake:
             self._on_commit()
         self._largest = max(self._largest, len(jobs))
         start = 0
-        for fut, n, respond in waiters:
+        for answer, n in waiters:
             part = ids[start : start + n]
             start += n
-            if fut.done():  # the client went away; the jobs are committed all the same
-                continue
-            try:
-                fut.set_result(respond(part))
-            except Exception as exc:
-                fut.set_exception(exc)
+            if not answer.done():  # else the client went away; the jobs are committed
+                answer.set_result(part)
 
     async def _enqueue_parts(self, parts: Sequence[tuple[Waiter, list[NewJob]]]) -> None:
         try:
@@ -209,26 +211,16 @@ class Intake:
             raise
 
     async def _refuse(self, part: tuple[Waiter, list[NewJob]], exc: Exception) -> bool:
-        """A request the store refused alone: its 503 says why."""
+        """A request the store refused alone: its answer gets the store's exception."""
         waiter, jobs = part
         if isinstance(exc, (StoreError, OSError)):
             log.error("enqueue of %d jobs failed: %s", len(jobs), exc)
         else:  # a bug in a store: answer, log, keep serving
             log.exception("enqueue of %d jobs failed", len(jobs), exc_info=exc)
-        self._fail([waiter], f"the job store failed: {_reason(exc)}")
+        self._fail([waiter], exc)
         return False  # not taken
 
-    def _fail(self, waiters: list[Waiter], msg: str) -> None:
-        resp = error_response(503, msg, "store", headers=(("Retry-After", "1"),))
-        n = 0
-        for fut, _, _ in waiters:
-            if not fut.done():
-                fut.set_result(resp)
-                n += 1
-        if n and self._on_refused is not None:
-            self._on_refused(n)
-
-
-def _reason(exc: BaseException) -> str:
-    # What a client is told: a store's own message (StoreError, OSError), else only the kind.
-    return str(exc) if isinstance(exc, (StoreError, OSError)) else type(exc).__name__
+    def _fail(self, waiters: list[Waiter], exc: BaseException) -> None:
+        for answer, _ in waiters:
+            if not answer.done():
+                answer.set_exception(exc)

@@ -91,9 +91,7 @@ class Hitd:
             clock=clock,
             args_checked=True,  # the App checks every job with registry.check before enqueue
         )
-        self.intake = Intake(
-            self.store, clock=clock, on_commit=self.runner.committed, on_refused=self._refused
-        )
+        self.intake = Intake(self.store, clock=clock, on_commit=self.runner.committed)
         self.purger = Purger(self.store, config.retention_s, clock=clock)
         self.app = App(
             self.store,
@@ -117,9 +115,6 @@ class Hitd:
     def _rate_totals(self) -> tuple[int, int, int]:
         s = self.runner.statistics()
         return (self.app.counters.accepted, s.completed, s.failed)
-
-    def _refused(self, n: int) -> None:
-        self.app.counters.reject(503, n)  # answered by the intake: the store failed
 
     def _worker_numbers(self) -> WorkerNumbers:
         s = self.runner.statistics()
