@@ -182,6 +182,36 @@ class H1Connection:
     became ready, a timeout fired); after `receive` the shell looks itself.
     """
 
+    __slots__ = (
+        "_body",
+        "_body_bytes",
+        "_can_linger",
+        "_close_after_flush",
+        "_eof",
+        "_handler",
+        "_head_bytes",
+        "_head_fed",
+        "_headers",
+        "_in_data",
+        "_in_head",
+        "_limits",
+        "_linger",
+        "_messages",
+        "_parser",
+        "_queue",
+        "_reading_done",
+        "_shared",
+        "_spawn",
+        "_url",
+        "_writing_paused_at",
+        "end",
+        "on_output",
+        "out",
+        "reading",
+        "since",
+        "state",
+    )
+
     def __init__(
         self,
         shared: Shared,
@@ -206,6 +236,10 @@ class H1Connection:
         # Answers in request order: (Response or future, (keep_alive, mode)).
         self._queue: collections.deque[tuple[Any, tuple[bool, int]]] = collections.deque()
         self._in_data = False
+        self._close_after_flush = False  # the last answer closes: close once it is written
+        self._linger = False  # an answer that closes was sent while input may still arrive
+        self._eof = False  # the client half-closed
+        self._reading_done = False  # no more requests are read on this connection
         # The request being parsed.
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -226,8 +260,8 @@ class H1Connection:
     # --- input ------------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> None:
-        """Bytes from the client. Afterwards the shell writes `out` and applies `reading`
-        and `end`."""
+        """Bytes from the client; `on_output()` when there is something to write or to
+        decide (the shell's `data_received` is this method itself)."""
         if self.state == _CLOSED or self.state == _LINGER:
             return
         self._in_data = True
@@ -259,9 +293,12 @@ class H1Connection:
             self._fail(error_response(400, f"malformed HTTP request: {exc}", "request"))
         finally:
             self._in_data = False
-        # Most requests wait for a commit: nothing to write yet, so skip the decision.
+        # Most requests wait for a commit: nothing to write yet, so the shell is not called.
         if self.out or self._close_after_flush or self._shared.closing:
             self._decide()
+            self.on_output()
+        elif not self.reading:
+            self.on_output()
 
     def _count_head(self, data: bytes, continued: bool) -> None:
         """Count the bytes of a head still arriving, as they arrive: httptools hands a header
@@ -451,7 +488,8 @@ class H1Connection:
             return
         self._drain_queue()
         if not self._in_data:
-            self._decide()
+            if self._close_after_flush or self._eof or self._shared.closing:
+                self._decide()  # rare: the usual answer leaves the connection open
             self.on_output()
 
     def _drain_queue(self) -> None:
@@ -491,10 +529,6 @@ class H1Connection:
                 return
         if not self.reading and self._writing_paused_at is None:
             self._resume_reading()
-
-    _close_after_flush = False
-    _linger = False  # an answer that closes was sent while input may still be arriving
-    _eof = False
 
     def _decide(self) -> None:
         """What the transport does once `out` is written: stay open, close or linger."""
@@ -537,8 +571,6 @@ class H1Connection:
             self._close_after_flush = True
 
     # --- flow control and timeouts ----------------------------------------------------------
-
-    _reading_done = False  # no more requests are read on this connection
 
     def _stop_reading(self) -> None:
         self._reading_done = True
