@@ -90,3 +90,15 @@ async def test_nan_on_sqlite_is_a_400_and_the_server_keeps_running(
     job = (await c.request("GET", f"/jobs/{r.json()['id']}")).json()
     assert job["status"] == "succeeded"
     assert (await hitd.store.counts())["succeeded"] == 1
+
+
+def test_answers_are_json_even_of_a_non_finite_result() -> None:
+    """A task's result may hold NaN: the answer says null, never the bare token NaN."""
+    import json
+
+    from hitpool.hitd.messages import json_response
+
+    resp = json_response(200, {"result": {"x": float("nan"), "y": [float("inf"), 1.5]}})
+    assert json.loads(resp.body, parse_constant=lambda c: pytest.fail(c)) == {
+        "result": {"x": None, "y": [None, 1.5]}
+    }

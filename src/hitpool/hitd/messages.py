@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -86,9 +87,28 @@ class Deferred:
 Handler = Callable[[Request], "Response | Deferred | Awaitable[Response]"]
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as null: what RFC 8259 JSON can say of them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    """A JSON answer, compact, one line."""
-    return Response(status, json.dumps(payload, separators=(",", ":")).encode(), headers)
+    """A JSON answer, compact, one line, and always JSON: a non-finite float (a task's
+    result, say) is sent as null, never as the bare token NaN no JSON parser reads."""
+    try:
+        text = _ENCODE(payload)
+    except ValueError:
+        text = _ENCODE(_finite(payload))
+    return Response(status, text.encode(), headers)
 
 
 def error_response(
