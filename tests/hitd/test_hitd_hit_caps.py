@@ -98,3 +98,15 @@ async def test_over_http_bad_hit_args_are_400_and_self_targets_refused(start_hit
     ]:
         r = await c.request("POST", "/jobs", {"task": "hit", "args": args}, JSON)
         assert (r.status, r.json()["field"]) == (400, field), r.body
+
+
+def test_a_hit_job_is_timed_out_past_its_duration_cap() -> None:
+    """A requests-only test against a slow target is bounded in time as well: the attempt's
+    timeout is the duration cap plus what the requests in flight may take."""
+    from hitpool.hitd.tasks import HIT_DRAIN_S
+
+    assert Registry().get("hit").timeout == 600.0 + HIT_DRAIN_S
+    assert Registry(hit_limits=HitLimits(max_duration_s=5)).get("hit").timeout == 5 + HIT_DRAIN_S
+    with pytest.raises(SpecError) as e:
+        Registry().check("hit", {"url": URL, "timeout": "2m"})
+    assert e.value.field == "args.timeout"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import importlib
 import inspect
 import ipaddress
@@ -227,6 +228,12 @@ class Registry:
         if builtins:
             for t in _BUILTINS:
                 self._tasks[t.name] = t
+            # The caps checked at submission bound what a job asks for; this bounds what it
+            # takes: a load test whose requests are slow cannot run past its cap either.
+            hit_td = self._tasks["hit"]
+            self._tasks["hit"] = dataclasses.replace(
+                hit_td, timeout=self.hit_limits.max_duration_s + HIT_DRAIN_S
+            )
 
     def add(self, td: TaskDef) -> None:
         old = self._tasks.get(td.name)
@@ -372,6 +379,10 @@ def _check_hello(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+# What a `hit` job gets beyond --hit-max-duration before its attempt is timed out: the
+# requests in flight when its duration ends have their `timeout`, which is capped to this.
+HIT_DRAIN_S = 60.0
+
 # The JSON type each `hit` argument must have: checked before hit's Spec sees it, so that a
 # wrong type is a 400 naming the field whatever Spec does with it.
 _HIT_TYPES: dict[str, tuple[type, ...]] = {
@@ -459,6 +470,11 @@ def _check_hit(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
             "args.rps",
             f"{spec.requests} requests at {spec.rps:g}/s take longer than "
             f"{limits.max_duration_s:g} s (hitd --hit-max-duration): raise rps or add duration",
+        )
+    if spec.timeout > HIT_DRAIN_S:
+        raise SpecError(
+            "args.timeout",
+            f"at most {HIT_DRAIN_S:g} s per request from hitd (the `hit` CLI allows more)",
         )
     if spec.concurrency * spec.processes > limits.max_concurrency:
         raise SpecError(
