@@ -95,15 +95,16 @@ def test_keys_in_any_script_are_kept() -> None:
     assert job.key == "\U0001f600"
 
 
-def test_deep_json_is_refused_naming_the_body() -> None:
-    """The C scanner recurses per level and raises RecursionError: a 400, not a 500."""
-    for body in (b"[" * 100_000, b'{"a":' * 100_000):
+def test_deep_json_is_refused_naming_the_field() -> None:
+    """The C scanner recurses per level and raises RecursionError: a 400, not a 500, naming
+    where the nesting begins (read from the text without recursion)."""
+    for body, field in ((b"[" * 100_000, "[0][0][0]"), (b'{"a":' * 100_000, "a.a")):
         with pytest.raises(SpecError) as e:
             parse_jobs(body, 0.0)
-        assert e.value.field == "body"
+        assert e.value.field == field
         with pytest.raises(SpecError) as e:
             parse_work(body, "application/json", "")
-        assert e.value.field == "body"
+        assert e.value.field == field
 
 
 def test_parse_work_form_json_and_query() -> None:

@@ -48,6 +48,7 @@ def test_the_depth_limit_is_one_number_whatever_the_depth() -> None:
         with pytest.raises(SpecError) as e:
             parse_jobs(nested(depth), 0.0)
         assert f"deeper than {MAX_DEPTH}" in e.value.message
+        assert e.value.field == "args.x"  # the same field, decodable or too deep to be
 
 
 def test_strings_that_only_look_suspicious_are_kept() -> None:
@@ -80,9 +81,9 @@ async def test_nan_on_sqlite_is_a_400_and_the_server_keeps_running(
     bad = b'{"task":"hit","args":{"url":"http://127.0.0.1:1/","requests":1,"headers":{"X":NaN}}}'
     r = await c.request("POST", "/jobs", bad, JSON)
     assert (r.status, r.json()["field"]) == (400, "args.headers.X")
-    for depth in (985, 986):  # too deep to decode at all: the field is the body
+    for depth in (985, 986):
         r = await c.request("POST", "/jobs", nested(depth), JSON)
-        assert r.status == 400
+        assert (r.status, r.json()["field"]) == (400, "args.x")
         assert f"deeper than {MAX_DEPTH}" in r.json()["message"]
     r = await c.request("POST", "/jobs", {"task": "hello", "args": {"name": "after"}}, JSON)
     assert r.status == 202
@@ -102,3 +103,24 @@ def test_answers_are_json_even_of_a_non_finite_result() -> None:
     assert json.loads(resp.body, parse_constant=lambda c: pytest.fail(c)) == {
         "result": {"x": None, "y": [None, 1.5]}
     }
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [
+        ('{"task":"t","args":{"x":', "}}"),
+        ('{"task":"t [{,:","args":{"a\\"]{":1,"x":', "}}"),
+        ('[{"task":"t"},{"task":"t","args":{"ok":[1,"],[",', "]}}]"),
+        ('{"task":"t","args":{"k":{"\\u00e9":', "}}}"),
+    ],
+)
+def test_too_deep_to_decode_names_the_field_a_decodable_one_would(prefix: str, suffix: str) -> None:
+    """The text-only path (for bodies that overflow the decoder) and the walk of a decoded
+    document name the same field; strings holding brackets, commas or quotes do not count."""
+    fields = []
+    for depth in (MAX_DEPTH, 5000):  # decodable past the limit, then far past the decoder
+        body = (prefix + "[" * depth + "]" * depth + suffix).encode()
+        with pytest.raises(SpecError) as e:
+            parse_jobs(body, 0.0)
+        fields.append(e.value.field)
+    assert fields[0] == fields[1] != "body"

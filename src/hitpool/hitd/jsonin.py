@@ -6,8 +6,7 @@ Stored, one such value broke every later claim of a SQLite server (its `json()` 
 and made `GET /jobs/{id}` answer a bare `NaN`. Nesting is bounded by one number,
 `MAX_DEPTH`, checked here and far below what the stores' encoders recurse through (about a
 thousand levels, where a RecursionError became a 503). Each is a `SpecError` naming the
-field where it was found: ``args.headers.X``, ``[3].args.ok[0]`` (``body`` for a document
-nested too deeply for the decoder to read at all).
+field where it was found: ``args.headers.X``, ``[3].args.ok[0]``.
 
 The check is paid only when it can find something: the document is walked when the body
 contains ``NaN``, ``Infinity``, a ``\\u`` escape (the only way to write a lone surrogate that
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import re
 from typing import Any
 
 from .._errors import SpecError
@@ -66,7 +66,7 @@ def decode(body: bytes) -> Any:
     except (ValueError, UnicodeDecodeError) as e:
         raise SpecError("body", f"malformed JSON: {e}") from None
     except RecursionError:  # the C scanner recurses per level: "[[[[..." runs out of stack
-        raise SpecError("body", _TOO_DEEP) from None
+        raise SpecError(_field(_cut(_deep_path(text))), _TOO_DEEP) from None
     surrogates = b"\\u" in body
     if surrogates or b"NaN" in body or b"Infinity" in body:
         _check(doc, surrogates)
@@ -107,6 +107,51 @@ def _field(path: list[str | int]) -> str:
     return out or "body"
 
 
+def _cut(path: list[str | int]) -> list[str | int]:
+    """The field a too-deep document is refused for: where the nesting begins (the job's
+    argument, a few levels down), not the whole chain of keys past the limit."""
+    return path[:3] if path and isinstance(path[0], int) else path[:2]
+
+
+# The tokens that give a document its shape: strings (keys among them) and punctuation;
+# numbers and literals between them do not matter to the path.
+_SHAPE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def _deep_path(text: str) -> list[str | int]:
+    """The path to the first container nested past MAX_DEPTH, read from the text without
+    recursion: for a document too deep for the decoder, which names the same field as
+    `_check` does for one it could decode."""
+    # One entry per open container: its key or index of the value being read, and for an
+    # object whether a key comes next.
+    stack: list[list[Any]] = []
+    for m in _SHAPE.finditer(text):
+        tok = m.group()
+        if tok == "[" or tok == "{":
+            if len(stack) == MAX_DEPTH:
+                break
+            stack.append([0, False] if tok == "[" else ["", True])
+        elif tok == "]" or tok == "}":
+            if stack:
+                stack.pop()
+        elif not stack:
+            continue
+        elif tok == ",":
+            top = stack[-1]
+            if isinstance(top[0], int):
+                top[0] += 1
+            else:
+                top[1] = True
+        elif tok == ":":
+            stack[-1][1] = False
+        elif stack[-1][1]:  # a string where a key comes
+            try:
+                stack[-1][0] = json.loads(tok)
+            except ValueError:
+                stack[-1][0] = tok
+    return [entry[0] for entry in stack]
+
+
 def _check(doc: Any, surrogates: bool) -> None:
     """Walk `doc` (iteratively: it may be deep) and raise at the first value that is not
     strict JSON, naming its path."""
@@ -119,8 +164,7 @@ def _check(doc: Any, surrogates: bool) -> None:
             if depth > MAX_DEPTH:
                 # The field is where the nesting begins (a few levels down), not the
                 # whole chain of keys that goes past the limit.
-                cut = 3 if doc.__class__ is list else 2
-                raise SpecError(_field(path[:cut]), _TOO_DEEP)
+                raise SpecError(_field(_cut(path)), _TOO_DEEP)
             items = value.items() if cls is dict else enumerate(value)
             for key, item in items:
                 if surrogates and isinstance(key, str) and _lone_surrogate(key):
