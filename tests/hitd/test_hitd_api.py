@@ -155,8 +155,9 @@ BIG = "1" + "0" * 400  # a JSON integer Python parses, and float() cannot conver
         ("/jobs", '{"task":"hello","delay":' + BIG + "}", "delay"),
         ("/jobs", '{"task":"hello","args":{"name":"x","delay":' + BIG + "}}", "args.delay"),
         ("/work", '{"name":"x","delay":' + BIG + "}", "delay"),
-        ("/jobs", "[" * 100_000, "body"),  # RecursionError in the JSON scanner
-        ("/work", '{"a":' * 50_000, "body"),
+        # RecursionError in the JSON scanner: the field where the nesting begins.
+        ("/jobs", "[" * 100_000, "[0][0][0]"),
+        ("/work", '{"a":' * 50_000, "a.a"),
     ],
     ids=["delay", "args.delay", "work.delay", "deep-json", "work.deep-json"],
 )
