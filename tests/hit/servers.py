@@ -19,6 +19,7 @@ requests with httptools and counts every complete request it saw, per path.
     /silent        never answers (the client's timeout must end it)
     /garbage       a response that is not HTTP
     /stall/K       answers the first K requests on this path, then stops answering
+    /spread/MS     200 after a delay spread evenly over 0..MS milliseconds (wide histograms)
     /down/K        answers the first K with Connection: close, then stops listening
     /mix           a random one of ok, chunked, close, eof, reset, midbody, garbage,
                    status/500, silent for each request (counted in ``chosen``)
@@ -188,6 +189,9 @@ class _Proto(asyncio.Protocol):
         elif name == "stall":
             if self.s.seen[path] <= int(parts[1]):
                 t.write(OK)
+        elif name == "spread":
+            delay = self.s.rng.random() * int(parts[1]) / 1000
+            asyncio.get_running_loop().call_later(delay, _write_unless_closed, t, OK)
         elif name == "down":
             t.write(_response(200, b"bye", "Connection: close\r\n"))
             t.close()
@@ -196,6 +200,11 @@ class _Proto(asyncio.Protocol):
                 self.s.server = None
         else:
             t.write(_response(404))
+
+
+def _write_unless_closed(t: asyncio.Transport, data: bytes) -> None:
+    if not t.is_closing():
+        t.write(data)
 
 
 @contextlib.contextmanager

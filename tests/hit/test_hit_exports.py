@@ -14,10 +14,13 @@ def test_exports_are_documented_and_importable() -> None:
         [
             "ERROR_KINDS",
             "CannotStart",
+            "FileLimit",
+            "HitError",
             "Progress",
             "Result",
             "Spec",
             "Summary",
+            "UsageError",
             "WorkerLost",
             "parse_duration",
             "run",
@@ -27,7 +30,8 @@ def test_exports_are_documented_and_importable() -> None:
     )
     for name in hitpool.hit.__all__:
         assert getattr(hitpool.hit, name) is not None
-    for name in ("run(", "run_async(", "send_n(", "Spec(", "CannotStart", "WorkerLost", "Result("):
+    names = ("run(", "run_async(", "send_n(", "Spec(", "Result(")
+    for name in (*names, "CannotStart", "WorkerLost", "FileLimit", "HitError", "UsageError"):
         assert name in DOC, name
 
 
@@ -43,3 +47,28 @@ def test_every_json_key_is_documented() -> None:
     s = Summary("u", "GET", 0, 0, 0, {}, {}, 0, 0.0, None, 0, 1, 1, False, Histogram())
     for key in s.to_json():
         assert f"`{key}`" in DOC, key
+
+
+def test_hits_errors_form_one_tree_under_hitpool_error() -> None:
+    from hitpool import HitpoolError, SpecError
+    from hitpool.hit import (
+        CannotStart,
+        FileLimit,
+        HitError,
+        UsageError,
+        WorkerLost,
+        _errors,
+        cli,
+        client,
+        processes,
+    )
+
+    assert issubclass(HitError, HitpoolError) and issubclass(UsageError, SpecError)
+    assert issubclass(CannotStart, HitError) and issubclass(WorkerLost, HitError)
+    assert issubclass(FileLimit, CannotStart)
+    # the old homes still name the same classes
+    assert client.CannotStart is CannotStart and processes.WorkerLost is WorkerLost
+    assert cli.UsageError is UsageError
+    tree = _errors.__doc__ or ""
+    for cls in (HitError, CannotStart, FileLimit, WorkerLost, UsageError):
+        assert f"── {cls.__name__} " in tree, cls

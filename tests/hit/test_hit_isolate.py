@@ -7,6 +7,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import socket
 from multiprocessing.process import BaseProcess
 
 import pytest
@@ -109,9 +110,9 @@ async def test_a_child_whose_parent_stopped_listening_ends_quietly(
     # What a cancelled run leaves a child that is still connecting: its pipe's other end is
     # closed before it can say "ready" or send its results.
     ctx = multiprocessing.get_context("spawn")
-    ours, theirs = ctx.Pipe()
+    ours, theirs = socket.socketpair()
     spec = Spec(server.url("/ok"), requests=1, concurrency=1)
-    child = ctx.Process(target=_child, args=(spec, 1, 1, 0, 1, theirs, False, False))
+    child = ctx.Process(target=_child, args=(spec, 1, 1, None, 0.0, theirs, False, False))
     child.start()
     theirs.close()
     ours.close()

@@ -8,8 +8,8 @@
 `send_n(spec)` yields each request's `Result` as it ends (the book's API).
 """
 
-from .client import ERROR_KINDS, CannotStart, Result
-from .processes import WorkerLost
+from ._errors import CannotStart, FileLimit, HitError, UsageError, WorkerLost
+from .client import ERROR_KINDS, Result
 from .run import run, run_async, send_n
 from .spec import Spec, parse_duration
 from .summary import Progress, Summary
@@ -17,10 +17,13 @@ from .summary import Progress, Summary
 __all__ = [
     "ERROR_KINDS",
     "CannotStart",
+    "FileLimit",
+    "HitError",
     "Progress",
     "Result",
     "Spec",
     "Summary",
+    "UsageError",
     "WorkerLost",
     "parse_duration",
     "run",

@@ -1,26 +1,31 @@
 """``hit [flags] URL``: parse argv into a Spec, run it, print the report.
 
-Exit codes: 0 done, 1 the run could not start (bad host, every connect refused),
-2 usage error (the message names the flag and the fix), 3 an --assert failed,
-130 interrupted by Ctrl-C (after printing the partial summary).
+Exit codes: 0 done, 1 the run could not start (bad host, every connect refused, too few
+file descriptors) or a worker process died, 2 usage error (the message names the flag and
+its fix; always before the first request), 3 an --assert failed, 130 interrupted by
+Ctrl-C and 143 by SIGTERM (both after printing the partial summary).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
+from importlib.metadata import PackageNotFoundError, version
+from typing import IO, NoReturn, TextIO
 
 import uvloop
 
-from .._errors import HitpoolError, SpecError
 from . import report, reportcmd, saved
-from .client import CannotStart
+from ._errors import CannotStart, HitError, SpecError, UsageError
+from ._fds import ensure_room
+from .processes import split
 from .run import run_async
 from .spec import (
     DEFAULT_CONCURRENCY,
@@ -34,16 +39,75 @@ from .spec import (
 )
 from .summary import Progress, Summary
 
-EXIT_OK, EXIT_CANNOT_START, EXIT_USAGE, EXIT_ASSERT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_CANNOT_START, EXIT_USAGE, EXIT_ASSERT = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
+
+__all__ = ["UsageError", "build_parser", "main", "parse_args"]
+
+# The fix a usage error prints for its flag. A flag without an entry (one added later)
+# gets its own --help text, which says what it takes.
+FIXES = {
+    "URL": "give one http:// or https:// URL to load, e.g. hit -n 100 http://127.0.0.1:8080/",
+    "-n": "give the number of requests, a whole number from 1, e.g. -n 1000",
+    "-c": "give the number of connections, a whole number from 1, e.g. -c 50",
+    "--rps": "give the total rate in requests per second, above 0, e.g. --rps 500",
+    "-z": "give a positive duration, e.g. -z 30s, -z 2m or -z 500ms",
+    "-t": "give a positive timeout of at most 24h, e.g. -t 5s or -t 250ms",
+    "-m": "give an HTTP method, one word, e.g. -m POST",
+    "-H": "write the header as one 'Name: value' argument, e.g. -H 'Accept: text/html'",
+    "-d": "give the body itself, or @ and a readable file, e.g. -d @body.json",
+    "-T": "give one media type, e.g. -T application/json",
+    "-p": "give -p from 1 up to -c (each process needs a connection), or auto, e.g. -p 2",
+    "--ok": "give status ranges within 100-999, e.g. --ok 200-399 or --ok 200,204",
+    "--assert": "write NAME OP VALUE, e.g. --assert 'p99<250ms' --assert 'errors<1%'",
+    "-o": "give a FILE.json or FILE.csv in a directory you can write, e.g. -o timeline.csv",
+    "--html": "give a FILE.html in a directory you can write, e.g. --html report.html",
+    "--save": "give a FILE.hit in a directory you can write, e.g. --save run.hit",
+}
+_ALIASES = {"-rps": "--rps", "--insecure": "-k"}
 
 
-class UsageError(Exception):
-    """A bad command line: the message names the flag and says how to fix it."""
+def _usage(flag: str, message: str, parser: argparse.ArgumentParser | None = None) -> UsageError:
+    """A UsageError for ``flag`` with that flag's fix."""
+    flag = _ALIASES.get(flag, flag)
+    fix = FIXES.get(flag)
+    if fix is None:
+        action = _action(parser or build_parser(), flag)
+        if action is not None and action.help:
+            fix = f"{flag} takes {action.help}"
+        else:
+            fix = f"remove {flag}: hit --help lists the flags hit takes"
+    return UsageError(flag, message, fix)
+
+
+def _action(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
+    for action in parser._actions:
+        if flag in action.option_strings:
+            return action
+    return None
+
+
+_ARGUMENT = re.compile(r"^argument (\S+?)(?:/\S+)?: (.*)$", re.S)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+        m = _ARGUMENT.match(message)
+        if m:
+            flag, why = m.groups()
+            flag = "URL" if flag == "url" else flag
+            if why == "expected one argument":
+                why = f"{flag} needs a value"
+            raise _usage(flag, why, self)
+        if message.startswith("the following arguments are required"):
+            raise _usage("URL", "no URL given", self)
+        if message.startswith("unrecognized arguments: "):
+            extra = message.removeprefix("unrecognized arguments: ").split()
+            first = extra[0]
+            if first.startswith("-"):
+                raise _usage(first, f"{first} is not a hit flag", self)
+            raise _usage("URL", f"one URL only, and {first!r} came after it", self)
+        raise UsageError("hit", message, "hit --help lists the flags hit takes")
 
 
 def _arg_type(parse: Callable[[str], object], flag: str) -> Callable[[str], object]:
@@ -57,6 +121,23 @@ def _arg_type(parse: Callable[[str], object], flag: str) -> Callable[[str], obje
 
     convert.__name__ = flag
     return convert
+
+
+def _processes(text: str) -> int | str:
+    """-p: "auto" stays "auto" until -c is known (one per core, at most one per connection)."""
+    if text == "auto":
+        return text
+    value = parse_processes(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _hit_version() -> str:
+    try:
+        return version("hitpool")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _positive_int(text: str) -> int:
@@ -85,9 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="HTTP load generator: exact counts, honest latency (HDR histograms, "
         "coordinated-omission corrected under --rps).",
         epilog="Exit codes: 0 done, 1 could not start, 2 usage error, 3 an --assert failed, "
-        "130 interrupted.",
+        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
     )
-    p.add_argument("url", metavar="URL", help="http:// or https:// URL (IPv6 as http://[::1]:80/)")
+    p.add_argument("--version", action="version", version=f"hit (hitpool) {_hit_version()}")
+    p.add_argument(
+        "url",
+        metavar="URL",
+        help="http:// or https:// URL (IPv6 as http://[::1]:80/; user:password@ sends Basic auth)",
+    )
     p.add_argument(
         "-n",
         dest="requests",
@@ -151,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-p",
         dest="processes",
         metavar="P",
-        type=_arg_type(parse_processes, "-p"),
+        type=_arg_type(_processes, "-p"),
         default=1,
-        help="worker processes, their results merged exactly (default 1; auto = one per core)",
+        help="worker processes, their results merged exactly; each gets its share of -c and "
+        "the same share of the requests and of --rps (default 1; auto = one per core)",
     )
     p.add_argument(
         "--ok",
@@ -189,15 +276,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fix_for(message: str) -> str:
-    if "required" in message and "URL" in message:
-        return "give the URL to load, e.g. hit -n 100 http://127.0.0.1:8080/"
-    return "see hit --help"
+# Flags that take a value: a value that starts with "-" (-z -1s) is still their value, not
+# a flag argparse cannot find, unless it is a flag hit knows (then the value is missing).
+_VALUED = frozenset({"-n", "-c", "--rps", "-rps", "-z", "-m", "-H", "-d", "-T", "-t", "-p"})
+_VALUED |= {"--ok", "-o", "--assert"}
+
+
+def _glue_dash_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    known = {o for a in parser._actions for o in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in _VALUED and nxt is not None and nxt.startswith("-") and nxt not in known:
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        if arg == "--":
+            out += argv[i:]
+            break
+        out.append(arg)
+        i += 1
+    return out
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
-    """argv -> (Spec, the namespace for output options); UsageError on bad input."""
-    ns = build_parser().parse_args(list(argv))
+    """argv -> (Spec, the namespace for output options); UsageError on bad input, and
+    only there: what can be checked before the first request is checked here."""
+    parser = build_parser()
+    ns = parser.parse_args(_glue_dash_values(list(argv), parser))
     body = b""
     if ns.body is not None:
         if ns.body.startswith("@"):
@@ -205,15 +313,19 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
                 with open(ns.body[1:], "rb") as f:
                     body = f.read()
             except OSError as e:
-                raise UsageError(f"-d: cannot read {ns.body[1:]!r} ({e.strerror}); give a file")
+                raise _usage("-d", f"cannot read {ns.body[1:]!r}: {e.strerror}")
         else:
             # The bytes as given: argv that is not UTF-8 comes as surrogate escapes.
             body = os.fsencode(ns.body)
     if ns.output is not None and not ns.output.endswith((".json", ".csv")):
-        raise UsageError(f"-o: {ns.output!r} must end in .json or .csv")
+        raise _usage("-o", f"{ns.output!r} must end in .json or .csv")
     problem = reportcmd.outputs_problem(html_path=ns.html, save_path=ns.save)
     if problem is not None:
-        raise UsageError(problem)
+        flag, _, message = problem.partition(": ")
+        raise _usage(flag, message)
+    processes = ns.processes
+    if processes == "auto":
+        processes = max(1, min(os.cpu_count() or 1, ns.concurrency))
     try:
         spec = Spec(
             url=ns.url,
@@ -227,18 +339,36 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             content_type=ns.content_type,
             timeout=ns.timeout,
             insecure=ns.insecure,
-            processes=ns.processes,
+            processes=processes,
             ok=ns.ok,
         )
     except SpecError as e:
-        raise UsageError(f"{FLAGS.get(e.field, e.field)}: {e.message}")
+        raise _usage(FLAGS.get(e.field, e.field), e.message) from None
     return spec, ns
 
 
-async def _run(spec: Spec, ns: argparse.Namespace, live: TextIO | None) -> Summary:
+def _open_output(path: str) -> IO[str]:
+    """Open -o now, so a path that cannot be written is a usage error before the run."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise _usage("-o", f"cannot write {path!r}: {e.strerror}") from None
+
+
+async def _run(
+    spec: Spec, ns: argparse.Namespace, live: TextIO | None, signals: list[int]
+) -> Summary:
+    """The run, with SIGINT and SIGTERM as a stop: the partial summary comes back, and
+    ``signals`` says which one came first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
 
     def show(p: Progress) -> None:
         assert live is not None
@@ -253,7 +383,8 @@ async def _run(spec: Spec, ns: argparse.Namespace, live: TextIO | None) -> Summa
             progress=show if live is not None else None,
         )
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         if live is not None:
             live.write("\r\033[K")
             live.flush()
@@ -264,32 +395,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
+    output: IO[str] | None = None
     try:
         spec, ns = parse_args(args)
+        if ns.output is not None:
+            output = _open_output(ns.output)
     except UsageError as e:
-        sys.stderr.write(f"hit: error: {e}\n  fix: {_fix_for(str(e))}\n")
+        sys.stderr.write(f"hit: error: {e}\n  fix: {e.fix}\n")
         return EXIT_USAGE
+    with contextlib.ExitStack() as cleanup:
+        if output is not None:
+            cleanup.enter_context(output)
+        return _main(spec, ns, output, args)
+
+
+def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequence[str]) -> int:
     live = sys.stdout if sys.stdout.isatty() and not ns.json else None
-    # Everything imported so far lives for the whole run: keep the cyclic GC from
-    # re-scanning it (the hot path allocates no cycles; this is ~1 % of a busy run).
-    gc.freeze()
+    signals: list[int] = []
     try:
-        summary = uvloop.run(_run(spec, ns, live))
+        ensure_room(max(lanes for lanes, *_ in split(spec)), processes=spec.processes)
+        # Everything imported so far lives for the whole run: keep the cyclic GC from
+        # re-scanning it (the hot path allocates no cycles; this is ~1 % of a busy run).
+        gc.freeze()
+        try:
+            summary = uvloop.run(_run(spec, ns, live, signals))
+        finally:
+            gc.unfreeze()
     except CannotStart as e:
         sys.stderr.write(f"hit: cannot start: {e}\n")
         return EXIT_CANNOT_START
-    except HitpoolError as e:  # a worker process died: there is no summary to print
+    except HitError as e:  # a worker process died: there is no summary to print
         sys.stderr.write(f"hit: error: {e}\n")
         return EXIT_CANNOT_START
-    finally:
-        gc.unfreeze()
     sys.stdout.write(report.json_text(summary) if ns.json else report.text(summary))
-    if ns.output is not None:
+    unwritten = False
+    if output is not None:
         try:
-            with open(ns.output, "w", encoding="utf-8") as f:
-                f.write(report.timeline_text(summary, ns.output))
-        except OSError as e:
+            output.write(report.timeline_text(summary, ns.output))
+            output.flush()
+        except OSError as e:  # the disk filled up during the run
             sys.stderr.write(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
+            unwritten = True
     failed = False
     checked = report.check_all(ns.asserts, summary)
     for a, ok, actual in checked:
@@ -302,5 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
             sys.stderr.write(f"hit: {problem}\n")
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if signals and signals[0] == signal.SIGTERM else EXIT_INTERRUPTED
+    if unwritten:
+        return EXIT_CANNOT_START
     return EXIT_ASSERT if failed else EXIT_OK

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from .._errors import HitpoolError
 from ..stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
+from ._errors import CannotStart as CannotStart  # engine.py imports it from here
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -50,10 +50,6 @@ ERROR_KINDS = (
 # A request that leaves more than this after its due time counts as late. libuv timers
 # tick in whole milliseconds, so anything under 2 ms is timer granularity, not backlog.
 LATE_NS = 2_000_000
-
-
-class CannotStart(HitpoolError):
-    """The run could not start: the host does not resolve or no connection could be made."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from ..stats import Timeline
 from .client import Result
 from .engine import Engine
+from .progress import Tick
 from .spec import Spec
-from .summary import Progress, Summary
+from .summary import Summary
 
 __all__ = ["drive"]
 
@@ -22,7 +23,7 @@ __all__ = ["drive"]
 def _summary(engine: Engine, spec: Spec, *, end: int, timeline: Timeline | None) -> Summary:
     errors = sum(engine.errors.values())
     return Summary(
-        url=spec.url,
+        url=spec.target.shown,  # the password, if the URL holds one, is not reported
         method=spec.method,
         requests=engine.finished,
         successes=engine.successes,
@@ -51,18 +52,21 @@ async def drive(
     go: Callable[[], Awaitable[int]],
     stop: asyncio.Event | None,
     timeline: bool,
-    progress: Callable[[Progress], None] | None,
+    on_tick: Callable[[Tick], None] | None,
     sink: Callable[[Result], None] | None = None,
     on_engine: Callable[[Engine], None] | None = None,
 ) -> Summary:
-    """Connect, wait for ``go`` to give the start time, run to the end or to ``stop``."""
+    """Connect, wait for ``go`` to give the start time, run to the end or to ``stop``.
+    ``on_tick`` gets a `Tick` at the end of every whole second."""
     engine = Engine(spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink)
     if on_engine is not None:
         on_engine(engine)
     loop = asyncio.get_running_loop()
     stopper: asyncio.Task[None] | None = None
     ticker: asyncio.TimerHandle | None = None
-    tl = Timeline() if timeline else None
+    # One snapshot of the histogram a second feeds both the -o timeline and the ticks;
+    # without -o the rows are dropped once their tick is out.
+    tl = Timeline() if timeline or on_tick is not None else None
     try:
         if stop is None:
             await engine.open_lanes()
@@ -77,31 +81,38 @@ async def drive(
         if stop is not None:
             stopper = loop.create_task(_stop_when(stop, engine))
 
+        prev = base
+
         def tick(second: int) -> None:
-            nonlocal ticker
+            nonlocal ticker, prev
+            assert tl is not None
             now = engine.clock()
             errors = sum(engine.errors.values())
-            if tl is not None:
-                tl.tick(second, engine.hist, engine.finished, errors, engine.issued)
-            if progress is not None:
-                elapsed = (now - base) / 1e9
-                progress(
-                    Progress(
-                        elapsed,
-                        engine.finished,
-                        errors,
-                        engine.finished / elapsed if elapsed > 0 else 0.0,
-                        engine.histogram().percentile(99) / 1e6,
+            row = tl.tick(second, engine.hist, engine.finished, errors, engine.issued)
+            if not timeline:
+                tl.rows.clear()
+            if on_tick is not None:
+                on_tick(
+                    Tick(
+                        second=second,
+                        elapsed_s=(now - base) / 1e9,
+                        requests=engine.finished,
+                        errors=errors,
+                        in_flight=engine.issued - engine.finished,
+                        rate=row.requests * 1e9 / max(1, now - prev),
+                        row=row,
                     )
                 )
+            prev = now
             due = base + (second + 2) * 1_000_000_000
             ticker = loop.call_later(max(0, due - engine.clock()) / 1e9, tick, second + 1)
 
-        if tl is not None or progress is not None:
+        if tl is not None:
             ticker = loop.call_later(max(0, base + 1_000_000_000 - engine.clock()) / 1e9, tick, 0)
         await asyncio.shield(engine.done)  # a cancelled run must not cancel the future
         end = engine.last if not engine.stopped else engine.clock()
-        if tl is not None:
+        if timeline:
+            assert tl is not None
             # the last, partial second
             last = max(0, (end - base - 1) // 1_000_000_000)
             if not tl.rows or tl.rows[-1].second < last:
@@ -112,7 +123,7 @@ async def drive(
                     sum(engine.errors.values()),
                     engine.issued,
                 )
-        return _summary(engine, spec, end=end, timeline=tl)
+        return _summary(engine, spec, end=end, timeline=tl if timeline else None)
     finally:
         if ticker is not None:
             ticker.cancel()

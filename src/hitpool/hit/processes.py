@@ -1,12 +1,19 @@
 """A run in child processes (``-p``, or ``run_async(isolate=True)``), merged exactly.
 
 Each child is started with the "spawn" context (no fork of a process with a running loop)
-and runs `drive` on its own uvloop loop over its share of the lanes and requests. Under
---rps process k of P sends requests k, k+P, ... of the one global schedule. A pipe carries
-the protocol: the child sends ("ready" | "cannot_start"), the parent answers ("go", t0)
-with one CLOCK_MONOTONIC start for all, the child sends ("progress", counts) and finally
-("done", wire summary); ("stop", None) ends it early. The parent waits on the pipes and on
-the processes' sentinels with its loop, never a thread, and reaps every child it started.
+and runs `drive` on its own uvloop loop over its share of the lanes. The lanes are the
+unit of the split: a process with a third of the connections sends a third of the
+requests (-n) and, under --rps, a third of the rate, so no process is starved of
+connections for its rate (process k sends at ``rps * c_k / c`` from ``k / rps``; when P
+divides c that is exactly requests k, k+P, ... of the one global schedule).
+
+A `Channel` (a socketpair, length-prefixed messages) carries the protocol: the child sends
+("ready" | "cannot_start"), the parent answers ("go", t0) with one CLOCK_MONOTONIC start
+for all, the child sends ("tick", tick) every second and finally ("done", wire summary);
+("stop", None) ends it early. A child treats SIGTERM as that stop and ignores SIGINT (a
+terminal's Ctrl-C reaches the whole group; the parent decides). The parent waits on the
+channels and on the processes' sentinels with its loop, never a thread, and reaps every
+child it started.
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
-import multiprocessing.connection
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.process import BaseProcess
@@ -24,13 +31,14 @@ from typing import Any
 
 import uvloop
 
-from .._errors import HitpoolError
-from .client import CannotStart
+from ._channel import Channel
+from ._errors import CannotStart, WorkerLost
 from .driver import drive
+from .progress import Tick, TickMerger
 from .spec import Spec
-from .summary import Progress, Summary
+from .summary import Summary
 
-__all__ = ["WorkerLost", "run_processes"]
+__all__ = ["WorkerLost", "run_processes", "split"]
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -38,9 +46,23 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
 
 
-class WorkerLost(HitpoolError):
-    """A worker process (-p, or any with ``isolate``) exited without sending its results;
-    the message names it, its pid and why (its exit status or the signal that killed it)."""
+def split(spec: Spec) -> list[tuple[int, int | None, float | None, float]]:
+    """Each process's ``(lanes, requests, rate, offset)``: its share of the requests and of
+    the rate is its share of the connections. Lane j of c sends requests j, j+c, ... of
+    -n, so the requests of a process are the sum of its lanes' shares."""
+    lanes = spec.lanes if spec.requests is not None else spec.concurrency
+    p = min(spec.processes, lanes)
+    per_process = _shares(lanes, p)
+    per_lane = _shares(spec.requests, lanes) if spec.requests is not None else None
+    out: list[tuple[int, int | None, float | None, float]] = []
+    first = 0
+    for k, c_k in enumerate(per_process):
+        requests = sum(per_lane[first : first + c_k]) if per_lane is not None else None
+        rate = spec.rps * c_k / lanes if spec.rps is not None else None
+        offset = k / spec.rps if spec.rps is not None else 0.0
+        out.append((c_k, requests, rate, offset))
+        first += c_k
+    return out
 
 
 # How long the children of a run get to exit on their own before they are killed. A run
@@ -51,39 +73,24 @@ _EXIT_GRACE_S = 5.0
 _CANCEL_GRACE_S = 0.5
 
 
-async def _recv(conn: multiprocessing.connection.Connection, proc: BaseProcess, name: str) -> Any:
-    """Wait on the loop for a message from a child process (WorkerLost when it is gone)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-    fd = conn.fileno()
-
-    def ready() -> None:
-        loop.remove_reader(fd)
-        if not fut.done():
-            try:
-                fut.set_result(conn.recv())
-            except (EOFError, OSError) as exc:
-                fut.set_exception(exc)
-
-    loop.add_reader(fd, ready)
+async def _recv(chan: Channel, proc: BaseProcess, name: str) -> Any:
+    """The next whole message from a child process (WorkerLost when it is gone)."""
     try:
-        return await fut
+        return await chan.recv()
     except (EOFError, OSError):
-        # Its end of the pipe closed, so it is exiting: its exit code says why.
+        # Its end of the socket closed, so it is exiting: its exit code says why.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await _exited([proc])
         raise WorkerLost(
             f"{name} (pid {proc.pid}) exited without its results: {_why(proc)}"
         ) from None
-    finally:
-        loop.remove_reader(fd)
 
 
 def _why(proc: BaseProcess) -> str:
     code = proc.exitcode
     if code is None:
-        return "it closed its pipe but is still running"
+        return "it closed its end of the channel but is still running"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -140,28 +147,26 @@ async def run_processes(
     *,
     stop: asyncio.Event | None,
     timeline: bool,
-    progress: Callable[[Progress], None] | None,
+    on_tick: Callable[[Tick], None] | None,
 ) -> Summary:
-    p = min(spec.processes, spec.lanes)
-    lanes = _shares(spec.concurrency if spec.requests is None else spec.lanes, p)
-    requests = _shares(spec.requests, p) if spec.requests is not None else [None] * p
+    shares = split(spec)
+    p = len(shares)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with a running loop
-    pipes = [ctx.Pipe() for _ in range(p)]
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(p)]
     procs = [
         ctx.Process(
             target=_child,
-            args=(spec, lanes[k], requests[k], k, p, pipes[k][1], timeline, progress is not None),
+            args=(spec, *shares[k], pairs[k][1], timeline, on_tick is not None),
             name=f"hit-{k + 1}",
             daemon=True,
         )
         for k in range(p)
     ]
     names = [f"hit worker process {k + 1} of {p}" for k in range(p)]
-    parents = [a for a, _ in pipes]
-    loop = asyncio.get_running_loop()
+    chans: list[Channel] = []
     started: list[BaseProcess] = []
-    # Everything waiting on a pipe. gather() does not cancel the others when one fails, and
-    # none may outlive this call (its reader would watch a closed fd): cancelled on the way out.
+    # Everything waiting on a channel. gather() does not cancel the others when one fails,
+    # and none may outlive this call: cancelled on the way out.
     waiting: list[asyncio.Future[Any]] = []
 
     def watch(aw: Awaitable[Any]) -> asyncio.Future[Any]:
@@ -169,45 +174,49 @@ async def run_processes(
         waiting.append(fut)
         return fut
 
+    def tell_all(message: tuple[str, Any]) -> None:
+        for c in chans:
+            c.send(message)
+
     grace = _EXIT_GRACE_S
     try:
         for proc in procs:
             proc.start()
             started.append(proc)
-        for _, child_end in pipes:
-            child_end.close()
+        for ours, theirs in pairs:
+            theirs.close()
+            chans.append(await Channel.open(ours))
         readies = await asyncio.gather(
-            *(watch(_recv(parents[k], procs[k], names[k])) for k in range(p))
+            *(watch(_recv(chans[k], procs[k], names[k])) for k in range(p))
         )
         failed = [msg for kind, msg in readies if kind != "ready"]
         if failed:
             raise CannotStart(failed[0])
         base = time.perf_counter_ns() + 1_000_000  # CLOCK_MONOTONIC: shared by processes
-        for c in parents:
-            c.send(("go", base))
+        tell_all(("go", base))
         done: list[Any] = [None] * p
-        counts: list[tuple[int, int]] = [(0, 0)] * p
+        merger = TickMerger(p)
+
+        def show(ticks: list[Tick]) -> None:
+            if on_tick is not None:
+                for t in ticks:
+                    on_tick(t)
 
         async def collect(k: int) -> None:
             while True:
-                kind, msg = await _recv(parents[k], procs[k], names[k])
+                kind, msg = await _recv(chans[k], procs[k], names[k])
                 if kind == "done":
                     done[k] = msg
+                    show(merger.ended(k))
                     return
-                counts[k] = msg  # ("progress", (requests, errors))
-                if progress is not None and k == 0:
-                    elapsed = (time.perf_counter_ns() - base) / 1e9
-                    req = sum(r for r, _ in counts)
-                    progress(Progress(elapsed, req, sum(e for _, e in counts), req / elapsed, None))
+                show(merger.add(k, Tick.from_wire(msg)))  # ("tick", wire)
 
         collecting = asyncio.gather(*(watch(collect(k)) for k in range(p)))
         if stop is not None:
             stopping = watch(stop.wait())
             await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
-                for c in parents:
-                    with contextlib.suppress(OSError):
-                        c.send(("stop", None))
+                tell_all(("stop", None))
         await collecting
         return Summary.merge(done, processes=p, target_rps=spec.rps)
     except asyncio.CancelledError:
@@ -216,9 +225,7 @@ async def run_processes(
     finally:
         for w in waiting:
             w.cancel()
-        for c in parents:
-            with contextlib.suppress(OSError):
-                c.send(("stop", None))
+        tell_all(("stop", None))
         try:
             await _reap(started, grace)
         finally:
@@ -227,71 +234,73 @@ async def run_processes(
                     child.kill()  # cancelled again while reaping: kill, wait no more
                 else:
                     child.close()
-            for c in parents:
-                loop.remove_reader(c.fileno())
-            for a, b in pipes:
-                a.close()
-                b.close()
+            for c in chans:
+                with contextlib.suppress(Exception):
+                    await c.aclose()
+            for ours, theirs in pairs:
+                ours.close()
+                theirs.close()
 
 
 def _child(
     spec: Spec,
     lanes: int,
     requests: int | None,
-    k: int,
-    p: int,
-    conn: multiprocessing.connection.Connection,
+    rate: float | None,
+    offset: float,
+    sock: socket.socket,
     timeline: bool,
-    progress: bool,
+    ticks: bool,
 ) -> None:
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     try:
-        uvloop.run(_child_async(spec, lanes, requests, k, p, conn, timeline, progress))
+        uvloop.run(_child_async(spec, lanes, requests, rate, offset, sock, timeline, ticks))
     except (BrokenPipeError, ConnectionResetError, EOFError):
         # The parent closed its end (it was cancelled or is gone) before this child could
         # report: there is nobody to tell, so end quietly rather than print a traceback.
         pass
     finally:
-        conn.close()
+        sock.close()
 
 
 async def _child_async(
     spec: Spec,
     lanes: int,
     requests: int | None,
-    k: int,
-    p: int,
-    conn: multiprocessing.connection.Connection,
+    rate: float | None,
+    offset: float,
+    sock: socket.socket,
     timeline: bool,
-    progress: bool,
+    ticks: bool,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)  # as the parent's stop: a partial result
+    chan = await Channel.open(sock)
+    started: asyncio.Future[int] = loop.create_future()
 
-    def on_message() -> None:
-        try:
-            kind, msg = conn.recv()
-        except (EOFError, OSError):
-            kind, msg = "stop", None
-        if kind == "go":
-            started.set_result(msg)
-        else:
-            loop.remove_reader(conn.fileno())
+    async def listen() -> None:
+        while True:
+            try:
+                kind, msg = await chan.recv()
+            except (EOFError, OSError):
+                kind, msg = "stop", None
+            if kind == "go" and not started.done():
+                started.set_result(msg)
+                continue
             stop.set()
             if not started.done():
                 started.cancel()
+            return
 
-    started: asyncio.Future[int] = loop.create_future()
-    loop.add_reader(conn.fileno(), on_message)
+    listener = loop.create_task(listen())
 
     async def go() -> int:
-        conn.send(("ready", None))
+        chan.send(("ready", None))
         return await started
 
-    rate = spec.rps / p if spec.rps is not None else None
-    offset = k / spec.rps if spec.rps is not None else 0.0
     try:
         summary = await drive(
             spec,
@@ -302,18 +311,18 @@ async def _child_async(
             go=go,
             stop=stop,
             timeline=timeline,
-            progress=(lambda pr: conn.send(("progress", (pr.requests, pr.errors))))
-            if progress
-            else None,
+            on_tick=(lambda t: chan.send(("tick", t.to_wire()))) if ticks else None,
         )
     except CannotStart as exc:
-        conn.send(("cannot_start", str(exc)))
+        chan.send(("cannot_start", str(exc)))
+        await chan.drain()
         return
     except asyncio.CancelledError:
         return
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_reader(conn.fileno())
+        listener.cancel()
     wire = summary.to_wire()
     wire["target_rps"] = rate
-    conn.send(("done", wire))
+    chan.send(("done", wire))
+    await chan.drain()
+    await chan.aclose()

@@ -24,6 +24,7 @@ from .client import Result
 from .driver import drive
 from .engine import Engine
 from .processes import run_processes
+from .progress import Tick, progress_of
 from .spec import Spec
 from .summary import Progress, Summary
 
@@ -45,14 +46,21 @@ async def run_async(
     Cancelling the task closes every connection and re-raises. Raises CannotStart when
     the host does not resolve or no lane connects.
 
+    ``progress`` is called once a second with the last second's numbers (all processes'
+    together under -p).
+
     ``isolate=True`` runs the load test in child processes even when ``spec.processes``
     is 1, so this loop only waits on pipes: for a caller whose loop has other work (hitd's
     ``hit`` task). The summary is the same; a child that dies raises WorkerLost.
     """
+    on_tick = _progress_from_ticks(progress) if progress is not None else None
     if isolate or (spec.processes > 1 and spec.lanes > 1):
-        return await run_processes(spec, stop=stop, timeline=timeline, progress=progress)
+        return await run_processes(spec, stop=stop, timeline=timeline, on_tick=on_tick)
+    return await _drive_here(spec, stop=stop, timeline=timeline, on_tick=on_tick)
 
-    return await _drive_here(spec, stop=stop, timeline=timeline, progress=progress)
+
+def _progress_from_ticks(progress: Callable[[Progress], None]) -> Callable[[Tick], None]:
+    return lambda tick: progress(progress_of(tick))
 
 
 async def _start_now() -> int:
@@ -64,7 +72,7 @@ async def _drive_here(
     *,
     stop: asyncio.Event | None,
     timeline: bool,
-    progress: Callable[[Progress], None] | None,
+    on_tick: Callable[[Tick], None] | None,
     sink: Callable[[Result], None] | None = None,
     on_engine: Callable[[Engine], None] | None = None,
 ) -> Summary:
@@ -78,7 +86,7 @@ async def _drive_here(
         go=_start_now,
         stop=stop,
         timeline=timeline,
-        progress=progress,
+        on_tick=on_tick,
         sink=sink,
         on_engine=on_engine,
     )
@@ -113,7 +121,7 @@ async def send_n(spec: Spec, *, buffer: int = 1024) -> AsyncIterator[Result]:
 
     task = asyncio.get_running_loop().create_task(
         _drive_here(
-            spec, stop=None, timeline=False, progress=None, sink=sink, on_engine=engines.append
+            spec, stop=None, timeline=False, on_tick=None, sink=sink, on_engine=engines.append
         )
     )
     task.add_done_callback(lambda _: wake.set())

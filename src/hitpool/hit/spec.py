@@ -7,12 +7,13 @@ Every check raises `SpecError(field, message)` where ``field`` is the Spec field
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .._errors import SpecError
 from ..durations import parse_seconds
@@ -103,6 +104,8 @@ class Target:
     port: int
     path: str  # path and query, at least '/'
     host_header: str  # 'example.com', 'example.com:8080', '[::1]:8080'
+    authorization: str | None = None  # 'Basic ...' from user:password@ in the URL
+    shown: str = ""  # the URL as reports print it: its password replaced by ***
 
     @property
     def tls(self) -> bool:
@@ -110,6 +113,8 @@ class Target:
 
 
 def parse_url(url: str) -> Target:
+    if not isinstance(url, str):
+        raise SpecError("url", f"must be a string like http://127.0.0.1:8080/, got {url!r}")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -138,7 +143,16 @@ def parse_url(url: str) -> Target:
         raise SpecError("url", "the path cannot hold spaces or line breaks; percent-encode them")
     if not path.isascii():  # as a browser does: UTF-8, percent-encoded
         path = quote(path, safe="".join(map(chr, range(33, 127))))
-    return Target(parts.scheme, host, port, path, host_header)
+    authorization, shown = None, url
+    if parts.username is not None:
+        # RFC 3986 userinfo is percent-encoded; Basic auth carries it decoded, as curl sends it
+        # (RFC 7617: user-id ":" password, UTF-8, base64).
+        userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(userinfo.encode()).decode("ascii")
+        if parts.password is not None:
+            netloc = parts.netloc.rpartition("@")[2]
+            shown = parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
+    return Target(parts.scheme, host, port, path, host_header, authorization, shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,30 +175,51 @@ class Spec:
     target: Target = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Every check raises SpecError naming the field, whatever the type of the value:
+        # a Spec is also built from JSON (hitd's `hit` task), where anything can come.
         object.__setattr__(self, "target", parse_url(self.url))
         if self.requests is None and self.duration is None:
             object.__setattr__(self, "requests", DEFAULT_REQUESTS)
         _positive_int("requests", self.requests, "the number of requests, e.g. -n 1000")
         _positive_int("concurrency", self.concurrency, "connections in flight, e.g. -c 50")
         _positive_int("processes", self.processes, "worker processes, e.g. -p 2 or -p auto")
+        if self.processes > self.concurrency:
+            raise SpecError(
+                "processes",
+                f"{self.processes} processes need at least one connection each, and "
+                f"concurrency is {self.concurrency}: each process's share of the rate and "
+                "the requests is its share of the connections",
+            )
         for name, value in (("rps", self.rps), ("duration", self.duration)):
-            if value is not None and not (isinstance(value, int | float) and 0 < value < 1e12):
+            if value is not None and not (_number(value) and 0 < value < 1e12):
                 raise SpecError(name, f"must be a positive number, got {value!r}")
-        if not (isinstance(self.timeout, int | float) and 0 < self.timeout <= 86400):
+        if not (_number(self.timeout) and 0 < self.timeout <= 86400):
             raise SpecError("timeout", f"must be a positive duration, got {self.timeout!r}")
-        if not _TOKEN.match(self.method):
+        if not isinstance(self.method, str) or not _TOKEN.match(self.method):
             raise SpecError("method", f"{self.method!r} is not an HTTP method, e.g. GET or POST")
-        for hname, hvalue in self.headers:
-            parse_header(f"{hname}: {hvalue}")
-        for lo, hi in self.ok:
+        if not isinstance(self.headers, tuple):
+            raise SpecError("headers", f"must be (name, value) pairs, got {self.headers!r}")
+        for pair in self.headers:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(_text(x) for x in pair)):
+                raise SpecError("headers", f"{pair!r} is not a (name, value) pair of strings")
+            parse_header(f"{pair[0]}: {pair[1]}")
+        if not isinstance(self.body, bytes):
+            raise SpecError("body", f"must be bytes (a string from JSON), got {self.body!r}")
+        if not isinstance(self.insecure, bool):
+            raise SpecError("insecure", f"must be true or false, got {self.insecure!r}")
+        if not isinstance(self.ok, tuple) or not self.ok:
+            raise SpecError("ok", f"must be status ranges like 200-399, got {self.ok!r}")
+        for pair in self.ok:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(_integer(x) for x in pair)):
+                raise SpecError("ok", f"{pair!r} is not a status range like (200, 399)")
+            lo, hi = pair
             if not 100 <= lo <= hi <= 999:
                 raise SpecError("ok", f"{lo}-{hi} is not a status range within 100-999")
-        if self.content_type is not None and (
-            any(c in self.content_type for c in "\r\n") or not _latin1(self.content_type)
+        ctype = self.content_type
+        if ctype is not None and (
+            not isinstance(ctype, str) or any(c in ctype for c in "\r\n") or not _latin1(ctype)
         ):
-            raise SpecError(
-                "content_type", f"{self.content_type!r}: a media type like application/json"
-            )
+            raise SpecError("content_type", f"{ctype!r}: a media type like application/json")
 
     @property
     def lanes(self) -> int:
@@ -200,6 +235,8 @@ class Spec:
         names = {n.lower() for n, _ in self.headers}
         host = next((v for n, v in self.headers if n.lower() == "host"), t.host_header)
         lines = [f"{self.method} {t.path} HTTP/1.1", f"Host: {host}"]  # -H Host: overrides
+        if t.authorization is not None and "authorization" not in names:  # -H wins
+            lines.append(f"Authorization: {t.authorization}")
         if "user-agent" not in names:
             lines.append("User-Agent: hit/0.1")
         if "accept" not in names:
@@ -226,23 +263,69 @@ class Spec:
         for name in ("duration", "timeout"):
             if isinstance(kw.get(name), str):
                 kw[name] = parse_duration(kw[name], name)
-        headers = kw.get("headers", ())
-        if isinstance(headers, Mapping):
-            kw["headers"] = tuple((str(k), str(v)) for k, v in headers.items())
-        elif isinstance(headers, list | tuple):
-            kw["headers"] = tuple(
-                parse_header(h) if isinstance(h, str) else tuple(h) for h in headers
-            )
+        if "headers" in kw:
+            kw["headers"] = _headers_from(kw["headers"])
         if isinstance(kw.get("body"), str):
             kw["body"] = kw["body"].encode()
-        if isinstance(kw.get("ok"), str):
-            kw["ok"] = parse_ok(kw["ok"])
+        if "ok" in kw:
+            kw["ok"] = _ok_from(kw["ok"])
         if isinstance(kw.get("processes"), str):
             kw["processes"] = parse_processes(kw["processes"])
-        try:
-            return cls(**kw)
-        except TypeError as e:
-            raise SpecError("spec", str(e))
+        return cls(**kw)
+
+
+def _headers_from(value: object) -> tuple[tuple[str, str], ...]:
+    """``{"Name": "value"}``, ``["Name: value", ...]`` or ``[["Name", "value"], ...]``."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = []
+        for h in value:
+            if isinstance(h, str):
+                items.append(parse_header(h))
+            elif isinstance(h, list | tuple) and len(h) == 2:
+                items.append((h[0], h[1]))
+            else:
+                raise SpecError(
+                    "headers", f"{h!r} is not a header; write 'Name: value' or [name, value]"
+                )
+    else:
+        raise SpecError("headers", f"must be an object of names to values or a list, got {value!r}")
+    out = []
+    for name, v in items:
+        if not isinstance(name, str) or not (isinstance(v, str) or _integer(v)):
+            raise SpecError("headers", f"{name!r}: {v!r} is not a header name and text value")
+        out.append((name, str(v)))
+    return tuple(out)
+
+
+def _ok_from(value: object) -> tuple[tuple[int, int], ...]:
+    """``"200-399"``, ``[200, 204]`` or ``[[200, 299], 304]``: inclusive status ranges."""
+    if isinstance(value, str):
+        return parse_ok(value)
+    if not isinstance(value, list | tuple):
+        raise SpecError("ok", f"must be a status list like '200-399', got {value!r}")
+    out = []
+    for item in value:
+        if _integer(item):
+            out.append((item, item))
+        elif isinstance(item, list | tuple) and len(item) == 2 and all(map(_integer, item)):
+            out.append((item[0], item[1]))
+        else:
+            raise SpecError("ok", f"{item!r} is not a status or a [low, high] range")
+    return tuple(out)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
 
 
 def _positive_int(name: str, value: object, what: str) -> None:

@@ -24,8 +24,8 @@ class Progress:
     elapsed_s: float
     requests: int
     errors: int
-    rps: float
-    p99_s: float | None  # None when several processes run (they report counts only)
+    rps: float  # requests that ended in the last second, per second
+    p99_s: float | None  # of the last second; None when nothing ended in it
 
 
 @dataclass(frozen=True, slots=True)
