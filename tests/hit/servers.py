@@ -20,6 +20,7 @@ requests with httptools and counts every complete request it saw, per path.
     /garbage       a response that is not HTTP
     /stall/K       answers the first K requests on this path, then stops answering
     /spread/MS     200 after a delay spread evenly over 0..MS milliseconds (wide histograms)
+    /delay/MS      200 after MS milliseconds
     /down/K        answers the first K with Connection: close, then stops listening
     /mix           a random one of ok, chunked, close, eof, reset, midbody, garbage,
                    status/500, silent for each request (counted in ``chosen``)
@@ -59,6 +60,7 @@ class Server:
         self.seen: Counter[str] = Counter()
         self.bodies: list[bytes] = []
         self.chosen: Counter[str] = Counter()  # /mix: the behaviour picked per request
+        self.authorizations: Counter[bytes] = Counter()  # Authorization header values seen
         self.rng = random.Random(7)
         self.connections = 0
         self.open: set[asyncio.Transport] = set()
@@ -130,6 +132,10 @@ class _Proto(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url = url
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"authorization":
+            self.s.authorizations[value] += 1
+
     def on_body(self, body: bytes) -> None:
         self.body += body
 
@@ -192,6 +198,8 @@ class _Proto(asyncio.Protocol):
         elif name == "spread":
             delay = self.s.rng.random() * int(parts[1]) / 1000
             asyncio.get_running_loop().call_later(delay, _write_unless_closed, t, OK)
+        elif name == "delay":
+            asyncio.get_running_loop().call_later(int(parts[1]) / 1000, _write_unless_closed, t, OK)
         elif name == "down":
             t.write(_response(200, b"bye", "Connection: close\r\n"))
             t.close()

@@ -3,6 +3,7 @@ runs print the book's block or JSON; --assert gates with exit 3; -o writes a tim
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -56,6 +57,13 @@ def srv() -> Iterator[Server]:
         (["http://x:99999/"], "URL"),
         (["--bogus", "http://x/"], "--bogus"),
         (["http://x/", "extra"], "extra"),
+        (["-z", "-1s", "http://x/"], "-z"),
+        (["-t", "-5", "http://x/"], "-t"),
+        (["-n", "-3", "http://x/"], "-n"),
+        (["-z", "http://x/"], "-z"),
+        (["-c", "1", "-p", "2", "http://x/"], "-p"),
+        (["-o", "/nonexistent/dir/x.csv", "http://x/"], "-o"),
+        (["-o", "/", "http://x/"], "-o"),
     ],
 )
 def test_usage_errors_name_the_flag_and_exit_2(
@@ -66,6 +74,81 @@ def test_usage_errors_name_the_flag_and_exit_2(
     assert out == ""
     assert err.startswith("hit: error: ") and flag in err and "fix:" in err
     assert "Traceback" not in err
+    assert "expected one argument" not in err and "invalid" not in err
+    # the fix is that flag's own, not a pointer to the help
+    fix = err.split("\n  fix: ")[1]
+    assert "see hit --help" not in fix
+    if flag.startswith("-"):
+        assert flag in fix, fix
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        (["-z", "-1s", "http://x/"], "give a positive duration, e.g. -z 30s"),
+        (["-z", "0", "http://x/"], "give a positive duration, e.g. -z 30s"),
+        (["-n", "0", "http://x/"], "give the number of requests"),
+        (["-c", "2", "-p", "3", "http://x/"], "give -p from 1 up to -c"),
+        (["-H", "nope", "http://x/"], "'Name: value'"),
+        (["--assert", "p99", "http://x/"], "--assert 'p99<250ms'"),
+        (["-k", "--json", "--nope", "http://x/"], "remove --nope"),
+        ([], "give one http:// or https:// URL"),
+    ],
+)
+def test_each_usage_error_gives_the_fix_for_its_flag(
+    argv: list[str], fix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert fix in capsys.readouterr().err.split("fix: ")[1]
+
+
+def test_minus_z_with_a_negative_value_says_what_is_wrong(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["-z", "-1s", "http://x/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hit: error: -z: '-1s' is not a duration")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["-o", "/nonexistent/dir/x.csv"], ["-d", "@/no/such/file"], ["-c", "2", "-p", "3"]],
+)
+def test_usage_errors_come_before_the_first_request(
+    srv: Server, extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-n", "5", *extra, srv.url("/ok")]) == 2
+    assert srv.total == 0 and srv.connections == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"hit (hitpool) {version('hitpool')}\n"
+
+
+def test_credentials_in_the_url_send_basic_auth_and_are_not_reported(
+    srv: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = srv.url("/ok").replace("://", "://al%40ice:s3cr%3At@")
+    assert main(["-n", "3", "-c", "1", "--json", url]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # RFC 7617: base64 of user ":" password, percent-decoded first (as curl does)
+    assert srv.authorizations == {b"Basic " + base64.b64encode(b"al@ice:s3cr:t"): 3}
+    assert doc["url"] == url.replace("s3cr%3At", "***") and "s3cr" not in doc["url"]
+
+
+def test_an_authorization_header_wins_over_the_urls_credentials(
+    srv: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = srv.url("/ok").replace("://", "://u:p@")
+    assert main(["-n", "2", "-c", "1", "-H", "Authorization: Bearer T", url]) == 0
+    capsys.readouterr()
+    assert srv.authorizations == {b"Bearer T": 2}
 
 
 def test_help_says_rps_is_the_total(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,8 @@ import pickle
 import pytest
 import uvloop
 
-from hitpool.hit import Spec, run_async
+from hitpool.hit import Progress, Spec, run_async
+from hitpool.hit.processes import split
 from hitpool.hit.summary import Summary
 
 from .servers import serve_in_thread
@@ -33,3 +34,83 @@ def test_results_far_over_16_kib_arrive_whole_under_uvloop() -> None:
             assert len(pickle.dumps(s.to_wire())) > 2 * 16 * 1024
             sent += s.requests
         assert srv.seen["/spread/10"] == sent
+
+
+@pytest.mark.parametrize(
+    ("c", "p", "n", "rps", "expected"),
+    [
+        # lanes, requests, rate, offset per process
+        (3, 2, 100, 60.0, [(2, 67, 40.0, 0.0), (1, 33, 20.0, 1 / 60)]),
+        (4, 2, 10, None, [(2, 5, None, 0.0), (2, 5, None, 0.0)]),
+        (3, 2, 10, None, [(2, 7, None, 0.0), (1, 3, None, 0.0)]),
+        (5, 3, 7, 10.0, [(2, 3, 4.0, 0.0), (2, 3, 4.0, 0.1), (1, 1, 2.0, 0.2)]),
+        (50, 2, 3, None, [(2, 2, None, 0.0), (1, 1, None, 0.0)]),  # -n 3 uses 3 connections
+        (3, 2, None, 30.0, [(2, None, 20.0, 0.0), (1, None, 10.0, 1 / 30)]),
+    ],
+)
+def test_each_process_gets_the_share_of_requests_and_rate_of_its_connections(
+    c: int,
+    p: int,
+    n: int | None,
+    rps: float | None,
+    expected: list[tuple[int, int | None, float | None, float]],
+) -> None:
+    spec = Spec(
+        "http://x/",
+        requests=n,
+        duration=None if n else 5.0,
+        concurrency=c,
+        processes=p,
+        rps=rps,
+    )
+    shares = split(spec)
+    assert [(lanes, req) for lanes, req, _, _ in shares] == [(e[0], e[1]) for e in expected]
+    for (_, _, rate, offset), (_, _, want_rate, want_offset) in zip(shares, expected, strict=True):
+        assert rate == pytest.approx(want_rate) and offset == pytest.approx(want_offset)
+    if n is not None:
+        assert sum(req for _, req, _, _ in shares if req is not None) == n
+    if rps is not None:
+        assert sum(rate for _, _, rate, _ in shares if rate is not None) == pytest.approx(rps)
+
+
+@pytest.mark.slow
+def test_a_process_with_fewer_connections_gets_less_of_the_rate() -> None:
+    # -c 3 -p 2: 2 + 1 connections. A 45 ms server gives a connection at most ~22 req/s;
+    # half of 50 req/s (25) on the single connection would fall behind, its third (16.7)
+    # does not, so nothing leaves late.
+    with serve_in_thread() as srv:
+        spec = Spec(srv.url("/delay/45"), duration=2.0, rps=50, concurrency=3, processes=2)
+        s = uvloop.run(run_async(spec))
+    assert (s.processes, s.concurrency, s.errors) == (2, 3, 0)
+    assert s.requests == 100 == srv.seen["/delay/45"]
+    # Old: the single connection fell 5 ms further behind with every request, so nearly
+    # all of its 50 left late and its p99 (counted from the due time) passed 250 ms. Here
+    # a request leaves late only when the machine itself stalls the server or hit.
+    assert s.late < 25 and s.latency_s()["p99"] < 0.15
+
+
+@pytest.mark.slow
+def test_progress_under_p_has_the_last_seconds_rate_and_p99_for_every_second() -> None:
+    seen: list[Progress] = []
+    with serve_in_thread() as srv:
+        spec = Spec(srv.url("/ok"), duration=2.5, rps=200, concurrency=4, processes=2)
+        s = uvloop.run(run_async(spec, progress=seen.append))
+    assert s.requests == 500
+    # one line per whole second, each with both processes' numbers for that second
+    assert [round(p.elapsed_s) for p in seen] == [1, 2]
+    assert all(p.p99_s is not None and p.p99_s > 0 for p in seen)
+    # (a request due just before a tick may end just after it)
+    assert all(abs(p.requests - 200 * (i + 1)) <= 5 for i, p in enumerate(seen))
+    assert all(p.rps == pytest.approx(200, rel=0.15) for p in seen)
+
+
+def test_the_last_second_shows_a_stall_as_a_rate_of_zero() -> None:
+    seen: list[Progress] = []
+    with serve_in_thread() as srv:
+        # 10 answers, then the server stops answering: the second second has none
+        spec = Spec(srv.url("/stall/10"), duration=2.2, concurrency=2, timeout=5)
+        uvloop.run(run_async(spec, progress=seen.append))
+    # (the two requests in flight wait for -t, so more lines follow)
+    assert len(seen) >= 2
+    assert seen[0].requests == 10 and seen[0].rps > 0
+    assert seen[1].requests == 10 and seen[1].rps == 0 and seen[1].p99_s is None

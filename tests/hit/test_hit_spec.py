@@ -146,3 +146,98 @@ def test_from_dict_takes_json_ish_input() -> None:
     with pytest.raises(SpecError) as e:
         Spec.from_dict({"url": "http://x/", "duration": "soon"})
     assert e.value.field == "duration"
+
+
+U = "http://127.0.0.1:8080/"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"url": 5}, "url"),
+        ({"url": None}, "url"),
+        ({"url": ["http://x/"]}, "url"),
+        ({"url": U, "headers": [5]}, "headers"),
+        ({"url": U, "headers": [["a", "b", "c"]]}, "headers"),
+        ({"url": U, "headers": [["a"]]}, "headers"),
+        ({"url": U, "headers": [[5, "b"]]}, "headers"),
+        ({"url": U, "headers": {"X": None}}, "headers"),
+        ({"url": U, "headers": {"X": [1]}}, "headers"),
+        ({"url": U, "headers": "X: y"}, "headers"),
+        ({"url": U, "headers": 5}, "headers"),
+        ({"url": U, "ok": [[1]]}, "ok"),
+        ({"url": U, "ok": [[200, 299, 300]]}, "ok"),
+        ({"url": U, "ok": [["200", "299"]]}, "ok"),
+        ({"url": U, "ok": [True]}, "ok"),
+        ({"url": U, "ok": []}, "ok"),
+        ({"url": U, "ok": 200}, "ok"),
+        ({"url": U, "ok": {"a": 1}}, "ok"),
+        ({"url": U, "method": 5}, "method"),
+        ({"url": U, "body": 5}, "body"),
+        ({"url": U, "body": ["x"]}, "body"),
+        ({"url": U, "content_type": 5}, "content_type"),
+        ({"url": U, "insecure": "yes"}, "insecure"),
+        ({"url": U, "rps": True}, "rps"),
+        ({"url": U, "rps": "fast"}, "rps"),
+        ({"url": U, "timeout": [1]}, "timeout"),
+        ({"url": U, "timeout": True}, "timeout"),
+        ({"url": U, "duration": {}}, "duration"),
+        ({"url": U, "requests": 1.5}, "requests"),
+        ({"url": U, "processes": [2]}, "processes"),
+        ({"url": U, "concurrency": 1, "processes": 2}, "processes"),
+    ],
+)
+def test_every_bad_value_from_json_is_a_spec_error_naming_the_field(
+    data: dict[str, object], field: str
+) -> None:
+    # hitd's `hit` task builds its Spec from a job's args: anything JSON holds can come,
+    # and each must be a SpecError (a 400 naming the field), never a TypeError or 500.
+    with pytest.raises(SpecError) as e:
+        Spec.from_dict(data)
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("ok", "ranges"),
+    [
+        ("200-399", ((200, 399),)),
+        ([200, 204], ((200, 200), (204, 204))),
+        ([[200, 299], 304], ((200, 299), (304, 304))),
+    ],
+)
+def test_ok_from_json(ok: object, ranges: tuple[tuple[int, int], ...]) -> None:
+    assert Spec.from_dict({"url": U, "ok": ok}).ok == ranges
+
+
+def test_headers_from_json_in_each_form() -> None:
+    want = (("X-A", "1"), ("X-B", "two"))
+    for headers in (
+        {"X-A": 1, "X-B": "two"},
+        ["X-A: 1", "X-B: two"],
+        [["X-A", "1"], ("X-B", "two")],
+    ):
+        assert Spec.from_dict({"url": U, "headers": headers}).headers == want
+
+
+def test_a_process_needs_a_connection() -> None:
+    with pytest.raises(SpecError) as e:
+        Spec(U, concurrency=2, processes=3)
+    assert e.value.field == "processes" and "concurrency is 2" in e.value.message
+    assert Spec(U, concurrency=3, processes=3).processes == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "auth", "shown"),
+    [
+        ("http://u:p@h/", "Basic dTpw", "http://u:***@h/"),
+        ("http://u@h/", "Basic dTo=", "http://u@h/"),  # no password: user-id and ":"
+        ("http://a%40b:%C3%A9@h:81/x", "Basic YUBiOsOp", "http://a%40b:***@h:81/x"),
+        ("http://h/", None, "http://h/"),
+    ],
+)
+def test_userinfo_becomes_basic_auth(url: str, auth: str | None, shown: str) -> None:
+    spec = Spec(url)
+    assert spec.target.authorization == auth and spec.target.shown == shown
+    head = spec.request_bytes().decode("latin-1")
+    assert (f"\r\nAuthorization: {auth}\r\n" in head) == (auth is not None)
+    assert "@" not in head.split("\r\n")[0]  # never in the request line

@@ -46,22 +46,31 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
 
 
+def _proportional(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in proportion to ``weights``, largest remainders first (exact sum)."""
+    whole = sum(weights)
+    out = [total * w // whole for w in weights]
+    left = total - sum(out)
+    by_remainder = sorted(range(len(weights)), key=lambda k: -(total * weights[k] % whole))
+    for k in by_remainder[:left]:
+        out[k] += 1
+    return out
+
+
 def split(spec: Spec) -> list[tuple[int, int | None, float | None, float]]:
     """Each process's ``(lanes, requests, rate, offset)``: its share of the requests and of
-    the rate is its share of the connections. Lane j of c sends requests j, j+c, ... of
-    -n, so the requests of a process are the sum of its lanes' shares."""
+    the rate is its share of the connections."""
     lanes = spec.lanes if spec.requests is not None else spec.concurrency
     p = min(spec.processes, lanes)
     per_process = _shares(lanes, p)
-    per_lane = _shares(spec.requests, lanes) if spec.requests is not None else None
+    requests = (
+        _proportional(spec.requests, per_process) if spec.requests is not None else [None] * p
+    )
     out: list[tuple[int, int | None, float | None, float]] = []
-    first = 0
     for k, c_k in enumerate(per_process):
-        requests = sum(per_lane[first : first + c_k]) if per_lane is not None else None
         rate = spec.rps * c_k / lanes if spec.rps is not None else None
         offset = k / spec.rps if spec.rps is not None else 0.0
-        out.append((c_k, requests, rate, offset))
-        first += c_k
+        out.append((c_k, requests[k], rate, offset))
     return out
 
 
@@ -192,7 +201,9 @@ async def run_processes(
         failed = [msg for kind, msg in readies if kind != "ready"]
         if failed:
             raise CannotStart(failed[0])
-        base = time.perf_counter_ns() + 1_000_000  # CLOCK_MONOTONIC: shared by processes
+        # CLOCK_MONOTONIC is shared by the processes. 5 ms ahead: time for every child to
+        # read "go" before its first request is due, so none starts late.
+        base = time.perf_counter_ns() + 5_000_000
         tell_all(("go", base))
         done: list[Any] = [None] * p
         merger = TickMerger(p)

@@ -209,10 +209,14 @@ class Spec:
             raise SpecError("insecure", f"must be true or false, got {self.insecure!r}")
         if not isinstance(self.ok, tuple) or not self.ok:
             raise SpecError("ok", f"must be status ranges like 200-399, got {self.ok!r}")
-        for pair in self.ok:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(_integer(x) for x in pair)):
-                raise SpecError("ok", f"{pair!r} is not a status range like (200, 399)")
-            lo, hi = pair
+        for status_range in self.ok:
+            if not (
+                isinstance(status_range, tuple)
+                and len(status_range) == 2
+                and all(_integer(x) for x in status_range)
+            ):
+                raise SpecError("ok", f"{status_range!r} is not a status range like (200, 399)")
+            lo, hi = status_range
             if not 100 <= lo <= hi <= 999:
                 raise SpecError("ok", f"{lo}-{hi} is not a status range within 100-999")
         ctype = self.content_type
