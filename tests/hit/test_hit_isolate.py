@@ -119,3 +119,35 @@ async def test_a_child_whose_parent_stopped_listening_ends_quietly(
     await asyncio.to_thread(child.join, 10)
     assert child.exitcode == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_stop_while_the_children_connect_ends_the_run_at_once(processes: int) -> None:
+    # A TLS server that never answers the handshake: every child is stuck connecting, for
+    # up to -t (20 s). The stop reaches them there; the result is empty and interrupted.
+    connected = asyncio.Event()
+    peers: list[asyncio.StreamWriter] = []
+
+    async def mute(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer)
+        if len(peers) == 2:
+            connected.set()
+
+    srv = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}/"
+    spec = Spec(url, requests=10, concurrency=2, processes=processes, timeout=20)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_async(spec, stop=stop, isolate=True))
+    await connected.wait()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    stop.set()
+    s = await task
+    assert loop.time() - t0 < 5  # not the 20 s of -t
+    assert s.interrupted and s.requests == 0 and s.processes == processes
+    assert multiprocessing.active_children() == []
+    for w in peers:
+        w.close()
+    srv.close()
+    await srv.wait_closed()

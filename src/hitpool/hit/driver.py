@@ -75,8 +75,12 @@ async def drive(
             # nothing was sent, and the run ends at once as interrupted.
             engine.base = engine.last = engine.clock()
             engine.stop()
-            return _summary(engine, spec, end=engine.base, timeline=tl)
+            return _summary(engine, spec, end=engine.base, timeline=tl if timeline else None)
         base = await go()
+        if stop is not None and stop.is_set():  # stopped while waiting for the other processes
+            engine.base = engine.last = base
+            engine.stop()
+            return _summary(engine, spec, end=base, timeline=tl if timeline else None)
         engine.begin(base, spec.duration)
         if stop is not None:
             stopper = loop.create_task(_stop_when(stop, engine))

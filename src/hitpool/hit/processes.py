@@ -25,6 +25,7 @@ import multiprocessing
 import signal
 import socket
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -195,17 +196,23 @@ async def run_processes(
         for ours, theirs in pairs:
             theirs.close()
             chans.append(await Channel.open(ours))
-        readies = await asyncio.gather(
-            *(watch(_recv(chans[k], procs[k], names[k])) for k in range(p))
-        )
-        failed = [msg for kind, msg in readies if kind != "ready"]
+        # A stop while the children connect (a host that does not answer can take -t) is
+        # passed on at once: each child then reports its empty, interrupted result.
+        connecting = asyncio.gather(*(watch(_recv(chans[k], procs[k], names[k])) for k in range(p)))
+        if stop is not None:
+            await asyncio.wait({connecting, watch(stop.wait())}, return_when=FIRST_COMPLETED)
+            if not connecting.done():
+                tell_all(("stop", None))
+        readies = await connecting
+        failed = [msg for kind, msg in readies if kind == "cannot_start"]
         if failed:
             raise CannotStart(failed[0])
-        # CLOCK_MONOTONIC is shared by the processes. 5 ms ahead: time for every child to
-        # read "go" before its first request is due, so none starts late.
-        base = time.perf_counter_ns() + 5_000_000
-        tell_all(("go", base))
-        done: list[Any] = [None] * p
+        # ("done", wire) in place of "ready": that child was stopped while it connected
+        done: list[Any] = [msg if kind == "done" else None for kind, msg in readies]
+        if stop is None or not stop.is_set():
+            # CLOCK_MONOTONIC is shared by the processes. 5 ms ahead: time for every child
+            # to read "go" before its first request is due, so none starts late.
+            tell_all(("go", time.perf_counter_ns() + 5_000_000))
         merger = TickMerger(p)
 
         def show(ticks: list[Tick]) -> None:
@@ -214,20 +221,20 @@ async def run_processes(
                     on_tick(t)
 
         async def collect(k: int) -> None:
-            while True:
+            while done[k] is None:
                 kind, msg = await _recv(chans[k], procs[k], names[k])
                 if kind == "done":
                     done[k] = msg
-                    show(merger.ended(k))
-                    return
-                show(merger.add(k, Tick.from_wire(msg)))  # ("tick", wire)
+                else:
+                    show(merger.add(k, Tick.from_wire(msg)))  # ("tick", wire)
+            show(merger.ended(k))
 
         collecting = asyncio.gather(*(watch(collect(k)) for k in range(p)))
         if stop is not None:
             stopping = watch(stop.wait())
             await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
-                tell_all(("stop", None))
+                tell_all(("stop", None))  # (a child ignores a second one)
         await collecting
         return Summary.merge(done, processes=p, target_rps=spec.rps)
     except asyncio.CancelledError:
@@ -303,7 +310,9 @@ async def _child_async(
                 continue
             stop.set()
             if not started.done():
-                started.cancel()
+                # stopped before "go": drive sees the stop once go() returns and sends
+                # nothing; the result it reports is the empty, interrupted one
+                started.set_result(time.perf_counter_ns())
             return
 
     listener = loop.create_task(listen())
