@@ -258,7 +258,7 @@ def test_python_dash_m_runs_for_real(srv: Server) -> None:
     assert json.loads(done.stdout)["successes"] == 25 == srv.seen["/ok"]
 
 
-def test_progress_line_only_on_a_terminal(srv: Server) -> None:
+def test_the_live_view_only_on_a_terminal(srv: Server) -> None:
     import pty
 
     master, slave = pty.openpty()
@@ -281,7 +281,7 @@ def test_progress_line_only_on_a_terminal(srv: Server) -> None:
         assert proc.stderr is not None
         proc.stderr.close()
     out = b"".join(chunks).decode()
-    assert "req/s" in out and "\r" in out  # the progress line, redrawn in place
+    assert "in the last second" in out and "\033[J" in out  # the live view, erased at the end
     assert "Requests: 60" in out
 
 

@@ -14,17 +14,19 @@ import contextlib
 import gc
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO, NoReturn, TextIO
+from typing import IO, NoReturn
 
 import uvloop
 
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
 from ._fds import ensure_room
+from .live import Frame, Lines, Terminal
 from .processes import split
 from .run import run_async
 from .spec import (
@@ -37,7 +39,7 @@ from .spec import (
     parse_ok,
     parse_processes,
 )
-from .summary import Progress, Summary
+from .summary import Summary
 
 EXIT_OK, EXIT_CANNOT_START, EXIT_USAGE, EXIT_ASSERT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
@@ -356,7 +358,7 @@ def _open_output(path: str) -> IO[str]:
 
 
 async def _run(
-    spec: Spec, ns: argparse.Namespace, live: TextIO | None, signals: list[int]
+    spec: Spec, ns: argparse.Namespace, view: Terminal | Lines | None, signals: list[int]
 ) -> Summary:
     """The run, with SIGINT and SIGTERM as a stop: the partial summary comes back, and
     ``signals`` says which one came first."""
@@ -369,25 +371,28 @@ async def _run(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-
-    def show(p: Progress) -> None:
-        assert live is not None
-        live.write("\r\033[K" + report.progress_line(p))
-        live.flush()
-
     try:
         return await run_async(
             spec,
             stop=stop,
             timeline=ns.output is not None or ns.html is not None or ns.save is not None,
-            progress=show if live is not None else None,
+            progress=view.show if view is not None else None,
         )
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        if live is not None:
-            live.write("\r\033[K")
-            live.flush()
+        if view is not None:
+            view.close()
+
+
+def _view(spec: Spec, ns: argparse.Namespace) -> Terminal | Lines | None:
+    """The live view: a frame redrawn in place on a terminal, plain lines on stderr for a
+    log (stdout keeps only the summary), nothing with --json."""
+    if ns.json:
+        return None
+    if sys.stdout.isatty():
+        return Terminal(sys.stdout, Frame(spec, shutil.get_terminal_size().columns))
+    return Lines(sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -410,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequence[str]) -> int:
-    live = sys.stdout if sys.stdout.isatty() and not ns.json else None
+    view = _view(spec, ns)
     signals: list[int] = []
     try:
         ensure_room(max(lanes for lanes, *_ in split(spec)), processes=spec.processes)
@@ -418,7 +423,7 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
         # re-scanning it (the hot path allocates no cycles; this is ~1 % of a busy run).
         gc.freeze()
         try:
-            summary = uvloop.run(_run(spec, ns, live, signals))
+            summary = uvloop.run(_run(spec, ns, view, signals))
         finally:
             gc.unfreeze()
     except CannotStart as e:

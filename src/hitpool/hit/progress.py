@@ -73,9 +73,11 @@ def merge_ticks(ticks: Sequence[Tick]) -> Tick:
 
 
 def progress_of(tick: Tick) -> Progress:
-    """The progress line's numbers: p99 of the last second (None when nothing ended in it)."""
-    p99 = tick.row.percentile(99) / 1e6 if tick.row.counts else None
-    return Progress(tick.elapsed_s, tick.requests, tick.errors, tick.rate, p99)
+    """The progress line's numbers: p50/p99 of the last second (None when nothing ended)."""
+    row = tick.row
+    p50 = row.percentile(50) / 1e6 if row.counts else None
+    p99 = row.percentile(99) / 1e6 if row.counts else None
+    return Progress(tick.elapsed_s, tick.requests, tick.errors, tick.rate, p99, p50, tick.in_flight)
 
 
 class TickMerger:

@@ -80,8 +80,12 @@ def json_text(summary: Summary) -> str:
 
 
 def progress_line(p: Progress) -> str:
-    p99 = f" p99 {fmt_s(p.p99_s)}" if p.p99_s is not None else ""
-    return f"{p.elapsed_s:6.1f}s  {p.requests} requests  {p.rps:.0f} req/s{p99}  {p.errors} errors"
+    """One line a second: totals so far, then the rate and p99 of the last second."""
+    p99 = f"  p99 {fmt_s(p.p99_s)}" if p.p99_s is not None else ""
+    return (
+        f"{p.elapsed_s:6.1f}s  {p.requests} requests  {p.errors} errors  "
+        f"{p.in_flight} in flight  {p.rps:.0f} req/s{p99} (last second)"
+    )
 
 
 def timeline_rows(summary: Summary) -> list[dict[str, Any]]:

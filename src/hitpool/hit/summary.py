@@ -26,6 +26,8 @@ class Progress:
     errors: int
     rps: float  # requests that ended in the last second, per second
     p99_s: float | None  # of the last second; None when nothing ended in it
+    p50_s: float | None = None  # of the last second, as p99_s
+    in_flight: int = 0  # requests sent and not ended, when the second ended
 
 
 @dataclass(frozen=True, slots=True)
