@@ -313,3 +313,15 @@ class _ThreadEvent:
 
     def set(self) -> None:
         self.event.set()
+
+
+def test_a_run_that_cannot_start_leaves_no_empty_timeline_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "t.csv"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["-n", "5", "-o", str(out), f"http://127.0.0.1:{port}/"]) == 1
+    capsys.readouterr()
+    assert not out.exists()

@@ -401,17 +401,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
     output: IO[str] | None = None
+    created = False
     try:
         spec, ns = parse_args(args)
         if ns.output is not None:
+            created = not os.path.exists(ns.output)
             output = _open_output(ns.output)
     except UsageError as e:
         sys.stderr.write(f"hit: error: {e}\n  fix: {e.fix}\n")
         return EXIT_USAGE
-    with contextlib.ExitStack() as cleanup:
-        if output is not None:
-            cleanup.enter_context(output)
-        return _main(spec, ns, output, args)
+    if output is None:
+        return _main(spec, ns, None, args)
+    with output:
+        code = _main(spec, ns, output, args)
+        written = output.tell() > 0
+    if created and not written:  # the run never got to a timeline: leave no empty file
+        with contextlib.suppress(OSError):
+            os.unlink(ns.output)
+    return code
 
 
 def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequence[str]) -> int:

@@ -201,7 +201,7 @@ async def run_processes(
         connecting = asyncio.gather(*(watch(_recv(chans[k], procs[k], names[k])) for k in range(p)))
         if stop is not None:
             await asyncio.wait({connecting, watch(stop.wait())}, return_when=FIRST_COMPLETED)
-            if not connecting.done():
+            if stop.is_set():  # (also when they all connected at that moment: no "go")
                 tell_all(("stop", None))
         readies = await connecting
         failed = [msg for kind, msg in readies if kind == "cannot_start"]
