@@ -93,6 +93,8 @@ def test_usage_errors_name_the_flag_and_exit_2(
         (["--assert", "p99", "http://x/"], "--assert 'p99<250ms'"),
         (["-k", "--json", "--nope", "http://x/"], "remove --nope"),
         ([], "give one http:// or https:// URL"),
+        # a flag without a fix of its own gets its --help text
+        (["--json=3", "http://x/"], "write --json alone, without a value (--json: print one"),
     ],
 )
 def test_each_usage_error_gives_the_fix_for_its_flag(

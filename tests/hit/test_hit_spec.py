@@ -222,7 +222,7 @@ def test_headers_from_json_in_each_form() -> None:
 def test_a_process_needs_a_connection() -> None:
     with pytest.raises(SpecError) as e:
         Spec(U, concurrency=2, processes=3)
-    assert e.value.field == "processes" and "concurrency is 2" in e.value.message
+    assert e.value.field == "processes" and "concurrency (-c) is 2" in e.value.message
     assert Spec(U, concurrency=3, processes=3).processes == 3
 
 

@@ -75,8 +75,10 @@ def _usage(flag: str, message: str, parser: argparse.ArgumentParser | None = Non
     fix = FIXES.get(flag)
     if fix is None:
         action = _action(parser or build_parser(), flag)
-        if action is not None and action.help:
-            fix = f"{flag} takes {action.help}"
+        if action is not None and action.help and action.nargs == 0:
+            fix = f"write {flag} alone, without a value ({flag}: {action.help})"
+        elif action is not None and action.help:
+            fix = f"{flag} {action.metavar or 'VALUE'}: {action.help}"
         else:
             fix = f"remove {flag}: hit --help lists the flags hit takes"
     return UsageError(flag, message, fix)
@@ -99,7 +101,9 @@ class _Parser(argparse.ArgumentParser):
             flag, why = m.groups()
             flag = "URL" if flag == "url" else flag
             if why == "expected one argument":
-                why = f"{flag} needs a value"
+                why = "needs a value"
+            elif why.startswith("ignored explicit argument "):
+                why = "takes no value, got " + why.removeprefix("ignored explicit argument ")
             raise _usage(flag, why, self)
         if message.startswith("the following arguments are required"):
             raise _usage("URL", "no URL given", self)

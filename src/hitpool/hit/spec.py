@@ -187,7 +187,7 @@ class Spec:
             raise SpecError(
                 "processes",
                 f"{self.processes} processes need at least one connection each, and "
-                f"concurrency is {self.concurrency}: each process's share of the rate and "
+                f"concurrency (-c) is {self.concurrency}: each process's share of the rate and "
                 "the requests is its share of the connections",
             )
         for name, value in (("rps", self.rps), ("duration", self.duration)):
