@@ -272,6 +272,9 @@ def _child(
 ) -> None:
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    # Until the loop runs and takes SIGTERM as a stop, a SIGTERM to the group must not kill
+    # this child before it can report: the parent, terminated too, passes the stop on.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     try:
         uvloop.run(_child_async(spec, lanes, requests, rate, offset, sock, timeline, ticks))
