@@ -24,7 +24,7 @@ def _tick(second: int, requests: int, latencies_us: list[int], *, rate: float = 
     counts: dict[int, int] = {}
     for v in latencies_us:
         counts[index_of(v)] = counts.get(index_of(v), 0) + 1
-    row = Second(second, len(latencies_us), 0, tuple(sorted(counts.items())))
+    row = Second(second, len(latencies_us), 0, tuple(sorted(counts.items())), requests + 1, 1)
     return Tick(second, second + 1.0, requests, 0, 1, rate, row)
 
 

@@ -46,6 +46,8 @@ class Tick:
                 "requests": r.requests,
                 "errors": r.errors,
                 "counts": [x for pair in r.counts for x in pair],
+                "sent": r.sent,
+                "in_flight": r.in_flight,
             },
         }
 
