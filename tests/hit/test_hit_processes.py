@@ -101,7 +101,7 @@ def test_progress_under_p_has_the_last_seconds_rate_and_p99_for_every_second() -
     assert all(p.p99_s is not None and p.p99_s > 0 for p in seen)
     # (a request due just before a tick may end just after it)
     assert all(abs(p.requests - 200 * (i + 1)) <= 5 for i, p in enumerate(seen))
-    assert all(p.rps == pytest.approx(200, rel=0.15) for p in seen)
+    assert all(p.rps == pytest.approx(200, rel=0.25) for p in seen)
 
 
 def test_the_last_second_shows_a_stall_as_a_rate_of_zero() -> None:
