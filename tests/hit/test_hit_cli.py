@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hitpool.hit.cli import main
+from hitpool.hit.cli import main, parse_args
 
 from .servers import Server, serve_in_thread
 
@@ -64,6 +64,8 @@ def srv() -> Iterator[Server]:
         (["-c", "1", "-p", "2", "http://x/"], "-p"),
         (["-o", "/nonexistent/dir/x.csv", "http://x/"], "-o"),
         (["-o", "/", "http://x/"], "-o"),
+        (["--html", "/nonexistent/dir/r.html", "http://x/"], "--html"),
+        (["--save", "run.txt", "http://x/"], "--save"),
     ],
 )
 def test_usage_errors_name_the_flag_and_exit_2(
@@ -327,3 +329,10 @@ def test_a_run_that_cannot_start_leaves_no_empty_timeline_file(
         assert main(["-n", "5", "-o", str(out), f"http://127.0.0.1:{port}/"]) == 1
     capsys.readouterr()
     assert not out.exists()
+
+
+def test_p_auto_is_one_process_per_core_and_never_more_than_the_connections() -> None:
+    spec, _ = parse_args(["-p", "auto", "-c", "1", "http://x/"])
+    assert spec.processes == 1
+    spec, _ = parse_args(["-p", "auto", "-c", "500", "http://x/"])
+    assert spec.processes == (os.cpu_count() or 1)
