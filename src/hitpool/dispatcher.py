@@ -23,6 +23,7 @@ from types import CoroutineType, TracebackType
 from typing import Any, TypeVar, overload
 
 from ._core import (
+    _EMPTY,
     _FINISHED,
     CANCELLED,
     FAILED,
@@ -405,6 +406,7 @@ class Dispatcher(Core):
                     job.status = SUCCEEDED
                     job._result = result
                     job.args = ()
+                    job.kwargs = _EMPTY
                     barrier = job._barrier
                     barrier.count -= 1
                     if barrier.count == 0 and barrier.waiter is not None:

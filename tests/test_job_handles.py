@@ -1,0 +1,95 @@
+"""What a finished job's handle keeps: its outcome, never its arguments.
+
+A pool that keeps handles (a map's window, a caller's list of jobs) must not keep every job's
+arguments alive with them, whatever the outcome, on either dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from typing import Any
+
+import pytest
+
+from hitpool import Dispatcher, ThreadDispatcher
+from hitpool._core import _EMPTY, SUCCEEDED, BaseJob
+
+
+class Arg:
+    """An argument a weakref can watch."""
+
+
+def fails(arg: Arg, *, kw: Arg) -> None:
+    del arg, kw  # the traceback keeps this frame; it must not be what keeps them
+    raise ValueError("boom")
+
+
+def succeeds(arg: Arg, *, kw: Arg) -> int:
+    return 1
+
+
+async def succeeds_async(arg: Arg, *, kw: Arg) -> int:
+    await asyncio.sleep(0)
+    return 1
+
+
+async def fails_async(arg: Arg, *, kw: Arg) -> None:
+    del arg, kw
+    await asyncio.sleep(0)
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("fn", [succeeds, fails, succeeds_async, fails_async])
+async def test_a_finished_job_drops_its_args_and_kwargs(fn: Any) -> None:
+    arg, kw = Arg(), Arg()
+    refs = weakref.ref(arg), weakref.ref(kw)
+    async with Dispatcher(workers=2, queue_size=4) as pool:
+        job = await pool.dispatch(fn, arg, kw=kw)
+        del arg, kw
+        try:
+            await job
+        except ValueError:
+            pass
+    gc.collect()
+    assert job.done()
+    assert [r() for r in refs] == [None, None]
+
+
+@pytest.mark.parametrize("fn", [succeeds, fails])
+def test_a_finished_thread_job_drops_its_args_and_kwargs(fn: Any) -> None:
+    arg, kw = Arg(), Arg()
+    refs = weakref.ref(arg), weakref.ref(kw)
+    with ThreadDispatcher(workers=2, queue_size=4) as pool:
+        job = pool.dispatch(fn, arg, kw=kw)
+        del arg, kw
+        job.wait(5)
+    gc.collect()
+    assert job.done()
+    assert [r() for r in refs] == [None, None]
+
+
+def _state(job: BaseJob[Any]) -> dict[str, Any]:
+    """A job's slots, without the ones that differ between any two jobs."""
+    state = {}
+    for name in BaseJob.__slots__:
+        if name in ("id", "_wid", "_pool", "_barrier"):
+            continue
+        state[name] = getattr(job, name, "<unset>")
+    return state
+
+
+async def test_the_inlined_success_path_settles_a_job_as_core_settle_does() -> None:
+    """The worker settles a success inline (once per job); the result must be the one the
+    general `_settle` gives, field by field, so that the two copies cannot drift."""
+    async with Dispatcher(workers=1, queue_size=4) as pool:
+        inline = await pool.dispatch(succeeds, Arg(), kw=Arg())
+        assert await inline == 1
+        general = await pool.dispatch(succeeds, Arg(), kw=Arg())
+        # Settle it through Core._settle before a worker takes it, as a twin of `inline`.
+        pool._ready.remove(general)
+        pool._settle(general, SUCCEEDED, 1, None)
+        inline._retrieved = general._retrieved = True
+        assert _state(inline) == _state(general)
+        assert inline.kwargs is _EMPTY and inline.args == ()
