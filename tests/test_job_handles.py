@@ -74,7 +74,7 @@ def _state(job: BaseJob[Any]) -> dict[str, Any]:
     """A job's slots, without the ones that differ between any two jobs."""
     state = {}
     for name in BaseJob.__slots__:
-        if name in ("id", "_wid", "_pool", "_barrier"):
+        if name in ("id", "_wid", "_pool", "_latch"):
             continue
         state[name] = getattr(job, name, "<unset>")
     return state
@@ -93,3 +93,22 @@ async def test_the_inlined_success_path_settles_a_job_as_core_settle_does() -> N
         inline._retrieved = general._retrieved = True
         assert _state(inline) == _state(general)
         assert inline.kwargs is _EMPTY and inline.args == ()
+
+
+async def test_the_inlined_dispatch_path_puts_a_job_as_put_does() -> None:
+    """`dispatch` puts a ready job inline when there is room (once per job); the job and the
+    wake-up it gives must be `_put`'s, so that the two copies cannot drift."""
+    async with Dispatcher(workers=1, queue_size=4) as pool:
+        await asyncio.sleep(0)  # the worker has parked
+        assert len(pool._idle) == 1
+        inline = await pool.dispatch(succeeds, 1, kw=2)
+        woke_inline = (pool._idle.on_its_way, len(pool._idle))
+        await pool.join()
+        await asyncio.sleep(0)
+        assert len(pool._idle) == 1
+        general = pool._put(succeeds, (1,), {"kw": 2}, None)
+        woke_general = (pool._idle.on_its_way, len(pool._idle))
+        await pool.join()
+    assert woke_inline == woke_general == (1, 0)
+    assert general.id == inline.id + 1
+    assert _state(inline) == _state(general)
