@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hitpool import Dispatcher, ThreadDispatcher
-from hitpool._core import _EMPTY, SUCCEEDED, BaseJob
+from hitpool import Dispatcher, ThreadDispatcher, ThreadJob
+from hitpool._core import _EMPTY, SUCCEEDED, BaseJob, Core
 
 
 class Arg:
@@ -112,3 +112,15 @@ async def test_the_inlined_dispatch_path_puts_a_job_as_put_does() -> None:
     assert woke_inline == woke_general == (1, 0)
     assert general.id == inline.id + 1
     assert _state(inline) == _state(general)
+
+
+def test_the_thread_success_path_settles_a_job_as_core_settle_does() -> None:
+    with ThreadDispatcher(workers=1, queue_size=4) as pool:
+        inline = pool.dispatch(succeeds, Arg(), kw=Arg())
+        assert inline.result(5) == 1
+        with pool._mutex:
+            general: ThreadJob[int] = ThreadJob(pool, -1, succeeds, (Arg(),), {}, pool._latch)
+            pool._latch.count += 1
+            Core._settle(pool, general, SUCCEEDED, 1, None)
+        general._retrieved = True
+        assert _state(inline) == _state(general)

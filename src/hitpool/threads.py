@@ -453,6 +453,15 @@ class ThreadDispatcher(Core):
         for `_call_hooks`, since one that waits for another job, or calls join() or stop(),
         would otherwise hold the lock every worker needs. A job on_error must hear about
         stays in its latch until it has, so join() returns after it."""
+        if status == SUCCEEDED:
+            # `_record_outcome` for a success, inlined (the tests pin it to Core._settle):
+            # a success is counted by no counter and told to no on_error.
+            job.status = SUCCEEDED
+            job._result = result
+            self._leave_latch(job)
+            if job._callbacks is not None:
+                self._hooks_due.append(job)  # type: ignore[arg-type]
+            return
         report = self._record_outcome(job, status, result, exc)
         if status == FAILED:
             self._check_fail_fast(job)
