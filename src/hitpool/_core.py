@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, NoReturn, TypeVar
@@ -92,6 +93,18 @@ def check_size(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(name, f"must be a whole number of at least 1, got {value!r}")
     return value
+
+
+def check_delay(delay: object) -> float:
+    """Validate a job's delay: a finite number of seconds, at least 0."""
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or delay < 0
+    ):
+        raise SpecError("delay", f"must be a finite number of seconds >= 0, got {delay!r}")
+    return float(delay)
 
 
 class CountdownLatch:

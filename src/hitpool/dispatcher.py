@@ -15,7 +15,6 @@ Memory is bounded whatever the caller does: at most ``queue_size`` ready jobs, a
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
 from functools import partial
@@ -34,9 +33,10 @@ from ._core import (
     Core,
     CountdownLatch,
     PoolState,
+    check_delay,
     check_size,
 )
-from ._errors import QueueFull, SpecError
+from ._errors import QueueFull
 from ._mapping import Mapper
 from ._parking import ParkingLot
 
@@ -272,7 +272,7 @@ class Dispatcher(Core):
         test of that room, and the checked delay (None for a ready job)."""
         if delay is None:
             return self._room, self._ready_full, None
-        seconds = _check_delay(delay)
+        seconds = check_delay(delay)
         if seconds == 0:  # a delay of 0 is a ready job
             return self._room, self._ready_full, None
         return self._delay_room, self._delayed_full, seconds
@@ -507,17 +507,6 @@ class Dispatcher(Core):
         from the iterator; leaving the loop early cancels what is still in flight.
         """
         return Mapper(self, fn, iterable, ordered).run()
-
-
-def _check_delay(delay: object) -> float:
-    if (
-        isinstance(delay, bool)
-        or not isinstance(delay, int | float)
-        or not math.isfinite(delay)
-        or delay < 0
-    ):
-        raise SpecError("delay", f"must be a finite number of seconds >= 0, got {delay!r}")
-    return float(delay)
 
 
 def _wake_future(fut: asyncio.Future[None], job: object) -> None:

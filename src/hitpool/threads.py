@@ -48,10 +48,10 @@ from ._core import (
     CountdownLatch,
     DispatcherStatistics,
     PoolState,
+    check_delay,
     check_size,
 )
 from ._errors import QueueFull
-from .dispatcher import _check_delay
 
 __all__ = ["ThreadDispatcher", "ThreadJob"]
 
@@ -256,7 +256,7 @@ class ThreadDispatcher(Core):
         wait: bool,
     ) -> ThreadJob[T]:
         if delay is not None:
-            delay = _check_delay(delay)
+            delay = check_delay(delay)
         with self._mutex:
             if not self._accepting:
                 self._refuse()

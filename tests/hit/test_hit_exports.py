@@ -37,8 +37,8 @@ def test_every_error_kind_is_documented() -> None:
 
 
 def test_every_json_key_is_documented() -> None:
+    from hitpool.hit.stats import Histogram
     from hitpool.hit.summary import Summary
-    from hitpool.stats import Histogram
 
     s = Summary("u", "GET", 0, 0, 0, {}, {}, 0, 0.0, None, 0, 1, 1, False, Histogram())
     for key in s.to_json():

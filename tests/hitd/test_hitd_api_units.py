@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from hitpool._errors import SpecError, StoreError
+from hitpool._errors import SpecError
 from hitpool.hitd.app import parse_delay, parse_job, parse_jobs, parse_work
+from hitpool.hitd.errors import StoreError
 from hitpool.hitd.intake import Intake
 from hitpool.hitd.metrics import HttpCounters, RunTimeHistogram, WorkerNumbers, render
 from hitpool.hitd.store.base import NewJob

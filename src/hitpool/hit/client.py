@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .._errors import HitpoolError
-from ..stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
+from .stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
 
 if TYPE_CHECKING:
     from .engine import Engine

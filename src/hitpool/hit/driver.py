@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..stats import Timeline
 from .client import Result
 from .engine import Engine
 from .spec import Spec
+from .stats import Timeline
 from .summary import Progress, Summary
 
 __all__ = ["drive"]

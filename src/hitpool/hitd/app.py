@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
+from .._errors import DispatcherClosed, SpecError
 from ..durations import parse_seconds
 from .admin import Admin, parse_purge
+from .errors import StoreError, UnknownTask
 from .intake import Ids, Intake
 from .jsonin import decode
 from .messages import Deferred, Request, Response, error_response, json_response

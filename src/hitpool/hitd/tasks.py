@@ -39,7 +39,8 @@ from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from .. import durations
-from .._errors import SpecError, TaskError, UnknownTask
+from .._errors import SpecError
+from .errors import TaskError, UnknownTask
 
 __all__ = [
     "HitLimits",
