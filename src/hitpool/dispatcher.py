@@ -3,7 +3,9 @@
 The seed's dispatcher (marcio.io) hands each waiting job to a goroutine of its own, so its
 "bounded" queue bounds nothing; here a full queue makes `dispatch` wait and
 `dispatch_nowait` raise, and nothing is spawned per job. Its workers register when idle;
-here an idle worker parks on a future and the dispatcher wakes one when a job arrives.
+here an idle worker parks in a `ParkingLot` and the dispatcher wakes one when a job arrives.
+Every wait here goes through a lot (`_parking.py`), and the lifecycle is one state
+(`_core.PoolState`).
 go-dispatcher lets one panicking job kill the process; here a job's exception stays on
 the job. Its delayed dispatch sleeps inside the one dispatch loop; here a delayed job
 waits on a loop timer, holding no worker and no place in the ready queue.
@@ -414,7 +416,8 @@ class Dispatcher(Core):
 
     def _busy_now(self) -> int:
         # A worker's slot keeps the job it last succeeded with until it takes the next one
-        # or parks (one store fewer per job), so a slot counts only while its job runs.
+        # or parks (a success writes nothing to it), so a slot counts only while its job
+        # runs.
         return sum(job is not None and job.status == RUNNING for job in self._running)
 
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
