@@ -223,7 +223,7 @@ class Dispatcher(Core):
             self._latch.count += 1
             self._ready.append(job)
             idle = self._idle
-            if not idle.on_its_way and idle.waiters:
+            if idle.waiters and not idle.on_its_way:
                 idle.wake_one_on_its_way()
             return job
         # `dispatch_nowait`, parking while it finds no room.
@@ -299,7 +299,7 @@ class Dispatcher(Core):
         if delay is None:
             self._ready.append(job)
             idle = self._idle
-            if not idle.on_its_way and idle.waiters:
+            if idle.waiters and not idle.on_its_way:
                 idle.wake_one_on_its_way()
         else:
             self._delayed.add(job)
@@ -341,7 +341,7 @@ class Dispatcher(Core):
                     idle.wake_one_on_its_way()
                     return
                 job = ready.popleft()
-                if ready and not idle.on_its_way and idle.waiters:
+                if ready and idle.waiters and not idle.on_its_way:
                     idle.wake_one_on_its_way()  # the chain: more jobs wait
                 if room.waiters:
                     room.wake_one()
@@ -391,8 +391,9 @@ class Dispatcher(Core):
                     job.args = ()
                     job.kwargs = _EMPTY
                     latch = job._latch
-                    latch.count -= 1
-                    if latch.count == 0 and latch.waiter is not None:
+                    left = latch.count - 1
+                    latch.count = left
+                    if not left and latch.waiter is not None:
                         self._wake_latch(latch)
                     if job._callbacks is not None:
                         self._notify(job)
