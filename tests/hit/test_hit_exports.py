@@ -19,7 +19,6 @@ def test_exports_are_documented_and_importable() -> None:
             "Spec",
             "Summary",
             "WorkerLost",
-            "parse_duration",
             "run",
             "run_async",
             "send_n",

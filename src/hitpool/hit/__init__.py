@@ -11,7 +11,7 @@
 from .client import ERROR_KINDS, CannotStart, Result
 from .processes import WorkerLost
 from .run import run, run_async, send_n
-from .spec import Spec, parse_duration
+from .spec import Spec
 from .summary import Progress, Summary
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "Spec",
     "Summary",
     "WorkerLost",
-    "parse_duration",
     "run",
     "run_async",
     "send_n",
