@@ -110,3 +110,41 @@ def test_each_state_of_a_thread_dispatcher_answers_a_dispatch_its_own_way() -> N
     stopped_early = ThreadDispatcher(workers=1)
     stopped_early.stop()
     assert stopped_early._state is PoolState.CLOSED
+
+
+async def test_a_fail_fast_failure_while_draining_cancels_the_rest() -> None:
+    release = asyncio.Event()
+
+    async def fails_later() -> None:
+        await release.wait()
+        raise ValueError("boom")
+
+    pool = Dispatcher(workers=1, queue_size=4, fail_fast=True)
+    pool.start()
+    failing = await pool.dispatch(fails_later)
+    queued = await pool.dispatch(_noop)
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(pool.stop())  # drain
+    await asyncio.sleep(0)
+    assert pool._state is PoolState.DRAINING
+    release.set()
+    await stopping
+    assert (failing.status, queued.status) == ("failed", "cancelled")
+    assert pool._state is PoolState.CLOSED
+
+
+def test_a_fail_fast_failure_while_a_thread_pool_drains_cancels_the_rest() -> None:
+    pool = ThreadDispatcher(workers=1, queue_size=4, fail_fast=True)
+    pool.start()
+
+    def fails_once_draining() -> None:
+        with pool._mutex:
+            while pool._state is PoolState.RUNNING:
+                pool._work_cv.wait(5)
+        raise ValueError("boom")
+
+    failing = pool.dispatch(fails_once_draining)
+    queued = pool.dispatch(_noop)
+    pool.stop()
+    assert (failing.status, queued.status) == ("failed", "cancelled")
+    assert pool._state is PoolState.CLOSED

@@ -449,7 +449,8 @@ class Dispatcher(Core):
         lot.wake_all()
 
     def _on_fail_fast(self) -> None:
-        self._set_state(PoolState.DRAINING)
+        if self._state is PoolState.RUNNING:  # a failure while draining: it drains already
+            self._set_state(PoolState.DRAINING)
         self._cancel_all()
 
     # -- joining, sizing, map -----------------------------------------------------------

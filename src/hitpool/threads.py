@@ -498,7 +498,8 @@ class ThreadDispatcher(Core):
             event.set()
 
     def _on_fail_fast(self) -> None:
-        self._set_state(PoolState.DRAINING)
+        if self._state is PoolState.RUNNING:  # a failure while draining: it drains already
+            self._set_state(PoolState.DRAINING)
         self._cancel_queued()
 
     # -- joining, sizing, map ----------------------------------------------------------
