@@ -148,3 +148,13 @@ def test_a_fail_fast_failure_while_a_thread_pool_drains_cancels_the_rest() -> No
     pool.stop()
     assert (failing.status, queued.status) == ("failed", "cancelled")
     assert pool._state is PoolState.CLOSED
+
+
+def test_a_thread_pool_stopped_from_its_own_job_closes_when_its_last_worker_leaves() -> None:
+    pool = ThreadDispatcher(workers=1)
+    pool.start()
+    (worker,) = pool._threads.values()
+    job = pool.dispatch(pool.stop)  # stop() inside a job: it cannot wait for its own thread
+    worker.join(5)
+    assert job.status == "succeeded"
+    assert pool._state is PoolState.CLOSED

@@ -401,8 +401,11 @@ class Dispatcher(Core):
             running[wid] = None
             if self._tasks.get(wid) is task:
                 del self._tasks[wid]
-            if not self._accepting and not ready:
-                idle.wake_all()  # the others re-check whether anything is left to wait for
+            if not self._accepting:
+                if not ready:
+                    idle.wake_all()  # the others re-check whether anything is left to wait for
+                if not self._tasks and self._state is PoolState.DRAINING:
+                    self._set_state(PoolState.CLOSED)  # the last worker is gone
 
     def _forget_cancel(self, job: Job[Any], task: asyncio.Task[None]) -> None:
         """The job ended on its own after its cancel was asked (it swallowed it)."""

@@ -401,6 +401,8 @@ class ThreadDispatcher(Core):
         """
         del self._threads[wid]
         self._running.pop(wid, None)
+        if not self._threads and self._state is PoolState.DRAINING:
+            self._set_state(PoolState.CLOSED)  # the last worker is gone
 
     def _wake_worker(self) -> None:
         """Wake one idle worker, unless one is already on its way.
