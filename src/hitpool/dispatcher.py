@@ -261,6 +261,8 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
+        if delay is None and len(self._ready) < self._room_limit and not self._room.waiters:
+            return self._put(fn, args, kwargs, None)  # a ready job with room: `dispatch`'s test
         if not self._accepting:
             self._refuse()
         lot, full, delay = self._lane(delay)
