@@ -15,8 +15,8 @@ from collections import Counter
 
 from hitpool.hit import html, saved
 from hitpool.hit.client import ERROR_KINDS
+from hitpool.hit.stats import Histogram, Second, index_of
 from hitpool.hit.summary import Summary
-from hitpool.stats import Histogram, Second, index_of
 
 
 def synthetic(seconds: int, rps: int, seed: int = 1) -> Summary:

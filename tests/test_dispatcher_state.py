@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from _waiting import finishes
 from hitpool import Dispatcher, DispatcherClosed, Job, QueueFull, ThreadDispatcher
+from hitpool._core import PoolState
 
 QUEUE_SIZE = 4
 
@@ -116,6 +117,12 @@ class DispatcherMachine(RuleBasedStateMachine):
         assert sum(job.status == "queued" for job, _ in self.jobs) == s.queued
         assert sum(job.status == "succeeded" for job, _ in self.jobs) == s.completed
         assert sum(job.status == "cancelled" for job, _ in self.jobs) == s.cancelled
+        # One state; the hot path's caches of it agree with it.
+        pool = self.pool
+        assert pool._state is (PoolState.CLOSED if self.stopped else PoolState.RUNNING)
+        assert pool._accepting is (pool._state is PoolState.RUNNING)
+        assert pool._room_limit == (QUEUE_SIZE if pool._accepting else 0)
+        assert s.closed is self.stopped
 
     def teardown(self) -> None:
         self.run(self.pool.stop(cancel=True))

@@ -47,3 +47,14 @@ def test_upper_bound() -> None:
     assert parse_seconds("1h", "delay", max_s=3600) == 3600
     with pytest.raises(SpecError, match="at most 3600"):
         parse_seconds("61m", "delay", max_s=3600)
+
+
+def test_a_text_seen_before_is_checked_again_against_each_bound_and_field() -> None:
+    assert parse_seconds("90s", "delay") == 90.0
+    with pytest.raises(SpecError, match="at most 60") as err:
+        parse_seconds("90s", "-t", max_s=60)
+    assert err.value.field == "-t"
+    for field in ("a", "b"):
+        with pytest.raises(SpecError) as err:
+            parse_seconds("1e400", field)  # float("1e400") is inf: refused every time
+        assert err.value.field == field

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from hitpool import DispatcherClosed, JobCancelled, QueueFull, SpecError, ThreadDispatcher
+from hitpool._core import PoolState
 
 
 class Gate:
@@ -227,7 +228,7 @@ def test_thread_cancelling_the_last_delayed_job_during_a_draining_stop_lets_stop
 
     class Cond(threading.Condition):
         def wait(self, timeout: float | None = None) -> bool:
-            if pool._stopping:  # a worker goes back to sleep after stop() woke it
+            if pool._state is PoolState.DRAINING:  # back to sleep after stop() woke it
                 parked_while_stopping.release()
             return super().wait(timeout)
 

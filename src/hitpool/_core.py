@@ -1,13 +1,25 @@
 """The bookkeeping the asyncio `Dispatcher` and the threaded `ThreadDispatcher` share.
 
 Only the waiting differs between the two (futures on a loop against locks on threads), so
-everything else lives here: the job handle and its states, the counters, the barriers
-behind `join()`, validation and the statistics snapshot. Nothing here blocks or awaits.
+everything else lives here: the job handle and its states, the pool's lifecycle, the
+counters, the countdown latches behind `join()`, validation and the statistics snapshot.
+Nothing here blocks or awaits.
 
 A job moves through these states, and only forwards:
 
     queued ──> running ──> succeeded | failed | cancelled
       └──────────────────────────────────────> cancelled
+
+A pool moves through these, set only by `Core._set_state`:
+
+    new ──> running ──> draining ──> closed
+     └─────────────────────────────────^
+
+- new: made, not started; a dispatch raises RuntimeError (start it first).
+- running: takes jobs.
+- draining: `stop()` was called, or `fail_fast` saw a failure: takes no jobs (a dispatch
+  raises `DispatcherClosed`); workers finish what is queued (nothing, after a cancel) and exit.
+- closed: every worker has exited; `stop()` returns.
 
 The invariant checked by the tests at every step:
 ``dispatched == completed + failed + cancelled + queued + running``.
@@ -15,12 +27,14 @@ The invariant checked by the tests at every step:
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, NoReturn, TypeVar
 
-from ._errors import JobCancelled, SpecError
+from ._errors import DispatcherClosed, JobCancelled, SpecError
 
 __all__ = ["DispatcherStatistics", "JobStatus"]
 
@@ -35,6 +49,23 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 CANCELLED: Final = "cancelled"
 _FINISHED: Final = frozenset((SUCCEEDED, FAILED, CANCELLED))
+
+
+class PoolState(enum.Enum):
+    """A dispatcher's lifecycle (see the module docstring for the transitions)."""
+
+    NEW = "new"
+    RUNNING = "running"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+_NEXT_STATES: Final = {
+    PoolState.NEW: frozenset((PoolState.RUNNING, PoolState.CLOSED)),
+    PoolState.RUNNING: frozenset((PoolState.DRAINING,)),
+    PoolState.DRAINING: frozenset((PoolState.CLOSED,)),
+    PoolState.CLOSED: frozenset(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +95,26 @@ def check_size(name: str, value: object) -> int:
     return value
 
 
-class Barrier:
-    """The jobs dispatched between two `join()` calls; a join waits for its own and older ones.
+def check_delay(delay: object) -> float:
+    """Validate a job's delay: a finite number of seconds, at least 0."""
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or delay < 0
+    ):
+        raise SpecError("delay", f"must be a finite number of seconds >= 0, got {delay!r}")
+    return float(delay)
 
-    Barriers are only made by `join()`, so a pool nobody joins counts every job in one.
-    ``waiter`` is the loop future or thread event a join parks on, made only when one waits.
+
+class CountdownLatch:
+    """The unfinished jobs dispatched between two `join()` calls: a count that only goes
+    down once the latch is closed, and opens its waiters when it reaches zero. A join waits
+    for the latches open when it was called, not for jobs dispatched after it.
+
+    Latches are only made by `join()`, so a pool nobody joins counts every job in one.
+    ``waiter`` is what joins wait on (a `ParkingLot`, or a list of thread events), made only
+    when one waits.
     """
 
     __slots__ = ("count", "waiter")
@@ -82,9 +128,9 @@ class BaseJob(Generic[T]):
     """A dispatched call: its function, its state, and its outcome once it has one."""
 
     __slots__ = (
-        "_barrier",
         "_callbacks",
         "_exc",
+        "_latch",
         "_pool",
         "_result",
         "_retrieved",
@@ -111,17 +157,16 @@ class BaseJob(Generic[T]):
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        barrier: Barrier,
+        latch: CountdownLatch,
     ) -> None:
-        # Only what is read before the job settles is set here: a job is made per
-        # dispatch, so every attribute costs. _result, _exc and _retrieved are set by
-        # Core._settle.
+        # Only what is read before the job settles is set here (a job is made per
+        # dispatch); _result, _exc and _retrieved are set by Core._record_outcome.
         self._pool = pool
         self.id = id
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self._barrier = barrier
+        self._latch = latch
         self.status: JobStatus = QUEUED
         self._callbacks: list[Callable[[Any], object]] | None = None
 
@@ -130,7 +175,7 @@ class BaseJob(Generic[T]):
         """The ID (0 .. workers-1) of the worker that ran the job; None until one does."""
         try:
             return self._wid
-        except AttributeError:  # unset until a worker takes the job: one store fewer per job
+        except AttributeError:  # set by the worker that takes the job, not at dispatch
             return None
 
     def __repr__(self) -> str:
@@ -203,6 +248,9 @@ def failed_class(cls: type) -> type:
 class Core:
     """The counters and rules both dispatchers follow; subclasses add the waiting."""
 
+    _kind: ClassVar[str]  # the twin's name and how to start it, for _refuse
+    _start_hint: ClassVar[str]
+
     def __init__(
         self,
         workers: int,
@@ -217,9 +265,14 @@ class Core:
         self._next_id = 0  # also the number of jobs dispatched
         self._failed = 0
         self._cancelled = 0
-        self._closed = False
-        self._barrier = Barrier()
-        self._open_barriers: list[Barrier] = []  # older barriers some join waits on
+        self._state = PoolState.NEW
+        # Cache `_state is PoolState.RUNNING` for the hot paths; written only by _set_state.
+        # `_room_limit` is queue_size while running and 0 otherwise, so that one comparison
+        # says "running, and the ready queue has room".
+        self._accepting = False
+        self._room_limit = 0
+        self._latch = CountdownLatch()  # the latch new jobs count in
+        self._open_latches: list[CountdownLatch] = []  # older latches some join waits on
         self._first_failure: BaseException | None = None
 
     # -- accounting -------------------------------------------------------------------
@@ -234,7 +287,25 @@ class Core:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state is PoolState.DRAINING or self._state is PoolState.CLOSED
+
+    def _set_state(self, state: PoolState) -> None:
+        """The one place the lifecycle moves; the twins add what the move wakes."""
+        assert state in _NEXT_STATES[self._state], f"{self._state} -> {state}"
+        self._state = state
+        self._accepting = state is PoolState.RUNNING
+        self._room_limit = self._queue_size if self._accepting else 0
+
+    def _refuse(self) -> NoReturn:
+        """Raise the error for a dispatch the current state does not take."""
+        if self._state is PoolState.NEW:
+            raise RuntimeError(f"start the {self._kind} first: {self._start_hint}")
+        raise DispatcherClosed("the dispatcher is stopped")
+
+    def _refuse_start(self) -> None:
+        """Raise when start() cannot start: the pool was stopped (a running one is a no-op)."""
+        if self._state is PoolState.DRAINING or self._state is PoolState.CLOSED:
+            raise DispatcherClosed("this dispatcher was stopped; make a new one")
 
     def statistics(self) -> DispatcherStatistics:
         # queued and busy are counted when asked, not kept per job: the hot path of a
@@ -253,13 +324,13 @@ class Core:
             failed=self._failed,
             cancelled=self._cancelled,
             queue_size=self._queue_size,
-            closed=self._closed,
+            closed=self.closed,
         )
 
     def _settle(
         self, job: BaseJob[Any], status: str, result: Any, exc: BaseException | None
     ) -> None:
-        """Record a job's outcome: counters, on_error, fail-fast, barrier, callbacks.
+        """Record a job's outcome: counters, on_error, fail-fast, latch, callbacks.
 
         The caller has taken the job out of the ready queue, the delayed set or its
         worker's slot. `ThreadDispatcher` overrides this to run the user's code (on_error,
@@ -269,7 +340,7 @@ class Core:
             self._tell_on_error(job)
         if status == FAILED:
             self._check_fail_fast(job)
-        self._leave_barrier(job)
+        self._leave_latch(job)
         if job._callbacks is not None:
             self._notify(job)
 
@@ -298,7 +369,7 @@ class Core:
     def _tell_on_error(self, job: BaseJob[Any]) -> None:
         """Tell on_error about a failed job; whatever it raises is logged, not propagated.
 
-        Even a BaseException: raised out of a settle it would skip the barrier (join()
+        Even a BaseException: raised out of a settle it would skip the latch (join()
         would hang) and end the worker, on a thread or in a task.
         """
         assert self._on_error is not None
@@ -313,14 +384,14 @@ class Core:
             self._first_failure = job._exc
             self._on_fail_fast()
 
-    def _leave_barrier(self, job: BaseJob[Any]) -> None:
-        """Count a settled job out of its barrier, waking a join waiting on it."""
+    def _leave_latch(self, job: BaseJob[Any]) -> None:
+        """Count a settled job out of its latch, waking the joins waiting on it."""
         job.args = ()  # drop references the finished job no longer needs
         job.kwargs = _EMPTY
-        barrier = job._barrier
-        barrier.count -= 1
-        if barrier.count == 0 and barrier.waiter is not None:
-            self._wake_barrier(barrier)
+        latch = job._latch
+        latch.count -= 1
+        if latch.count == 0 and latch.waiter is not None:
+            self._wake_latch(latch)
 
     def _notify(self, job: BaseJob[Any]) -> None:
         """Run a settled job's done callbacks (those who wait on it wait through one)."""
@@ -336,14 +407,15 @@ class Core:
         except BaseException:  # even SystemExit: see _tell_on_error
             log.exception("hitpool: done callback %r failed for %r", fn, job)
 
-    def _join_barriers(self) -> list[Barrier]:
-        """Start a new barrier; return the ones a join made now must wait for."""
-        current = self._barrier
+    def _join_latches(self) -> list[CountdownLatch]:
+        """Close the current latch and start a new one; return the latches a join made now
+        must wait for (every one still counting)."""
+        current = self._latch
         if current.count:
-            self._barrier = Barrier()
-            self._open_barriers.append(current)
-        self._open_barriers = [b for b in self._open_barriers if b.count]
-        return list(self._open_barriers)
+            self._latch = CountdownLatch()
+            self._open_latches.append(current)
+        self._open_latches = [latch for latch in self._open_latches if latch.count]
+        return list(self._open_latches)
 
     # -- what each twin does its own way ----------------------------------------------
 
@@ -356,7 +428,7 @@ class Core:
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         raise NotImplementedError
 
-    def _wake_barrier(self, barrier: Barrier) -> None:
+    def _wake_latch(self, latch: CountdownLatch) -> None:
         raise NotImplementedError
 
     def _on_fail_fast(self) -> None:

@@ -1,22 +1,28 @@
-"""The error tree. Every error hitpool raises on purpose derives from `HitpoolError`.
+"""The library's error tree. Every error the library raises on purpose derives from
+`HitpoolError`:
 
-    HitpoolError
-    ├── QueueFull            dispatch_nowait() found the queue at queue_size
-    ├── DispatcherClosed     dispatch after stop() or after leaving the block
-    ├── JobCancelled         awaiting / .result() of a job that was cancelled (keeps .job)
-    ├── SpecError            bad input for a load test or a job (keeps .field, the flag or field)
-    ├── StoreError           the job store failed
-    │   └── StoreUnavailable the store cannot be reached or opened
-    └── TaskError
-        └── UnknownTask      no task registered under that name (keeps .task)
+* HitpoolError
+  * QueueFull          dispatch_nowait() found queue_size jobs queued
+  * DispatcherClosed   a dispatch to a draining or closed pool (after stop(), the block,
+                       or a fail_fast failure); start() after stop()
+  * JobCancelled       await job / job.result() of a cancelled job (keeps .job)
+  * SpecError          bad input, named by the flag or field it came from, with the fix
+                       (keeps .field); also a ValueError
 
-A job's own exception is never wrapped: `await job` re-raises it as it was raised, as
-`concurrent.futures.Future.result()` does.
+A job's own exception is never wrapped: ``await job`` re-raises it as it was raised, as
+`concurrent.futures.Future.result()` does. A dispatch to a pool that was never started is a
+programming error and raises RuntimeError.
+
+The two programs add their own branches under `HitpoolError`, in their own packages:
+`hitpool.hitd.errors` (the store's and the tasks' errors) and hit's (`hitpool.hit`). The
+library imports neither.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+__all__ = ["DispatcherClosed", "HitpoolError", "JobCancelled", "QueueFull", "SpecError"]
 
 
 class HitpoolError(Exception):
@@ -46,23 +52,3 @@ class SpecError(HitpoolError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-class StoreError(HitpoolError):
-    """The job store failed."""
-
-
-class StoreUnavailable(StoreError):
-    """The job store cannot be reached or opened."""
-
-
-class TaskError(HitpoolError):
-    """A problem with a task definition or lookup."""
-
-
-class UnknownTask(TaskError):
-    """No task is registered under this name."""
-
-    def __init__(self, task: str) -> None:
-        super().__init__(f"unknown task {task!r}")
-        self.task = task

@@ -47,10 +47,10 @@ class Mapper(Generic[R]):
         return bool(self.done)
 
     async def run(self) -> AsyncIterator[Any]:
-        # What is finished is yielded before more items are pulled, and an async source is
-        # pulled in a task of its own while the jobs run: waiting to fill the window first
-        # held results back for as long as a throttled source took to give `window` items,
-        # and a source that waits for the consumer (a crawler's frontier) never gave them.
+        # Invariants: a finished result is yielded before another item is pulled, and an
+        # async source is pulled in a task of its own while the jobs run, so no result
+        # waits for the window to fill: a throttled source delays no result, and a source
+        # that waits for the consumer (a crawler's frontier) is not deadlocked.
         pool = self.pool
         loop = pool._require_loop()
         ait: AsyncIterator[Any] | None = None

@@ -3,7 +3,9 @@
 The seed's dispatcher (marcio.io) hands each waiting job to a goroutine of its own, so its
 "bounded" queue bounds nothing; here a full queue makes `dispatch` wait and
 `dispatch_nowait` raise, and nothing is spawned per job. Its workers register when idle;
-here an idle worker parks on a future and the dispatcher wakes one when a job arrives.
+here an idle worker parks in a `ParkingLot` and the dispatcher wakes one when a job arrives.
+Every wait here goes through a lot (`_parking.py`), and the lifecycle is one state
+(`_core.PoolState`).
 go-dispatcher lets one panicking job kill the process; here a job's exception stays on
 the job. Its delayed dispatch sleeps inside the one dispatch loop; here a delayed job
 waits on a loop timer, holding no worker and no place in the ready queue.
@@ -15,7 +17,6 @@ Memory is bounded whatever the caller does: at most ``queue_size`` ready jobs, a
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
 from functools import partial
@@ -23,19 +24,23 @@ from types import CoroutineType, TracebackType
 from typing import Any, TypeVar, overload
 
 from ._core import (
+    _EMPTY,
     _FINISHED,
     CANCELLED,
     FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    Barrier,
     BaseJob,
     Core,
+    CountdownLatch,
+    PoolState,
+    check_delay,
     check_size,
 )
-from ._errors import DispatcherClosed, QueueFull, SpecError
+from ._errors import QueueFull
 from ._mapping import Mapper
+from ._parking import ParkingLot
 
 __all__ = ["Dispatcher", "Job"]
 
@@ -73,6 +78,9 @@ class Dispatcher(Core):
     it from ``join()`` and from the block.
     """
 
+    _kind = "Dispatcher"
+    _start_hint = "`async with Dispatcher(...) as pool`"
+
     def __init__(
         self,
         workers: int = 8,
@@ -82,23 +90,18 @@ class Dispatcher(Core):
         fail_fast: bool = False,
     ) -> None:
         super().__init__(workers, queue_size, on_error, fail_fast)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start(), then kept
+        # Invariant: at most queue_size jobs in each; a job is in one of them, or running.
         self._ready: deque[Job[Any]] = deque()
         self._delayed: set[Job[Any]] = set()
-        self._parked: deque[asyncio.Future[None]] = deque()  # idle workers
-        # Workers woken for ready jobs that have not resumed yet. A put wakes a worker only
-        # when none is on its way, and a worker that takes a job wakes the next one if jobs
-        # remain (a chain). Waking one per put woke 16 workers for a burst of 16 jobs that
-        # the first worker then ran alone when they finished without suspending; the other
-        # 15 each paid a future, a task step and a park for nothing.
-        self._waking = 0
-        self._room: deque[asyncio.Future[None]] = deque()  # dispatchers waiting for room
-        self._delay_room: deque[asyncio.Future[None]] = deque()
+        # Every wait goes through a lot: idle workers (woken as a chain, see ParkingLot),
+        # callers waiting for room among the ready jobs, and among the delayed ones.
+        self._idle = ParkingLot()
+        self._room = ParkingLot()
+        self._delay_room = ParkingLot()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._running: list[Job[Any] | None] = []  # by worker id: its job, or None
         self._cancelling: set[Job[Any]] = set()  # running jobs whose cancel was asked
-        self._stopping = False
-        self._shut = True  # closed, or not started: dispatch takes its slow path to say which
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -133,18 +136,26 @@ class Dispatcher(Core):
 
     def start(self) -> None:
         """Start the workers on the running loop (``async with`` does this)."""
-        if self._closed:  # first: a stopped pool still has its loop
-            raise DispatcherClosed("this dispatcher was stopped; make a new one")
-        if self._loop is not None:
+        self._refuse_start()
+        if self._state is PoolState.RUNNING:
             return
         self._loop = asyncio.get_running_loop()
-        self._shut = False
+        self._set_state(PoolState.RUNNING)
         for wid in range(self._workers):
             self._spawn(wid)
 
+    def _set_state(self, state: PoolState) -> None:
+        super()._set_state(state)
+        if state is PoolState.DRAINING:
+            # Callers waiting for room raise DispatcherClosed; idle workers exit once
+            # nothing is left to run.
+            self._room.wake_all()
+            self._delay_room.wake_all()
+            self._idle.wake_all()
+
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            raise RuntimeError("start the Dispatcher first: `async with Dispatcher(...) as pool`")
+            self._refuse()
         return self._loop
 
     def _spawn(self, wid: int) -> None:
@@ -156,18 +167,18 @@ class Dispatcher(Core):
 
         Returns once every worker has exited. Must not be awaited from inside a job.
         """
-        self._closed = self._shut = True
-        self._stopping = True
-        _wake_all(self._room)
-        _wake_all(self._delay_room)
+        if self._state is PoolState.NEW:
+            self._set_state(PoolState.CLOSED)
+            return
+        if self._state is PoolState.RUNNING:
+            self._set_state(PoolState.DRAINING)
         if cancel:
             self._cancel_all()
-        _wake_all(self._parked)
+        self._idle.wake_all()  # a worker parked for a delayed job may have nothing left
         tasks = list(self._tasks.values())
-        if not tasks:
-            return
         try:
-            await asyncio.wait(tasks)
+            if tasks:
+                await asyncio.wait(tasks)
         except BaseException:
             # Cancelled while draining: do not leave the workers behind.
             self._cancel_all()
@@ -175,6 +186,9 @@ class Dispatcher(Core):
                 t.cancel()
             await asyncio.wait(tasks)
             raise
+        finally:
+            if self._state is PoolState.DRAINING and not self._tasks:
+                self._set_state(PoolState.CLOSED)
 
     def _cancel_all(self) -> None:
         while self._ready:
@@ -182,7 +196,11 @@ class Dispatcher(Core):
         for job in list(self._delayed):
             self._cancel_job(job)
         for wid, running in enumerate(self._running):
-            if running is not None and running not in self._cancelling:
+            if (
+                running is not None
+                and running.status == RUNNING
+                and running not in self._cancelling
+            ):
                 self._cancelling.add(running)
                 self._tasks[wid].cancel()
 
@@ -197,22 +215,42 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)``; wait while the queue is full. Returns the job."""
-        if delay is not None:
-            delay = _check_delay(delay) or None  # a delay of 0 is a ready job
-        if delay is None:
-            if len(self._ready) >= self._queue_size or self._room or self._shut:
-                await self._wait_for_room(self._room, self._ready_full)
-            # The hot path, inlined: make the job, queue it, wake an idle worker.
-            job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._barrier)
+        if delay is None and len(self._ready) < self._room_limit and not self._room.waiters:
+            # The hot path: `_put` of a ready job, inlined. The only copy; the tests pin
+            # it to `_put`.
+            job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._latch)
             self._next_id += 1
-            self._barrier.count += 1
+            self._latch.count += 1
             self._ready.append(job)
-            if self._parked and not self._waking:
-                self._wake_worker()
+            idle = self._idle
+            if idle.waiters and not idle.on_its_way:
+                idle.wake_one_on_its_way()
             return job
-        if len(self._delayed) >= self._queue_size or self._delay_room or self._shut:
-            await self._wait_for_room(self._delay_room, self._delayed_full)
-        return self._put(fn, args, kwargs, delay)
+        # `dispatch_nowait`, parking while it finds no room.
+        if not self._accepting:
+            self._refuse()
+        if delay is None:
+            lot, full = self._room, self._ready_full
+        else:
+            lot, full, delay = self._lane(delay)
+        if not full() and not lot.waiters:
+            return self._put(fn, args, kwargs, delay)
+        # Full, or others wait before us: wait our turn. A woken caller takes the room it
+        # was woken for even if more wait behind it; one that lost it to a newcomer goes
+        # back to the front.
+        loop = self._loop
+        assert loop is not None
+        first = False
+        while True:
+            await lot.park(loop, first)
+            if not self._accepting:
+                self._refuse()
+            if not full():
+                job = self._put(fn, args, kwargs, delay)
+                if lot.waiters and not full():
+                    lot.wake_one()  # room for more than us: pass it on
+                return job
+            first = True
 
     def dispatch_nowait(
         self,
@@ -223,69 +261,31 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
-        if delay is None and not self._shut:
-            # The hot path, inlined as in `dispatch`: a ready job on an open pool.
-            if len(self._ready) >= self._queue_size or self._room:
-                raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
-            job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._barrier)
-            self._next_id += 1
-            self._barrier.count += 1
-            self._ready.append(job)
-            if self._parked and not self._waking:
-                self._wake_worker()
-            return job
-        if self._shut:
-            self._check_open()
-        if delay is not None:
-            delay = _check_delay(delay) or None  # a delay of 0 is a ready job
-        if delay is None:
-            if len(self._ready) >= self._queue_size or self._room:
-                raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
-        else:
-            if len(self._delayed) >= self._queue_size or self._delay_room:
-                raise QueueFull(f"{self._queue_size} delayed jobs are waiting (queue_size)")
+        if delay is None and len(self._ready) < self._room_limit and not self._room.waiters:
+            return self._put(fn, args, kwargs, None)  # a ready job with room: `dispatch`'s test
+        if not self._accepting:
+            self._refuse()
+        lot, full, delay = self._lane(delay)
+        if full() or lot.waiters:
+            what = "jobs are queued" if delay is None else "delayed jobs are waiting"
+            raise QueueFull(f"{self._queue_size} {what} (queue_size)")
         return self._put(fn, args, kwargs, delay)
+
+    def _lane(self, delay: object) -> tuple[ParkingLot, Callable[[], bool], float | None]:
+        """Where a job with this ``delay`` goes: the lot of callers waiting for its room, the
+        test of that room, and the checked delay (None for a ready job)."""
+        if delay is None:
+            return self._room, self._ready_full, None
+        seconds = check_delay(delay)
+        if seconds == 0:  # a delay of 0 is a ready job
+            return self._room, self._ready_full, None
+        return self._delay_room, self._delayed_full, seconds
 
     def _ready_full(self) -> bool:
         return len(self._ready) >= self._queue_size
 
     def _delayed_full(self) -> bool:
         return len(self._delayed) >= self._queue_size
-
-    async def _wait_for_room(
-        self, waiters: deque[asyncio.Future[None]], full: Callable[[], bool]
-    ) -> None:
-        loop = self._require_loop()
-        first = False  # a woken waiter that lost its room goes back to the front
-        while True:
-            if self._shut:
-                self._check_open()
-            if not full() and (first or not waiters):
-                if waiters and not full():
-                    _wake_one(waiters)  # room for more than us: pass it on
-                return
-            fut: asyncio.Future[None] = loop.create_future()
-            if first:
-                waiters.appendleft(fut)
-            else:
-                waiters.append(fut)
-            try:
-                await fut
-            except BaseException:
-                if fut.done() and not fut.cancelled():
-                    _wake_one(waiters)  # we were handed room we will not use
-                else:
-                    try:
-                        waiters.remove(fut)
-                    except ValueError:
-                        pass
-                raise
-            first = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DispatcherClosed("the dispatcher is stopped")
-        self._require_loop()
 
     def _put(
         self,
@@ -294,31 +294,26 @@ class Dispatcher(Core):
         kwargs: dict[str, Any],
         delay: float | None,
     ) -> Job[Any]:
-        job: Job[Any] = Job(self, self._next_id, fn, args, kwargs, self._barrier)
+        """Queue a job the caller has found room for: ready, or on a timer."""
+        job: Job[Any] = Job(self, self._next_id, fn, args, kwargs, self._latch)
         self._next_id += 1
-        self._barrier.count += 1
-        if delay is None or delay == 0:
+        self._latch.count += 1
+        if delay is None:
             self._ready.append(job)
-            if self._parked and not self._waking:
-                self._wake_worker()
+            idle = self._idle
+            if idle.waiters and not idle.on_its_way:
+                idle.wake_one_on_its_way()
         else:
             self._delayed.add(job)
-            job._timer = self._loop.call_later(delay, self._release, job)  # type: ignore[union-attr]
+            job._timer = self._require_loop().call_later(delay, self._release, job)
         return job
-
-    def _wake_worker(self) -> None:
-        """Wake one parked worker for the ready jobs (see `_waking`)."""
-        if _wake_one(self._parked):
-            self._waking += 1
 
     def _release(self, job: Job[Any]) -> None:
         """A delayed job is due: it joins the back of the ready queue."""
         self._delayed.discard(job)
         self._ready.append(job)
-        if self._parked and not self._waking:
-            self._wake_worker()
-        if self._delay_room:
-            _wake_one(self._delay_room)
+        self._idle.wake_one_on_its_way()
+        self._delay_room.wake_one()
 
     # -- the workers --------------------------------------------------------------------
 
@@ -329,38 +324,29 @@ class Dispatcher(Core):
         assert task is not None
         ready = self._ready
         running = self._running
+        idle = self._idle
+        room = self._room
+        cancelling = self._cancelling  # never replaced, only changed
         if len(running) <= wid:
             running.extend([None] * (wid + 1 - len(running)))
         settle = self._settle
         try:
             while True:
                 if not ready:
-                    if wid >= self._workers or (self._stopping and not self._delayed):
+                    running[wid] = None  # its last job, kept until now: see _busy_now
+                    if wid >= self._workers or (not self._accepting and not self._delayed):
                         return
-                    fut = loop.create_future()
-                    self._parked.append(fut)
-                    try:
-                        await fut
-                    finally:
-                        if self._waking:  # resumed: no longer on its way
-                            self._waking -= 1
-                        if not fut.done():
-                            fut.cancel()
-                            try:
-                                self._parked.remove(fut)
-                            except ValueError:
-                                pass
+                    await idle.park(loop)
                     continue
                 if wid >= self._workers:
                     # Resized down: leave the job to a worker that stays, and go.
-                    if self._parked:
-                        self._wake_worker()
+                    idle.wake_one_on_its_way()
                     return
                 job = ready.popleft()
-                if ready and self._parked and not self._waking:
-                    self._wake_worker()  # the chain: more jobs wait
-                if self._room:
-                    _wake_one(self._room)
+                if ready and idle.waiters and not idle.on_its_way:
+                    idle.wake_one_on_its_way()  # the chain: more jobs wait
+                if room.waiters:
+                    room.wake_one()
                 job.status = RUNNING
                 job._wid = wid
                 running[wid] = job
@@ -398,25 +384,30 @@ class Dispatcher(Core):
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         raise
                 else:
-                    running[wid] = None
-                    if self._cancelling:
+                    if cancelling:
                         self._forget_cancel(job, task)
-                    # Core._settle for a success, inlined: this runs once per job.
+                    # Core._settle for a success, inlined (the only copy; the tests pin it
+                    # to Core._settle): no counter, no on_error, no fail-fast.
                     job.status = SUCCEEDED
                     job._result = result
                     job.args = ()
-                    barrier = job._barrier
-                    barrier.count -= 1
-                    if barrier.count == 0 and barrier.waiter is not None:
-                        self._wake_barrier(barrier)
+                    job.kwargs = _EMPTY
+                    latch = job._latch
+                    left = latch.count - 1
+                    latch.count = left
+                    if not left and latch.waiter is not None:
+                        self._wake_latch(latch)
                     if job._callbacks is not None:
                         self._notify(job)
         finally:
             running[wid] = None
             if self._tasks.get(wid) is task:
                 del self._tasks[wid]
-            if self._stopping and self._parked and not ready:
-                _wake_all(self._parked)
+            if not self._accepting:
+                if not ready:
+                    idle.wake_all()  # the others re-check whether anything is left to wait for
+                if not self._tasks and self._state is PoolState.DRAINING:
+                    self._set_state(PoolState.CLOSED)  # the last worker is gone
 
     def _forget_cancel(self, job: Job[Any], task: asyncio.Task[None]) -> None:
         """The job ended on its own after its cancel was asked (it swallowed it)."""
@@ -430,7 +421,10 @@ class Dispatcher(Core):
         return len(self._ready) + len(self._delayed)
 
     def _busy_now(self) -> int:
-        return sum(job is not None for job in self._running)
+        # A worker's slot keeps the job it last succeeded with until it takes the next one
+        # or parks (a success writes nothing to it), so a slot counts only while its job
+        # runs.
+        return sum(job is not None and job.status == RUNNING for job in self._running)
 
     def _cancel_job(self, job: BaseJob[Any]) -> bool:
         assert isinstance(job, Job)
@@ -438,15 +432,13 @@ class Dispatcher(Core):
             if job in self._delayed:
                 job._timer.cancel()
                 self._delayed.discard(job)
-                if self._delay_room:
-                    _wake_one(self._delay_room)
+                self._delay_room.wake_one()
             else:
                 self._ready.remove(job)
-                if self._room:
-                    _wake_one(self._room)
-            if self._stopping and not self._ready and not self._delayed and self._parked:
-                # Draining, and that was the last job: parked workers wait for nothing now.
-                _wake_all(self._parked)
+                self._room.wake_one()
+            if not self._accepting and not self._ready and not self._delayed:
+                # Draining, and that was the last job: idle workers wait for nothing now.
+                self._idle.wake_all()
             self._settle(job, CANCELLED, None, None)
             return True
         if job.status == RUNNING:
@@ -456,32 +448,26 @@ class Dispatcher(Core):
             return True
         return False
 
-    def _wake_barrier(self, barrier: Barrier) -> None:
-        waiters = barrier.waiter
-        barrier.waiter = None
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+    def _wake_latch(self, latch: CountdownLatch) -> None:
+        lot: ParkingLot = latch.waiter
+        latch.waiter = None
+        lot.wake_all()
 
     def _on_fail_fast(self) -> None:
-        self._closed = self._shut = True
-        _wake_all(self._room)
-        _wake_all(self._delay_room)
+        if self._state is PoolState.RUNNING:  # a failure while draining: it drains already
+            self._set_state(PoolState.DRAINING)
         self._cancel_all()
 
-    # -- barriers, sizing, map ----------------------------------------------------------
+    # -- joining, sizing, map -----------------------------------------------------------
 
     async def join(self) -> None:
         """Wait until every job dispatched so far has finished; the pool stays open."""
         loop = self._require_loop()
-        for barrier in self._join_barriers():
-            if barrier.count:
-                fut = loop.create_future()
-                if barrier.waiter is None:
-                    barrier.waiter = [fut]
-                else:
-                    barrier.waiter.append(fut)
-                await fut
+        for latch in self._join_latches():
+            if latch.count:
+                if latch.waiter is None:
+                    latch.waiter = ParkingLot()
+                await latch.waiter.park(loop)
         if self._fail_fast and self._first_failure is not None:
             raise self._first_failure
 
@@ -490,16 +476,16 @@ class Dispatcher(Core):
         workers = check_size("workers", workers)
         old = self._workers
         self._workers = workers
-        if self._loop is None or self._closed:
+        if not self._accepting:
             return
         for wid in range(old, workers):
             if wid not in self._tasks:
                 self._spawn(wid)
         if workers < old:
-            _wake_all(self._parked)  # parked workers above the new size exit
-        elif self._ready:
-            for _ in range(min(len(self._ready), len(self._parked))):
-                _wake_one(self._parked)
+            self._idle.wake_all()  # parked workers above the new size exit
+        else:
+            for _ in range(min(len(self._ready), len(self._idle))):
+                self._idle.wake_one()
 
     @overload
     def map(
@@ -533,33 +519,6 @@ class Dispatcher(Core):
         return Mapper(self, fn, iterable, ordered).run()
 
 
-def _check_delay(delay: object) -> float:
-    if (
-        isinstance(delay, bool)
-        or not isinstance(delay, int | float)
-        or not math.isfinite(delay)
-        or delay < 0
-    ):
-        raise SpecError("delay", f"must be a finite number of seconds >= 0, got {delay!r}")
-    return float(delay)
-
-
 def _wake_future(fut: asyncio.Future[None], job: object) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _wake_one(waiters: deque[asyncio.Future[None]]) -> bool:
-    while waiters:
-        fut = waiters.popleft()
-        if not fut.done():
-            fut.set_result(None)
-            return True
-    return False
-
-
-def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
-    while waiters:
-        fut = waiters.popleft()
-        if not fut.done():
-            fut.set_result(None)

@@ -1,8 +1,9 @@
 """Durations as people write them -> seconds: ``2.5``, ``"250ms"``, ``"10s"``, ``"1m30s"``.
 
 Go's `time.ParseDuration` syntax (the seeds are Go, and so are hey's and wrk's users), plus a
-bare number meaning seconds. One parser for every flag and field that takes a duration:
-hit's ``-z``/``-t``/``--assert``, hitd's job ``delay`` and the ``hello`` task's ``delay``.
+bare number meaning seconds. `parse_seconds` is the one parser, under one name, for every flag
+and field that takes a duration: hit's ``-z``/``-t``/``--assert``, hitd's ``--retention``, a
+job's ``delay`` and the ``hello`` task's ``delay``; each caller passes its field and its bound.
 Pure: no clock, no I/O; bad input raises `SpecError` naming the field and the fix.
 """
 
@@ -18,14 +19,25 @@ __all__ = ["parse_seconds"]
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
+# Texts that parsed -> their seconds, before the range checks (which run on every call).
+# Clients of hitd send the same few delays ("5s", "1h") with every job; bounded, so that
+# distinct texts cannot grow it without end.
+_PARSED: dict[str, float] = {}
+_PARSED_MAX = 4096
+
 
 def parse_seconds(value: object, field: str, *, max_s: float = math.inf) -> float:
     """A number of seconds, or a duration string, -> seconds in ``[0, max_s]``."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise SpecError(field, 'must be a duration like "5s", "250ms" or a number of seconds')
     if isinstance(value, str):
-        # As in Go, "7 s" is refused; white space around the whole is not an error.
-        seconds = _parse_text(value.strip(), field)
+        parsed = _PARSED.get(value)
+        if parsed is None:
+            # As in Go, "7 s" is refused; white space around the whole is not an error.
+            parsed = _parse_text(value.strip(), field)
+            if len(_PARSED) < _PARSED_MAX:
+                _PARSED[value] = parsed
+        seconds = parsed
     else:
         try:
             seconds = float(value)

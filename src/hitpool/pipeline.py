@@ -1,4 +1,7 @@
-"""The pipeline stages of the Go book's `hit`: produce -> throttle -> dispatch.
+"""The Go book's pipeline stages: produce -> throttle -> dispatch.
+
+The book builds its `hit` on them; our `hit` has an engine of its own and shares only the
+pacing rule with them (`OpenSchedule`, docs/design.md "Layers").
 
 Each stage is an async iterator, so they compose as the channels of seed 000 do::
 
@@ -21,6 +24,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ._errors import SpecError
 from .dispatcher import Dispatcher
 from .schedule import OpenSchedule
 
@@ -33,8 +37,6 @@ R = TypeVar("R")
 async def produce(n: int | None, factory: Callable[[], T]) -> AsyncIterator[T]:
     """Yield ``factory()`` n times (forever when n is None, until the consumer stops)."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-        from ._errors import SpecError
-
         raise SpecError("n", f"must be a whole number >= 0 or None, got {n!r}")
     i = 0
     while n is None or i < n:

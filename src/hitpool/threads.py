@@ -43,14 +43,15 @@ from ._core import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    Barrier,
     BaseJob,
     Core,
+    CountdownLatch,
     DispatcherStatistics,
+    PoolState,
+    check_delay,
     check_size,
 )
-from ._errors import DispatcherClosed, QueueFull
-from .dispatcher import _check_delay
+from ._errors import QueueFull
 
 __all__ = ["ThreadDispatcher", "ThreadJob"]
 
@@ -104,6 +105,9 @@ class ThreadDispatcher(Core):
     the block joins and stops them (with an exception: cancels the queued jobs first).
     """
 
+    _kind = "ThreadDispatcher"
+    _start_hint = "`with ThreadDispatcher(...) as pool`"
+
     def __init__(
         self,
         workers: int = 8,
@@ -135,8 +139,6 @@ class ThreadDispatcher(Core):
         # whoever settled them takes them in the same hold and runs them once it has let
         # go of the lock (_call_hooks), so cancel() returns after its job's callbacks.
         self._hooks_due: list[ThreadJob[Any]] = []
-        self._started = False
-        self._stopping = False
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -172,11 +174,10 @@ class ThreadDispatcher(Core):
     def start(self) -> None:
         """Start the worker threads (``with`` does this)."""
         with self._mutex:
-            if self._closed:  # first: a stopped pool has started
-                raise DispatcherClosed("this dispatcher was stopped; make a new one")
-            if self._started:
+            self._refuse_start()
+            if self._state is PoolState.RUNNING:
                 return
-            self._started = True
+            self._set_state(PoolState.RUNNING)
             for wid in range(self._workers):
                 self._spawn(wid)
 
@@ -193,13 +194,15 @@ class ThreadDispatcher(Core):
         Returns once every worker thread has exited; running jobs always finish.
         """
         with self._mutex:
-            self._closed = True
-            self._stopping = True
+            if self._state is PoolState.NEW:
+                self._set_state(PoolState.CLOSED)
+                return
+            if self._state is PoolState.RUNNING:
+                self._set_state(PoolState.DRAINING)
             if cancel:
                 self._cancel_queued()
-            self._room_cv.notify_all()
-            self._work_cv.notify_all()
-            self._timer_cv.notify_all()
+                self._work_cv.notify_all()  # nothing is left to wait for
+                self._timer_cv.notify_all()
             threads = list(self._threads.values())
             if self._timer_thread is not None:
                 threads.append(self._timer_thread)
@@ -209,6 +212,19 @@ class ThreadDispatcher(Core):
         for thread in threads:
             if thread is not me:
                 thread.join()
+        with self._mutex:
+            if self._state is PoolState.DRAINING and not self._threads:
+                self._set_state(PoolState.CLOSED)
+
+    def _set_state(self, state: PoolState) -> None:
+        """Core._set_state, under the lock, waking whoever the move concerns."""
+        super()._set_state(state)
+        if state is PoolState.DRAINING:
+            # Callers waiting for room raise DispatcherClosed; idle workers and the timer
+            # thread exit once nothing is left.
+            self._room_cv.notify_all()
+            self._work_cv.notify_all()
+            self._timer_cv.notify_all()
 
     def _cancel_queued(self) -> None:
         while self._ready:
@@ -240,10 +256,10 @@ class ThreadDispatcher(Core):
         wait: bool,
     ) -> ThreadJob[T]:
         if delay is not None:
-            delay = _check_delay(delay)
+            delay = check_delay(delay)
         with self._mutex:
-            if self._closed:
-                raise DispatcherClosed("the dispatcher is stopped")
+            if not self._accepting:
+                self._refuse()
             if self._full(delay):
                 if not wait:
                     raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
@@ -251,8 +267,8 @@ class ThreadDispatcher(Core):
                 try:
                     while self._full(delay):
                         self._room_cv.wait()
-                        if self._closed:
-                            raise DispatcherClosed("the dispatcher is stopped")
+                        if not self._accepting:
+                            self._refuse()
                 finally:
                     self._room_waiting -= 1
             return self._put(fn, args, kwargs, delay)
@@ -269,13 +285,9 @@ class ThreadDispatcher(Core):
         kwargs: dict[str, Any],
         delay: float | None,
     ) -> ThreadJob[Any]:
-        if not self._started:
-            raise RuntimeError(
-                "start the ThreadDispatcher first: `with ThreadDispatcher(...) as pool`"
-            )
-        job: ThreadJob[Any] = ThreadJob(self, self._next_id, fn, args, kwargs, self._barrier)
+        job: ThreadJob[Any] = ThreadJob(self, self._next_id, fn, args, kwargs, self._latch)
         self._next_id += 1
-        self._barrier.count += 1
+        self._latch.count += 1
         if delay:
             self._delayed.add(job)
             heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), job))
@@ -300,7 +312,7 @@ class ThreadDispatcher(Core):
         with self._mutex:
             while True:
                 heap = self._heap
-                if self._stopping and not self._delayed:
+                if not self._accepting and not self._delayed:
                     self._work_cv.notify_all()  # workers parked for delayed jobs may go
                     return
                 if not heap:
@@ -316,7 +328,7 @@ class ThreadDispatcher(Core):
                     self._delayed.discard(job)
                     self._ready.append(job)
                     self._wake_worker()
-                    if self._stopping and not self._delayed:
+                    if not self._accepting and not self._delayed:
                         self._work_cv.notify_all()
 
     # -- the workers --------------------------------------------------------------------
@@ -344,7 +356,7 @@ class ThreadDispatcher(Core):
                         hooks = self._take_hooks()
                     else:
                         while not ready:
-                            if wid >= self._workers or (self._stopping and not self._delayed):
+                            if wid >= self._workers or (not self._accepting and not self._delayed):
                                 self._leave(wid)
                                 return
                             self._idle += 1
@@ -378,7 +390,7 @@ class ThreadDispatcher(Core):
             with self._mutex:
                 if self._threads.get(wid) is me:  # ended by an error of our own
                     self._leave(wid)
-                if self._stopping:
+                if not self._accepting:
                     self._work_cv.notify_all()
 
     def _leave(self, wid: int) -> None:
@@ -389,6 +401,8 @@ class ThreadDispatcher(Core):
         """
         del self._threads[wid]
         self._running.pop(wid, None)
+        if not self._threads and self._state is PoolState.DRAINING:
+            self._set_state(PoolState.CLOSED)  # the last worker is gone
 
     def _wake_worker(self) -> None:
         """Wake one idle worker, unless one is already on its way.
@@ -420,7 +434,7 @@ class ThreadDispatcher(Core):
                 return False
             if job in self._delayed:
                 self._delayed.discard(job)  # type: ignore[arg-type]
-                if self._stopping and not self._delayed:
+                if not self._accepting and not self._delayed:
                     # A draining stop() parked the workers and the timer thread for this
                     # job; nothing will come due to wake them.
                     self._work_cv.notify_all()
@@ -440,14 +454,23 @@ class ThreadDispatcher(Core):
         """`Core._settle`, called under the lock: on_error and done callbacks are left
         for `_call_hooks`, since one that waits for another job, or calls join() or stop(),
         would otherwise hold the lock every worker needs. A job on_error must hear about
-        stays in its barrier until it has, so join() returns after it."""
+        stays in its latch until it has, so join() returns after it."""
+        if status == SUCCEEDED:
+            # `_record_outcome` for a success, inlined (the tests pin it to Core._settle):
+            # a success is counted by no counter and told to no on_error.
+            job.status = SUCCEEDED
+            job._result = result
+            self._leave_latch(job)
+            if job._callbacks is not None:
+                self._hooks_due.append(job)  # type: ignore[arg-type]
+            return
         report = self._record_outcome(job, status, result, exc)
         if status == FAILED:
             self._check_fail_fast(job)
         if report:
             self._hooks_due.append(job)  # type: ignore[arg-type]
             return
-        self._leave_barrier(job)
+        self._leave_latch(job)
         if job._callbacks is not None:
             self._hooks_due.append(job)  # type: ignore[arg-type]
 
@@ -465,36 +488,36 @@ class ThreadDispatcher(Core):
                     self._tell_on_error(job)
                 with self._mutex:
                     for job in failed:
-                        self._leave_barrier(job)
+                        self._leave_latch(job)
         for job in jobs:
             # Settled, so nobody adds to _callbacks any more: no lock needed to take them.
             self._notify(job)
 
-    def _wake_barrier(self, barrier: Barrier) -> None:
-        events = barrier.waiter
-        barrier.waiter = None
+    def _wake_latch(self, latch: CountdownLatch) -> None:
+        events = latch.waiter
+        latch.waiter = None
         for event in events:
             event.set()
 
     def _on_fail_fast(self) -> None:
-        self._closed = True
+        if self._state is PoolState.RUNNING:  # a failure while draining: it drains already
+            self._set_state(PoolState.DRAINING)
         self._cancel_queued()
-        self._room_cv.notify_all()
 
-    # -- barriers, sizing, map ----------------------------------------------------------
+    # -- joining, sizing, map ----------------------------------------------------------
 
     def join(self, timeout: float | None = None) -> None:
         """Block until every job dispatched so far has finished; the pool stays open."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._mutex:
             events = []
-            for barrier in self._join_barriers():
-                if barrier.count:
+            for latch in self._join_latches():
+                if latch.count:
                     event = threading.Event()
-                    if barrier.waiter is None:
-                        barrier.waiter = [event]
+                    if latch.waiter is None:
+                        latch.waiter = [event]
                     else:
-                        barrier.waiter.append(event)
+                        latch.waiter.append(event)
                     events.append(event)
         for event in events:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -509,7 +532,7 @@ class ThreadDispatcher(Core):
         with self._mutex:
             old = self._workers
             self._workers = workers
-            if not self._started or self._closed:
+            if not self._accepting:
                 return
             for wid in range(old, workers):
                 if wid not in self._threads:

@@ -17,8 +17,8 @@ from hitpool.hit import Spec, run_async, send_n
 from hitpool.hit.cli import main, parse_args
 from hitpool.hit.client import Conn
 from hitpool.hit.engine import Engine
+from hitpool.hit.stats import Histogram
 from hitpool.hit.summary import Summary
-from hitpool.stats import Histogram
 
 # -- helpers ------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ def test_exports_are_documented_and_importable() -> None:
             "Summary",
             "UsageError",
             "WorkerLost",
-            "parse_duration",
             "run",
             "run_async",
             "send_n",
@@ -41,8 +40,8 @@ def test_every_error_kind_is_documented() -> None:
 
 
 def test_every_json_key_is_documented() -> None:
+    from hitpool.hit.stats import Histogram
     from hitpool.hit.summary import Summary
-    from hitpool.stats import Histogram
 
     s = Summary("u", "GET", 0, 0, 0, {}, {}, 0, 0.0, None, 0, 1, 1, False, Histogram())
     for key in s.to_json():

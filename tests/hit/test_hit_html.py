@@ -189,8 +189,8 @@ def _scenario_run() -> saved.SavedRun:
 
 def _tiny_summary(scale: int = 1) -> Any:
     from hitpool.hit.client import ERROR_KINDS
+    from hitpool.hit.stats import Histogram, Timeline
     from hitpool.hit.summary import Summary
-    from hitpool.stats import Histogram, Timeline
 
     h = Histogram()
     tl = Timeline()
@@ -259,8 +259,8 @@ def test_the_compare_page(
 
 def test_a_run_without_one_success_draws_what_it_has(chromium: Any, tmp_path: Path) -> None:
     from hitpool.hit.client import ERROR_KINDS
+    from hitpool.hit.stats import Histogram, Second
     from hitpool.hit.summary import Summary
-    from hitpool.stats import Histogram, Second
 
     empty = Summary(
         url="http://127.0.0.1:1/",

@@ -8,8 +8,8 @@ from collections import Counter
 
 from hitpool.hit import charts, html, saved
 from hitpool.hit.client import ERROR_KINDS
+from hitpool.hit.stats import Histogram, Second, highest_of, index_of
 from hitpool.hit.summary import Summary
-from hitpool.stats import Histogram, Second, highest_of, index_of
 
 
 def test_lttb_keeps_the_ends_the_peaks_and_n_points() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hitpool.hit import Spec
 from hitpool.hit.client import LATE_NS, Conn
 from hitpool.hit.engine import Engine
+from hitpool.hit.stats import lowest_of
 from hitpool.schedule import OpenSchedule
-from hitpool.stats import lowest_of
 
 MS = 1_000_000
 

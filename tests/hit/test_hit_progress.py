@@ -15,7 +15,7 @@ import uvloop
 
 from hitpool.hit._channel import Channel
 from hitpool.hit.progress import Tick, TickMerger, progress_of
-from hitpool.stats import Second, index_of
+from hitpool.hit.stats import Second, index_of
 
 T = TypeVar("T")
 

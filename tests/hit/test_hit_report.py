@@ -9,8 +9,8 @@ import pytest
 from hitpool._errors import SpecError
 from hitpool.hit.client import ERROR_KINDS
 from hitpool.hit.report import fmt_s, json_text, parse_assert, text, timeline_text
+from hitpool.hit.stats import Histogram, Timeline
 from hitpool.hit.summary import Summary
-from hitpool.stats import Histogram, Timeline
 
 
 def _summary(**over: object) -> Summary:

@@ -15,8 +15,8 @@ import pytest
 from hitpool.hit import saved
 from hitpool.hit.cli import main
 from hitpool.hit.client import ERROR_KINDS
+from hitpool.hit.stats import Histogram, Timeline
 from hitpool.hit.summary import Summary
-from hitpool.stats import Histogram, Timeline
 
 from .servers import Server, serve_in_thread
 

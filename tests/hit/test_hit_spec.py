@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from hitpool._errors import SpecError
+from hitpool.durations import parse_seconds
 from hitpool.hit.spec import (
     DEFAULT_REQUESTS,
     Spec,
-    parse_duration,
     parse_header,
     parse_ok,
     parse_processes,
@@ -30,13 +30,13 @@ from hitpool.hit.spec import (
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_seconds(text, "-z") == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "s", "10x", "-1s", "1e3s", "ten seconds", "1s2"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(SpecError) as e:
-        parse_duration(text, "-z")
+        parse_seconds(text, "-z")
     assert e.value.field == "-z" and "10s" in e.value.message
 
 

@@ -10,7 +10,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from hitpool._errors import SpecError
-from hitpool.stats import (
+from hitpool.hit.stats import (
     COUNTS_LEN,
     HIGHEST_TRACKABLE,
     Histogram,

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from hitpool._errors import SpecError, StoreError
-from hitpool.hitd.app import parse_delay, parse_job, parse_jobs, parse_work
+from hitpool._errors import SpecError
+from hitpool.durations import parse_seconds
+from hitpool.hitd.app import parse_job, parse_jobs, parse_work
+from hitpool.hitd.errors import StoreError
 from hitpool.hitd.intake import Intake
 from hitpool.hitd.metrics import HttpCounters, RunTimeHistogram, WorkerNumbers, render
 from hitpool.hitd.store.base import NewJob
@@ -30,7 +32,7 @@ from hitpool.hitd.store.memory import MemoryStore
     ],
 )
 def test_parse_delay_accepts(value, seconds) -> None:
-    assert parse_delay(value, "delay") == pytest.approx(seconds)
+    assert parse_seconds(value, "delay") == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +45,7 @@ def test_parse_delay_accepts(value, seconds) -> None:
 )
 def test_parse_delay_refuses_naming_the_field(value) -> None:
     with pytest.raises(SpecError) as e:
-        parse_delay(value, "[3].delay")
+        parse_seconds(value, "[3].delay")
     assert e.value.field == "[3].delay"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hitpool import StoreError
+from hitpool.hitd import StoreError
 from hitpool.hitd.retention import Purger, describe
 from hitpool.hitd.server import Hitd, ServerConfig
 from hitpool.hitd.store import NewJob, Outcome

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from hitpool import SpecError, StoreError
+from hitpool import SpecError
+from hitpool.hitd import StoreError
 from hitpool.hitd.lifecycle import RetryPolicy, backoff
 from hitpool.hitd.runner import Runner, is_gone
 from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store

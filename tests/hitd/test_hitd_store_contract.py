@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from hitd import _store_fixtures
-from hitpool import SpecError, StoreError, StoreUnavailable
+from hitpool import SpecError
+from hitpool.hitd import StoreError, StoreUnavailable
 from hitpool.hitd.store import NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
 from hitpool.hitd.store.sqlite import SQLiteStore

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hitpool import SpecError, TaskError, UnknownTask
-from hitpool.hitd import tasks
+from hitpool import SpecError
+from hitpool.hitd import TaskError, UnknownTask, tasks
 from hitpool.hitd.tasks import GLOBAL, Registry, current_worker, load_modules, task
 
 

@@ -11,7 +11,7 @@
 from ._errors import CannotStart, FileLimit, HitError, UsageError, WorkerLost
 from .client import ERROR_KINDS, Result
 from .run import run, run_async, send_n
-from .spec import Spec, parse_duration
+from .spec import Spec
 from .summary import Progress, Summary
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "Summary",
     "UsageError",
     "WorkerLost",
-    "parse_duration",
     "run",
     "run_async",
     "send_n",

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..stats import Histogram, Second, highest_of, lowest_of
+from .stats import Histogram, Second, highest_of, lowest_of
 from .summary import Summary
 
 __all__ = ["MAX_POINTS", "lttb", "run_charts", "spectrum_points", "timeline_columns"]

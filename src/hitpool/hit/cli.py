@@ -23,6 +23,7 @@ from typing import IO, NoReturn
 
 import uvloop
 
+from ..durations import parse_seconds
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
 from ._fds import ensure_room
@@ -34,7 +35,6 @@ from .spec import (
     DEFAULT_REQUESTS,
     FLAGS,
     Spec,
-    parse_duration,
     parse_header,
     parse_ok,
     parse_processes,
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-z",
         dest="duration",
         metavar="D",
-        type=_arg_type(parse_duration, "-z"),
+        type=_arg_type(lambda text: parse_seconds(text, "-z"), "-z"),
         help="send for this long (10s, 2m, 250ms), then wait for what is in flight",
     )
     p.add_argument(
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-t",
         dest="timeout",
         metavar="D",
-        type=_arg_type(parse_duration, "-t"),
+        type=_arg_type(lambda text: parse_seconds(text, "-t"), "-t"),
         default=30.0,
         help="per-request timeout, connect included (default 30s)",
     )

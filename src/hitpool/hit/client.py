@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ..stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
 from ._errors import CannotStart as CannotStart  # engine.py imports it from here
+from .stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
 
 if TYPE_CHECKING:
     from .engine import Engine

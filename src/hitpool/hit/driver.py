@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..stats import Timeline
 from .client import Result
 from .engine import Engine
 from .progress import Tick
 from .spec import Spec
+from .stats import Timeline
 from .summary import Summary
 
 __all__ = ["drive"]

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..schedule import OpenSchedule
-from ..stats import Histogram, index_of
 from .client import (
     ERROR_KINDS,
     LATE_NS,
@@ -27,6 +26,7 @@ from .client import (
     ssl_context,
 )
 from .spec import Spec
+from .stats import Histogram, index_of
 
 
 class Engine:

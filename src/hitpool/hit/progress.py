@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..stats import Second, Timeline
+from .stats import Second, Timeline
 from .summary import Progress
 
 __all__ = ["Tick", "TickMerger", "merge_ticks", "progress_of"]

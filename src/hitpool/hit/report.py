@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import SpecError
+from ..durations import parse_seconds
 from .client import LATE_NS
-from .spec import parse_duration
 from .summary import Progress, Summary
 
 BAR = "■"
@@ -174,7 +174,7 @@ def parse_assert(text: str) -> Assertion:
     name, op, raw = m.groups()
     if name in _LATENCY or name == "duration":
         try:
-            return Assertion(text, name, op, parse_duration(raw, "assert"))
+            return Assertion(text, name, op, parse_seconds(raw, "assert"))
         except SpecError:
             raise SpecError("assert", f"{text!r}: {raw!r} is not a duration; {ASSERT_HELP}")
     if name in _COUNTS or name == "rps":

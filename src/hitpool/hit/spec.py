@@ -42,11 +42,6 @@ DEFAULT_TIMEOUT = 30.0
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
 
 
-def parse_duration(text: str, field: str = "duration") -> float:
-    """``'10s'``, ``'2m'``, ``'250ms'``, ``'1m30s'``, ``'100us'`` or bare seconds -> seconds."""
-    return parse_seconds(text, field)
-
-
 def parse_header(text: str) -> tuple[str, str]:
     """``'Name: value'`` -> ``('Name', 'value')``."""
     name, sep, value = text.partition(":")
@@ -266,7 +261,7 @@ class Spec:
         kw: dict[str, Any] = dict(data)
         for name in ("duration", "timeout"):
             if isinstance(kw.get(name), str):
-                kw[name] = parse_duration(kw[name], name)
+                kw[name] = parse_seconds(kw[name], name)
         if "headers" in kw:
             kw["headers"] = _headers_from(kw["headers"])
         if isinstance(kw.get("body"), str):

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..stats import Histogram, Second, Timeline
 from .client import ERROR_KINDS
+from .stats import Histogram, Second, Timeline
 
 __all__ = ["Progress", "Summary"]
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from .._errors import SpecError, StoreError
+from .._errors import SpecError
+from .errors import StoreError
 from .messages import Response, error_response, json_response
 from .store.base import (
     MAX_LIST,

@@ -15,8 +15,8 @@ HEAD is routed as GET wherever GET is (the protocol drops the body, RFC 9110 9.3
 
 A 202 (201 for /work) is sent only after the job is committed to the store: the handler
 hands the jobs to the `Intake` and returns its future, which resolves after the group commit.
-Validation is pure (`parse_job`, `parse_delay`, `parse_work`): it takes `now` and raises
-`SpecError(field, message)`, which becomes a 400 naming the field.
+Validation is pure (`parse_job`, `parse_work`, and `durations.parse_seconds` for delays): it
+takes `now` and raises `SpecError(field, message)`, which becomes a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .._errors import DispatcherClosed, SpecError, StoreError, UnknownTask
+from .._errors import DispatcherClosed, SpecError
 from ..durations import parse_seconds
 from .admin import Admin, parse_purge
+from .errors import StoreError, UnknownTask
 from .intake import Ids, Intake
 from .jsonin import decode
 from .messages import Deferred, Request, Response, error_response, json_response
@@ -43,7 +44,6 @@ __all__ = [
     "App",
     "AppConfig",
     "MAX_BATCH",
-    "parse_delay",
     "parse_job",
     "parse_jobs",
     "parse_work",
@@ -59,30 +59,9 @@ _JOB_FIELDS = frozenset({"task", "args", "delay", "max_attempts", "key"})
 _BOM = b"\xef\xbb\xbf"
 _UNSTORABLE = "must not contain NUL (\\u0000) or an unpaired surrogate (\\ud800-\\udfff)"
 
-# Delays as sent -> seconds. Clients send the same few strings ("5s", "1h") again and again,
-# and parsing one costs a failed float() and a regex; capped so it cannot grow without bound.
-_DELAYS: dict[str, float] = {}
-_DELAYS_MAX = 4096
 
 # Checks a task name and its args: raises UnknownTask (422) or SpecError (400).
 TaskCheck = Callable[[str, Mapping[str, Any]], None]
-
-
-def parse_delay(value: Any, field: str, max_s: float = MAX_DELAY_S) -> float:
-    """A delay in seconds: a number, or a Go-style duration string ("5s", "1m30s", "250ms")."""
-    if type(value) is str:
-        seconds = _DELAYS.get(value)
-        if seconds is not None and seconds <= max_s:
-            return seconds
-        seconds = _parse_delay(value, field, max_s)
-        if len(_DELAYS) < _DELAYS_MAX:
-            _DELAYS[value] = seconds
-        return seconds
-    return _parse_delay(value, field, max_s)
-
-
-def _parse_delay(value: Any, field: str, max_s: float) -> float:
-    return parse_seconds(value, field, max_s=max_s)
 
 
 def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) -> NewJob:
@@ -103,7 +82,9 @@ def parse_job(obj: Any, now: float, prefix: str = "", key: str | None = None) ->
     elif not isinstance(args, dict):
         raise SpecError(prefix + "args", "must be a JSON object of keyword arguments")
     # No delay is the common case: no call for it.
-    seconds = parse_delay(obj["delay"], prefix + "delay") if "delay" in obj else 0.0
+    seconds = (
+        parse_seconds(obj["delay"], prefix + "delay", max_s=MAX_DELAY_S) if "delay" in obj else 0.0
+    )
     max_attempts = obj.get("max_attempts", 3)
     if type(max_attempts) is not int or not 1 <= max_attempts <= MAX_ATTEMPTS:
         raise SpecError(prefix + "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
@@ -158,7 +139,7 @@ def parse_work(body: bytes, content_type: str, query: str) -> tuple[str, float]:
     name = fields.get("name")
     if not isinstance(name, str) or not name.strip():
         raise SpecError("name", "You must specify a name.")
-    delay = parse_delay(fields.get("delay", 0), "delay", WORK_MAX_DELAY_S)
+    delay = parse_seconds(fields.get("delay", 0), "delay", max_s=WORK_MAX_DELAY_S)
     return name, delay
 
 

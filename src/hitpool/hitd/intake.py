@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .._errors import DispatcherClosed, StoreError
+from .._errors import DispatcherClosed
 from .apart import apart
+from .errors import StoreError
 from .store.base import NewJob, Store
 
 __all__ = ["Answer", "Ids", "Intake", "IntakeStatistics"]

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from .._errors import StoreError
+from .errors import StoreError
 from .store.base import Store
 
 __all__ = ["DEFAULT_RETENTION", "DEFAULT_RETENTION_S", "Purger", "describe"]

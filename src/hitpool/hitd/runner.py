@@ -54,9 +54,10 @@ from itertools import repeat
 from types import TracebackType
 from typing import Any
 
-from .._errors import SpecError, UnknownTask
+from .._errors import SpecError
 from ..dispatcher import Dispatcher, Job
 from .apart import apart
+from .errors import UnknownTask
 from .lifecycle import RetryPolicy
 from .metrics import HistogramSnapshot, RunTimeHistogram
 from .store.base import JobRecord, NewJob, Outcome, Store

@@ -39,7 +39,8 @@ from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from .. import durations
-from .._errors import SpecError, TaskError, UnknownTask
+from .._errors import SpecError
+from .errors import TaskError, UnknownTask
 
 __all__ = [
     "HitLimits",
@@ -353,17 +354,12 @@ def load_modules(names: Iterable[str]) -> list[str]:
 HELLO_MAX_DELAY_S = 3600.0
 
 
-def parse_seconds(value: Any, field_name: str) -> float:
-    """The seed's delay: seconds or a Go duration ("1s", "250ms", "1m30s"), at most an hour."""
-    return durations.parse_seconds(value, field_name, max_s=HELLO_MAX_DELAY_S)
-
-
 async def hello(name: str = "world", delay: float | str = 0) -> str:
     """The seed's work request: wait `delay`, then greet `name` as worker<ID>."""
     if delay.__class__ in (int, float) and 0 <= delay <= HELLO_MAX_DELAY_S:  # the usual case
         seconds = float(delay)
     else:
-        seconds = parse_seconds(delay, "args.delay")
+        seconds = durations.parse_seconds(delay, "args.delay", max_s=HELLO_MAX_DELAY_S)
     wid = current_worker.get()
     if log.isEnabledFor(logging.DEBUG):
         log.debug("worker%d: Received work request, delaying for %g seconds", wid, seconds)
@@ -375,7 +371,7 @@ async def hello(name: str = "world", delay: float | str = 0) -> str:
 
 def _check_hello(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
     if "delay" in args:
-        parse_seconds(args["delay"], "args.delay")
+        durations.parse_seconds(args["delay"], "args.delay", max_s=HELLO_MAX_DELAY_S)
     return args
 
 

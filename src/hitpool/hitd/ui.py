@@ -36,8 +36,8 @@ from importlib import resources
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from .._errors import StoreError
 from .admin import job_json
+from .errors import StoreError
 from .messages import Request, Response, error_response, json_response
 from .metrics import WorkerNumbers
 from .rates import RateRing

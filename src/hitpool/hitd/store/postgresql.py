@@ -34,7 +34,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..._errors import SpecError, StoreError, StoreUnavailable
+from ..._errors import SpecError
+from ..errors import StoreError, StoreUnavailable
 from . import postgresql_admin as admin
 from .base import (
     FINISHED,

@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..._errors import SpecError, StoreError, StoreUnavailable
+from ..._errors import SpecError
+from ..errors import StoreError, StoreUnavailable
 from . import sqlite_admin as admin
 from . import sqlite_ops as ops
 from .base import (

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import SpecError
+from .._errors import SpecError
 
 SIGNIFICANT_DIGITS = 3
 SUB_BUCKET_COUNT = 2048  # 2 * 10**3 rounded up to a power of two
