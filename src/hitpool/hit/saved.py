@@ -23,7 +23,6 @@ import gzip
 import json
 import re
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import SpecError
+from .saved_check import check_doc, parse
 from .spec import Spec
 from .summary import Summary
 
@@ -203,13 +203,9 @@ def loads(data: bytes, name: str) -> SavedRun:
         return SpecError(name, f"not a saved hit run ({why}); give a file written by hit --save")
 
     try:
-        text = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise bad(f"not gzip data: {e}")
-    try:
-        doc = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"not JSON: {e}")
+        doc = parse(data, name)
+    except SpecError as e:
+        raise bad(e.message)
     if not isinstance(doc, dict):
         raise bad("not a JSON object")
     if doc.get("format") != FORMAT:
@@ -224,6 +220,10 @@ def loads(data: bytes, name: str) -> SavedRun:
     missing = [k for k in _RESULT_KEYS if k not in result]
     if missing:
         raise bad(f"result lacks {', '.join(missing)}")
+    try:
+        check_doc(doc)  # every key read below, by merge and by the pages has its type
+    except SpecError as e:
+        raise bad(f"{e.field} {e.message}")
     try:
         summary = Summary.merge(
             [result], processes=int(result.get("processes", 1)), target_rps=result["target_rps"]
