@@ -10,7 +10,7 @@ Bounds, each with its reason:
 
 * `MAX_JSON_BYTES`, the decompressed size: a gzip bomb (a few KiB that inflate to
   gigabytes) is refused while it inflates, never held whole. A one-hour run saves about
-  10 MiB of gzip, some 60 MiB of JSON; the bound leaves room for several hours.
+  10 MiB of gzip, some 32 MiB of JSON (2000 requests/s); the bound leaves room for hours more.
 * nesting: the format is a few levels deep; a file nested past Python's recursion limit
   stops the JSON parser (a RecursionError, which leaves the interpreter sound) and is refused.
 * numbers: JSON has no NaN or Infinity; Python's json reads them anyway, so they are refused,
