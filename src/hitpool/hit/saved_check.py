@@ -9,8 +9,8 @@ Nothing that passes can raise while a run is merged, printed or drawn. Pure: byt
 Bounds, each with its reason:
 
 * `MAX_JSON_BYTES`, the decompressed size: a gzip bomb (a few KiB that inflate to
-  gigabytes) is refused while it inflates, never held whole. A one-hour run saves about
-  10 MiB of gzip, some 32 MiB of JSON (2000 requests/s); the bound leaves room for hours more.
+  gigabytes) is refused while it inflates, never held whole. The bound is several times the
+  JSON of a one-hour run (its size is in docs/hit.md), so no run hit can save is refused.
 * nesting: the format is a few levels deep; a file nested past Python's recursion limit
   stops the JSON parser (a RecursionError, which leaves the interpreter sound) and is refused.
 * numbers: JSON has no NaN or Infinity; Python's json reads them anyway, so they are refused,
