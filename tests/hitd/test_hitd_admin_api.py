@@ -125,6 +125,23 @@ async def test_list_newest_first_search_and_cursor(start_hitd, connect) -> None:
     assert (r.status, r.headers["allow"]) == (405, "GET, HEAD, POST")
 
 
+async def test_a_page_of_big_jobs_is_bounded_in_size_and_goes_on(start_hitd, connect) -> None:
+    # Each job holds about 1.8 M characters (its args, and hello's result repeats them):
+    # limit=500 alone would make the page as big as the table.
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    ids = []
+    for _ in range(4):
+        job = {"task": "hello", "args": {"name": "x" * 900_000}}
+        ids.append((await c.request("POST", "/jobs", job, JSON)).json()["id"])
+    await hitd.runner.until_idle()
+    body = (await c.request("GET", "/jobs?limit=500")).json()
+    assert [j["id"] for j in body["jobs"]] == ids[:0:-1]  # three pass MAX_PAGE_CHARS
+    assert body["next"] == f"/jobs?limit=500&before={ids[1]}"
+    body = (await c.request("GET", body["next"])).json()
+    assert [j["id"] for j in body["jobs"]] == [ids[0]] and body["next"] is None
+
+
 async def test_retry_runs_a_dead_job_now(start_hitd, connect) -> None:
     hitd = await start_hitd()
     c = await connect(hitd.port)

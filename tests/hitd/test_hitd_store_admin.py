@@ -86,6 +86,19 @@ class AdminContract:
         page = await store.list_jobs(JobQuery(statuses=("dead",), scan=3, before=ids[1]))
         assert [r.id for r in page.jobs] == [dead] and page.next_before is None
 
+    async def test_a_page_stops_once_its_jobs_hold_max_chars(self, store: Store) -> None:
+        # Each job's args are {"name":"xxx..."}: 1000 x and 11 characters of JSON around.
+        ids = [id for id, _ in await store.enqueue([job(name="x" * 1000) for _ in range(5)], T0)]
+        q = JobQuery(max_chars=2500)
+        page = await store.list_jobs(q)
+        # 1011 + 1011 < 2500: a third job is read, which passes the bound and ends the page.
+        assert [r.id for r in page.jobs] == ids[:-4:-1] and page.next_before == ids[2]
+        page = await store.list_jobs(q._replace(before=page.next_before))
+        assert [r.id for r in page.jobs] == [ids[1], ids[0]] and page.next_before is None
+        # A job larger than the bound still comes, alone, so the cursor always moves on.
+        page = await store.list_jobs(JobQuery(max_chars=10))
+        assert [r.id for r in page.jobs] == [ids[4]] and page.next_before == ids[4]
+
     async def test_an_empty_store_lists_nothing(self, store: Store) -> None:
         page = await store.list_jobs(JobQuery())
         assert page.jobs == [] and page.next_before is None

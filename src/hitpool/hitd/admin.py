@@ -6,9 +6,10 @@
     DELETE /jobs/{id}?purge=1                    delete a finished job
 
 Every action of the dashboard (/ui) is one of these calls. The listing is keyset-paginated
-and bounded twice: at most `limit` jobs (MAX_LIST) per page, and at most `DEFAULT_SCAN` jobs
-looked at per request, so a search that matches little answers quickly with a page that
-may be short and a `next` cursor to go on (see `store.base.JobPage`). Parsing is pure and
+and bounded three times: at most `limit` jobs (MAX_LIST) per page, at most `MAX_PAGE_CHARS`
+of their args, results and errors, and at most `DEFAULT_SCAN` jobs looked at per request,
+so a search that matches little answers quickly with a page that may be short and a `next`
+cursor to go on (see `store.base.JobPage`). Parsing is pure and
 raises `SpecError(field, message)`, which becomes a 400 naming the parameter.
 """
 

@@ -359,6 +359,10 @@ RetryOutcome = Literal["retried", "missing", "refused"]
 DeleteOutcome = Literal["deleted", "missing", "active", "newest"]
 MAX_LIST = 500  # jobs one listing returns at most
 DEFAULT_SCAN = 10_000  # jobs one listing looks at, at most
+# Characters of args, result and error one listing returns at most (the job that passes it
+# included, so a page always moves the cursor on). Jobs of a megabyte each would otherwise
+# make a page of MAX_LIST half a gigabyte, read and encoded on the event loop.
+MAX_PAGE_CHARS = 4 * 1024 * 1024
 
 
 class JobQuery(NamedTuple):
@@ -371,6 +375,7 @@ class JobQuery(NamedTuple):
     before: int | None = None  # only ids below this (the cursor of the previous page)
     limit: int = 50
     scan: int = DEFAULT_SCAN
+    max_chars: int = MAX_PAGE_CHARS  # see MAX_PAGE_CHARS
 
     def matches(self, status: str, task: str, args_json: str) -> bool:
         """The filters, for a store that filters in Python (memory)."""
@@ -384,18 +389,29 @@ class JobQuery(NamedTuple):
 class JobPage(NamedTuple):
     """One page, newest first. `next_before`: the cursor of the next page (pass it as
     `before`), or None when no job below was left unexamined. It is the id of the last job
-    returned when the page is full, else the lowest id looked at when the scan bound was
-    reached first, so a page may hold fewer than `limit` jobs and still have a next one."""
+    returned when the page is full (`limit` jobs, or `max_chars` of their args, results and
+    errors), else the lowest id looked at when the scan bound was reached first, so a page
+    may hold fewer than `limit` jobs and still have a next one."""
 
     jobs: list[JobRecord]
     next_before: int | None
 
 
-def page_of(query: JobQuery, matched: list[JobRecord], scanned: int, lowest: int | None) -> JobPage:
-    """The page from what a backend found: `matched` (newest first, at most `limit`),
-    how many jobs it looked at and the lowest id among them."""
-    if len(matched) >= query.limit:
-        return JobPage(matched[: query.limit], matched[query.limit - 1].id)
+def stored_chars(args: str, result: str | None, error: str | None) -> int:
+    """What a job adds to a page's `max_chars`: its args and result as stored (JSON) and
+    its error."""
+    return len(args) + len(result or "") + len(error or "")
+
+
+def page_of(
+    query: JobQuery, matched: list[JobRecord], scanned: int, lowest: int | None, chars: int = 0
+) -> JobPage:
+    """The page from what a backend found: `matched` (newest first, at most `limit`, read
+    until their `stored_chars` summed to `chars` >= `max_chars`), how many jobs it looked
+    at and the lowest id among them."""
+    if len(matched) >= query.limit or (matched and chars >= query.max_chars):
+        page = matched[: query.limit]
+        return JobPage(page, page[-1].id)
     if scanned >= query.scan and lowest is not None:
         return JobPage(matched, lowest)
     return JobPage(matched, None)

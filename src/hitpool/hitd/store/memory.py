@@ -34,6 +34,7 @@ from .base import (
     Store,
     page_of,
     pick_retries,
+    stored_chars,
 )
 from .sqlite_ops import dumps
 
@@ -360,7 +361,7 @@ class MemoryStore(Store):
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
         matched: list[JobRecord] = []
-        scanned, lowest = 0, None
+        scanned, lowest, chars = 0, None, 0
         for id in reversed(self._jobs):  # ids are inserted in increasing order
             if query.before is not None and id >= query.before:
                 continue
@@ -369,9 +370,14 @@ class MemoryStore(Store):
             scanned += 1
             lowest = id
             job = self._jobs[id]
-            if query.matches(job.status, job.task, dumps(job.args) if query.q else ""):
+            args = dumps(job.args) if query.q else ""
+            if query.matches(job.status, job.task, args):
                 matched.append(job.record())
-        return page_of(query, matched, scanned, lowest)
+                result = None if job.result is None else dumps(job.result)
+                chars += stored_chars(args or dumps(job.args), result, job.error)
+                if chars >= query.max_chars:
+                    break
+        return page_of(query, matched, scanned, lowest, chars)
 
     def _requeue(self, job: _Job, now: float) -> None:
         """A failed or dead job back to queued, due now, with fresh attempts. The caller

@@ -18,10 +18,12 @@ from .base import (
     DeleteOutcome,
     JobPage,
     JobQuery,
+    JobRecord,
     JobStatus,
     RetryOutcome,
     page_of,
     pick_retries,
+    stored_chars,
 )
 
 # The same columns in the same order as SQLite's: one row -> record rule.
@@ -56,7 +58,14 @@ async def list_jobs(c: asyncpg.Connection, query: JobQuery) -> JobPage:
         "(SELECT id FROM hitd_jobs WHERE id < $1 ORDER BY id DESC LIMIT $2) w)"
         f"{''.join(' AND ' + w for w in where)} ORDER BY id DESC LIMIT ${len(params)}"
     )
-    matched = [row_record(tuple(r)) for r in await c.fetch(sql, *params)]
+    # A cursor (inside the store's transaction), so that rows past `max_chars` are not sent.
+    matched: list[JobRecord] = []
+    chars = 0
+    async for r in c.cursor(sql, *params, prefetch=16):
+        matched.append(row_record(tuple(r)))
+        chars += stored_chars(r[2], r[6], r[7])
+        if chars >= query.max_chars:
+            return page_of(query, matched, 0, None, chars)
     if len(matched) >= query.limit:
         return page_of(query, matched, 0, None)
     scanned, lowest = await c.fetchrow(

@@ -15,10 +15,12 @@ from .base import (
     DeleteOutcome,
     JobPage,
     JobQuery,
+    JobRecord,
     JobStatus,
     RetryOutcome,
     page_of,
     pick_retries,
+    stored_chars,
 )
 from .sqlite_ops import COLUMNS, NO_MOVES, Moves, row_record
 
@@ -53,7 +55,19 @@ def list_jobs(c: sqlite3.Connection, query: JobQuery) -> JobPage:
         f"FROM jobs WHERE id < ?1 ORDER BY id DESC LIMIT ?2)) "
         f"{''.join(' AND ' + w for w in where)} ORDER BY id DESC LIMIT ?"
     )
-    matched = [row_record(r) for r in c.execute(sql, [*params, query.limit])]
+    # Rows are stepped one by one, and no further once the page holds `max_chars`: the rest
+    # of the range is never read.
+    matched: list[JobRecord] = []
+    chars = 0
+    rows = c.execute(sql, [*params, query.limit])
+    try:
+        for r in rows:
+            matched.append(row_record(r))
+            chars += stored_chars(r[2], r[6], r[7])
+            if chars >= query.max_chars:
+                return page_of(query, matched, 0, None, chars)
+    finally:
+        rows.close()  # a statement left open would hold the reader's snapshot
     if len(matched) >= query.limit:
         return page_of(query, matched, 0, None)
     scanned, lowest = c.execute(
