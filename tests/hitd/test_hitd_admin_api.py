@@ -353,3 +353,56 @@ def test_the_ui_flag() -> None:
     with pytest.raises(SystemExit) as e:
         parse_config(["--ui", "maybe"], {})
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"Origin": "http://evil.example"}, "Origin"),
+        ({"Origin": "null"}, "Origin"),  # a sandboxed frame, a file:// page
+        ({"Origin": "http://test.evil.example"}, "Origin"),
+        ({"Sec-Fetch-Site": "cross-site", "Origin": "http://test"}, "Sec-Fetch-Site"),
+        ({"Sec-Fetch-Site": "same-site"}, "Sec-Fetch-Site"),  # another port of the host
+    ],
+)
+async def test_without_a_token_a_cross_site_action_is_refused(
+    start_hitd, connect, headers: dict[str, str], field: str
+) -> None:
+    # What a form on another site makes an operator's browser send to a loopback hitd.
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    id = await dead_job(hitd, c)
+    gone = await dead_job(hitd, c, "older")
+    await dead_job(hitd, c, "newest")  # so that `gone` is not the newest job
+    for method, path in [
+        ("POST", f"/jobs/{id}/retry"),
+        ("POST", "/jobs/retry?status=dead"),
+        ("DELETE", f"/jobs/{gone}?purge=1"),
+    ]:
+        r = await c.request(method, path, headers=headers)
+        assert (r.status, r.json()["field"]) == (403, field), path
+    assert (await c.request("GET", f"/jobs/{id}")).json()["status"] == "dead"
+    assert (await c.request("GET", f"/jobs/{gone}")).status == 200
+
+
+async def test_a_same_origin_or_non_browser_action_passes(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    for headers in (
+        {},  # curl
+        {"Origin": "http://test", "Sec-Fetch-Site": "same-origin"},  # hitd's own page
+        {"Origin": "http://TEST"},  # a browser without Sec-Fetch-Site
+        {"Sec-Fetch-Site": "none", "Origin": "http://proxy.example"},  # Host rewritten
+    ):
+        id = await dead_job(hitd, c)
+        r = await c.request("POST", f"/jobs/{id}/retry", headers=headers)
+        assert r.status == 200, headers
+
+
+async def test_a_bad_purge_without_the_token_is_a_401_not_a_400(start_hitd, connect) -> None:
+    hitd = await start_hitd(token="s3cret")
+    c = await connect(hitd.port)
+    r = await c.request("DELETE", "/jobs/1?purge=yes")
+    assert r.status == 401
+    r = await c.request("DELETE", "/jobs/1?purge=yes", headers={"Authorization": "Bearer s3cret"})
+    assert (r.status, r.json()["field"]) == (400, "purge")

@@ -38,7 +38,7 @@ from .messages import Deferred, Request, Response, error_response, json_response
 from .metrics import HttpCounters, WorkerNumbers, render
 from .rates import RateRing
 from .store.base import NewJob, Store, storable
-from .ui import Dashboard, UiMode
+from .ui import Dashboard, UiMode, cross_site
 
 __all__ = [
     "App",
@@ -496,14 +496,14 @@ class App:
         if path == "/jobs/retry":
             if method != "POST":
                 return self._not_allowed(req, "POST")
-            denied = self._authorized(req)
+            denied = self._authorized(req) or cross_site(req)
             if denied is not None:
                 return denied
             return Dashboard.refuse_action() if read_only else self.admin.retry_all(req.query)
         if path.endswith("/retry"):
             if method != "POST":
                 return self._not_allowed(req, "POST")
-            denied = self._authorized(req)
+            denied = self._authorized(req) or cross_site(req)
             if denied is not None:
                 return denied
             raw = path[len("/jobs/") : -len("/retry")]
@@ -511,6 +511,10 @@ class App:
                 return error_response(404, f"no job {raw!r}: ids are integers", "id")
             return Dashboard.refuse_action() if read_only else self.admin.retry(int(raw))
         if method == "DELETE" and req.query:
+            # Authorized before the query is read: a client without the token learns nothing.
+            denied = self._authorized(req) or cross_site(req)
+            if denied is not None:
+                return denied
             try:
                 purge = parse_purge(req.query)
             except SpecError as e:
@@ -518,8 +522,5 @@ class App:
             raw = path[len("/jobs/") :]
             if not purge or not raw.isdigit() or len(raw) > 18:
                 return None  # a cancel, or a bad id: answered by the job routes
-            denied = self._authorized(req)
-            if denied is not None:
-                return denied
             return Dashboard.refuse_action() if read_only else self.admin.delete(int(raw))
         return None

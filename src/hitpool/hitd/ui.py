@@ -22,6 +22,13 @@ an HMAC of the token, never the token. A request with that cookie is authorized 
 the Bearer token; a write with it (POST, DELETE) must also carry `X-Requested-With:
 hitd-ui`, a header no cross-site form can send.
 
+Cross-site writes: without a token, the job API answers anyone who can reach it, and an
+operator's browser can reach a loopback hitd from any page it opens; a plain HTML form on
+another site may POST there with no preflight. So the actions (retry, bulk retry, delete)
+refuse a request the browser marks as sent from elsewhere: `Sec-Fetch-Site` other than
+`same-origin` or `none`, or an `Origin` that is not this server's (`cross_site`). Clients
+other than browsers send neither header and are not affected.
+
 Modes (`hitd --ui`): `on`; `read-only` hides the actions on the page and refuses them: the
 retry, bulk retry and delete routes answer 403, and so does a cancel sent with the session
 cookie (the Bearer API keeps its cancel); `off` serves no page (404 under /ui).
@@ -43,7 +50,7 @@ from .metrics import WorkerNumbers
 from .rates import RateRing
 from .store.base import JobQuery, Store
 
-__all__ = ["UI_MODES", "Dashboard", "UiMode"]
+__all__ = ["UI_MODES", "Dashboard", "UiMode", "cross_site"]
 
 UiMode = Literal["on", "read-only", "off"]
 UI_MODES: tuple[UiMode, ...] = ("on", "read-only", "off")
@@ -258,6 +265,37 @@ def _hit_run(job: dict[str, Any]) -> dict[str, Any]:
         "finished_at": job["finished_at"],
         "summary": {k: result[k] for k in keep if k in result},
     }
+
+
+def cross_site(req: Request) -> Response | None:
+    """The 403 of a write a browser sent from another origin (see the module doc), or None.
+
+    `Sec-Fetch-Site` decides when the browser sends it (all current ones do): the browser
+    computes it, so a proxy that rewrites Host changes nothing. `same-site` is refused too: a
+    site is scheme and host only, so another port of 127.0.0.1 is the same site. A browser
+    without it is judged by `Origin`, which must name the Host the request was sent to."""
+    fetch_site = req.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        if fetch_site in ("same-origin", "none"):
+            return None
+        return error_response(
+            403,
+            f"a {req.method} sent by a browser from another origin (Sec-Fetch-Site: "
+            f"{fetch_site}) is refused: act from hitd's own page, or with curl or the API",
+            "Sec-Fetch-Site",
+        )
+    origin = req.headers.get("origin")
+    if origin is None:
+        return None
+    host = (req.headers.get("host") or "").lower()
+    if host and origin.lower() in (f"http://{host}", f"https://{host}"):
+        return None
+    return error_response(
+        403,
+        f"a {req.method} from the origin {origin!r} is refused: it is not this server "
+        f"({host!r}); act from hitd's own page, or with curl or the API",
+        "Origin",
+    )
 
 
 def _not_allowed(req: Request, allow: str) -> Response:
