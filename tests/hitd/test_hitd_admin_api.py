@@ -305,10 +305,28 @@ async def test_state_reports_latency_rates_and_recent_failures(start_hitd, conne
     st = (await c.request("GET", "/ui/state")).json()
     assert [j["id"] for j in st["recent_failures"]] == [id]
     assert st["recent_failures"][0]["error"].endswith("failed on <b>x</b>")
+    # The panel's rows, not the jobs' args and results (polled every second).
+    assert set(st["recent_failures"][0]) == {
+        "id",
+        "task",
+        "status",
+        "attempts",
+        "finished_at",
+        "error",
+    }
     assert st["queue_latency_s"] is None
     assert st["workers"]["size"] == 2
     assert set(st["rates"]) == {"t", "accepted", "completed", "failed"}
     assert sum(st["rates"]["accepted"]) <= 1 and sum(st["rates"]["failed"]) <= 1
+
+
+async def test_state_shows_the_head_of_a_long_error(start_hitd, connect) -> None:
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    id = await dead_job(hitd, c, "y" * 5000)
+    [row] = (await c.request("GET", "/ui/state")).json()["recent_failures"]
+    assert row["error"].endswith("y…") and len(row["error"]) == 501
+    assert (await c.request("GET", f"/jobs/{id}")).json()["error"].endswith("y" * 5000)
 
 
 async def test_read_only_refuses_a_cancel_from_the_page_but_not_the_api(

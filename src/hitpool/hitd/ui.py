@@ -63,6 +63,7 @@ UI_HEADER_VALUE = "hitd-ui"
 # the panel and is found with the search instead.
 RECENT_SCAN = 5000
 RECENT_FAILURES = 10
+ERROR_HEAD = 500  # characters of an error the failures panel shows (one table cell)
 RECENT_HIT_RUNS = 5
 
 _CSP = (
@@ -249,10 +250,22 @@ class Dashboard:
             "rates": self.rates.series(now),
             "queue_latency_s": None if oldest is None else max(0.0, now - oldest),
             "workers": {"size": w.workers, "busy": w.busy, "by_process": holders},
-            "recent_failures": [job_json(r) for r in failures.jobs],
+            "recent_failures": [_failure(job_json(r)) for r in failures.jobs],
             "hit_runs": [_hit_run(job_json(r)) for r in runs.jobs],
         }
         return json_response(200, body)
+
+
+def _failure(job: dict[str, Any]) -> dict[str, Any]:
+    """A failed or dead job for the panel: what its row shows, not its args and result
+    (each up to a request body, polled every second), and the head of its error (the whole
+    error is on the job's page)."""
+    out = {k: job[k] for k in ("id", "task", "status", "attempts", "finished_at")}
+    error = job["error"]
+    if isinstance(error, str) and len(error) > ERROR_HEAD:
+        error = error[:ERROR_HEAD] + "…"
+    out["error"] = error
+    return out
 
 
 def _hit_run(job: dict[str, Any]) -> dict[str, Any]:
