@@ -280,6 +280,34 @@ async def test_a_hit_run_is_drawn_with_uplot(start_hitd, connect, chromium) -> N
     await run(only_hitd, chromium, hitd.port)
 
 
+async def test_a_second_without_a_response_draws_no_latency(start_hitd, connect, chromium) -> None:
+    # A server that accepts and closes at once: hit connects, then every request ends
+    # "closed", with no response and so no latency.
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    try:
+        args = {"url": f"http://127.0.0.1:{port}/", "requests": 20, "concurrency": 1}
+        r = await c.request("POST", "/jobs", {"task": "hit", "args": args, "max_attempts": 1}, JSON)
+        id = r.json()["id"]
+        await hitd.runner.until_idle()
+    finally:
+        server.close()
+    job = (await c.request("GET", f"/jobs/{id}")).json()
+    rows = job["result"]["timeline"]
+    assert rows and all(row["requests"] == row["errors"] for row in rows), job
+    assert all(row["p50_s"] == 0 for row in rows)
+    await run(chromium.get, f"http://127.0.0.1:{hitd.port}/ui#job/{id}")
+    await wait_js(chromium, "document.querySelectorAll('#hit-report canvas').length === 2")
+    drawn = await js(chromium, "return document.querySelector('#hit-latency-chart').uplot.data")
+    assert drawn[1] == [None] * len(rows) and drawn[2] == [None] * len(rows)  # p50, p99
+    assert await run(console_errors, chromium) == []
+
+
 async def test_a_job_page_follows_the_job_until_it_finishes(start_hitd, connect, chromium) -> None:
     hitd = await start_hitd()
     c = await connect(hitd.port)

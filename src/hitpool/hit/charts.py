@@ -77,7 +77,7 @@ def _ms(us: int) -> float:
 
 
 def _second_stats(row: Second) -> tuple[float | None, ...]:
-    """p50, p90, p99 and max of one second's successes in ms (None when there were none)."""
+    """p50, p90, p99 and max of one second's complete responses in ms (None if none)."""
     total = sum(c for _, c in row.counts)
     if total == 0:
         return (None, None, None, None)
@@ -215,7 +215,7 @@ def run_charts(summary: Summary) -> list[dict[str, Any]]:
     return [
         _time_chart(
             "latency",
-            "Latency over time (successes of each second)",
+            "Latency over time (complete responses of each second)",
             cols,
             (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("max", "max")),
             "log",

@@ -183,7 +183,7 @@
   // A chart over the seconds of a load test: x is the second since its start, not a date.
   function lineChart(box, title, yLabel, t, series) {
     box.replaceChildren();
-    new uPlot({
+    box.uplot = new uPlot({
       title, width: Math.max(300, box.clientWidth - 10), height: 220,
       scales: { x: { time: false } },
       axes: [{ label: "second of the run" }, { label: yLabel }],
@@ -206,8 +206,11 @@
     const t = tl.map((r) => r.second);
     lineChart($("#hit-rate-chart"), "requests and errors per second", "per second", t,
       [["requests/s", "#2563eb", tl.map((r) => r.requests)], ["errors/s", "#c0392b", tl.map((r) => r.errors)]]);
+    // A second without one complete response has no latency: the timeline writes 0 there
+    // (a measured latency is never 0), drawn as a gap, not as the fastest second of the run.
+    const ms = (r, v) => (v > 0 ? v * 1000 : null);
     lineChart($("#hit-latency-chart"), "latency", "ms", t,
-      [["p50", "#1e8449", tl.map((r) => r.p50_s * 1000)], ["p99", "#b9770e", tl.map((r) => r.p99_s * 1000)]]);
+      [["p50", "#1e8449", tl.map((r) => ms(r, r.p50_s))], ["p99", "#b9770e", tl.map((r) => ms(r, r.p99_s))]]);
   }
 
   async function showJob() {

@@ -42,7 +42,7 @@
     if (!el) return;
     const ylog = c.y.kind === "log";
     const drawable = (v) => v != null && (!ylog || v > 0);
-    if (!c.series.some((s) => s.values.some(drawable))) {  // e.g. no success: no latency
+    if (!c.series.some((s) => s.values.some(drawable))) {  // e.g. no complete response: no latency
       const h = document.createElement("h3");
       const p = document.createElement("p");
       h.textContent = c.title;  // titles hold step names: text, never markup
