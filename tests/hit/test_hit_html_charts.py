@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter
@@ -132,3 +133,27 @@ def test_the_page_cannot_be_broken_out_of() -> None:
     page = html.render(run)
     assert evil not in page
     assert page.count("</script>") == 3  # the data block, uPlot, the page script, nothing else
+
+
+def test_every_compare_cell_is_keyed_as_in_the_compare_json() -> None:
+    import html as _html
+
+    from hitpool.hit.compare import compare_json
+
+    from .test_hit_saved import _latencies, _summary
+
+    runs = [
+        saved.from_summary(_summary(_latencies(s, 2, 40), errors=s), command=["hit", str(s)])
+        for s in (1, 2, 3)
+    ]
+    runs = [dataclasses.replace(r, name=f"r{k}") for k, r in enumerate(runs)]
+    doc = compare_json(runs)
+    page = html.render_compare(runs)
+    cells = re.findall(r'data-key="(ratios|runs)\.(\d+)\.([^"]+)" data-value="([^"]*)"', page)
+    assert {k for kind, k, _, _ in cells if kind == "ratios"} == {"0", "1"}  # runs 2 and 3
+    for kind, k, key, value in cells:
+        got = json.loads(_html.unescape(value))
+        if kind == "ratios":
+            assert doc["ratios"][int(k)][key] == got, (k, key)
+        elif "." not in key:
+            assert doc["runs"][int(k)][key] == got, (k, key)

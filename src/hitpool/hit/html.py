@@ -296,7 +296,8 @@ def render_compare(runs: Sequence[SavedRun]) -> str:
         vs = values(runs, key)
         cells = [f"<th>{_e(label)}</th>"]
         cells += [_cell(f"runs.{k}.{key}", v, show(v)) for k, v in enumerate(vs)]
-        for k, v in enumerate(vs[1:], start=1):
+        # keyed as in --json: ratios[k] is run k + 1's ratio to the first
+        for k, v in enumerate(vs[1:]):
             r = ratio(vs[0], v)
             cells.append(_cell(f"ratios.{k}.{key}", r, "—" if r is None else f"{r:.3f}x"))
         rows.append(cells)
