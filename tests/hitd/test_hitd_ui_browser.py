@@ -271,9 +271,19 @@ async def test_a_hit_run_is_drawn_with_uplot(start_hitd, connect, chromium) -> N
     await run(chromium.get, f"http://127.0.0.1:{hitd.port}/ui")
     await wait_js(chromium, f"document.querySelector('#hit-runs a[href=\"#job/{id}\"]')")
     await js(chromium, f"document.querySelector('#hit-runs a[href=\"#job/{id}\"]').click()")
-    await wait_js(chromium, "document.querySelectorAll('#hit-report canvas').length === 2")
+    # The HTML report's five charts, drawn by its own script from the result's `charts`.
+    assert [c["id"] for c in job["result"]["charts"]] == [
+        "latency",
+        "rates",
+        "inflight",
+        "histogram",
+        "spectrum",
+    ]
+    await wait_js(chromium, "document.querySelectorAll('#hit-report canvas').length === 5")
     shown = await js(chromium, "return document.querySelector('#hit-latency').textContent")
     assert "requests200" in shown.replace(" ", "")
+    rates = await js(chromium, "return document.querySelector('#hit-chart-rates').uplot.data")
+    assert sum(rates[2]) == 200  # completed per second, as the timeline counts them
     await js(chromium, "document.querySelector('#hit-report').scrollIntoView()")
     await run(screenshot, chromium, "hitd-ui-hit-run")
     assert await run(console_errors, chromium) == []
@@ -302,9 +312,13 @@ async def test_a_second_without_a_response_draws_no_latency(start_hitd, connect,
     assert rows and all(row["requests"] == row["errors"] for row in rows), job
     assert all(row["p50_s"] == 0 for row in rows)
     await run(chromium.get, f"http://127.0.0.1:{hitd.port}/ui#job/{id}")
-    await wait_js(chromium, "document.querySelectorAll('#hit-report canvas').length === 2")
-    drawn = await js(chromium, "return document.querySelector('#hit-latency-chart').uplot.data")
-    assert drawn[1] == [None] * len(rows) and drawn[2] == [None] * len(rows)  # p50, p99
+    await wait_js(chromium, "document.querySelector('#hit-chart-spectrum')")
+    # No latency to draw: the chart says so instead of a line at 0 ms; the rates are drawn.
+    latency = await js(chromium, "return document.querySelector('#hit-chart-latency').textContent")
+    assert latency.endswith("no data")
+    assert await js(chromium, "return document.querySelector('#hit-chart-latency canvas')") is None
+    rates = await js(chromium, "return document.querySelector('#hit-chart-rates').uplot.data")
+    assert sum(v or 0 for v in rates[3]) == 20  # errors per second
     assert await run(console_errors, chromium) == []
 
 

@@ -509,13 +509,15 @@ async def hit(**spec: Any) -> dict[str, Any]:
     """A load test with `hitpool.hit`, in child processes; the result is hit's JSON summary."""
     # Imported here, not at the top: the client pulls in uvloop and httptools.
     from ..hit import Spec, run_async
+    from ..hit.charts import run_charts
     from ..hit.report import timeline_rows
 
     # isolate: even one process is a child, so a heavy load test does not compete with this
     # server's intake and workers for its loop and core; the loop only waits on a pipe.
     summary = await run_async(Spec.from_dict(spec), isolate=True, timeline=True)
-    # The per-second timeline (requests, errors, p50, p99) is what the dashboard charts.
-    return {**summary.to_json(), "timeline": timeline_rows(summary)}
+    # The per-second timeline (requests, errors, p50, p99), and the HTML report's charts
+    # (downsampled, hit/charts.py), which the dashboard draws as the report does.
+    return {**summary.to_json(), "timeline": timeline_rows(summary), "charts": run_charts(summary)}
 
 
 def _builtin(

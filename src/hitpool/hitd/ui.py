@@ -89,6 +89,7 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     files = {
         "dashboard.js": assets / "hitd-ui" / "dashboard.js",
         "dashboard.css": assets / "hitd-ui" / "dashboard.css",
+        "report.js": assets / "report" / "report.js",  # hit's charts, drawn as in its report
         "uPlot.iife.min.js": assets / "uplot" / "uPlot.iife.min.js",
         "uPlot.min.css": assets / "uplot" / "uPlot.min.css",
     }

@@ -180,15 +180,16 @@
     body.append(el("tr", {}, el("th", { text: name }), el("td", { text: value })));
   }
 
-  // A chart over the seconds of a load test: x is the second since its start, not a date.
-  function lineChart(box, title, yLabel, t, series) {
+  // The same charts as hit's HTML report, from the result's `charts` (hit/charts.py), drawn
+  // by the report's own script (a result saved by an older hitd has none: its table only).
+  function hitCharts(charts) {
+    const box = $("#hit-charts");
     box.replaceChildren();
-    box.uplot = new uPlot({
-      title, width: Math.max(300, box.clientWidth - 10), height: 220,
-      scales: { x: { time: false } },
-      axes: [{ label: "second of the run" }, { label: yLabel }],
-      series: [{ label: "second" }].concat(series.map(([label, stroke]) => ({ label, stroke }))),
-    }, [t].concat(series.map((s) => s[2])), box);
+    for (const c of charts || []) {
+      const div = el("div", { class: "chart", id: "hit-chart-" + c.id });
+      box.append(div);
+      hitReport.draw(c, div);
+    }
   }
 
   function showHit(result) {
@@ -201,16 +202,7 @@
     field(lat, "errors", String(result.errors));
     field(lat, "rps", String(result.rps));
     for (const [code, n] of Object.entries(result.status_codes || {})) field(lat, "status " + code, String(n));
-    const tl = result.timeline || [];
-    if (!tl.length) { $("#hit-rate-chart").replaceChildren(); $("#hit-latency-chart").replaceChildren(); return; }
-    const t = tl.map((r) => r.second);
-    lineChart($("#hit-rate-chart"), "requests and errors per second", "per second", t,
-      [["requests/s", "#2563eb", tl.map((r) => r.requests)], ["errors/s", "#c0392b", tl.map((r) => r.errors)]]);
-    // A second without one complete response has no latency: the timeline writes 0 there
-    // (a measured latency is never 0), drawn as a gap, not as the fastest second of the run.
-    const ms = (r, v) => (v > 0 ? v * 1000 : null);
-    lineChart($("#hit-latency-chart"), "latency", "ms", t,
-      [["p50", "#1e8449", tl.map((r) => ms(r, r.p50_s))], ["p99", "#b9770e", tl.map((r) => ms(r, r.p99_s))]]);
+    hitCharts(Array.isArray(result.charts) ? result.charts : []);
   }
 
   async function showJob() {

@@ -1,8 +1,9 @@
 // hit's HTML report: draws each chart of the #hit-data block with uPlot (inlined above).
-// Python decides every number; this only maps a chart's description onto uPlot's options.
+// Python decides every number (hit/charts.py); this only maps a chart's description onto
+// uPlot's options. hitd's dashboard loads this file too and calls hitReport.draw(chart, el)
+// for a `hit` job's charts, so that both pages draw the same charts the same way.
 (function () {
   "use strict";
-  const data = JSON.parse(document.getElementById("hit-data").textContent);
 
   // x = 1 / (1 - p) on the percentile axes: 1 -> "0%", 10 -> "90%", 100 -> "99%", ...
   function nines(x) {
@@ -37,9 +38,7 @@
     return values.map(function (v) { return v == null || v <= 0 ? null : v; });
   }
 
-  function draw(c) {
-    const el = document.getElementById("chart-" + c.id);
-    if (!el) return;
+  function draw(c, el) {
     const ylog = c.y.kind === "log";
     const drawable = (v) => v != null && (!ylog || v > 0);
     if (!c.series.some((s) => s.values.some(drawable))) {  // e.g. no complete response: no latency
@@ -84,8 +83,15 @@
       series: series,
     };
     const cols = [c.xs].concat(c.series.map(function (s) { return ylog ? positive(s.values) : s.values; }));
-    new uPlot(opts, cols, el);
+    el.uplot = new uPlot(opts, cols, el);
   }
 
-  data.charts.forEach(draw);
+  window.hitReport = { draw: draw };
+  const block = document.getElementById("hit-data");
+  if (block) {
+    JSON.parse(block.textContent).charts.forEach(function (c) {
+      const el = document.getElementById("chart-" + c.id);
+      if (el) draw(c, el);
+    });
+  }
 })();
