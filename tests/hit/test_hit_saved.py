@@ -15,6 +15,7 @@ import pytest
 from hitpool.hit import saved
 from hitpool.hit.cli import main
 from hitpool.hit.client import ERROR_KINDS
+from hitpool.hit.spec import Spec
 from hitpool.hit.stats import Histogram, Timeline
 from hitpool.hit.summary import Summary
 
@@ -317,6 +318,17 @@ def test_credentials_are_not_saved() -> None:
     assert run.spec["headers"] == [["Authorization", "***"], ["Cookie", "***"], ["X-A", "keep"]]
     assert run.json()["url"] == "http://me:***@127.0.0.1:1/"
     assert saved.redact("http://127.0.0.1:1/a@b") == "http://127.0.0.1:1/a@b"
+
+
+def test_a_header_joined_to_its_flag_is_redacted_too() -> None:
+    # argparse takes "-HAuthorization: x" as -H with that value: the command keeps it joined.
+    argv = ["hit", "-HAuthorization: Bearer s3cret", "-H", "X-Api-Key: s3cret"]
+    argv += ["-Hcookie:s3cret", "-H", "x-auth-token: s3cret", "-HX-A: keep"]
+    run = saved.from_summary(_summary([[5]]), command=argv)
+    assert "s3cret" not in gzip.decompress(saved.dumps(run)).decode()
+    assert run.command[1] == "-HAuthorization: ***" and run.command[-1] == "-HX-A: keep"
+    spec = saved.spec_dict(Spec("http://127.0.0.1:1/", headers=(("X-Api-Key", "s3cret"),)))
+    assert spec["headers"] == [["X-Api-Key", "***"]]
 
 
 def test_a_file_that_cannot_be_written_is_reported(

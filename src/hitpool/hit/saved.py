@@ -116,8 +116,11 @@ def _jsonable(value: Any) -> Any:
 
 
 # Header values that are credentials: a saved run or a page is shared, its secrets are not.
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_SECRET_ARG = re.compile(r"^\s*(authorization|proxy-authorization|cookie)\s*:", re.IGNORECASE)
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
+)
+# A header argument as given: "Name: value" after -H, or joined to it ("-HName: value").
+_SECRET_ARG = re.compile(rf"^(-H)?\s*({'|'.join(sorted(SECRET_HEADERS))})\s*:", re.IGNORECASE)
 HIDDEN = "***"
 
 
