@@ -72,3 +72,32 @@ async def test_the_sampler_samples_until_stopped() -> None:
     await ticks.get()
     await s.stop()
     assert s.ring.series(100) == {"t": [100], "a": [0]}
+
+
+async def test_the_sampler_keeps_to_whole_seconds_though_each_sleep_overshoots() -> None:
+    # Every sleep ends 4 ms late, as a busy loop's do. Samples 1 s apart would drift into the
+    # next second after 250 of them: a second with no sample (0) beside one with two (2).
+    import asyncio
+
+    clock = 1000.3
+    done = asyncio.Event()
+    samples = 0
+
+    def totals() -> tuple[int]:
+        nonlocal samples
+        samples += 1  # one more counted per sample: each second should show exactly 1
+        return (samples,)
+
+    async def wait(d: float) -> None:
+        nonlocal clock
+        clock += d + 0.004
+        if samples >= 400:
+            done.set()
+            await asyncio.Event().wait()  # parked until stop() cancels it
+
+    s = RateSampler(RateRing(("a",), seconds=600), totals, clock=lambda: clock, wait=wait)
+    s.start()
+    await done.wait()
+    await s.stop()
+    counts = s.ring.series(clock)["a"]
+    assert counts[0] == 0 and set(counts[1:-1]) == {1}, counts

@@ -12,7 +12,8 @@ Invariant: the sum of a name's counts in the ring equals its total at the last s
 its total at the first sample still covered (older seconds dropped off the ring). A clock
 that steps back adds to the current second rather than rewriting the past.
 
-`RateSampler` is the thin shell: a task owned by `Hitd` that samples once a second.
+`RateSampler` is the thin shell: a task owned by `Hitd` that samples once a second, just
+after each whole second of the clock, so that each second of the ring gets one sample.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = ["RATE_NAMES", "RateRing", "RateSampler"]
 
 RATE_NAMES = ("accepted", "completed", "failed")
 RING_SECONDS = 300  # five minutes: 300 slots of three ints
+SETTLE_S = 0.01  # the sampler wakes this long after a second begins, never just before it
 
 
 class RateRing:
@@ -97,7 +99,11 @@ class RateSampler:
     async def _run(self) -> None:
         while True:
             self.sample()
-            await self._wait(self._every_s)
+            # To just past the next whole step, not a fixed step on: every sleep overshoots a
+            # little, and fixed steps drift until a second gets no sample (a 0 on the chart,
+            # then a double). Aligned, each second gets one sample while the loop keeps up.
+            step = self._every_s
+            await self._wait(step - self._clock() % step + SETTLE_S)
 
     def start(self) -> None:
         if self._task is None:
