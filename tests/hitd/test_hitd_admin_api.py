@@ -424,3 +424,35 @@ async def test_a_bad_purge_without_the_token_is_a_401_not_a_400(start_hitd, conn
     assert r.status == 401
     r = await c.request("DELETE", "/jobs/1?purge=yes", headers={"Authorization": "Bearer s3cret"})
     assert (r.status, r.json()["field"]) == (400, "purge")
+
+
+def test_a_login_lasts_session_s_and_is_bound_to_the_token() -> None:
+    from hitpool.hitd.messages import Request
+    from hitpool.hitd.rates import RateRing
+    from hitpool.hitd.store import Store
+    from hitpool.hitd.ui import SESSION_S, Dashboard
+
+    now = [1_800_000_000.0]
+
+    def dashboard(token: str) -> Dashboard:
+        store = Store.from_url("memory://")
+        return Dashboard("on", token, store, RateRing(), lambda: None, lambda: now[0])  # type: ignore[arg-type, return-value]
+
+    def get(cookie: str) -> Request:
+        return Request("GET", "/stats", "", {"cookie": cookie}, b"")
+
+    d = dashboard("s3cret")
+    r = d.route(Request("POST", "/ui/login", "", {}, b"token=s3cret"), lambda _: None)
+    set_cookie = dict(r.headers)["Set-Cookie"]  # type: ignore[union-attr]
+    assert f"Max-Age={SESSION_S}" in set_cookie and "s3cret" not in set_cookie
+    cookie = set_cookie.split(";")[0]
+    assert d.session(get(cookie))
+    assert dashboard("s3cret").session(get(cookie))  # another hitd with the same token
+    assert not dashboard("other").session(get(cookie))
+    name, _, value = cookie.partition("=")
+    stamp, _, mac = value.partition(".")
+    assert not d.session(get(f"{name}={int(stamp) + 3600}.{mac}"))  # a stamp moved on
+    now[0] += SESSION_S - 1
+    assert d.session(get(cookie))
+    now[0] += 2
+    assert not d.session(get(cookie))  # expired: the login form again

@@ -18,7 +18,10 @@ run in an operator's browser.
 
 The session: a token in the URL would stay in the history and in logs, so the login form
 posts it and the answer sets the cookie `hitd_session` (HttpOnly, SameSite=Strict), holding
-an HMAC of the token, never the token. A request with that cookie is authorized as one with
+the time of the login and an HMAC of it keyed by the token, never the token. It is good for
+SESSION_S after the login, then the form is shown again: a cookie copied off a machine does
+not stay worth the token for ever (any hitd with the same token accepts it, so several hitd
+processes behind one name share the login). A request with that cookie is authorized as one with
 the Bearer token; a write with it (POST, DELETE) must also carry `X-Requested-With:
 hitd-ui`, a header no cross-site form can send.
 
@@ -56,6 +59,8 @@ UiMode = Literal["on", "read-only", "off"]
 UI_MODES: tuple[UiMode, ...] = ("on", "read-only", "off")
 
 COOKIE = "hitd_session"
+SESSION_S = 12 * 3600  # how long a login lasts
+_SKEW_S = 300  # a login stamped this far ahead of this clock (another process's) is accepted
 UI_HEADER = "x-requested-with"
 UI_HEADER_VALUE = "hitd-ui"
 # The dashboard's lists look at the newest jobs only, so a poll stays cheap on a big table
@@ -127,11 +132,6 @@ class Dashboard:
         self.worker_numbers = worker_numbers
         self.clock = clock
         self._token = token
-        self._session = (
-            hmac.new(token.encode(), b"hitd ui session", hashlib.sha256).hexdigest()
-            if token is not None
-            else None
-        )
         self._static = _load_static() if mode != "off" else {}
         self._index = _page("index.html").encode() if mode != "off" else b""
         self._login = _page("login.html") if mode != "off" else ""
@@ -140,10 +140,23 @@ class Dashboard:
 
     def session(self, req: Request) -> bool:
         """True when the request carries the dashboard's session cookie."""
-        if self._session is None or self.mode == "off":
+        if self._token is None or self.mode == "off":
             return False
         given = _cookies(req.headers.get("cookie")).get(COOKIE)
-        return given is not None and hmac.compare_digest(given.encode(), self._session.encode())
+        if given is None:
+            return False
+        stamp, _, mac = given.partition(".")
+        if not stamp.isdigit() or len(stamp) > 12:
+            return False
+        if not hmac.compare_digest(mac.encode(), self._sign(int(stamp)).encode()):
+            return False
+        age = self.clock() - int(stamp)
+        return -_SKEW_S <= age < SESSION_S
+
+    def _sign(self, stamp: int) -> str:
+        assert self._token is not None
+        msg = f"hitd ui session {stamp}".encode()
+        return hmac.new(self._token.encode(), msg, hashlib.sha256).hexdigest()
 
     def check_write(self, req: Request) -> Response | None:
         """For a request authorized by the cookie: None, or the 403 of a write without the
@@ -214,7 +227,7 @@ class Dashboard:
         return Response(status, body, _PAGE_HEADERS, _TYPES[".html"])
 
     def _login_post(self, req: Request) -> Response:
-        if self._token is None or self._session is None:
+        if self._token is None:
             return Response(303, b"", (("Location", "/ui"),))
         try:
             form = dict(parse_qsl(req.body.decode(), keep_blank_values=True))
@@ -223,7 +236,11 @@ class Dashboard:
         given = form.get("token", "")
         if not hmac.compare_digest(given.encode(), self._token.encode()):
             return self._login_page(401, "Wrong token.")
-        cookie = f"{COOKIE}={self._session}; Path=/; HttpOnly; SameSite=Strict"
+        stamp = int(self.clock())
+        cookie = (
+            f"{COOKIE}={stamp}.{self._sign(stamp)}; Path=/; HttpOnly; SameSite=Strict; "
+            f"Max-Age={SESSION_S}"
+        )
         return Response(303, b"", (("Location", "/ui"), ("Set-Cookie", cookie)))
 
     async def _state(self) -> Response:
