@@ -261,8 +261,12 @@ class _Protocol(asyncio.Protocol):
             out.clear()
             return
         if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            # Cleared before the write: write() calls pause_writing(), and so this method,
+            # at once when the data passes the buffer's high-water mark; `out` must then be
+            # empty, or the same bytes go out twice and the stream after them is garbage.
             out.clear()
+            transport.write(data)
         end = core.end
         if end != self._ended:
             self._ended = end
