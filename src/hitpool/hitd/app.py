@@ -482,13 +482,12 @@ class App:
     # --- the admin API and the dashboard (hitd/admin.py, hitd/ui.py) --------------------------
 
     def _admin_route(self, req: Request) -> Response | Awaitable[Response] | None:
-        """The answer of a listing, an action or a page, or None for the routes above."""
+        """The answer of a listing or an action, or None for the routes above. The caller has
+        checked the token; an action is refused here when a browser sent it cross-site."""
         path, method = req.path, req.method
-        if path.startswith("/ui"):
-            return self.dashboard.route(req, self._authorized)
         if path == "/jobs":
             if method in ("GET", "HEAD"):
-                return self._authorized(req) or self.admin.list_jobs(req.query)
+                return self.admin.list_jobs(req.query)
             return self._not_allowed(req, "GET, HEAD, POST")
         if not path.startswith("/jobs/"):
             return None
@@ -496,14 +495,14 @@ class App:
         if path == "/jobs/retry":
             if method != "POST":
                 return self._not_allowed(req, "POST")
-            denied = self._authorized(req) or cross_site(req)
+            denied = cross_site(req)
             if denied is not None:
                 return denied
             return Dashboard.refuse_action() if read_only else self.admin.retry_all(req.query)
         if path.endswith("/retry"):
             if method != "POST":
                 return self._not_allowed(req, "POST")
-            denied = self._authorized(req) or cross_site(req)
+            denied = cross_site(req)
             if denied is not None:
                 return denied
             raw = path[len("/jobs/") : -len("/retry")]
@@ -511,8 +510,7 @@ class App:
                 return error_response(404, f"no job {raw!r}: ids are integers", "id")
             return Dashboard.refuse_action() if read_only else self.admin.retry(int(raw))
         if method == "DELETE" and req.query:
-            # Authorized before the query is read: a client without the token learns nothing.
-            denied = self._authorized(req) or cross_site(req)
+            denied = cross_site(req)
             if denied is not None:
                 return denied
             try:
