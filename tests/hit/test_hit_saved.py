@@ -320,6 +320,22 @@ def test_credentials_are_not_saved() -> None:
     assert saved.redact("http://127.0.0.1:1/a@b") == "http://127.0.0.1:1/a@b"
 
 
+def test_a_merge_of_runs_of_different_targets_names_them_all() -> None:
+    a = saved.from_summary(_summary([[5]]), command=["hit", "a"])
+    b = saved.from_summary(
+        dataclasses.replace(_summary([[7]]), url="http://127.0.0.1:2/", method="POST"),
+        command=["hit", "b"],
+    )
+    merged = saved.merge([a, b, a], command=["hit", "report"])
+    doc = merged.json()
+    assert doc["url"] == "http://127.0.0.1:1/, http://127.0.0.1:2/"
+    assert doc["method"] == "GET, POST" and doc["requests"] == 3
+    back = saved.loads(saved.dumps(merged), "m.hit")  # and it reads back as saved
+    assert back.json()["url"] == doc["url"]
+    same = saved.merge([a, a], command=["hit", "report"]).json()
+    assert (same["url"], same["method"]) == ("http://127.0.0.1:1/", "GET")
+
+
 def test_a_header_joined_to_its_flag_is_redacted_too() -> None:
     # argparse takes "-HAuthorization: x" as -H with that value: the command keeps it joined.
     argv = ["hit", "-HAuthorization: Bearer s3cret", "-H", "X-Api-Key: s3cret"]

@@ -261,12 +261,18 @@ def merge(runs: Sequence[SavedRun], *, command: Sequence[str]) -> SavedRun:
     The runs are taken to have run at the same time (several machines, one target): the
     timelines add by second since each run's start, the duration is the longest, and the
     rate is all requests over it. Asserts are not carried over: none was judged on the sum.
+    Runs of different targets still merge, and the merge names each (``url`` and
+    ``method`` list the distinct ones, ", " between them) rather than the first one's only.
     """
     if not runs:
         raise SpecError("runs", "give at least one saved run")
     summary = Summary.merge(
         [r.result for r in runs], processes=sum(r.summary.processes for r in runs)
     )
+    urls = list(dict.fromkeys(r.summary.url for r in runs))
+    methods = list(dict.fromkeys(r.summary.method for r in runs))
+    if len(urls) > 1 or len(methods) > 1:
+        summary = dataclasses.replace(summary, url=", ".join(urls), method=", ".join(methods))
     return SavedRun(
         summary=summary,
         result=summary.to_wire(),
