@@ -456,3 +456,18 @@ def test_a_login_lasts_session_s_and_is_bound_to_the_token() -> None:
     assert d.session(get(cookie))
     now[0] += 2
     assert not d.session(get(cookie))  # expired: the login form again
+
+
+async def test_without_a_token_a_cross_site_job_submission_is_refused(start_hitd, connect) -> None:
+    # What <form enctype="text/plain" action="http://127.0.0.1:8080/jobs"> on another site
+    # sends: a JSON body in a "simple" request, which no preflight stops.
+    hitd = await start_hitd()
+    c = await connect(hitd.port)
+    form = {"Content-Type": "text/plain", "Origin": "http://evil.example"}
+    body = '{"task": "hello", "args": {"name": "x="}}'  # the form's = inside a string
+    r = await c.request("POST", "/jobs", body, form)
+    assert (r.status, r.json()["field"]) == (403, "Origin")
+    r = await c.request("POST", "/jobs", body, {**form, "Sec-Fetch-Site": "cross-site"})
+    assert (r.status, r.json()["field"]) == (403, "Sec-Fetch-Site")
+    assert (await c.request("GET", "/stats")).json()["jobs"].get("queued", 0) == 0
+    assert (await c.request("POST", "/jobs", body, {"Content-Type": "text/plain"})).status == 202

@@ -239,7 +239,9 @@ class App:
         if path == "/jobs":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
-            return self._post_jobs(req)
+            # A form on another site can POST a JSON body as text/plain: without a token,
+            # any page an operator opens could queue jobs (a `hit` run) here (hitd/ui.py).
+            return cross_site(req) or self._post_jobs(req)
         if path.startswith("/jobs/"):
             if req.method not in ("GET", "HEAD", "DELETE"):
                 return self._not_allowed(req, "GET, HEAD, DELETE")
@@ -252,7 +254,7 @@ class App:
         if path == "/work":
             if req.method != "POST":
                 return self._not_allowed(req, "POST")
-            return self._post_work(req)
+            return cross_site(req) or self._post_work(req)
         if path == "/metrics":
             if req.method not in ("GET", "HEAD"):
                 return self._not_allowed(req, "GET, HEAD")

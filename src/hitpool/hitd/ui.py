@@ -28,9 +28,10 @@ hitd-ui`, a header no cross-site form can send.
 Cross-site writes: without a token, the job API answers anyone who can reach it, and an
 operator's browser can reach a loopback hitd from any page it opens; a plain HTML form on
 another site may POST there with no preflight. So the actions (retry, bulk retry, delete)
-refuse a request the browser marks as sent from elsewhere: `Sec-Fetch-Site` other than
-`same-origin` or `none`, or an `Origin` that is not this server's (`cross_site`). Clients
-other than browsers send neither header and are not affected.
+and job submissions (`App`) refuse a request the browser marks as sent from elsewhere:
+`Sec-Fetch-Site` other than `same-origin` or `none`, or an `Origin` that is not this
+server's (`cross_site`). Clients other than browsers send neither header and are not
+affected.
 
 Modes (`hitd --ui`): `on`; `read-only` hides the actions on the page and refuses them: the
 retry, bulk retry and delete routes answer 403, and so does a cancel sent with the session
