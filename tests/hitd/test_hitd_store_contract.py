@@ -808,8 +808,8 @@ class TestPostgreSQLStore(StoreContract, HandoffContract):
         try:
             reg = Registry(include_global=False)
             async with (
-                Runner(store, reg, workers=4, worker_name="a", queue_size=8) as a,
-                Runner(other, reg, workers=4, worker_name="b", queue_size=8) as b,
+                Runner(store, reg, workers=4, worker_name="a") as a,
+                Runner(other, reg, workers=4, worker_name="b") as b,
             ):
                 for i in range(20):
                     target = store if i % 2 else other
