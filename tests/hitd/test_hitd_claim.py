@@ -79,3 +79,30 @@ async def test_a_burst_into_one_worker_leaves_the_rest_queued_for_anyone(
     assert hitd.runner.statistics().held == 1
     GATES[gate].set()
     await hitd.stop()
+
+
+@task(name="test_claim_fail")
+async def fail() -> None:
+    raise RuntimeError("downstream is down")
+
+
+async def test_a_job_not_due_is_scheduled_with_its_run_at_and_can_be_cancelled(
+    start_hitd: Any, connect: Any
+) -> None:
+    hitd = await start_hitd(workers=1)
+    c = await connect(hitd.port)
+    delayed = (await c.request("POST", "/jobs", {"task": "hello", "delay": "60s"}, JSON)).json()
+    rec = (await c.request("GET", f"/jobs/{delayed['id']}")).json()
+    assert (rec["status"], rec["started_at"]) == ("scheduled", None)
+    assert rec["run_at"] > rec["created_at"]  # ISO-8601 UTC strings sort as times
+    # Waiting out a retry's backoff is scheduled too.
+    r = await c.request("POST", "/jobs", {"task": "test_claim_fail", "max_attempts": 3}, JSON)
+    await hitd.runner.until_idle()
+    rec = (await c.request("GET", f"/jobs/{r.json()['id']}")).json()
+    assert (rec["status"], rec["attempts"]) == ("scheduled", 1)
+    assert rec["error"] == "RuntimeError: downstream is down" and rec["run_at"] is not None
+    # Neither has started: both can be cancelled.
+    for id in (delayed["id"], r.json()["id"]):
+        r2 = await c.request("DELETE", f"/jobs/{id}")
+        assert (r2.status, r2.json()["status"], r2.json()["run_at"]) == (200, "cancelled", None)
+    await hitd.stop()

@@ -79,18 +79,21 @@ class StoreContract:
         assert rec.args == {"name": "Zoë", "n": [1, {"a": None}]}
         assert (rec.created_at, rec.run_at, rec.key) == (T0, T0 + 5, "k1")
         assert (rec.started_at, rec.finished_at, rec.lease_until, rec.worker) == (None,) * 4
-        assert rec.to_json() == {
+        # Not due for 5 s: shown as scheduled, with when it is due; then queued.
+        assert rec.to_json(T0) == {
             "id": id,
             "task": "hello",
             "args": {"name": "Zoë", "n": [1, {"a": None}]},
-            "status": "queued",
+            "status": "scheduled",
             "attempts": 0,
             "result": None,
             "error": None,
             "created_at": "2027-01-15T08:00:00.000Z",
+            "run_at": "2027-01-15T08:00:05.000Z",
             "started_at": None,
             "finished_at": None,
         }
+        assert rec.to_json(T0 + 5)["status"] == "queued"
         assert await store.get(id + 1000) is None
 
     async def test_a_batch_without_keys_keeps_every_field(self, store: Store) -> None:

@@ -87,6 +87,17 @@ class NewJob(NamedTuple):
     key: str | None = None
 
 
+# What `GET /jobs/{id}` says: the stored status, with a queued job that is not due yet (a
+# delay, or the backoff before a retry) shown as `scheduled`. Stores keep one `queued`
+# status for both (one index of waiting jobs, ordered by run_at).
+ShownStatus = Literal["queued", "scheduled", "running", "succeeded", "failed", "dead", "cancelled"]
+
+
+def shown_status(status: JobStatus, run_at: float, now: float) -> ShownStatus:
+    """`scheduled` for a queued job due after `now`, else the stored status."""
+    return "scheduled" if status == "queued" and run_at > now else status
+
+
 def iso(t: float | None) -> str | None:
     """Seconds since the epoch -> ISO-8601 UTC with milliseconds, e.g. 2026-11-22T03:00:00.123Z."""
     if t is None:
@@ -147,17 +158,21 @@ class JobRecord(NamedTuple):
     lease_until: float | None
     worker: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        """The body of `GET /jobs/{id}`: times as ISO-8601 UTC strings or null."""
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The body of `GET /jobs/{id}` at `now`: times as ISO-8601 UTC strings or null, and
+        the status a client sees (`shown_status`: a queued job not due yet is `scheduled`).
+        `run_at` is when a job waiting to start is due; null once it has started."""
+        waiting = self.status == "queued"
         return {
             "id": self.id,
             "task": self.task,
             "args": self.args,
-            "status": self.status,
+            "status": shown_status(self.status, self.run_at, now),
             "attempts": self.attempts,
             "result": self.result,
             "error": self.error,
             "created_at": iso(self.created_at),
+            "run_at": iso(self.run_at) if waiting else None,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
