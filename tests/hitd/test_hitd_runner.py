@@ -474,7 +474,7 @@ class RefusingStore(MemoryStore):
         self.refuse: int | None = None
 
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
-        if any(o.id == self.refuse and o.ok for o in outcomes):
+        if any(o.id == self.refuse and o.status == "succeeded" for o in outcomes):
             raise StoreError("invalid byte sequence")
         await super().finish(outcomes, now)
 

@@ -33,6 +33,19 @@ def job(task: str = "hello", run_at: float = T0, key: str | None = None, **kw: o
 EMPTY = dict.fromkeys(["queued", "running", "succeeded", "failed", "dead", "cancelled"], 0)
 
 
+# Outcomes as a runner sends them, for the attempt that ended (1 unless said).
+def ok(id: int, worker: str, result: Any = None, attempt: int = 1) -> Outcome:
+    return Outcome(id, worker, attempt, "succeeded", result)
+
+
+def retry(id: int, worker: str, run_at: float, error: str, attempt: int = 1) -> Outcome:
+    return Outcome(id, worker, attempt, "queued", error=error, run_at=run_at)
+
+
+def ended(id: int, worker: str, status: Any, error: str, attempt: int = 1) -> Outcome:
+    return Outcome(id, worker, attempt, status, error=error)
+
+
 class Taker:
     """A Handoff that records what it is given."""
 
@@ -141,7 +154,7 @@ class StoreContract:
     async def test_a_finished_job_frees_its_key(self, store: Store) -> None:
         [(a, _)] = await store.enqueue([job(key="k")], T0)
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(a, "w1", ok=True, result=1)], T0 + 1)
+        await store.finish([ok(a, "w1", 1)], T0 + 1)
         [(b, created)] = await store.enqueue([job(key="k")], T0 + 2)
         assert created and b != a
         assert await store.cancel(b)
@@ -185,10 +198,10 @@ class StoreContract:
         [again] = await store.claim("w2", 1, T0 + 10, 10)
         assert (again.id, again.attempts, again.worker, again.started_at) == (id, 2, "w2", T0 + 10)
         # The first worker's late result is ignored: w2 owns the job now.
-        await store.finish([Outcome(id, "w1", ok=True, result="late")], T0 + 11)
+        await store.finish([ok(id, "w1", "late")], T0 + 11)
         rec = await store.get(id)
         assert rec is not None and rec.status == "running" and rec.result is None
-        await store.finish([Outcome(id, "w2", ok=True, result="mine")], T0 + 12)
+        await store.finish([ok(id, "w2", "mine", attempt=2)], T0 + 12)
         rec = await store.get(id)
         assert rec is not None
         assert (rec.status, rec.result, rec.attempts) == ("succeeded", "mine", 2)
@@ -220,19 +233,19 @@ class StoreContract:
         await store.claim("w1", 4, T0, 30)
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=True, result={"ok": [1, 2]}),
-                Outcome(ids[1], "w1", ok=False, error="boom", retry_at=T0 + 7),
-                Outcome(ids[2], "w1", ok=False, error="bad args"),
-                Outcome(ids[3], "w1", ok=True),
+                ok(ids[0], "w1", {"ok": [1, 2]}),
+                retry(ids[1], "w1", T0 + 7, "boom"),
+                ended(ids[2], "w1", "failed", "bad args"),
+                ok(ids[3], "w1"),
             ],
             T0 + 1,
         )
         recs = [await store.get(i) for i in ids]
         assert [r.status for r in recs if r] == ["succeeded", "queued", "failed", "succeeded"]
-        ok, retry, failed, _ = (r for r in recs if r)
-        assert (ok.result, ok.error, ok.finished_at) == ({"ok": [1, 2]}, None, T0 + 1)
-        assert ok.lease_until is None
-        assert (retry.error, retry.run_at, retry.attempts, retry.finished_at) == (
+        done, retried, failed, _ = (r for r in recs if r)
+        assert (done.result, done.error, done.finished_at) == ({"ok": [1, 2]}, None, T0 + 1)
+        assert done.lease_until is None
+        assert (retried.error, retried.run_at, retried.attempts, retried.finished_at) == (
             "boom",
             T0 + 7,
             1,
@@ -262,7 +275,7 @@ class StoreContract:
         ids = [id for id, _ in await store.enqueue([job() for _ in results], T0)]
         await store.claim("w1", len(ids), T0, 30)
         await store.finish(
-            [Outcome(id, "w1", ok=True, result=r) for id, r in zip(ids, results, strict=True)],
+            [ok(id, "w1", r) for id, r in zip(ids, results, strict=True)],
             T0 + 1,
         )
         got = [await store.get(id) for id in ids]
@@ -275,10 +288,10 @@ class StoreContract:
         await store.claim("w2", 2, T0, 30)
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=True, result=1),
-                Outcome(ids[2], "w2", ok=True, result=2),
-                Outcome(ids[3], "w2", ok=False, error="boom", retry_at=T0 + 5),
-                Outcome(ids[1], "w2", ok=True, result=3),  # held by w1: ignored
+                ok(ids[0], "w1", 1),
+                ok(ids[2], "w2", 2),
+                retry(ids[3], "w2", T0 + 5, "boom"),
+                ok(ids[1], "w2", 3),  # held by w1: ignored
             ],
             T0 + 1,
         )
@@ -296,7 +309,7 @@ class StoreContract:
         await store.claim("w1", 1, T0, 30)
         cycle: list[object] = []
         cycle.append(cycle)
-        await store.finish([Outcome(id, "w1", ok=True, result=cycle)], T0 + 1)
+        await store.finish([ok(id, "w1", cycle)], T0 + 1)
         rec = await store.get(id)
         assert rec is not None and rec.status == "succeeded"
         assert rec.result in (cycle, "[[...]]")  # memory keeps the object itself
@@ -308,7 +321,7 @@ class StoreContract:
         odd = {"name": "a\ud800b", "nul": "x\x00y"}
         out = await store.enqueue([job(**odd), job(run_at=None, **odd)], T0)
         await store.claim("w1", 2, T0, 30)
-        await store.finish([Outcome(id, "w1", ok=True, result=odd) for id, _ in out], T0 + 1)
+        await store.finish([ok(id, "w1", odd) for id, _ in out], T0 + 1)
         for id, _ in out:
             rec = await store.get(id)
             assert rec is not None and (rec.status, rec.args, rec.result) == ("succeeded", odd, odd)
@@ -321,9 +334,9 @@ class StoreContract:
         (a, _), (b, _), (c, _) = out
         await store.finish(
             [
-                Outcome(a, "w1", ok=False, error="cannot parse r\udce9sum\udce9.csv"),
-                Outcome(b, "w1", ok=False, error="a\x00b", retry_at=T0 + 5),
-                Outcome(c, "w1", ok=True, result="fine"),
+                ended(a, "w1", "failed", "cannot parse r\udce9sum\udce9.csv"),
+                retry(b, "w1", T0 + 5, "a\x00b"),
+                ok(c, "w1", "fine"),
             ],
             T0 + 1,
         )
@@ -340,17 +353,36 @@ class StoreContract:
     async def test_a_failure_on_the_last_attempt_is_dead(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([NewJob("hello", {}, T0, max_attempts=1)], T0)
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(id, "w1", ok=False, error="boom")], T0 + 1)
+        await store.finish([ended(id, "w1", "dead", "boom")], T0 + 1)
         rec = await store.get(id)
         assert rec is not None and (rec.status, rec.error, rec.attempts) == ("dead", "boom", 1)
 
-    async def test_a_retry_on_the_last_attempt_is_refused_and_dead(self, store: Store) -> None:
+    async def test_finish_writes_the_status_it_is_given(self, store: Store) -> None:
+        # The lifecycle is decided by the runner (hitpool.hitd.lifecycle); a store keeps no
+        # copy of the rules: a retry asked for on the last attempt is written as a retry.
         [(id, _)] = await store.enqueue([NewJob("x", {}, T0, max_attempts=1)], T0)
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(id, "w1", ok=False, error="boom", retry_at=T0 + 5)], T0)
+        await store.finish([retry(id, "w1", T0 + 5, "boom")], T0)
         r = await store.get(id)
-        assert r is not None and (r.status, r.attempts, r.finished_at) == ("dead", 1, T0)
-        assert store.queued_estimate() == 0 and (await store.counts())["dead"] == 1
+        assert r is not None and (r.status, r.attempts, r.run_at) == ("queued", 1, T0 + 5)
+        assert store.queued_estimate() == 1
+
+    async def test_the_attempt_fences_a_finish(self, store: Store) -> None:
+        # The same worker name on a later attempt (a lease that expired and was claimed back
+        # by the same runner): the earlier attempt's late outcome must not land on it.
+        [(id, _)] = await store.enqueue([job()], T0)
+        await store.claim("w1", 1, T0, 10)
+        [again] = await store.claim("w1", 1, T0 + 10, 10)
+        assert again.attempts == 2
+        await store.finish([ok(id, "w1", "first attempt", attempt=1)], T0 + 11)
+        r = await store.get(id)
+        assert r is not None and (r.status, r.result) == ("running", None)
+        await store.finish([ended(id, "w1", "failed", "late", attempt=1)], T0 + 11)
+        await store.finish([retry(id, "w1", T0 + 20, "late", attempt=1)], T0 + 11)
+        assert await store.counts() == {**EMPTY, "running": 1}
+        await store.finish([ok(id, "w1", "second attempt", attempt=2)], T0 + 12)
+        r = await store.get(id)
+        assert r is not None and (r.status, r.result) == ("succeeded", "second attempt")
 
     async def test_a_permanent_failure_is_failed_even_on_the_last_attempt(
         self, store: Store
@@ -360,8 +392,8 @@ class StoreContract:
         await store.claim("w1", 2, T0, 30)
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=False, error="bad args", permanent=True),
-                Outcome(ids[1], "w1", ok=False, error="boom"),
+                ended(ids[0], "w1", "failed", "bad args"),
+                ended(ids[1], "w1", "dead", "boom"),
             ],
             T0 + 1,
         )
@@ -371,9 +403,9 @@ class StoreContract:
 
     async def test_finish_by_someone_else_is_ignored(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([job()], T0)
-        await store.finish([Outcome(id, "w1", ok=True)], T0)  # not even claimed
+        await store.finish([ok(id, "w1")], T0)  # not even claimed
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(id, "w2", ok=False, error="x")], T0)
+        await store.finish([ended(id, "w2", "failed", "x")], T0)
         rec = await store.get(id)
         assert rec is not None and (rec.status, rec.worker) == ("running", "w1")
 
@@ -430,9 +462,9 @@ class StoreContract:
         assert store.queued_estimate() == 1
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=True),
-                Outcome(ids[1], "w1", ok=False, error="e", retry_at=T0 + 1),
-                Outcome(ids[2], "w1", ok=False, error="e"),
+                ok(ids[0], "w1"),
+                retry(ids[1], "w1", T0 + 1, "e"),
+                ended(ids[2], "w1", "failed", "e"),
             ],
             T0,
         )
@@ -469,12 +501,12 @@ class StoreContract:
         await check()
         await store.finish(
             [
-                Outcome(got[0].id, "w1", ok=True),
-                Outcome(got[1].id, "w1", ok=False, error="x", retry_at=T0 + 1),
-                Outcome(got[2].id, "w1", ok=False, error="x"),  # max 1: dead
-                Outcome(got[3].id, "w1", ok=False, error="x"),  # max 2: failed
-                Outcome(got[4].id, "w1", ok=False, error="x", permanent=True),
-                Outcome(got[5].id, "nobody", ok=True),  # not held: no move
+                ok(got[0].id, "w1"),
+                retry(got[1].id, "w1", T0 + 1, "x"),
+                ended(got[2].id, "w1", "dead", "x"),  # max 1
+                ended(got[3].id, "w1", "failed", "x"),  # max 2: a permanent error
+                ended(got[4].id, "w1", "failed", "x"),
+                ok(got[5].id, "nobody"),  # not held: no move
             ],
             T0,
         )
@@ -493,10 +525,10 @@ class StoreContract:
         a, b, c, d, e, f = (id for id, _ in await store.enqueue(new, T0))
         assert await store.cancel(f, T0 + 4)
         await store.claim("w", 5, T0, 30)  # a..e run; e stays running
-        await store.finish([Outcome(a, "w", ok=True)], T0 + 1)
-        await store.finish([Outcome(b, "w", ok=False, error="x", permanent=True)], T0 + 2)
-        await store.finish([Outcome(c, "w", ok=False, error="x")], T0 + 3)  # dead
-        await store.finish([Outcome(d, "w", ok=True)], T0 + 50)  # finished recently
+        await store.finish([ok(a, "w")], T0 + 1)
+        await store.finish([ended(b, "w", "failed", "x")], T0 + 2)
+        await store.finish([ended(c, "w", "dead", "x")], T0 + 3)
+        await store.finish([ok(d, "w")], T0 + 50)  # finished recently
         g, h = (id for id, _ in await store.enqueue([job(), job(run_at=T0 + 100)], T0 + 5))
         assert await store.purge(T0 + 1, 100) == 0  # finished_at < before, strictly
         assert await store.purge(T0 + 10, 100) == 4
@@ -516,7 +548,7 @@ class StoreContract:
     async def test_purge_respects_the_limit_lowest_id_first(self, store: Store) -> None:
         ids = [id for id, _ in await store.enqueue([job() for _ in range(6)], T0)]
         await store.claim("w", 6, T0, 30)
-        await store.finish([Outcome(i, "w", ok=True) for i in ids[:5]], T0 + 1)
+        await store.finish([ok(i, "w") for i in ids[:5]], T0 + 1)
         assert await store.purge(T0 + 2, 0) == 0
         assert await store.purge(T0 + 2, 2) == 2
         assert [await store.get(i) is None for i in ids] == [True, True] + [False] * 4
@@ -529,7 +561,7 @@ class StoreContract:
     async def test_purge_keeps_the_newest_job_so_no_id_is_used_twice(self, store: Store) -> None:
         ids = [id for id, _ in await store.enqueue([job(), job()], T0)]
         await store.claim("w", 2, T0, 30)
-        await store.finish([Outcome(i, "w", ok=True) for i in ids], T0 + 1)
+        await store.finish([ok(i, "w") for i in ids], T0 + 1)
         assert await store.purge(T0 + 2, 10) == 1
         assert await store.get(ids[0]) is None and await store.get(ids[1]) is not None
         [(new, _)] = await store.enqueue([job()], T0 + 3)
@@ -541,7 +573,7 @@ class StoreContract:
     async def test_a_purged_jobs_key_is_free(self, store: Store) -> None:
         [(a, _)] = await store.enqueue([job(key="k")], T0)
         await store.claim("w", 1, T0, 30)
-        await store.finish([Outcome(a, "w", ok=True)], T0 + 1)
+        await store.finish([ok(a, "w")], T0 + 1)
         await store.enqueue([job()], T0 + 1)  # a newer job: `a` is not the newest
         assert await store.purge(T0 + 2, 10) == 1
         assert await store.get(a) is None
@@ -938,7 +970,7 @@ async def test_memory_store_forgets_old_finished_jobs_to_stay_bounded() -> None:
     store = MemoryStore(keep_finished=2)
     ids = [id for id, _ in await store.enqueue([job() for _ in range(5)], T0)]
     await store.claim("w", 5, T0, 30)
-    await store.finish([Outcome(i, "w", ok=True) for i in ids[:4]], T0)
+    await store.finish([ok(i, "w") for i in ids[:4]], T0)
     assert [await store.get(i) is not None for i in ids] == [False, False, True, True, True]
     assert (await store.counts())["succeeded"] == 4  # still counted
     # The lease heap still holds entries of forgotten jobs: they are skipped.
@@ -952,7 +984,7 @@ async def test_memory_store_purge_uncounts_forgotten_jobs_as_they_grow_old() -> 
     await store.claim("w", 5, T0, 30)
     # Two forgotten in the first minute, one in the third; ids[3] still held, ids[4] running.
     for i, at in zip(ids[:4], (T0 + 1, T0 + 2, T0 + 130, T0 + 140), strict=True):
-        await store.finish([Outcome(i, "w", ok=i != ids[2], error="x")], at)
+        await store.finish([ok(i, "w") if i != ids[2] else ended(i, "w", "failed", "x")], at)
     assert await store.counts() == {**EMPTY, "running": 1, "succeeded": 3, "failed": 1}
     assert await store.purge(T0 + 2, 10) == 0  # the first minute ended at T0 + 2
     assert await store.purge(T0 + 100, 1) == 1  # a limit applies to them too

@@ -64,7 +64,7 @@ from .._errors import SpecError
 from ..dispatcher import Dispatcher, Job
 from .apart import apart
 from .errors import UnknownTask
-from .lifecycle import RetryPolicy, exhausted
+from .lifecycle import RetryPolicy, outcome_status
 from .metrics import HistogramSnapshot, RunTimeHistogram
 from .store.base import JobRecord, NewJob, Outcome, Store
 from .tasks import Registry, TaskDef, current_worker
@@ -508,7 +508,7 @@ class Runner:
                     else:
                         result = await self._in_thread(td, args)
             self._completed += 1
-            outcome = Outcome(id, self.worker_name, True, result)  # positional: cheaper
+            outcome = Outcome(id, self.worker_name, attempts, "succeeded", result)
         except (UnknownTask, SpecError) as e:
             # Unknown task, bad arguments (ours or the task's own check): no retry can help.
             outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
@@ -548,9 +548,9 @@ class Runner:
         why = f"interrupted: still running when the stop's grace period ({self._grace_s:g}s) ended"
         now = self._clock()
         # Queued again at once while attempts are left; dead on the last one.
-        retry_at = None if exhausted(attempts, job.max_attempts) else now
+        status = outcome_status(False, now, attempts, job.max_attempts)
         log.warning("job %d (%s) attempt %d/%d %s", id, job.task, attempts, job.max_attempts, why)
-        return Outcome(id, self.worker_name, ok=False, error=why, retry_at=retry_at)
+        return Outcome(id, self.worker_name, attempts, status, error=why, run_at=now)
 
     def _failure(
         self, id: int, job: JobRecord | NewJob, attempts: int, error: str, permanent: bool
@@ -577,9 +577,8 @@ class Runner:
                 error,
                 "" if retry_at is None else f"; retry in {retry_at - self._clock():.3g}s",
             )
-        return Outcome(
-            id, self.worker_name, ok=False, error=error, retry_at=retry_at, permanent=permanent
-        )
+        status = outcome_status(False, retry_at, attempts, job.max_attempts, permanent)
+        return Outcome(id, self.worker_name, attempts, status, error=error, run_at=retry_at)
 
     # -- the finisher and the renewer --------------------------------------------------------
 
@@ -627,9 +626,10 @@ class Runner:
             return True
         except Exception as e:
             err = e
-        why = f"the {'result' if o.ok else 'error'} could not be stored: {_describe(err)}"
+        what = "result" if o.status == "succeeded" else "error"
+        why = f"the {what} could not be stored: {_describe(err)}"
         try:
-            await self._record([Outcome(o.id, o.worker, False, error=why, permanent=True)])
+            await self._record([Outcome(o.id, o.worker, o.attempt, "failed", error=why)])
         except Exception:
             return False
         log.warning("job %d: %s", o.id, why)

@@ -15,13 +15,15 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
   has already used `max_attempts` attempts is not claimed again: it becomes `dead`.
 - `renew`, `finish` and `release` only touch jobs still held by that worker: a worker whose
   lease expired and whose job was claimed by another cannot overwrite the newer attempt.
-- `finish` records a batch of outcomes in one transaction. `ok=True` -> `succeeded`;
-  `ok=False` with `retry_at` -> `queued` again at `retry_at` (error kept); `ok=False` without
-  `retry_at` -> `failed` if `permanent` (bad arguments, unknown task), else `dead` when the
-  attempts are used up. See `hitpool.hitd.lifecycle`.
-- `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
-  shutdown).
-- `cancel` only cancels a queued job.
+  `finish` is fenced by the attempt too (`Outcome.attempt`).
+- `finish` records a batch of outcomes in one transaction, each with the status the runner
+  decided (`Outcome.status`, from `hitpool.hitd.lifecycle`): the rules live once, in
+  Python, and a store only writes them (saq's `Queue.finish`/`retry` over its backends'
+  `_finish`/`_retry`). `succeeded` keeps the result; `queued` is a retry at `run_at`,
+  error kept; `failed` and `dead` are final.
+- `release` puts held jobs back to `queued` at once and does not count the attempt (jobs
+  claimed that never started, on graceful shutdown).
+- `cancel` cancels a job that has not started (queued, due or not).
 - Optional fast path (`set_handoff`, SQLite and PostgreSQL; `HandoffContract` in the tests):
   a store may give freshly enqueued due jobs straight to an attached runner, claimed in the
   enqueue's own transaction, but never more than the runner's `room()` (counting enqueues
@@ -68,6 +70,8 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancell
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "dead", "cancelled")
+# The statuses an attempt can end in (`Outcome.status`).
+OutcomeStatus = Literal["succeeded", "queued", "failed", "dead"]
 EXPIRED = float("-inf")  # the lease_until of an expired lease: before any `now`
 
 
@@ -179,20 +183,25 @@ class JobRecord(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """How one attempt of a job ended, reported by the worker that held it.
+    """How one attempt of a job ended, and the status the job takes for it, decided by the
+    runner with `hitpool.hitd.lifecycle` (`outcome_status`); a store only writes it.
 
-    ok=True: succeeded with `result`. ok=False with `retry_at`: queued again at `retry_at`.
-    ok=False without `retry_at`: failed when `permanent` (bad arguments, unknown task: no
-    attempt can succeed), else dead if the attempts are used up, else failed.
+    `attempt` is the attempt that ended (the job's `attempts` when it was claimed): the
+    fence. A store writes the outcome only while the job is still `running`, held by
+    `worker`, on that attempt, so a worker whose lease was taken over cannot overwrite the
+    newer attempt's outcome, even one that shares its worker name.
+
+    `status`: `succeeded` (with `result`), `queued` again at `run_at` (a retry, with the
+    `error` that caused it), `failed` or `dead` (with `error`).
     """
 
     id: int
     worker: str
-    ok: bool
+    attempt: int
+    status: OutcomeStatus
     result: Any = None
     error: str | None = None
-    retry_at: float | None = None
-    permanent: bool = False
+    run_at: float | None = None
 
 
 class Handoff(Protocol):

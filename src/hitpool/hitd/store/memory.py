@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..lifecycle import exhausted, outcome_status
+from ..lifecycle import exhausted
 from .base import (
     EXPIRED,
     RETRYABLE,
@@ -273,20 +273,19 @@ class MemoryStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         for o in outcomes:
             job = self._held(o.id, o.worker)
-            if job is None:
+            if job is None or job.attempts != o.attempt:
                 continue  # lease lost: a newer attempt owns the job now
-            status = outcome_status(o.ok, o.retry_at, job.attempts, job.max_attempts, o.permanent)
-            job.result = o.result if o.ok else None
+            job.result = o.result if o.status == "succeeded" else None
             job.error = o.error
             job.lease_until = None
-            if status == "queued":
-                assert o.retry_at is not None
+            if o.status == "queued":
+                assert o.run_at is not None
                 self._move(job, "queued")
-                job.run_at = o.retry_at
+                job.run_at = o.run_at
                 job.worker = None
                 heapq.heappush(self._due, (job.run_at, job.id))
             else:
-                self._end(job, status, now)
+                self._end(job, o.status, now)
 
     async def release(self, ids: Sequence[int], worker: str) -> None:
         for id in ids:

@@ -398,19 +398,18 @@ class PostgreSQLStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         if not outcomes:
             return
-        if all(o.ok for o in outcomes):  # the usual batch: one statement
+        if all(o.status == "succeeded" for o in outcomes):  # the usual batch: one statement
             await self._one("execute", _FINISH_OK, *_ok_args(outcomes, now))
             return
         requeued: int = await self._run(self._finish, list(outcomes), now)
         self._queued += requeued
 
     async def _finish(self, c: asyncpg.Connection, outcomes: list[Outcome], now: float) -> int:
-        held = "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
-        ok = [o for o in outcomes if o.ok]
-        retry = [o for o in outcomes if not o.ok and o.retry_at is not None]
-        # Retries are in `final` too: applied after the retries, that statement only finds a
-        # retry refused because it was the last attempt, which is then dead.
-        final = [o for o in outcomes if not o.ok]
+        # The statuses are the runner's (`Outcome.status`): written as given, under the lease
+        # guard and the attempt fence.
+        ok = [o for o in outcomes if o.status == "succeeded"]
+        retry = [o for o in outcomes if o.status == "queued"]
+        final = [o for o in outcomes if o.status in ("failed", "dead")]
         if ok:
             await c.execute(_FINISH_OK, *_ok_args(ok, now))
         requeued = 0
@@ -419,24 +418,24 @@ class PostgreSQLStore(Store):
                 await c.execute(
                     "UPDATE hitd_jobs SET status = 'queued', error = u.e, run_at = u.r, "
                     "lease_until = NULL, worker = NULL FROM unnest($1::bigint[], $2::text[], "
-                    f"$3::text[], $4::float8[]) AS u(i, w, e, r) WHERE {held} "
-                    "AND attempts < max_attempts",
+                    f"$3::int[], $4::text[], $5::float8[]) AS u(i, w, a, e, r) WHERE {_HELD}",
                     [o.id for o in retry],
                     [o.worker for o in retry],
+                    [o.attempt for o in retry],
                     [storable(o.error) for o in retry],
-                    [o.retry_at for o in retry],
+                    [o.run_at for o in retry],
                 )
             )
         if final:
             await c.execute(
-                "UPDATE hitd_jobs SET status = CASE WHEN NOT u.p AND attempts >= max_attempts "
-                "THEN 'dead' ELSE 'failed' END, error = u.e, finished_at = $5, "
-                "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::text[], "
-                f"$4::bool[]) AS u(i, w, e, p) WHERE {held}",
+                "UPDATE hitd_jobs SET status = u.s, error = u.e, finished_at = $6, "
+                "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::int[], "
+                f"$4::text[], $5::text[]) AS u(i, w, a, e, s) WHERE {_HELD}",
                 [o.id for o in final],
                 [o.worker for o in final],
+                [o.attempt for o in final],
                 [storable(o.error) for o in final],
-                [o.permanent for o in final],
+                [o.status for o in final],
                 now,
             )
         return requeued
@@ -589,15 +588,27 @@ class PostgreSQLStore(Store):
         return None if value is None else float(value)
 
 
+# The lease guard and the attempt fence of a finish: only the holder, on the attempt that
+# ended (`u` is the unnest of the outcomes: id i, worker w, attempt a).
+_HELD = (
+    "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running' "
+    "AND hitd_jobs.attempts = u.a"
+)
 _FINISH_OK = (
-    "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $4, "
-    "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(i, w, r) "
-    "WHERE hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
+    "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $5, "
+    "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) "
+    f"AS u(i, w, a, r) WHERE {_HELD}"
 )
 
 
 def _ok_args(ok: Sequence[Outcome], now: float) -> tuple[Any, ...]:
-    return [o.id for o in ok], [o.worker for o in ok], [result_json(o.result) for o in ok], now
+    return (
+        [o.id for o in ok],
+        [o.worker for o in ok],
+        [o.attempt for o in ok],
+        [result_json(o.result) for o in ok],
+        now,
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -361,14 +361,20 @@ class SQLiteStore(Store):
             else:
                 await self._write(lambda c: ops.finish_json(c, blobs, now))
                 return
-        ok_rows = [(ops.result_json(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
-        retry_rows = [
-            (storable(o.error), o.retry_at, o.id, o.worker)
+        ok_rows = [
+            (ops.result_json(o.result), now, o.id, o.worker, o.attempt)
             for o in outcomes
-            if not o.ok and o.retry_at is not None
+            if o.status == "succeeded"
+        ]
+        retry_rows = [
+            (storable(o.error), o.run_at, o.id, o.worker, o.attempt)
+            for o in outcomes
+            if o.status == "queued"
         ]
         final_rows = [
-            (int(o.permanent), storable(o.error), now, o.id, o.worker) for o in outcomes if not o.ok
+            (o.status, storable(o.error), now, o.id, o.worker, o.attempt)
+            for o in outcomes
+            if o.status in ("failed", "dead")
         ]
         await self._write(lambda c: ops.finish_rows(c, ok_rows, retry_rows, final_rows))
 

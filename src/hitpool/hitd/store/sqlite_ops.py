@@ -330,7 +330,8 @@ def claim(
 
 # -- finish -----------------------------------------------------------------------------------
 
-_HELD = "AND worker = ? AND status = 'running'"
+# The lease guard and the attempt fence: only the holder, on the attempt that ended.
+_HELD = "AND worker = ? AND status = 'running' AND attempts = ?"
 
 
 def finish_rows(
@@ -339,9 +340,9 @@ def finish_rows(
     retry: list[tuple[Any, ...]],
     final: list[tuple[Any, ...]],
 ) -> tuple[None, Moves]:
-    """ok: (result JSON, now, id, worker); retry: (error, retry_at, id, worker);
-    final: (permanent 0/1, error, now, id, worker). Retries must also be listed in `final`
-    (not permanent): a retry on the last attempt is refused and ends there as dead."""
+    """ok: (result JSON, now, id, worker, attempt); retry: (error, run_at, id, worker,
+    attempt); final: (status, error, now, id, worker, attempt). The statuses are the
+    runner's (`Outcome.status`): written as given."""
     moves: Moves = {}
     if ok:
         n = c.executemany(
@@ -353,21 +354,17 @@ def finish_rows(
     if retry:
         n = c.executemany(
             "UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, "
-            f"worker = NULL WHERE id = ? {_HELD} AND attempts < max_attempts",
+            f"worker = NULL WHERE id = ? {_HELD}",
             retry,
         ).rowcount
         _move(moves, "running", "queued", n)
-    # Final failures are rare: one statement each, then read back dead or failed.
-    for permanent, error, now, id, worker in final:
-        cur = c.execute(
-            "UPDATE jobs SET status = CASE WHEN ? = 0 AND attempts >= max_attempts "
-            "THEN 'dead' ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL "
+    for status, error, now, id, worker, attempt in final:  # rare: one statement each
+        n = c.execute(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_until = NULL "
             f"WHERE id = ? {_HELD}",
-            (permanent, error, now, id, worker),
-        )
-        if cur.rowcount == 1:
-            status = c.execute("SELECT status FROM jobs WHERE id = ?", (id,)).fetchone()[0]
-            _move(moves, "running", status, 1)
+            (status, error, now, id, worker, attempt),
+        ).rowcount
+        _move(moves, "running", status, n)
     return None, moves
 
 
@@ -377,8 +374,7 @@ def _move(moves: Moves, old: str, new: str, n: int) -> None:
 
 
 # The worker is a parameter, not a field of each entry: a batch comes from one runner, and
-# extracting it from every entry was a JSON parse per job in SQLite (with its encoding in
-# Python, a fifth of the cost of finishing a job).
+# extracting it from every entry was a JSON parse per job in SQLite.
 _HELD_J = "jobs.worker = ? AND jobs.status = 'running'"
 
 
@@ -388,13 +384,11 @@ FinishBlobs = tuple[str, str | None, str | None, str | None]  # worker, ok, retr
 def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
     """The JSON texts `finish_json` takes for one worker's outcomes. Raises ValueError (NaN,
     Infinity) or RecursionError (a cycle) for a result the JSON path cannot carry."""
-    ok = {o.id: [o.result] for o in outcomes if o.ok}
-    failed = [o for o in outcomes if not o.ok] if len(ok) < len(outcomes) else []
+    ok = {o.id: [o.result, o.attempt] for o in outcomes if o.status == "succeeded"}
+    others = [o for o in outcomes if o.status != "succeeded"] if len(ok) < len(outcomes) else []
     # Error texts are extracted to text columns (->>): made storable first (see `storable`).
-    retry = [[o.id, storable(o.error), o.retry_at] for o in failed if o.retry_at is not None]
-    # Retries go in `final` too: applied after the retries, they only touch a retry that was
-    # refused (its last attempt), which is then dead.
-    final = [[o.id, storable(o.error), int(o.permanent)] for o in failed]
+    retry = [[o.id, storable(o.error), o.run_at, o.attempt] for o in others if o.status == "queued"]
+    final = [[o.id, storable(o.error), o.status, o.attempt] for o in others if o.status != "queued"]
     return (
         worker,
         dumps_strict(ok) if ok else None,
@@ -404,10 +398,9 @@ def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
 
 
 def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) -> tuple[None, Moves]:
-    """Outcomes, by worker: (worker, ok, retry, final) with ok: {"id": [result]}, retry:
-    [[id, error, retry_at]], final: [[id, error, permanent]] (JSON texts, None when empty).
-    Retries must also be listed in `final`: a retry on the last attempt is refused and ends
-    there as dead.
+    """Outcomes, by worker: (worker, ok, retry, final) with ok: {"id": [result, attempt]},
+    retry: [[id, error, run_at, attempt]], final: [[id, error, status, attempt]] (JSON
+    texts, None when empty). Each is written only on the attempt that ended (the fence).
 
     ok is an object keyed by id: json_each gives the id as its key, with no extraction. Each
     result is wrapped in an array because `j.value` of a bare scalar is an SQL value (a
@@ -418,7 +411,7 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
             n = c.execute(
                 "UPDATE jobs SET status = 'succeeded', result = j.value -> 0, error = NULL, "
                 "finished_at = ?, lease_until = NULL FROM json_each(?) AS j "
-                f"WHERE jobs.id = j.key AND {_HELD_J}",
+                f"WHERE jobs.id = j.key AND {_HELD_J} AND jobs.attempts = j.value ->> 1",
                 (now, ok, worker),
             ).rowcount
             _move(moves, "running", "succeeded", n)
@@ -427,17 +420,16 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
                 "UPDATE jobs SET status = 'queued', error = j.value ->> 1, "
                 "run_at = j.value ->> 2, lease_until = NULL, worker = NULL "
                 f"FROM json_each(?) AS j WHERE jobs.id = j.value ->> 0 AND {_HELD_J} "
-                "AND attempts < max_attempts",
+                "AND jobs.attempts = j.value ->> 3",
                 (retry, worker),
             ).rowcount
             _move(moves, "running", "queued", n)
         if final is not None:
             for (status,) in c.execute(
-                "UPDATE jobs SET status = CASE WHEN j.value ->> 2 = 0 "
-                "AND attempts >= max_attempts THEN 'dead' ELSE 'failed' END, "
-                "error = j.value ->> 1, finished_at = ?, lease_until = NULL "
+                "UPDATE jobs SET status = j.value ->> 2, error = j.value ->> 1, "
+                "finished_at = ?, lease_until = NULL "
                 f"FROM json_each(?) AS j WHERE jobs.id = j.value ->> 0 AND {_HELD_J} "
-                "RETURNING status",
+                "AND jobs.attempts = j.value ->> 3 RETURNING status",
                 (now, final, worker),
             ).fetchall():
                 _move(moves, "running", status, 1)
