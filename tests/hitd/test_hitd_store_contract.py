@@ -670,6 +670,48 @@ class HandoffContract:
         assert "handing 1 jobs to the runner failed" in caplog.text
 
 
+class PoisonContract:
+    """The SQL stores hold JSON as text: nothing that is not strict JSON goes in, and a row
+    that cannot be decoded (written by something else, or damaged) fails its job alone.
+    The subclass provides `plant(store, id, args_text)`, which writes the column directly."""
+
+    async def plant(self, store: Store, id: int, args_text: str) -> None:
+        raise NotImplementedError
+
+    @pytest.mark.parametrize("key", [None, "k"])  # the JSON path and the rows path
+    async def test_args_that_are_not_json_are_refused_not_stored(
+        self, store: Store, key: str | None
+    ) -> None:
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(StoreError, match="job 1 of the batch"):
+                await store.enqueue([job(), NewJob("x", {"v": [bad]}, T0, key=key)], T0)
+        assert await store.counts() == EMPTY
+
+    async def test_a_result_json_cannot_hold_is_stored_as_its_repr(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job(), job()], T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.finish([ok(ids[0], "w1", float("nan")), ok(ids[1], "w1", [1.5])], T0 + 1)
+        a, b = await store.get(ids[0]), await store.get(ids[1])
+        assert a is not None and b is not None
+        assert (a.status, a.result, b.result) == ("succeeded", "nan", [1.5])
+
+    @pytest.mark.parametrize("text", ['{"x": NaN}', "not json", "[1, 2]", '{"x": 1'])
+    async def test_a_row_that_cannot_be_decoded_fails_its_job_alone(
+        self, store: Store, text: str
+    ) -> None:
+        ids = [id for id, _ in await store.enqueue([job(i=i) for i in range(3)], T0)]
+        await self.plant(store, ids[1], text)
+        got = await store.claim("w1", 10, T0, 30)
+        assert [r.id for r in got] == [ids[0], ids[2]]
+        bad = await store.get(ids[1])  # readable back, with the reason
+        assert bad is not None and (bad.status, bad.args, bad.finished_at) == ("failed", {}, T0)
+        assert bad.error is not None and "args in the store cannot be decoded" in bad.error
+        assert (await store.counts())["failed"] == 1 and store.queued_estimate() == 0
+        # The claims after it are not held back.
+        [(later, _)] = await store.enqueue([job()], T0)
+        assert [r.id for r in await store.claim("w1", 10, T0, 30)] == [later]
+
+
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[Store]:
@@ -689,7 +731,12 @@ class TestMemoryStore(StoreContract):
         assert took.got == [] and (await store.counts())["queued"] == 1
 
 
-class TestSQLiteStore(StoreContract, HandoffContract):
+class TestSQLiteStore(StoreContract, HandoffContract, PoisonContract):
+    async def plant(self, store: Store, id: int, args_text: str) -> None:
+        assert isinstance(store, SQLiteStore)
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE jobs SET args = ? WHERE id = ?", (args_text, id))
+
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         s = SQLiteStore(tmp_path / "jobs.db")
@@ -775,7 +822,7 @@ class TestSQLiteStore(StoreContract, HandoffContract):
             await SQLiteStore(path).open()
 
 
-class TestSQLiteStoreRowByRow(StoreContract):
+class TestSQLiteStoreRowByRow(StoreContract, PoisonContract):
     """The row-by-row path (SQLite < 3.38, or batches with keys) keeps the same contract."""
 
     @pytest.fixture
@@ -784,6 +831,8 @@ class TestSQLiteStoreRowByRow(StoreContract):
         await s.open()
         yield s
         await s.close()
+
+    plant = TestSQLiteStore.plant
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -794,7 +843,19 @@ pg_url = _pg.pg_url  # the session fixture, registered in this module
 
 
 @pytest.mark.postgres
-class TestPostgreSQLStore(StoreContract, HandoffContract):
+class TestPostgreSQLStore(StoreContract, HandoffContract, PoisonContract):
+    async def plant(self, store: Store, id: int, args_text: str) -> None:
+        import asyncpg
+
+        from hitpool.hitd.store.postgresql import PostgreSQLStore
+
+        assert isinstance(store, PostgreSQLStore)
+        conn = await asyncpg.connect(store.url, server_settings={"search_path": store.schema})
+        try:
+            await conn.execute("UPDATE hitd_jobs SET args = $1 WHERE id = $2", args_text, id)
+        finally:
+            await conn.close()
+
     @pytest.fixture
     async def store(self, pg_url: str) -> AsyncIterator[Store]:
         async with _pg.fresh_schema(pg_url) as url:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..lifecycle import exhausted
+from ._codec import result_json
 from .base import (
     EXPIRED,
     RETRYABLE,
@@ -35,7 +36,6 @@ from .base import (
     page_of,
     pick_retries,
 )
-from .sqlite_ops import dumps
 
 
 class _Job:
@@ -368,7 +368,7 @@ class MemoryStore(Store):
             scanned += 1
             lowest = id
             job = self._jobs[id]
-            if query.matches(job.status, job.task, dumps(job.args) if query.q else ""):
+            if query.matches(job.status, job.task, result_json(job.args) if query.q else ""):
                 matched.append(job.record())
         return page_of(query, matched, scanned, lowest)
 

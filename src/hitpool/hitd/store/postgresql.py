@@ -37,6 +37,7 @@ import asyncpg
 from ..._errors import SpecError
 from ..errors import StoreError, StoreUnavailable
 from . import postgresql_admin as admin
+from ._codec import COLUMNS, args_json, decode_row, result_json, row_record, storable
 from .base import (
     FINISHED,
     RETRYABLE,
@@ -52,9 +53,7 @@ from .base import (
     RetryOutcome,
     Store,
     bisect_created,
-    storable,
 )
-from .sqlite_ops import dumps, result_json, row_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hitd_jobs (
@@ -80,10 +79,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS hitd_jobs_key ON hitd_jobs (key)
     WHERE key IS NOT NULL AND status IN ('queued', 'running');
 """
 
-COLUMNS = (
-    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
-    "started_at, finished_at, run_at, key, lease_until, worker"
-)
 _RETURNING = ", ".join(f"hitd_jobs.{c}" for c in COLUMNS.split(", "))
 _KEY_CONFLICT = "(key) WHERE key IS NOT NULL AND status IN ('queued', 'running')"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -122,6 +117,25 @@ SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h)
 def _record(r: Any) -> JobRecord:
     # The same columns in the same order as SQLite's (COLUMNS): one row -> record rule.
     return row_record(tuple(r))
+
+
+def _by_id(r: JobRecord) -> int:
+    return r.id
+
+
+def _by_due(r: JobRecord) -> tuple[float, int]:
+    return (r.run_at, r.id)
+
+
+def _args_column(jobs: Sequence[NewJob]) -> list[str]:
+    """The arguments of a batch as strict JSON, or StoreError naming the job (see `_codec`)."""
+    out = []
+    for i, j in enumerate(jobs):
+        try:
+            out.append(args_json(j.args))
+        except ValueError as e:
+            raise StoreError(f"job {i} of the batch: {e}") from e
+    return out
 
 
 def _count(status: str) -> int:
@@ -232,7 +246,7 @@ class PostgreSQLStore(Store):
                 "fetchrow",
                 _ENQUEUE_FAST,
                 [j.task for j in jobs],
-                [dumps(j.args) for j in jobs],
+                _args_column(jobs),
                 [j.max_attempts for j in jobs],
                 [j.run_at for j in jobs],
                 now,
@@ -283,7 +297,7 @@ class PostgreSQLStore(Store):
                 f"ON CONFLICT {_KEY_CONFLICT} DO NOTHING RETURNING id",
                 ids,
                 [j.task for j in rows],
-                [dumps(j.args) for j in rows],
+                _args_column(rows),
                 [j.max_attempts for j in rows],
                 [j.run_at for j in rows],
                 [j.key for j in rows],
@@ -378,8 +392,29 @@ class PostgreSQLStore(Store):
         queued = None
         if refresh:
             queued = await c.fetchval("SELECT count(*) FROM hitd_jobs WHERE status = 'queued'")
-        recs = sorted((_record(r) for r in expired), key=lambda r: r.id)
-        recs += sorted((_record(r) for r in due), key=lambda r: (r.run_at, r.id))
+        recs: list[JobRecord] = []
+        poison: list[tuple[int, str]] = []
+        for rows, key in ((expired, _by_id), (due, _by_due)):
+            decoded = []
+            for r in rows:
+                rec, bad = decode_row(tuple(r))
+                if bad is None:
+                    decoded.append(rec)
+                else:
+                    poison.append((rec.id, bad))
+            recs += sorted(decoded, key=key)
+        if poison:
+            # Rows that cannot be decoded (not written by this store, or damaged): failed
+            # with the reason in this transaction, so no worker gets them and no later
+            # claim trips on them.
+            await c.execute(
+                "UPDATE hitd_jobs SET status = 'failed', error = u.e, finished_at = $3, "
+                "lease_until = NULL FROM unnest($1::bigint[], $2::text[]) AS u(i, e) "
+                "WHERE hitd_jobs.id = u.i",
+                [id for id, _ in poison],
+                [storable(why) for _, why in poison],
+                now,
+            )
         return recs, len(due), queued
 
     async def renew(self, ids: Sequence[int], worker: str, now: float, lease_s: float) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+# The same columns in the same order as SQLite's: one row -> record rule.
+from ._codec import COLUMNS, row_record
 from .base import (
     RETRYABLE,
     DeleteOutcome,
@@ -23,9 +25,6 @@ from .base import (
     page_of,
     pick_retries,
 )
-
-# The same columns in the same order as SQLite's: one row -> record rule.
-from .sqlite_ops import COLUMNS, row_record
 
 # Back to queued, due at $1, with fresh attempts (the error kept): `retry`'s rule.
 REQUEUE = (

@@ -32,6 +32,7 @@ from ..._errors import SpecError
 from ..errors import StoreError, StoreUnavailable
 from . import sqlite_admin as admin
 from . import sqlite_ops as ops
+from ._codec import COLUMNS, args_json, dumps_strict, result_json, row_record, storable
 from .base import (
     EXPIRED,
     STATUSES,
@@ -45,7 +46,6 @@ from .base import (
     Outcome,
     RetryOutcome,
     Store,
-    storable,
 )
 
 T = TypeVar("T")
@@ -276,8 +276,10 @@ class SQLiteStore(Store):
         n = len(jobs)
         if self._use_json and all(j.key is None for j in jobs):
             try:
-                blob = ops.dumps_strict([[j.task, j.args, j.max_attempts, j.run_at] for j in jobs])
-            except (ValueError, RecursionError):  # NaN or Infinity (SQLite refuses them)
+                blob = dumps_strict([[j.task, j.args, j.max_attempts, j.run_at] for j in jobs])
+            except (ValueError, RecursionError):
+                # Not JSON (NaN, Infinity, too deep): the rows path names the job; nothing
+                # that is not strict JSON is ever stored (see `_codec`).
                 pass
             else:
                 h = self._handoff
@@ -287,7 +289,9 @@ class SQLiteStore(Store):
                     return ids
                 ids, _ = await self._write(self._handoff_op(h, jobs, blob, now))
                 return ids
-        rows = [(j.task, ops.dumps(j.args), j.max_attempts, j.run_at, j.key) for j in jobs]
+        rows = [
+            (j.task, _args(jobs, i), j.max_attempts, j.run_at, j.key) for i, j in enumerate(jobs)
+        ]
         result: list[tuple[int, bool]] = await self._write(lambda c: ops.enqueue_rows(c, rows, now))
         return result
 
@@ -362,7 +366,7 @@ class SQLiteStore(Store):
                 await self._write(lambda c: ops.finish_json(c, blobs, now))
                 return
         ok_rows = [
-            (ops.result_json(o.result), now, o.id, o.worker, o.attempt)
+            (result_json(o.result), now, o.id, o.worker, o.attempt)
             for o in outcomes
             if o.status == "succeeded"
         ]
@@ -418,8 +422,8 @@ class SQLiteStore(Store):
 
     async def get(self, id: int) -> JobRecord | None:
         def fn(c: sqlite3.Connection) -> JobRecord | None:
-            r = c.execute(f"SELECT {ops.COLUMNS} FROM jobs WHERE id = ?", (id,)).fetchone()
-            return None if r is None else ops.row_record(r)
+            r = c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (id,)).fetchone()
+            return None if r is None else row_record(r)
 
         return await self._read(fn)
 
@@ -480,6 +484,14 @@ class SQLiteStore(Store):
 
     async def oldest_due(self, now: float) -> float | None:
         return await self._read(lambda c: admin.oldest_due(c, now))
+
+
+def _args(jobs: Sequence[NewJob], i: int) -> str:
+    """Job i's arguments as strict JSON, or StoreError naming the job (see `_codec`)."""
+    try:
+        return args_json(jobs[i].args)
+    except ValueError as e:
+        raise StoreError(f"job {i} of the batch: {e}") from e
 
 
 def _resolve(

@@ -22,14 +22,13 @@ of (-) each status, so the store keeps exact counts without scanning the table.
 
 from __future__ import annotations
 
-import json
-import json.scanner
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import FINISHED, JobRecord, Outcome, bisect_created, storable
+from ._codec import COLUMNS, decode_row, dumps, dumps_strict, loads, not_args, storable
+from .base import FINISHED, JobRecord, Outcome, bisect_created
 
 Moves = dict[str, int]  # status -> change in the number of jobs with that status
 NO_MOVES: Moves = {}
@@ -60,54 +59,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key)
     WHERE key IS NOT NULL AND status IN ('queued', 'running');
 """
 
-COLUMNS = (
-    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
-    "started_at, finished_at, run_at, key, lease_until, worker"
-)
-
-# default=repr: a task result that is not JSON (a set, an object) is stored as its repr
-# rather than failing the batch it is in.
-dumps = json.JSONEncoder(separators=(",", ":"), default=repr).encode
-
-
-def _batch_encoder() -> Callable[[Any], str]:
-    """The encoder of the JSON batches, made once. JSONEncoder.encode() builds its C encoder
-    anew at every call and tracks every list and dict for cycles: 51 us for a batch of 17
-    jobs where this takes 29 us. Batches hold parsed JSON and task results; a result with a
-    cycle raises RecursionError here and its batch takes the rows path (see `result_json`).
-    Strict: SQLite's JSON parser refuses NaN and Infinity, so they raise ValueError.
-    ASCII: a lone surrogate (JSON "\\ud800" in a request's args, or in a result) is written
-    as its escape; raw, it could not be bound as UTF-8 and failed the whole group commit."""
-    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
-    if make is None:  # a Python without the _json accelerator
-        return json.JSONEncoder(separators=(",", ":"), default=repr, allow_nan=False).encode
-    esc = json.encoder.encode_basestring_ascii
-    enc = make(None, repr, esc, None, ":", ",", False, False, False)
-    return lambda obj: "".join(enc(obj, 0))
-
-
-dumps_strict = _batch_encoder()
-
-
-def result_json(value: Any) -> str:
-    """A task's result as JSON for one row; what JSON cannot hold (a cycle) as its repr."""
-    try:
-        return dumps(value)
-    except (ValueError, RecursionError):
-        return dumps(repr(value))
-
-
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
-
-
-def loads(text: str) -> Any:
-    """json.loads for text we wrote ourselves (no surrounding whitespace): the C scanner
-    directly, without the regex pass json.loads makes for whitespace."""
-    try:
-        return _scan(text, 0)[0]
-    except StopIteration:
-        return json.loads(text)  # let json raise its usual error
-
 
 def has_json(conn: sqlite3.Connection) -> bool:
     """True when this SQLite has what the JSON path uses (3.38+: ->> and UPDATE FROM)."""
@@ -118,26 +69,6 @@ def has_json(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False
     return True
-
-
-def row_record(r: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(
-        id=r[0],
-        task=r[1],
-        args=loads(r[2]),
-        status=r[3],
-        attempts=r[4],
-        max_attempts=r[5],
-        result=None if r[6] is None else loads(r[6]),
-        error=r[7],
-        created_at=r[8],
-        started_at=r[9],
-        finished_at=r[10],
-        run_at=r[11],
-        key=r[12],
-        lease_until=r[13],
-        worker=r[14],
-    )
 
 
 # -- enqueue ----------------------------------------------------------------------------------
@@ -281,7 +212,8 @@ def claim(
             else []
         )
     ids = expired + due
-    moves = {"queued": -len(due), "running": len(due) - dead, "dead": dead}
+    moves: Moves = {"queued": -len(due), "running": len(due) - dead, "dead": dead}
+    poison: list[tuple[str, float, int]] = []  # (why, now, id) of rows that cannot be decoded
     if not ids:
         return [], moves
     if use_json:
@@ -292,40 +224,80 @@ def claim(
         )
         # What a claim does not know already: everything but status, worker and the times
         # it just wrote.
-        blob = c.execute(
-            "SELECT json_group_array(json_array(id, task, json(args), attempts, max_attempts, "
-            "error, printf('%!.17g', created_at), printf('%!.17g', run_at), key)) "
-            "FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
-            (id_blob,),
-        ).fetchone()[0]
-        by_id = {r[0]: r for r in loads(blob)}
-        out = []
-        for id in ids:
-            r = by_id[id]
-            out.append(
-                JobRecord(
-                    r[0],
-                    r[1],
-                    r[2],
-                    "running",
-                    r[3],
-                    r[4],
-                    None,
-                    r[5],
-                    float(r[6]),
-                    now,
-                    None,
-                    float(r[7]),
-                    r[8],
-                    lease_until,
-                    worker,
+        try:
+            blob = c.execute(
+                "SELECT json_group_array(json_array(id, task, json(args), attempts, "
+                "max_attempts, error, printf('%!.17g', created_at), printf('%!.17g', run_at), "
+                "key)) FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+                (id_blob,),
+            ).fetchone()[0]
+        except sqlite3.Error:
+            # A row whose args SQLite cannot parse (not written by this store, or damaged):
+            # read the rows one by one below, so that it fails alone. The statement's error
+            # leaves the transaction and the UPDATE above as they were.
+            blob = None
+        if blob is not None:
+            by_id = {r[0]: r for r in loads(blob)}
+            out = []
+            for id in ids:
+                r = by_id[id]
+                if type(r[2]) is not dict:  # JSON, but not an object: not arguments
+                    poison.append((not_args(r[2]), now, id))
+                    continue
+                out.append(
+                    JobRecord(
+                        r[0],
+                        r[1],
+                        r[2],
+                        "running",
+                        r[3],
+                        r[4],
+                        None,
+                        r[5],
+                        float(r[6]),
+                        now,
+                        None,
+                        float(r[7]),
+                        r[8],
+                        lease_until,
+                        worker,
+                    )
                 )
-            )
-        return out, moves
-    marks = ",".join("?" * len(ids))
-    c.execute(f"UPDATE jobs SET {_TAKE} WHERE id IN ({marks})", (lease_until, now, worker, *ids))
-    rows = {r[0]: r for r in c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids)}
-    return [row_record(rows[id]) for id in ids], moves
+            if poison:
+                fail_poison(c, poison, moves)
+            return out, moves
+        found = c.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (id_blob,)
+        )
+    else:
+        marks = ",".join("?" * len(ids))
+        c.execute(
+            f"UPDATE jobs SET {_TAKE} WHERE id IN ({marks})", (lease_until, now, worker, *ids)
+        )
+        found = c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids)
+    rows = {r[0]: r for r in found}
+    out = []
+    poison = []
+    for id in ids:
+        rec, bad = decode_row(rows[id])
+        if bad is None:
+            out.append(rec)
+        else:
+            poison.append((bad, now, id))
+    if poison:
+        fail_poison(c, poison, moves)
+    return out, moves
+
+
+def fail_poison(c: sqlite3.Connection, poison: list[tuple[str, float, int]], moves: Moves) -> None:
+    """Jobs just claimed whose row cannot be decoded: `failed` with the reason, in the
+    claim's transaction, so no worker gets them and no later claim trips on them."""
+    c.executemany(
+        "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_until = NULL "
+        "WHERE id = ?",
+        poison,
+    )
+    _move(moves, "running", "failed", len(poison))
 
 
 # -- finish -----------------------------------------------------------------------------------
