@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hitd import _store_fixtures
+from hitd._helpers import wait_for
 from hitpool import SpecError
 from hitpool.hitd import StoreError, StoreUnavailable
 from hitpool.hitd.store import NewJob, Outcome, Store
@@ -51,12 +52,16 @@ class Taker:
 
     def __init__(self, room: int, fail: bool = False) -> None:
         self._room, self.fail, self.got = room, fail, list[tuple[int, NewJob]]()
+        self.announced = 0  # committed() calls: other processes' jobs announced
 
     worker = "w"
     lease_s = 9.0
 
     def room(self) -> int:
         return self._room - len(self.got)  # like a runner: what it was given takes room
+
+    def committed(self) -> None:
+        self.announced += 1
 
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         if self.fail:
@@ -923,6 +928,56 @@ class TestPostgreSQLStore(StoreContract, HandoffContract, PoisonContract):
         recs = [await store.get(id) for id in ids]
         assert all(r is not None and (r.status, r.attempts) == ("succeeded", 1) for r in recs)
         assert {r.worker for r in recs if r is not None} == {"a", "b"}
+
+    async def test_a_burst_one_process_cannot_start_wakes_another_and_estimates_follow(
+        self, store: Store
+    ) -> None:
+        """Finding 4: A (one busy worker) gets a burst; B (four workers, a poll that never
+        comes) is woken by A's NOTIFY and runs all of it; then A's queue-depth estimate,
+        behind its 429, follows B's claims down to 0."""
+        from hitpool.hitd.runner import Runner
+        from hitpool.hitd.store.postgresql import PostgreSQLStore
+        from hitpool.hitd.tasks import Registry
+
+        assert isinstance(store, PostgreSQLStore)
+        other = PostgreSQLStore(store.url + f"?schema={store.schema}")
+        await other.open()
+        reg = Registry(include_global=False)
+        gate, started, all_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        done: list[int] = []
+
+        @reg.task
+        async def block() -> None:
+            started.set()
+            await gate.wait()
+
+        @reg.task
+        async def count(i: int) -> None:
+            done.append(i)
+            if len(done) == 40:
+                all_done.set()
+
+        try:
+            async with (
+                Runner(store, reg, workers=1, worker_name="a", poll_s=3600) as a,
+                Runner(other, reg, workers=4, worker_name="b", poll_s=3600) as b,
+            ):
+                await asyncio.gather(a.until_idle(), b.until_idle())  # their first looks
+                await store.enqueue([NewJob("block", {})], time.time())
+                await started.wait()
+                burst = [NewJob("count", {"i": i}) for i in range(40)]
+                await store.enqueue(burst, time.time())
+                assert store.queued_estimate() == 40  # A's own commit, A's busy worker
+                await all_done.wait()
+                assert (a.statistics().completed, b.statistics().completed) == (0, 40)
+
+                async def drained() -> bool:
+                    return store.queued_estimate() == 0
+
+                await wait_for(drained, timeout=5, what="A's estimate to see B's claims")
+                gate.set()
+        finally:
+            await other.close()
 
     async def test_servers_opening_one_fresh_database_at_once_all_start(self, pg_url: str) -> None:
         # Replicas started together on a fresh database: the schema is created once.

@@ -219,6 +219,8 @@ class App:
                 return self._not_allowed(req, "GET, HEAD")
             if self.draining:
                 return json_response(503, {"status": "draining"}, self._retry)
+            if (why := self.store.health()) is not None:
+                return json_response(503, {"status": "unavailable", "error": why}, self._retry)
             return json_response(200, {"status": "ok"})
         if path.startswith("/ui"):
             # The dashboard's pages: its login page and assets need no token, it checks the

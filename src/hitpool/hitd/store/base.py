@@ -51,7 +51,8 @@ Queue depth for the HTTP side's 429 decision: `queued_estimate()` is a plain (no
 method that answers from a counter kept in memory, never waiting on the database. It is
 exact for a store one process owns (memory, SQLite: the counter moves with every committed
 enqueue, claim, retry, release and cancel). For PostgreSQL, shared by several processes, it
-is this process's count refreshed from the database at most once a second (on a claim).
+moves with this process's commits and the other processes' announcements (NOTIFY), and is
+read from the table every second, so every process's claims show within a second.
 `counts()` is the exact, slower answer (one query over the table).
 """
 
@@ -217,6 +218,11 @@ class Handoff(Protocol):
         """How many jobs it can take now. Called on the store's writer thread: a plain read."""
         ...
 
+    def committed(self) -> None:
+        """Another process committed queued jobs (a store shared by several processes says
+        so): claim them if a worker is free. Called on the event loop; must not raise."""
+        ...
+
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         """Jobs claimed for it, committed: `jobs[i]`, as given to `enqueue`, is job `ids[i]`,
         on its first attempt, leased to `worker` for `lease_s` from the enqueue's `now`.
@@ -225,6 +231,9 @@ class Handoff(Protocol):
         The jobs as they came, not a `JobRecord` each: the runner needs only the id, task,
         arguments and max_attempts, and fifteen fields built per job showed in the profile."""
         ...
+
+
+_URL_FORMS = "use memory://, sqlite:///path.db or postgresql://user@host:port/db"
 
 
 class Store(ABC):
@@ -246,8 +255,10 @@ class Store(ABC):
 
         The backend module is imported only when its URL is used (asyncpg stays optional).
         """
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as e:  # e.g. "Invalid IPv6 URL": an open bracket
+            raise SpecError("store", f"bad store URL ({e}): {_URL_FORMS}") from e
         if scheme == "memory":
             from .memory import MemoryStore
 
@@ -274,10 +285,12 @@ class Store(ABC):
                 ) from e
             store: Store = module.PostgreSQLStore(url)
             return store
-        raise SpecError(
-            "store",
-            f"unknown store URL {url!r}: use memory://, sqlite:///path.db or postgresql://...",
-        )
+        raise SpecError("store", f"unknown store URL {url!r}: {_URL_FORMS}")
+
+    def health(self) -> str | None:
+        """Why the store cannot take jobs now (for `/healthz`), or None. Cheap, never waits:
+        it reports what the store already knows (a SQLite file deleted under it)."""
+        return None
 
     @abstractmethod
     async def open(self) -> None:

@@ -9,8 +9,13 @@ Same contract and the same test suite as the SQLite store. What differs:
 - Ids come from the table's sequence, allocated for a batch before the insert so the answer
   keeps the order of the request. An idempotency key is held by the partial unique index;
   `ON CONFLICT DO NOTHING` resolves a race between two processes enqueueing the same key.
-- `queued_estimate()` is refreshed from the database at most once a second, piggybacked on
-  a claim: other processes enqueue and claim too, so a local counter alone would drift.
+- Across processes: a commit that leaves jobs queued (an enqueue beyond the free workers of
+  this process, a release) sends ONE NOTIFY for the batch, delivered at its commit; every
+  other process LISTENs on a connection of its own and claims at once if it has a free
+  worker. The poll (the runner's `poll_s`) stays the fallback for a lost notification.
+- `queued_estimate()`, behind the 429: moved by this process's commits and the others'
+  NOTIFYs, and read from the table every second by a task the store owns, so the others'
+  claims show within a second too (a local counter alone would drift).
 - The hot path is one statement a batch, so one round trip and no BEGIN/COMMIT: an enqueue
   without keys (ids, insert and the handoff in one INSERT), and a finish of successes only.
   With the handoff (`set_handoff`, as for SQLite) fresh due jobs are inserted already claimed
@@ -24,13 +29,16 @@ it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+import os
+import random
 import re
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -90,8 +98,9 @@ log = logging.getLogger("hitpool.hitd.store")
 # One statement for a batch without keys: ids drawn in the request's order (ordinality; `u` is
 # materialized, so each row draws once), the first $7 rows inserted claimed by worker $8 when
 # no older due job waits, queued or on an expired lease (a claim would take those first), the
-# rest queued. Returns
-# the ids in order and how many were claimed.
+# rest queued, and when some are queued one NOTIFY on channel $10 ("$11 <how many>"), sent
+# at the commit: one per batch, not per job. Returns the ids in order and how many were
+# claimed.
 _ENQUEUE_FAST = """
 WITH u AS MATERIALIZED (
     SELECT nextval($6::regclass) AS i, t, a, m, r, o
@@ -109,8 +118,11 @@ WITH u AS MATERIALIZED (
            CASE WHEN o <= k THEN $5 END, coalesce(r, $5), CASE WHEN o <= k THEN $9::float8 END,
            CASE WHEN o <= k THEN $8::text END
     FROM u, h
+), n AS (
+    SELECT pg_notify($10::text, $11::text || ' ' || (c.n - h.k)::text)
+    FROM h, (SELECT count(*) AS n FROM u) AS c WHERE c.n > h.k
 )
-SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h)
+SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h), (SELECT count(*) FROM n)
 """
 
 
@@ -150,7 +162,7 @@ class PostgreSQLStore(Store):
     supports_handoff: ClassVar[bool] = True
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
-        parts = urlsplit(url)
+        parts = _parse_url(url)
         query = dict(parse_qsl(parts.query))
         schema = query.pop("schema", None)
         if schema is not None and not _SCHEMA_NAME.match(schema):
@@ -159,11 +171,20 @@ class PostgreSQLStore(Store):
         self.url = urlunsplit(parts._replace(query=urlencode(query)))
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        # Queued jobs in the table, as this process knows it: moved by its own commits and by
+        # the other processes' NOTIFYs, and read from the table every ESTIMATE_REFRESH_S
+        # (`_refresher`), so every process's claims show within that.
         self._queued = 0
-        self._refreshed = 0.0
         self._seq = ""  # the id sequence's name, read at open
         self._handoff: Handoff | None = None
         self._reserved = 0  # room taken by enqueues whose statement is under way
+        # Jobs queued by a commit are announced on `channel` (one per schema), so an idle
+        # process claims them at once rather than at its next poll. `_token` tells this
+        # process's own announcements from the others'.
+        self.channel = f"hitd_{schema}"[:63] if schema else "hitd_jobs"
+        self._token = f"{os.getpid()}:{random.getrandbits(32):08x}"
+        self._listener: asyncpg.Connection | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     @property
     def _db(self) -> asyncpg.Pool:
@@ -193,14 +214,25 @@ class PostgreSQLStore(Store):
                     "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
                 )
                 self._seq = await c.fetchval("SELECT pg_get_serial_sequence('hitd_jobs', 'id')")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            if self._pool is not None:
-                await self._pool.close()
-                self._pool = None
-            raise StoreUnavailable(f"PostgreSQL store {_safe(self.url)}: {e}") from e
-        self._refreshed = time.monotonic()
+            await self._listen()
+        except (*_DB_ERRORS, ValueError) as e:
+            # ValueError: asyncpg's parse of a malformed URL (a bad port, an open bracket).
+            await self.close()
+            raise StoreUnavailable(f"PostgreSQL store {_safe(self.url)}: {_describe(e)}") from e
+        self._refresher = asyncio.get_running_loop().create_task(
+            self._refresh_loop(), name="hitd-pg-refresher"
+        )
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(*_DB_ERRORS):
+                await listener.close(timeout=2)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -210,16 +242,63 @@ class PostgreSQLStore(Store):
         try:
             async with self._db.acquire() as c, c.transaction():
                 return await fn(c, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise StoreError(f"PostgreSQL: {e}") from e
+        except _DB_ERRORS as e:
+            raise _store_error(e) from e
 
     async def _one(self, method: str, sql: str, *args: Any) -> Any:
         """One statement, its own transaction (one round trip: no BEGIN and COMMIT)."""
         try:
             async with self._db.acquire() as c:
                 return await getattr(c, method)(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise StoreError(f"PostgreSQL: {e}") from e
+        except _DB_ERRORS as e:
+            raise _store_error(e) from e
+
+    # -- across processes: NOTIFY and the queue-depth estimate ------------------------------
+
+    async def _listen(self) -> None:
+        """A connection of its own that LISTENs on `channel` (the pool's connections are
+        handed around and cannot hold a LISTEN)."""
+        settings = {"search_path": self.schema} if self.schema else {}
+        conn = await asyncpg.connect(self.url, server_settings=settings)
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        self._listener = conn
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        token, _, n = payload.partition(" ")
+        if token == self._token or not n.isdigit():
+            return  # our own commit: already counted, and our runner already knows
+        self._queued += int(n)
+        h = self._handoff
+        if h is not None:
+            h.committed()
+
+    async def refresh_estimate(self) -> None:
+        """Read the queued jobs from the table into `queued_estimate()` (an index-only count
+        over the queued jobs' partial index), and listen again if the listener was lost."""
+        self._queued = await self._one(
+            "fetchval", "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
+        )
+        if self._listener is None or self._listener.is_closed():
+            self._listener = None
+            try:
+                await self._listen()
+            except _DB_ERRORS as e:
+                raise _store_error(e) from e
+            h = self._handoff
+            if h is not None:
+                h.committed()  # announcements may have been missed meanwhile
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ESTIMATE_REFRESH_S)
+            try:
+                await self.refresh_estimate()
+            except StoreError as e:  # the store is down: the next claim or request says so
+                log.debug("queue-depth refresh failed: %s", e)
 
     def set_handoff(self, handoff: Handoff | None) -> None:
         self._handoff = handoff
@@ -234,6 +313,11 @@ class PostgreSQLStore(Store):
         out: list[tuple[int, bool]] = await self._run(self._enqueue, list(jobs), now)
         self._queued += sum(1 for _, created in out if created)
         return out
+
+    async def _notify(self, c: asyncpg.Connection, n: int) -> None:
+        """Tell the other processes that `n` jobs were queued, at this transaction's commit."""
+        if n > 0:
+            await c.execute("SELECT pg_notify($1, $2)", self.channel, f"{self._token} {n}")
 
     async def _enqueue_fast(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """A batch without keys in one statement; with a handoff, its first jobs claimed."""
@@ -254,6 +338,8 @@ class PostgreSQLStore(Store):
                 room,
                 None if h is None else h.worker,
                 None if h is None else now + h.lease_s,
+                self.channel,
+                self._token,
             )
         finally:
             self._reserved -= room
@@ -323,6 +409,7 @@ class PostgreSQLStore(Store):
         for i, id in zip(unique, ids, strict=True):
             if id in inserted:
                 by_row[i] = (id, True)
+        await self._notify(c, len(inserted))
         out: list[tuple[int, bool]] = []
         for i, j in enumerate(jobs):
             if i in by_row:
@@ -337,13 +424,8 @@ class PostgreSQLStore(Store):
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        refresh = time.monotonic() - self._refreshed >= ESTIMATE_REFRESH_S
-        recs, due, queued = await self._run(self._claim, worker, limit, now, now + lease_s, refresh)
-        if queued is not None:
-            self._queued = queued
-            self._refreshed = time.monotonic()
-        else:
-            self._queued -= due
+        recs, due = await self._run(self._claim, worker, limit, now, now + lease_s)
+        self._queued -= due
         return list(recs)
 
     async def _claim(
@@ -353,8 +435,7 @@ class PostgreSQLStore(Store):
         limit: int,
         now: float,
         lease_until: float,
-        refresh: bool,
-    ) -> tuple[list[JobRecord], int, int | None]:
+    ) -> tuple[list[JobRecord], int]:
         await c.execute(
             "UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL, "
             "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
@@ -389,9 +470,6 @@ class PostgreSQLStore(Store):
                 worker,
                 limit - len(expired),
             )
-        queued = None
-        if refresh:
-            queued = await c.fetchval("SELECT count(*) FROM hitd_jobs WHERE status = 'queued'")
         recs: list[JobRecord] = []
         poison: list[tuple[int, str]] = []
         for rows, key in ((expired, _by_id), (due, _by_due)):
@@ -415,7 +493,7 @@ class PostgreSQLStore(Store):
                 [storable(why) for _, why in poison],
                 now,
             )
-        return recs, len(due), queued
+        return recs, len(due)
 
     async def renew(self, ids: Sequence[int], worker: str, now: float, lease_s: float) -> None:
         if not ids:
@@ -478,16 +556,21 @@ class PostgreSQLStore(Store):
     async def release(self, ids: Sequence[int], worker: str) -> None:
         if not ids:
             return
-        status: str = await self._run(
-            lambda c: c.execute(
-                "UPDATE hitd_jobs SET status = 'queued', attempts = attempts - 1, worker = NULL, "
-                "lease_until = NULL, started_at = NULL WHERE id = ANY($1::bigint[]) "
-                "AND worker = $2 AND status = 'running'",
-                list(ids),
-                worker,
+
+        async def fn(c: asyncpg.Connection) -> int:
+            n = _count(
+                await c.execute(
+                    "UPDATE hitd_jobs SET status = 'queued', attempts = attempts - 1, "
+                    "worker = NULL, lease_until = NULL, started_at = NULL "
+                    "WHERE id = ANY($1::bigint[]) AND worker = $2 AND status = 'running'",
+                    list(ids),
+                    worker,
+                )
             )
-        )
-        self._queued += _count(status)
+            await self._notify(c, n)
+            return n
+
+        self._queued += await self._run(fn)
 
     # -- reads and cancel -------------------------------------------------------------------
 
@@ -651,6 +734,59 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     locks, CLOSE ALL, UNLISTEN, RESET ALL): a second round trip for every statement of ours,
     which set none of those. A transaction left open is still rolled back by the pool itself
     before this runs."""
+
+
+# What asyncpg raises when the database fails or cannot be reached. InternalClientError is
+# what a connection killed under a statement (pg_terminate_backend) can give.
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+_UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _store_error(e: BaseException) -> StoreError:
+    """A database error as the store's own: StoreUnavailable when the connection is gone (a
+    restart, a network cut, a terminated backend), else StoreError; both readable."""
+    if isinstance(e, _UNREACHABLE):
+        return StoreUnavailable(f"PostgreSQL is unavailable: {_describe(e)}")
+    return StoreError(f"PostgreSQL: {_describe(e)}")
+
+
+def _parse_url(url: str) -> SplitResult:
+    """The URL's parts, or SpecError naming `store` for one that cannot be a PostgreSQL
+    address (a port that is not a number, an IPv6 host without its closing bracket)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access: raises ValueError for a bad port
+    except ValueError as e:
+        raise SpecError(
+            "store",
+            f"bad PostgreSQL URL {_safe_text(url)!r} ({e}): use "
+            "postgresql://user[:password]@host[:port]/database[?schema=name], "
+            "an IPv6 host in brackets",
+        ) from e
+    if not parts.hostname and "host=" not in parts.query:
+        raise SpecError(
+            "store",
+            f"bad PostgreSQL URL {_safe_text(url)!r}: no host; use "
+            "postgresql://user[:password]@host[:port]/database",
+        )
+    return parts
+
+
+def _safe_text(url: str) -> str:
+    """A URL that may not parse, with anything between ':' and '@' (a password) hidden."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _safe(url: str) -> str:
