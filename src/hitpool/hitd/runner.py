@@ -62,8 +62,8 @@ from typing import Any
 
 from .._errors import SpecError
 from ..dispatcher import Dispatcher, Job
-from .apart import apart
 from .errors import UnknownTask
+from .halves import retry_in_halves
 from .lifecycle import RetryPolicy, outcome_status
 from .metrics import HistogramSnapshot, RunTimeHistogram
 from .store.base import JobRecord, NewJob, Outcome, Store
@@ -597,7 +597,7 @@ class Runner:
                 log.exception("could not record %d outcomes", len(batch))
                 # One outcome the store cannot take must not hold back every later one
                 # (they all join the batch being retried): record the batch in halves.
-                left = await apart(batch, e, self._record, self._record_alone)
+                left = await retry_in_halves(batch, e, self._record, self._record_alone)
                 if left:
                     # Not recorded (the store is failing): the jobs stay held (their leases
                     # renewed) and are tried again after a pause. After a stop or a crash

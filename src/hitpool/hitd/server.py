@@ -302,10 +302,10 @@ def stop_on_signals() -> asyncio.Event:
 
 def tune_gc() -> None:
     """Once started, for the life of the process: what exists now (modules, the store, the
-    pools) is frozen out of the cyclic collector, and young collections run 28x less often.
+    pools) is frozen out of the cyclic collector, and young collections run less often.
     Every request allocates tuples, dicts and lists, and with the default threshold (700) the
-    collector kept walking the server's own long-lived objects: 3.4 % of the instructions per
-    single-job POST (callgrind, benchmarks/instructions.sh). Cycles are still collected."""
+    collector keeps walking the server's own long-lived objects. Cycles are still
+    collected."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 1000)

@@ -1,7 +1,7 @@
 """sqlite:///path — the default store: one file, WAL, synchronous=FULL.
 
 Throughput comes from grouping, not from cutting corners on durability: one FULL commit costs
-an fsync (measured here ~4k commits/s), so every write goes through ONE writer thread that
+an fsync, so every write goes through ONE writer thread that
 takes whatever operations are pending (enqueues from several requests, a claim, a batch of
 finishes) and runs them in ONE transaction with one fsync. Each operation's future resolves
 only after that COMMIT returned, so a 202 always follows a durable commit.
@@ -10,7 +10,8 @@ If one operation in a merged transaction fails, the transaction is rolled back a
 operation is retried in a transaction of its own, so one bad operation cannot fail others.
 
 Reads (`get`) use a second connection, inline on the event loop: a primary-key lookup is
-~10 us, WAL lets it run while the writer commits, and it only ever sees committed jobs.
+shorter than a hop to a thread and back, WAL lets it run while the writer commits, and it
+only ever sees committed jobs.
 `counts()` and `queued_estimate()` answer from per-status counts that every commit updates.
 
 A purge (retention) is a write like the others: a chunk of at most `limit` deletes, in one
@@ -443,8 +444,8 @@ class SQLiteStore(Store):
         return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # Reads run inline on the loop: a primary-key lookup takes ~10 us, a hop to a reader
-        # thread and back took ~200 us. In WAL mode a reader never waits for the writer.
+        # Reads run inline on the loop: a primary-key lookup is shorter than a hop to a
+        # reader thread and back. In WAL mode a reader never waits for the writer.
         if self._closed or self._rconn is None:
             raise StoreError("the SQLite store is closed (or was never opened)")
         try:
