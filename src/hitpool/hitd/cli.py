@@ -103,6 +103,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hitd: error: {message}\n")
 
 
+def _add_hit_caps(p: argparse.ArgumentParser) -> None:
+    """The `hit` task's server-side caps: checked where a job is submitted and where it runs."""
+    p.add_argument(
+        "--hit-max-requests",
+        type=_positive_int("--hit-max-requests", "1000000"),
+        default=1_000_000,
+        metavar="N",
+        help="most requests one `hit` job may send (default %(default)s)",
+    )
+    p.add_argument(
+        "--hit-max-duration",
+        type=_hit_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="longest `hit` job: its duration, or its requests at its rps (default 10m)",
+    )
+    p.add_argument(
+        "--hit-max-concurrency",
+        type=_positive_int("--hit-max-concurrency", "1000"),
+        default=1000,
+        metavar="N",
+        help="most connections of one `hit` job over all its processes (default %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="hitd",
@@ -203,27 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a connection that sends nothing is closed after this, not after the keep-alive "
         "timeout (default %(default)s)",
     )
-    p.add_argument(
-        "--hit-max-requests",
-        type=_positive_int("--hit-max-requests", "1000000"),
-        default=1_000_000,
-        metavar="N",
-        help="most requests one `hit` job may send (default %(default)s)",
-    )
-    p.add_argument(
-        "--hit-max-duration",
-        type=_hit_duration,
-        default=600.0,
-        metavar="DURATION",
-        help="longest `hit` job: its duration, or its requests at its rps (default 10m)",
-    )
-    p.add_argument(
-        "--hit-max-concurrency",
-        type=_positive_int("--hit-max-concurrency", "1000"),
-        default=1000,
-        metavar="N",
-        help="most connections of one `hit` job over all its processes (default %(default)s)",
-    )
+    _add_hit_caps(p)
     p.add_argument(
         "--hit-allow-self",
         action="store_true",
@@ -343,6 +348,7 @@ def build_worker_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="a host the `hit` task may load-test (repeatable; loopback only by default)",
     )
+    _add_hit_caps(p)
     p.add_argument(
         "--grace",
         type=_seconds("--grace"),
@@ -385,6 +391,11 @@ def parse_worker_config(argv: Sequence[str], env: Mapping[str, str]) -> WorkerCo
         grace_s=args.grace,
         lease_s=args.lease,
         log_level=args.log_level,
+        hit_limits=HitLimits(
+            max_requests=args.hit_max_requests,
+            max_duration_s=args.hit_max_duration,
+            max_concurrency=args.hit_max_concurrency,
+        ),
     )
 
 

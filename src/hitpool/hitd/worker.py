@@ -18,14 +18,14 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .._errors import HitpoolError, SpecError
 from .runner import Runner
 from .server import stop_on_signals, tune_gc
 from .store.base import Store
-from .tasks import Registry, load_modules
+from .tasks import HitLimits, Registry, load_modules
 
 __all__ = ["WorkerConfig", "WorkerProcess", "check_shared", "run_worker"]
 
@@ -41,6 +41,7 @@ class WorkerConfig:
     grace_s: float = 30.0
     lease_s: float = 30.0
     log_level: str = "info"
+    hit_limits: HitLimits = field(default_factory=HitLimits)
 
 
 def check_shared(url: str, why: str) -> None:
@@ -72,7 +73,7 @@ class WorkerProcess:
             store = Store.from_url(config.store)
         self.config = config
         self.store = store
-        self.registry = Registry(allowed_targets=config.allow_targets)
+        self.registry = Registry(allowed_targets=config.allow_targets, hit_limits=config.hit_limits)
         self.runner = Runner(
             self.store,
             self.registry,
