@@ -669,11 +669,44 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.claims = 0
         self.claimed = asyncio.Event()
+        self.took: list[tuple[int, int]] = []  # (limit, jobs returned) per claim
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         self.claims += 1
         self.claimed.set()
-        return await super().claim(worker, limit, now, lease_s)
+        got = await super().claim(worker, limit, now, lease_s)
+        self.took.append((limit, len(got)))
+        return got
+
+
+async def test_a_claim_asks_only_for_free_workers_and_refills_them_in_one_batch(
+    clock: Clock,
+) -> None:
+    store = CountingStore()
+    await store.open()
+    reg = Registry(include_global=False)
+    gate, four = asyncio.Event(), asyncio.Event()
+    started: list[int] = []
+
+    @reg.task
+    async def block(i: int) -> None:
+        started.append(i)
+        if len(started) == 4:
+            four.set()
+        await gate.wait()
+
+    for i in range(12):
+        await enqueue(store, "block", args={"i": i})
+    async with make_runner(store, reg, clock, workers=4, poll_s=3600) as runner:
+        runner.notify()
+        await four.wait()
+        assert store.took == [(4, 4)]  # four free workers: four jobs, not a prefetch
+        assert (await store.counts())["queued"] == 8
+        # The four end together: one claim refills all four, not four claims of one.
+        gate.set()
+        await runner.until_idle()
+        assert store.took == [(4, 4)] * 3  # and no claim for nothing: none is queued
+    await store.close()
 
 
 async def test_a_commit_claims_only_when_jobs_are_queued(clock: Clock) -> None:

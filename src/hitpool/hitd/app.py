@@ -3,7 +3,7 @@
     POST   /work        the seed's collector: form or JSON {name, delay} -> 201 (task `hello`)
     POST   /jobs        a job object or an array of up to 1000 -> 202 {"id"} / {"ids"}
     GET    /jobs/{id}   the job
-    DELETE /jobs/{id}   cancel a queued job
+    DELETE /jobs/{id}   cancel a job that has not started
     GET    /healthz     liveness; 503 while draining
     GET    /metrics     Prometheus text
     GET    /stats       the same numbers as JSON

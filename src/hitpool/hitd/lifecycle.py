@@ -4,7 +4,11 @@
                   │ ^                │ │ └─error, attempts left──> queued (run_at = now + backoff)
            cancel │ │ release /      │ └──error, attempts used──> dead
                   v │ lease expired  └────permanent error────────> failed
-              cancelled  (attempt not counted on release; counted when the lease expired)
+              cancelled  (attempt not counted on release; counted when the lease expired,
+                          and when a stop's grace period ended with the job still running)
+
+`queued` holds every job that has not started: shown as `scheduled` while it is not due
+(`store.base.shown_status`), and cancellable until it starts.
 
 - `attempts` counts claims: it is incremented when a worker takes the job (a runner claims
   only into free workers, so a claimed job starts at once), and a job whose worker died
