@@ -572,6 +572,25 @@ def test_bad_settings_name_the_field(kw: dict[str, Any], field: str) -> None:
     assert e.value.field == field
 
 
+async def test_jobs_handed_off_while_stopping_are_released_unstarted(
+    store: Store, clock: Clock
+) -> None:
+    # A handoff committed just as stop() began (the store's commit was already under way):
+    # the jobs never start, so they go back with their attempt unused.
+    runner = make_runner(store, Registry(include_global=False), clock, poll_s=3600)
+    await runner.start()
+    await runner.until_idle()
+    [id] = await enqueue(store, "hello")
+    [rec_] = await store.claim(runner.worker_name, 1, T0, 30)  # as the handoff's commit does
+    stopping = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0)  # stop() has begun
+    runner.deliver([id], [NewJob("hello", {}, T0)])
+    await stopping
+    r = await rec(store, id)
+    assert (rec_.attempts, r.status, r.attempts, r.worker) == (1, "queued", 0, None)
+    assert runner.statistics().released == 1
+
+
 async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
     tmp_path: Path, clock: Clock
 ) -> None:

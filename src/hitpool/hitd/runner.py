@@ -293,7 +293,10 @@ class Runner:
         self._held.update(ids)
         self._claimed += len(ids)
         if not self._open:
-            return  # stopping: stop() releases what is held (recover() after a crash)
+            # Committed while stop() began: never started, so stop() releases them with
+            # their attempt given back (recover() does it after a crash).
+            self._waiting.update(ids)
+            return
         self._active += len(ids)
         # Attempt 1: claimed in its enqueue.
         self._start_jobs(zip(ids, jobs, repeat(1), repeat(self._args_checked)))
