@@ -18,7 +18,8 @@ import pytest
 
 from hitd import _store_fixtures as _pg
 from hitd._helpers import wait_for
-from hitpool import SpecError, StoreUnavailable
+from hitpool import SpecError
+from hitpool.hitd import StoreUnavailable
 from hitpool.hitd.store import Store
 
 pg_url = _pg.pg_url  # the session fixture, registered in this module
