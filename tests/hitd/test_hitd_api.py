@@ -89,6 +89,7 @@ async def test_post_one_job_is_202_after_commit_and_runs(start_hitd, connect, tm
         "result",
         "error",
         "created_at",
+        "run_at",
         "started_at",
         "finished_at",
     }

@@ -78,7 +78,7 @@ def test_environment_and_flags() -> None:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["--workers", "0"], "--workers"),
+        (["--workers", "-1"], "--workers"),
         (["--workers", "many"], "--workers"),
         (["--queue-size", "-1"], "--queue-size"),
         (["--port", "70000"], "--port"),
@@ -167,3 +167,36 @@ def test_a_store_that_cannot_open_exits_1(capsys, tmp_path) -> None:
     err = capsys.readouterr().err
     assert err.startswith("hitd: error: cannot start:"), err
     assert "does not exist" in err
+
+
+def test_workers_0_is_an_intake_only_on_a_shared_store() -> None:
+    url = "postgresql://u@127.0.0.1:5432/db"
+    assert parse_config(["--workers", "0", "--store", url], {}).workers == 0
+    assert parse_config(["--store", url], {"MAX_WORKERS": "0"}).workers == 0
+    with pytest.raises(SpecError) as e:
+        parse_config(["--workers", "0"], {})  # the default SQLite file: nobody else runs them
+    assert e.value.field == "store" and "postgresql://" in e.value.message
+
+
+def test_worker_role_flags() -> None:
+    from hitpool.hitd.cli import parse_worker_config
+
+    url = "postgresql://u@127.0.0.1:5432/db"
+    c = parse_worker_config(["--store", url, "--workers", "3", "--tasks", "m"], {})
+    assert (c.store, c.workers, c.tasks) == (url, 3, ("m",))
+    assert parse_worker_config([], {"HITD_STORE": url, "MAX_WORKERS": "5"}).workers == 5
+    for argv in ([], ["--store", "sqlite:///x.db"], ["--store", "memory://"]):
+        with pytest.raises(SpecError) as e:
+            parse_worker_config(argv, {})
+        assert e.value.field in ("--store", "store")
+
+
+def test_worker_role_bad_input_is_exit_2_naming_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["worker", "--store", "sqlite:///x.db"]) == 2
+    assert "--store" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["worker", "--store", "postgresql://u@h/db", "--workers", "0"])
+    assert e.value.code == 2
+    assert "--workers" in capsys.readouterr().err

@@ -128,3 +128,47 @@ async def test_a_job_whose_worker_was_killed_runs_again(hitd_process, connect, t
     rec = await wait_for(finished, what="the job to run again after its lease expired")
     assert rec["attempts"] == 2
     assert rec["result"] == "second attempt"
+
+
+@task(name="test_crash_hang")
+async def hang(marker: str) -> None:
+    """Leave a marker and hang: the job a crash interrupts, on every attempt."""
+    Path(marker).write_text("started")
+    await asyncio.sleep(3600)
+
+
+async def test_a_crash_uses_the_attempt_of_the_running_job_only(
+    hitd_process, connect, tmp_path, store_args
+) -> None:
+    # Finding 2: the attempt was counted when a job was claimed into the runner's prefetch,
+    # so a crash made every waiting job `dead` on max_attempts 1 without it ever starting.
+    args = ("--workers", "1", "--lease", "1", "--tasks", "test_hitd_crash", *store_args)
+    marker = tmp_path / "hang.marker"
+    first = hitd_process(*args)
+    c = await connect(first.port)
+    hang = {"task": "test_crash_hang", "args": {"marker": str(marker)}, "max_attempts": 1}
+    r = await c.request("POST", "/jobs", hang, JSON)
+    hung = r.json()["id"]
+
+    async def started() -> bool:
+        return marker.exists()
+
+    await wait_for(started, what="the hanging job to start")
+    batch = [{"task": "hello", "args": {"name": str(i)}, "max_attempts": 1} for i in range(20)]
+    r = await c.request("POST", "/jobs", json.dumps(batch), JSON)
+    waiting = r.json()["ids"]
+    first.kill9()
+
+    second = hitd_process(*args)
+    c2 = await connect(second.port)
+
+    async def drained() -> bool:
+        jobs = (await c2.request("GET", "/stats")).json()["jobs"]
+        return bool(jobs["queued"] == 0 and jobs["running"] == 0)
+
+    await wait_for(drained, what="every job to finish after the restart")
+    rec = (await c2.request("GET", f"/jobs/{hung}")).json()
+    assert (rec["status"], rec["attempts"]) == ("dead", 1)
+    for id in waiting:
+        rec = (await c2.request("GET", f"/jobs/{id}")).json()
+        assert (rec["status"], rec["attempts"]) == ("succeeded", 1), rec

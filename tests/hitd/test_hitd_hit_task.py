@@ -149,7 +149,7 @@ async def test_a_timed_out_hit_job_leaves_no_child(server: _Server) -> None:
     assert multiprocessing.active_children() == []
 
 
-async def test_a_hard_stop_kills_the_child_and_releases_the_job(server: _Server) -> None:
+async def test_a_hard_stop_kills_the_child_and_uses_the_attempt(server: _Server) -> None:
     store, reg = MemoryStore(), Registry(include_global=False)
     args = {"url": server.url("/silent"), "requests": 1, "concurrency": 1, "timeout": 20}
     id = await _enqueue(store, reg, args)
@@ -166,7 +166,9 @@ async def test_a_hard_stop_kills_the_child_and_releases_the_job(server: _Server)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed and reaped
     rec = await store.get(id)
-    assert rec is not None and rec.status == "queued"  # released: a restart runs it again
+    # Cancelled at the end of the grace period: its only attempt is used (a job that always
+    # outlives the grace period must not run again after every restart).
+    assert rec is not None and (rec.status, rec.attempts) == ("dead", 1), rec
 
 
 async def test_a_killed_child_fails_the_job_with_a_clear_error(server: _Server) -> None:

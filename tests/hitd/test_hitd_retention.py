@@ -67,7 +67,7 @@ async def finished(store: MemoryStore, n: int, at: float) -> list[int]:
     """`n` jobs that succeeded at `at`, then one queued job (the newest, which is kept)."""
     ids = [id for id, _ in await store.enqueue([NewJob("t", {})] * n, at - 1)]
     await store.claim("w", n, at - 1, 30)
-    await store.finish([Outcome(i, "w", ok=True) for i in ids], at)
+    await store.finish([Outcome(i, "w", 1, "succeeded") for i in ids], at)
     await store.enqueue([NewJob("t", {}, run_at=at + 10 * HOUR)], at)
     return ids
 

@@ -257,10 +257,9 @@ async def test_room_freed_by_ending_jobs_wakes_the_claimer(store: Store, clock: 
     [blocker] = await enqueue(store, "block")
     for i in range(11):
         await enqueue(store, "count", args={"i": i})
-    # Room for 4 (2 running, 2 waiting), a poll that never comes, and a job that holds a
-    # worker throughout (so the runner is never empty): after the first claim, every claim
-    # is one that jobs ending woke.
-    async with make_runner(store, reg, clock, workers=2, queue_size=2, poll_s=3600) as runner:
+    # Two workers, a poll that never comes, and a job that holds a worker throughout (so the
+    # runner is never empty): after the first claim, every claim is one that jobs ending woke.
+    async with make_runner(store, reg, clock, workers=2, poll_s=3600) as runner:
         runner.notify()
         await all_done.wait()
         assert sorted(done) == list(range(11))
@@ -364,7 +363,13 @@ async def test_graceful_stop_finishes_running_jobs_and_releases_the_rest(
     await runner.start()
     runner.notify()
     await started.wait()
-    assert (await store.counts())["running"] == 4  # one runs, three wait for the worker
+    # One worker: one job claimed and running, three queued, never claimed ahead of it.
+    counts = await store.counts()
+    assert (counts["running"], counts["queued"]) == (1, 3)
+    before = [await rec(store, i) for i in ids]
+    assert [(r.status, r.attempts) for r in before] == [("running", 1)] + [("queued", 0)] * 3
+    assert before[0].started_at is not None
+    assert all(r.started_at is None for r in before[1:])
     stopping = asyncio.create_task(runner.stop())
     await asyncio.sleep(0)  # let stop() begin: it must wait for the running job
     assert not stopping.done()
@@ -373,12 +378,14 @@ async def test_graceful_stop_finishes_running_jobs_and_releases_the_rest(
     recs = [await rec(store, i) for i in ids]
     assert [(r.status, r.attempts) for r in recs] == [("succeeded", 1)] + [("queued", 0)] * 3
     assert all(r.worker is None and r.lease_until is None for r in recs[1:])
-    assert runner.statistics().released == 3
+    assert runner.statistics().claimed == 1
 
 
-async def test_stop_cancels_and_releases_jobs_past_the_grace_period(
+async def test_a_job_cancelled_at_the_end_of_the_grace_period_has_used_its_attempt(
     store: Store, clock: Clock
 ) -> None:
+    # Oban's rule: a job that always outlives the grace period is bounded by max_attempts,
+    # where giving the attempt back let it run again after every restart, forever.
     reg = Registry(include_global=False)
     started = asyncio.Event()
 
@@ -387,15 +394,19 @@ async def test_stop_cancels_and_releases_jobs_past_the_grace_period(
         started.set()
         await asyncio.Event().wait()
 
-    [id] = await enqueue(store, "forever")
-    runner = make_runner(store, reg, clock, workers=1)
-    await runner.start()
-    runner.notify()
-    await started.wait()
-    await runner.stop(grace_s=0.01)
-    r = await rec(store, id)
-    assert (r.status, r.attempts, r.worker) == ("queued", 0, None)
-    assert runner.statistics().released == 1
+    [id] = await enqueue(store, "forever", max_attempts=2)
+    for attempt in (1, 2):
+        started.clear()
+        runner = make_runner(store, reg, clock, workers=1)
+        await runner.start()
+        runner.notify()
+        await started.wait()
+        await runner.stop(grace_s=0.01)
+        r = await rec(store, id)
+        assert r.attempts == attempt and r.lease_until is None
+        assert r.error is not None and "grace period" in r.error
+        assert runner.statistics().interrupted == 1 and runner.statistics().released == 0
+        assert r.status == ("queued" if attempt == 1 else "dead")
 
 
 async def test_many_jobs_through_sqlite(tmp_path: Path, clock: Clock) -> None:
@@ -463,7 +474,7 @@ class RefusingStore(MemoryStore):
         self.refuse: int | None = None
 
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
-        if any(o.id == self.refuse and o.ok for o in outcomes):
+        if any(o.id == self.refuse and o.status == "succeeded" for o in outcomes):
             raise StoreError("invalid byte sequence")
         await super().finish(outcomes, now)
 
@@ -561,6 +572,25 @@ def test_bad_settings_name_the_field(kw: dict[str, Any], field: str) -> None:
     assert e.value.field == field
 
 
+async def test_jobs_handed_off_while_stopping_are_released_unstarted(
+    store: Store, clock: Clock
+) -> None:
+    # A handoff committed just as stop() began (the store's commit was already under way):
+    # the jobs never start, so they go back with their attempt unused.
+    runner = make_runner(store, Registry(include_global=False), clock, poll_s=3600)
+    await runner.start()
+    await runner.until_idle()
+    [id] = await enqueue(store, "hello")
+    [rec_] = await store.claim(runner.worker_name, 1, T0, 30)  # as the handoff's commit does
+    stopping = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0)  # stop() has begun
+    runner.deliver([id], [NewJob("hello", {}, T0)])
+    await stopping
+    r = await rec(store, id)
+    assert (rec_.attempts, r.status, r.attempts, r.worker) == (1, "queued", 0, None)
+    assert runner.statistics().released == 1
+
+
 async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
     tmp_path: Path, clock: Clock
 ) -> None:
@@ -568,11 +598,14 @@ async def test_fresh_jobs_are_handed_to_the_runner_in_their_enqueue(
     await store.open()
     try:
         async with make_runner(store, Registry(include_global=False), clock, workers=4) as runner:
+            await runner.until_idle()  # its first claim, at start, found nothing
             out = await store.enqueue(
                 [NewJob("hello", {"name": str(i)}, T0) for i in range(20)], T0
             )
-            # Claimed by the enqueue's own commit: held before any claim ran.
-            assert runner.statistics().held == 20 and runner.statistics().claimed == 20
+            # Claimed by the enqueue's own commit, as many as there are free workers: held
+            # before any claim ran. The rest waits in the store, `queued`.
+            assert runner.statistics().held == 4 and runner.statistics().claimed == 4
+            assert (await store.counts())["queued"] == 16
             await settle(runner)
             for id, _ in out:
                 r = await rec(store, id)
@@ -655,11 +688,44 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.claims = 0
         self.claimed = asyncio.Event()
+        self.took: list[tuple[int, int]] = []  # (limit, jobs returned) per claim
 
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         self.claims += 1
         self.claimed.set()
-        return await super().claim(worker, limit, now, lease_s)
+        got = await super().claim(worker, limit, now, lease_s)
+        self.took.append((limit, len(got)))
+        return got
+
+
+async def test_a_claim_asks_only_for_free_workers_and_refills_them_in_one_batch(
+    clock: Clock,
+) -> None:
+    store = CountingStore()
+    await store.open()
+    reg = Registry(include_global=False)
+    gate, four = asyncio.Event(), asyncio.Event()
+    started: list[int] = []
+
+    @reg.task
+    async def block(i: int) -> None:
+        started.append(i)
+        if len(started) == 4:
+            four.set()
+        await gate.wait()
+
+    for i in range(12):
+        await enqueue(store, "block", args={"i": i})
+    async with make_runner(store, reg, clock, workers=4, poll_s=3600) as runner:
+        runner.notify()
+        await four.wait()
+        assert store.took == [(4, 4)]  # four free workers: four jobs, not a prefetch
+        assert (await store.counts())["queued"] == 8
+        # The four end together: one claim refills all four, not four claims of one.
+        gate.set()
+        await runner.until_idle()
+        assert store.took == [(4, 4)] * 3  # and no claim for nothing: none is queued
+    await store.close()
 
 
 async def test_a_commit_claims_only_when_jobs_are_queued(clock: Clock) -> None:

@@ -29,14 +29,15 @@ async def ended(store: Store, new: NewJob, *, permanent: bool, now: float = T0) 
     [(id, _)] = await store.enqueue([new], now)
     [rec] = await store.claim("w", 1, now, 30)
     assert rec.id == id
-    await store.finish([Outcome(id, "w", False, error="boom", permanent=permanent)], now + 1)
+    status = "failed" if permanent else "dead"  # max_attempts 1 (`job`): the attempt is used
+    await store.finish([Outcome(id, "w", rec.attempts, status, error="boom")], now + 1)
     return id
 
 
 async def succeeded(store: Store, new: NewJob) -> int:
     [(id, _)] = await store.enqueue([new], T0)
     await store.claim("w", 1, T0, 30)
-    await store.finish([Outcome(id, "w", True, result=1)], T0 + 1)
+    await store.finish([Outcome(id, "w", 1, "succeeded", result=1)], T0 + 1)
     return id
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hitd import _store_fixtures
+from hitd._helpers import wait_for
 from hitpool import SpecError
 from hitpool.hitd import StoreError, StoreUnavailable
 from hitpool.hitd.store import NewJob, Outcome, Store
@@ -33,17 +34,34 @@ def job(task: str = "hello", run_at: float = T0, key: str | None = None, **kw: o
 EMPTY = dict.fromkeys(["queued", "running", "succeeded", "failed", "dead", "cancelled"], 0)
 
 
+# Outcomes as a runner sends them, for the attempt that ended (1 unless said).
+def ok(id: int, worker: str, result: Any = None, attempt: int = 1) -> Outcome:
+    return Outcome(id, worker, attempt, "succeeded", result)
+
+
+def retry(id: int, worker: str, run_at: float, error: str, attempt: int = 1) -> Outcome:
+    return Outcome(id, worker, attempt, "queued", error=error, run_at=run_at)
+
+
+def ended(id: int, worker: str, status: Any, error: str, attempt: int = 1) -> Outcome:
+    return Outcome(id, worker, attempt, status, error=error)
+
+
 class Taker:
     """A Handoff that records what it is given."""
 
     def __init__(self, room: int, fail: bool = False) -> None:
         self._room, self.fail, self.got = room, fail, list[tuple[int, NewJob]]()
+        self.announced = 0  # committed() calls: other processes' jobs announced
 
     worker = "w"
     lease_s = 9.0
 
     def room(self) -> int:
         return self._room - len(self.got)  # like a runner: what it was given takes room
+
+    def committed(self) -> None:
+        self.announced += 1
 
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         if self.fail:
@@ -79,18 +97,21 @@ class StoreContract:
         assert rec.args == {"name": "Zoë", "n": [1, {"a": None}]}
         assert (rec.created_at, rec.run_at, rec.key) == (T0, T0 + 5, "k1")
         assert (rec.started_at, rec.finished_at, rec.lease_until, rec.worker) == (None,) * 4
-        assert rec.to_json() == {
+        # Not due for 5 s: shown as scheduled, with when it is due; then queued.
+        assert rec.to_json(T0) == {
             "id": id,
             "task": "hello",
             "args": {"name": "Zoë", "n": [1, {"a": None}]},
-            "status": "queued",
+            "status": "scheduled",
             "attempts": 0,
             "result": None,
             "error": None,
             "created_at": "2027-01-15T08:00:00.000Z",
+            "run_at": "2027-01-15T08:00:05.000Z",
             "started_at": None,
             "finished_at": None,
         }
+        assert rec.to_json(T0 + 5)["status"] == "queued"
         assert await store.get(id + 1000) is None
 
     async def test_a_batch_without_keys_keeps_every_field(self, store: Store) -> None:
@@ -138,7 +159,7 @@ class StoreContract:
     async def test_a_finished_job_frees_its_key(self, store: Store) -> None:
         [(a, _)] = await store.enqueue([job(key="k")], T0)
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(a, "w1", ok=True, result=1)], T0 + 1)
+        await store.finish([ok(a, "w1", 1)], T0 + 1)
         [(b, created)] = await store.enqueue([job(key="k")], T0 + 2)
         assert created and b != a
         assert await store.cancel(b)
@@ -182,10 +203,10 @@ class StoreContract:
         [again] = await store.claim("w2", 1, T0 + 10, 10)
         assert (again.id, again.attempts, again.worker, again.started_at) == (id, 2, "w2", T0 + 10)
         # The first worker's late result is ignored: w2 owns the job now.
-        await store.finish([Outcome(id, "w1", ok=True, result="late")], T0 + 11)
+        await store.finish([ok(id, "w1", "late")], T0 + 11)
         rec = await store.get(id)
         assert rec is not None and rec.status == "running" and rec.result is None
-        await store.finish([Outcome(id, "w2", ok=True, result="mine")], T0 + 12)
+        await store.finish([ok(id, "w2", "mine", attempt=2)], T0 + 12)
         rec = await store.get(id)
         assert rec is not None
         assert (rec.status, rec.result, rec.attempts) == ("succeeded", "mine", 2)
@@ -217,19 +238,19 @@ class StoreContract:
         await store.claim("w1", 4, T0, 30)
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=True, result={"ok": [1, 2]}),
-                Outcome(ids[1], "w1", ok=False, error="boom", retry_at=T0 + 7),
-                Outcome(ids[2], "w1", ok=False, error="bad args"),
-                Outcome(ids[3], "w1", ok=True),
+                ok(ids[0], "w1", {"ok": [1, 2]}),
+                retry(ids[1], "w1", T0 + 7, "boom"),
+                ended(ids[2], "w1", "failed", "bad args"),
+                ok(ids[3], "w1"),
             ],
             T0 + 1,
         )
         recs = [await store.get(i) for i in ids]
         assert [r.status for r in recs if r] == ["succeeded", "queued", "failed", "succeeded"]
-        ok, retry, failed, _ = (r for r in recs if r)
-        assert (ok.result, ok.error, ok.finished_at) == ({"ok": [1, 2]}, None, T0 + 1)
-        assert ok.lease_until is None
-        assert (retry.error, retry.run_at, retry.attempts, retry.finished_at) == (
+        done, retried, failed, _ = (r for r in recs if r)
+        assert (done.result, done.error, done.finished_at) == ({"ok": [1, 2]}, None, T0 + 1)
+        assert done.lease_until is None
+        assert (retried.error, retried.run_at, retried.attempts, retried.finished_at) == (
             "boom",
             T0 + 7,
             1,
@@ -259,7 +280,7 @@ class StoreContract:
         ids = [id for id, _ in await store.enqueue([job() for _ in results], T0)]
         await store.claim("w1", len(ids), T0, 30)
         await store.finish(
-            [Outcome(id, "w1", ok=True, result=r) for id, r in zip(ids, results, strict=True)],
+            [ok(id, "w1", r) for id, r in zip(ids, results, strict=True)],
             T0 + 1,
         )
         got = [await store.get(id) for id in ids]
@@ -272,10 +293,10 @@ class StoreContract:
         await store.claim("w2", 2, T0, 30)
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=True, result=1),
-                Outcome(ids[2], "w2", ok=True, result=2),
-                Outcome(ids[3], "w2", ok=False, error="boom", retry_at=T0 + 5),
-                Outcome(ids[1], "w2", ok=True, result=3),  # held by w1: ignored
+                ok(ids[0], "w1", 1),
+                ok(ids[2], "w2", 2),
+                retry(ids[3], "w2", T0 + 5, "boom"),
+                ok(ids[1], "w2", 3),  # held by w1: ignored
             ],
             T0 + 1,
         )
@@ -293,7 +314,7 @@ class StoreContract:
         await store.claim("w1", 1, T0, 30)
         cycle: list[object] = []
         cycle.append(cycle)
-        await store.finish([Outcome(id, "w1", ok=True, result=cycle)], T0 + 1)
+        await store.finish([ok(id, "w1", cycle)], T0 + 1)
         rec = await store.get(id)
         assert rec is not None and rec.status == "succeeded"
         assert rec.result in (cycle, "[[...]]")  # memory keeps the object itself
@@ -305,7 +326,7 @@ class StoreContract:
         odd = {"name": "a\ud800b", "nul": "x\x00y"}
         out = await store.enqueue([job(**odd), job(run_at=None, **odd)], T0)
         await store.claim("w1", 2, T0, 30)
-        await store.finish([Outcome(id, "w1", ok=True, result=odd) for id, _ in out], T0 + 1)
+        await store.finish([ok(id, "w1", odd) for id, _ in out], T0 + 1)
         for id, _ in out:
             rec = await store.get(id)
             assert rec is not None and (rec.status, rec.args, rec.result) == ("succeeded", odd, odd)
@@ -318,9 +339,9 @@ class StoreContract:
         (a, _), (b, _), (c, _) = out
         await store.finish(
             [
-                Outcome(a, "w1", ok=False, error="cannot parse r\udce9sum\udce9.csv"),
-                Outcome(b, "w1", ok=False, error="a\x00b", retry_at=T0 + 5),
-                Outcome(c, "w1", ok=True, result="fine"),
+                ended(a, "w1", "failed", "cannot parse r\udce9sum\udce9.csv"),
+                retry(b, "w1", T0 + 5, "a\x00b"),
+                ok(c, "w1", "fine"),
             ],
             T0 + 1,
         )
@@ -337,17 +358,36 @@ class StoreContract:
     async def test_a_failure_on_the_last_attempt_is_dead(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([NewJob("hello", {}, T0, max_attempts=1)], T0)
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(id, "w1", ok=False, error="boom")], T0 + 1)
+        await store.finish([ended(id, "w1", "dead", "boom")], T0 + 1)
         rec = await store.get(id)
         assert rec is not None and (rec.status, rec.error, rec.attempts) == ("dead", "boom", 1)
 
-    async def test_a_retry_on_the_last_attempt_is_refused_and_dead(self, store: Store) -> None:
+    async def test_finish_writes_the_status_it_is_given(self, store: Store) -> None:
+        # The lifecycle is decided by the runner (hitpool.hitd.lifecycle); a store keeps no
+        # copy of the rules: a retry asked for on the last attempt is written as a retry.
         [(id, _)] = await store.enqueue([NewJob("x", {}, T0, max_attempts=1)], T0)
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(id, "w1", ok=False, error="boom", retry_at=T0 + 5)], T0)
+        await store.finish([retry(id, "w1", T0 + 5, "boom")], T0)
         r = await store.get(id)
-        assert r is not None and (r.status, r.attempts, r.finished_at) == ("dead", 1, T0)
-        assert store.queued_estimate() == 0 and (await store.counts())["dead"] == 1
+        assert r is not None and (r.status, r.attempts, r.run_at) == ("queued", 1, T0 + 5)
+        assert store.queued_estimate() == 1
+
+    async def test_the_attempt_fences_a_finish(self, store: Store) -> None:
+        # The same worker name on a later attempt (a lease that expired and was claimed back
+        # by the same runner): the earlier attempt's late outcome must not land on it.
+        [(id, _)] = await store.enqueue([job()], T0)
+        await store.claim("w1", 1, T0, 10)
+        [again] = await store.claim("w1", 1, T0 + 10, 10)
+        assert again.attempts == 2
+        await store.finish([ok(id, "w1", "first attempt", attempt=1)], T0 + 11)
+        r = await store.get(id)
+        assert r is not None and (r.status, r.result) == ("running", None)
+        await store.finish([ended(id, "w1", "failed", "late", attempt=1)], T0 + 11)
+        await store.finish([retry(id, "w1", T0 + 20, "late", attempt=1)], T0 + 11)
+        assert await store.counts() == {**EMPTY, "running": 1}
+        await store.finish([ok(id, "w1", "second attempt", attempt=2)], T0 + 12)
+        r = await store.get(id)
+        assert r is not None and (r.status, r.result) == ("succeeded", "second attempt")
 
     async def test_a_permanent_failure_is_failed_even_on_the_last_attempt(
         self, store: Store
@@ -357,8 +397,8 @@ class StoreContract:
         await store.claim("w1", 2, T0, 30)
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=False, error="bad args", permanent=True),
-                Outcome(ids[1], "w1", ok=False, error="boom"),
+                ended(ids[0], "w1", "failed", "bad args"),
+                ended(ids[1], "w1", "dead", "boom"),
             ],
             T0 + 1,
         )
@@ -368,9 +408,9 @@ class StoreContract:
 
     async def test_finish_by_someone_else_is_ignored(self, store: Store) -> None:
         [(id, _)] = await store.enqueue([job()], T0)
-        await store.finish([Outcome(id, "w1", ok=True)], T0)  # not even claimed
+        await store.finish([ok(id, "w1")], T0)  # not even claimed
         await store.claim("w1", 1, T0, 30)
-        await store.finish([Outcome(id, "w2", ok=False, error="x")], T0)
+        await store.finish([ended(id, "w2", "failed", "x")], T0)
         rec = await store.get(id)
         assert rec is not None and (rec.status, rec.worker) == ("running", "w1")
 
@@ -427,9 +467,9 @@ class StoreContract:
         assert store.queued_estimate() == 1
         await store.finish(
             [
-                Outcome(ids[0], "w1", ok=True),
-                Outcome(ids[1], "w1", ok=False, error="e", retry_at=T0 + 1),
-                Outcome(ids[2], "w1", ok=False, error="e"),
+                ok(ids[0], "w1"),
+                retry(ids[1], "w1", T0 + 1, "e"),
+                ended(ids[2], "w1", "failed", "e"),
             ],
             T0,
         )
@@ -466,12 +506,12 @@ class StoreContract:
         await check()
         await store.finish(
             [
-                Outcome(got[0].id, "w1", ok=True),
-                Outcome(got[1].id, "w1", ok=False, error="x", retry_at=T0 + 1),
-                Outcome(got[2].id, "w1", ok=False, error="x"),  # max 1: dead
-                Outcome(got[3].id, "w1", ok=False, error="x"),  # max 2: failed
-                Outcome(got[4].id, "w1", ok=False, error="x", permanent=True),
-                Outcome(got[5].id, "nobody", ok=True),  # not held: no move
+                ok(got[0].id, "w1"),
+                retry(got[1].id, "w1", T0 + 1, "x"),
+                ended(got[2].id, "w1", "dead", "x"),  # max 1
+                ended(got[3].id, "w1", "failed", "x"),  # max 2: a permanent error
+                ended(got[4].id, "w1", "failed", "x"),
+                ok(got[5].id, "nobody"),  # not held: no move
             ],
             T0,
         )
@@ -490,10 +530,10 @@ class StoreContract:
         a, b, c, d, e, f = (id for id, _ in await store.enqueue(new, T0))
         assert await store.cancel(f, T0 + 4)
         await store.claim("w", 5, T0, 30)  # a..e run; e stays running
-        await store.finish([Outcome(a, "w", ok=True)], T0 + 1)
-        await store.finish([Outcome(b, "w", ok=False, error="x", permanent=True)], T0 + 2)
-        await store.finish([Outcome(c, "w", ok=False, error="x")], T0 + 3)  # dead
-        await store.finish([Outcome(d, "w", ok=True)], T0 + 50)  # finished recently
+        await store.finish([ok(a, "w")], T0 + 1)
+        await store.finish([ended(b, "w", "failed", "x")], T0 + 2)
+        await store.finish([ended(c, "w", "dead", "x")], T0 + 3)
+        await store.finish([ok(d, "w")], T0 + 50)  # finished recently
         g, h = (id for id, _ in await store.enqueue([job(), job(run_at=T0 + 100)], T0 + 5))
         assert await store.purge(T0 + 1, 100) == 0  # finished_at < before, strictly
         assert await store.purge(T0 + 10, 100) == 4
@@ -513,7 +553,7 @@ class StoreContract:
     async def test_purge_respects_the_limit_lowest_id_first(self, store: Store) -> None:
         ids = [id for id, _ in await store.enqueue([job() for _ in range(6)], T0)]
         await store.claim("w", 6, T0, 30)
-        await store.finish([Outcome(i, "w", ok=True) for i in ids[:5]], T0 + 1)
+        await store.finish([ok(i, "w") for i in ids[:5]], T0 + 1)
         assert await store.purge(T0 + 2, 0) == 0
         assert await store.purge(T0 + 2, 2) == 2
         assert [await store.get(i) is None for i in ids] == [True, True] + [False] * 4
@@ -526,7 +566,7 @@ class StoreContract:
     async def test_purge_keeps_the_newest_job_so_no_id_is_used_twice(self, store: Store) -> None:
         ids = [id for id, _ in await store.enqueue([job(), job()], T0)]
         await store.claim("w", 2, T0, 30)
-        await store.finish([Outcome(i, "w", ok=True) for i in ids], T0 + 1)
+        await store.finish([ok(i, "w") for i in ids], T0 + 1)
         assert await store.purge(T0 + 2, 10) == 1
         assert await store.get(ids[0]) is None and await store.get(ids[1]) is not None
         [(new, _)] = await store.enqueue([job()], T0 + 3)
@@ -538,7 +578,7 @@ class StoreContract:
     async def test_a_purged_jobs_key_is_free(self, store: Store) -> None:
         [(a, _)] = await store.enqueue([job(key="k")], T0)
         await store.claim("w", 1, T0, 30)
-        await store.finish([Outcome(a, "w", ok=True)], T0 + 1)
+        await store.finish([ok(a, "w")], T0 + 1)
         await store.enqueue([job()], T0 + 1)  # a newer job: `a` is not the newest
         assert await store.purge(T0 + 2, 10) == 1
         assert await store.get(a) is None
@@ -635,6 +675,48 @@ class HandoffContract:
         assert "handing 1 jobs to the runner failed" in caplog.text
 
 
+class PoisonContract:
+    """The SQL stores hold JSON as text: nothing that is not strict JSON goes in, and a row
+    that cannot be decoded (written by something else, or damaged) fails its job alone.
+    The subclass provides `plant(store, id, args_text)`, which writes the column directly."""
+
+    async def plant(self, store: Store, id: int, args_text: str) -> None:
+        raise NotImplementedError
+
+    @pytest.mark.parametrize("key", [None, "k"])  # the JSON path and the rows path
+    async def test_args_that_are_not_json_are_refused_not_stored(
+        self, store: Store, key: str | None
+    ) -> None:
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(StoreError, match="job 1 of the batch"):
+                await store.enqueue([job(), NewJob("x", {"v": [bad]}, T0, key=key)], T0)
+        assert await store.counts() == EMPTY
+
+    async def test_a_result_json_cannot_hold_is_stored_as_its_repr(self, store: Store) -> None:
+        ids = [id for id, _ in await store.enqueue([job(), job()], T0)]
+        await store.claim("w1", 2, T0, 30)
+        await store.finish([ok(ids[0], "w1", float("nan")), ok(ids[1], "w1", [1.5])], T0 + 1)
+        a, b = await store.get(ids[0]), await store.get(ids[1])
+        assert a is not None and b is not None
+        assert (a.status, a.result, b.result) == ("succeeded", "nan", [1.5])
+
+    @pytest.mark.parametrize("text", ['{"x": NaN}', "not json", "[1, 2]", '{"x": 1'])
+    async def test_a_row_that_cannot_be_decoded_fails_its_job_alone(
+        self, store: Store, text: str
+    ) -> None:
+        ids = [id for id, _ in await store.enqueue([job(i=i) for i in range(3)], T0)]
+        await self.plant(store, ids[1], text)
+        got = await store.claim("w1", 10, T0, 30)
+        assert [r.id for r in got] == [ids[0], ids[2]]
+        bad = await store.get(ids[1])  # readable back, with the reason
+        assert bad is not None and (bad.status, bad.args, bad.finished_at) == ("failed", {}, T0)
+        assert bad.error is not None and "args in the store cannot be decoded" in bad.error
+        assert (await store.counts())["failed"] == 1 and store.queued_estimate() == 0
+        # The claims after it are not held back.
+        [(later, _)] = await store.enqueue([job()], T0)
+        assert [r.id for r in await store.claim("w1", 10, T0, 30)] == [later]
+
+
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[Store]:
@@ -654,7 +736,12 @@ class TestMemoryStore(StoreContract):
         assert took.got == [] and (await store.counts())["queued"] == 1
 
 
-class TestSQLiteStore(StoreContract, HandoffContract):
+class TestSQLiteStore(StoreContract, HandoffContract, PoisonContract):
+    async def plant(self, store: Store, id: int, args_text: str) -> None:
+        assert isinstance(store, SQLiteStore)
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE jobs SET args = ? WHERE id = ?", (args_text, id))
+
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         s = SQLiteStore(tmp_path / "jobs.db")
@@ -740,7 +827,7 @@ class TestSQLiteStore(StoreContract, HandoffContract):
             await SQLiteStore(path).open()
 
 
-class TestSQLiteStoreRowByRow(StoreContract):
+class TestSQLiteStoreRowByRow(StoreContract, PoisonContract):
     """The row-by-row path (SQLite < 3.38, or batches with keys) keeps the same contract."""
 
     @pytest.fixture
@@ -749,6 +836,8 @@ class TestSQLiteStoreRowByRow(StoreContract):
         await s.open()
         yield s
         await s.close()
+
+    plant = TestSQLiteStore.plant
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -759,7 +848,19 @@ pg_url = _pg.pg_url  # the session fixture, registered in this module
 
 
 @pytest.mark.postgres
-class TestPostgreSQLStore(StoreContract, HandoffContract):
+class TestPostgreSQLStore(StoreContract, HandoffContract, PoisonContract):
+    async def plant(self, store: Store, id: int, args_text: str) -> None:
+        import asyncpg
+
+        from hitpool.hitd.store.postgresql import PostgreSQLStore
+
+        assert isinstance(store, PostgreSQLStore)
+        conn = await asyncpg.connect(store.url, server_settings={"search_path": store.schema})
+        try:
+            await conn.execute("UPDATE hitd_jobs SET args = $1 WHERE id = $2", args_text, id)
+        finally:
+            await conn.close()
+
     @pytest.fixture
     async def store(self, pg_url: str) -> AsyncIterator[Store]:
         async with _pg.fresh_schema(pg_url) as url:
@@ -808,8 +909,8 @@ class TestPostgreSQLStore(StoreContract, HandoffContract):
         try:
             reg = Registry(include_global=False)
             async with (
-                Runner(store, reg, workers=4, worker_name="a", queue_size=8) as a,
-                Runner(other, reg, workers=4, worker_name="b", queue_size=8) as b,
+                Runner(store, reg, workers=4, worker_name="a") as a,
+                Runner(other, reg, workers=4, worker_name="b") as b,
             ):
                 for i in range(20):
                     target = store if i % 2 else other
@@ -827,6 +928,56 @@ class TestPostgreSQLStore(StoreContract, HandoffContract):
         recs = [await store.get(id) for id in ids]
         assert all(r is not None and (r.status, r.attempts) == ("succeeded", 1) for r in recs)
         assert {r.worker for r in recs if r is not None} == {"a", "b"}
+
+    async def test_a_burst_one_process_cannot_start_wakes_another_and_estimates_follow(
+        self, store: Store
+    ) -> None:
+        """Finding 4: A (one busy worker) gets a burst; B (four workers, a poll that never
+        comes) is woken by A's NOTIFY and runs all of it; then A's queue-depth estimate,
+        behind its 429, follows B's claims down to 0."""
+        from hitpool.hitd.runner import Runner
+        from hitpool.hitd.store.postgresql import PostgreSQLStore
+        from hitpool.hitd.tasks import Registry
+
+        assert isinstance(store, PostgreSQLStore)
+        other = PostgreSQLStore(store.url + f"?schema={store.schema}")
+        await other.open()
+        reg = Registry(include_global=False)
+        gate, started, all_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        done: list[int] = []
+
+        @reg.task
+        async def block() -> None:
+            started.set()
+            await gate.wait()
+
+        @reg.task
+        async def count(i: int) -> None:
+            done.append(i)
+            if len(done) == 40:
+                all_done.set()
+
+        try:
+            async with (
+                Runner(store, reg, workers=1, worker_name="a", poll_s=3600) as a,
+                Runner(other, reg, workers=4, worker_name="b", poll_s=3600) as b,
+            ):
+                await asyncio.gather(a.until_idle(), b.until_idle())  # their first looks
+                await store.enqueue([NewJob("block", {})], time.time())
+                await started.wait()
+                burst = [NewJob("count", {"i": i}) for i in range(40)]
+                await store.enqueue(burst, time.time())
+                assert store.queued_estimate() == 40  # A's own commit, A's busy worker
+                await all_done.wait()
+                assert (a.statistics().completed, b.statistics().completed) == (0, 40)
+
+                async def drained() -> bool:
+                    return store.queued_estimate() == 0
+
+                await wait_for(drained, timeout=5, what="A's estimate to see B's claims")
+                gate.set()
+        finally:
+            await other.close()
 
     async def test_servers_opening_one_fresh_database_at_once_all_start(self, pg_url: str) -> None:
         # Replicas started together on a fresh database: the schema is created once.
@@ -935,7 +1086,7 @@ async def test_memory_store_forgets_old_finished_jobs_to_stay_bounded() -> None:
     store = MemoryStore(keep_finished=2)
     ids = [id for id, _ in await store.enqueue([job() for _ in range(5)], T0)]
     await store.claim("w", 5, T0, 30)
-    await store.finish([Outcome(i, "w", ok=True) for i in ids[:4]], T0)
+    await store.finish([ok(i, "w") for i in ids[:4]], T0)
     assert [await store.get(i) is not None for i in ids] == [False, False, True, True, True]
     assert (await store.counts())["succeeded"] == 4  # still counted
     # The lease heap still holds entries of forgotten jobs: they are skipped.
@@ -949,7 +1100,7 @@ async def test_memory_store_purge_uncounts_forgotten_jobs_as_they_grow_old() -> 
     await store.claim("w", 5, T0, 30)
     # Two forgotten in the first minute, one in the third; ids[3] still held, ids[4] running.
     for i, at in zip(ids[:4], (T0 + 1, T0 + 2, T0 + 130, T0 + 140), strict=True):
-        await store.finish([Outcome(i, "w", ok=i != ids[2], error="x")], at)
+        await store.finish([ok(i, "w") if i != ids[2] else ended(i, "w", "failed", "x")], at)
     assert await store.counts() == {**EMPTY, "running": 1, "succeeded": 3, "failed": 1}
     assert await store.purge(T0 + 2, 10) == 0  # the first minute ended at T0 + 2
     assert await store.purge(T0 + 100, 1) == 1  # a limit applies to them too

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitd import _store_fixtures
-from hitpool.hitd.lifecycle import can_transition
+from hitpool.hitd.lifecycle import can_transition, outcome_status
 from hitpool.hitd.store import JobRecord, NewJob, Outcome, Store
 from hitpool.hitd.store.memory import MemoryStore
 from hitpool.hitd.store.sqlite import SQLiteStore
@@ -52,7 +52,9 @@ ops = st.one_of(
         lambda w, picks: Op("finish", (w, picks)),
         st.sampled_from(WORKERS),
         st.lists(
-            st.tuples(st.integers(0, 20), st.sampled_from(["ok", "retry", "final", "perm"])),
+            st.tuples(
+                st.integers(0, 20), st.sampled_from(["ok", "retry", "final", "perm", "stale"])
+            ),
             max_size=4,
         ),
     ),
@@ -101,12 +103,21 @@ async def apply(store: Store, op: Op, now: float, known: list[int], held: list[i
         outcomes = []
         for i, kind in picks:
             id = pick(i)
-            if kind == "ok":
-                outcomes.append(Outcome(id, worker, ok=True, result={"ok": [1, "x"]}))
-            elif kind == "retry":
-                outcomes.append(Outcome(id, worker, ok=False, error="e", retry_at=now + 3))
-            else:
-                outcomes.append(Outcome(id, worker, ok=False, error="e", permanent=kind == "perm"))
+            # The attempt and the status as a runner would send them (the lifecycle's rule),
+            # or, for "stale", an earlier attempt's outcome that the fence must refuse.
+            r = await store.get(id)
+            attempt = 0 if r is None else r.attempts
+            if kind == "stale":
+                outcomes.append(Outcome(id, worker, attempt - 1, "succeeded", {"stale": 1}))
+                continue
+            ok, permanent = kind == "ok", kind == "perm"
+            run_at = now + 3 if kind == "retry" else None
+            max_attempts = 1 if r is None else r.max_attempts
+            status = outcome_status(ok, run_at, attempt, max_attempts, permanent)
+            result = {"ok": [1, "x"]} if ok else None
+            outcomes.append(
+                Outcome(id, worker, attempt, status, result, None if ok else "e", run_at)
+            )
         # One outcome per job in a batch, as a runner sends them.
         unique = list({o.id: o for o in outcomes}.values())
         return await store.finish(unique, now)

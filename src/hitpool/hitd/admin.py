@@ -90,10 +90,10 @@ def _text(params: dict[str, str], name: str) -> str | None:
     return text
 
 
-def job_json(record: JobRecord) -> dict[str, Any]:
-    """A job as the listing, the actions and the dashboard show it: `GET /jobs/{id}`'s body
-    (one function, so that they cannot drift from it)."""
-    return record.to_json()
+def job_json(record: JobRecord, now: float) -> dict[str, Any]:
+    """A job as the listing, the actions and the dashboard show it at `now`: `GET
+    /jobs/{id}`'s body (one function, so that they cannot drift from it)."""
+    return record.to_json(now)
 
 
 def parse_list(query: str) -> JobQuery:
@@ -163,12 +163,13 @@ class Admin:
             page = await self.store.list_jobs(q)
         except StoreError as e:
             return self._store_failed(e)
+        now = self.clock()
         nxt = None
         if page.next_before is not None:
             keep = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "before"]
             nxt = "/jobs?" + urlencode([*keep, ("before", str(page.next_before))])
         body = {
-            "jobs": [job_json(r) for r in page.jobs],
+            "jobs": [job_json(r, now) for r in page.jobs],
             "next": nxt,
             "next_before": page.next_before,
         }
@@ -182,7 +183,7 @@ class Admin:
             return self._store_failed(e)
         if outcome == "retried" and record is not None:
             self.notify()
-            return json_response(200, job_json(record))
+            return json_response(200, job_json(record, self.clock()))
         if outcome == "missing" or record is None:
             return error_response(404, f"no job {job_id}", "id")
         if record.status in RETRYABLE:

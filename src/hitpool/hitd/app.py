@@ -3,7 +3,7 @@
     POST   /work        the seed's collector: form or JSON {name, delay} -> 201 (task `hello`)
     POST   /jobs        a job object or an array of up to 1000 -> 202 {"id"} / {"ids"}
     GET    /jobs/{id}   the job
-    DELETE /jobs/{id}   cancel a queued job
+    DELETE /jobs/{id}   cancel a job that has not started
     GET    /healthz     liveness; 503 while draining
     GET    /metrics     Prometheus text
     GET    /stats       the same numbers as JSON
@@ -219,6 +219,8 @@ class App:
                 return self._not_allowed(req, "GET, HEAD")
             if self.draining:
                 return json_response(503, {"status": "draining"}, self._retry)
+            if (why := self.store.health()) is not None:
+                return json_response(503, {"status": "unavailable", "error": why}, self._retry)
             return json_response(200, {"status": "ok"})
         if path.startswith("/ui"):
             # The dashboard's pages: its login page and assets need no token, it checks the
@@ -430,20 +432,25 @@ class App:
             return error_response(503, f"the job store failed: {e}", "store", self._retry)
         if record is None:
             return error_response(404, f"no job {job_id}", "id")
-        return json_response(200, record.to_json())
+        return json_response(200, record.to_json(self.clock()))
 
     async def _cancel_job(self, job_id: int) -> Response:
+        """Cancels any job that has not started: queued or scheduled (the runner claims a job
+        only into a free worker, so a job not started is never held by one)."""
+        now = self.clock()
         try:
-            if await self.store.cancel(job_id, self.clock()):
+            if await self.store.cancel(job_id, now):
                 record = await self.store.get(job_id)
-                return json_response(200, record.to_json() if record else {"id": job_id})
+                return json_response(200, record.to_json(now) if record else {"id": job_id})
             record = await self.store.get(job_id)
         except StoreError as e:
             return error_response(503, f"the job store failed: {e}", "store", self._retry)
         if record is None:
             return error_response(404, f"no job {job_id}", "id")
         return error_response(
-            409, f"job {job_id} is {record.status}: only a queued job can be cancelled", "status"
+            409,
+            f"job {job_id} is {record.status}: only a job that has not started can be cancelled",
+            "status",
         )
 
     # --- numbers ----------------------------------------------------------------------------

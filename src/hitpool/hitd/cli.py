@@ -1,5 +1,9 @@
 """`hitd`: the command line. It parses argv (and the environment) into a `ServerConfig` and
-runs the server; nothing else. Bad input names the flag and the fix and exits 2.
+runs the server, or, for `hitd worker`, into a `WorkerConfig` and runs workers only; nothing
+else. Bad input names the flag and the fix and exits 2.
+
+    hitd [flags]                  intake and workers (`--workers 0`: intake only)
+    hitd worker --store URL ...   workers only, no HTTP listener
 
 Environment variables (a flag wins over its variable): MAX_WORKERS (--workers), MAX_QUEUE
 (--queue-size) -- the seeds' names -- HITD_STORE (--store), HITD_TOKEN (--token),
@@ -21,19 +25,21 @@ from ..durations import parse_seconds
 from .retention import DEFAULT_RETENTION
 from .server import DEFAULT_STORE, ServerConfig, run
 from .tasks import HitLimits
+from .worker import WorkerConfig, check_shared, run_worker
 
-__all__ = ["build_parser", "main", "parse_config"]
+__all__ = ["build_parser", "build_worker_parser", "main", "parse_config", "parse_worker_config"]
 
 
-def _positive_int(flag: str, example: str) -> Callable[[str], int]:
+def _positive_int(flag: str, example: str, minimum: int = 1) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = 0
-        if value < 1:
+            value = minimum - 1
+        if value < minimum:
+            what = "a positive" if minimum == 1 else f"a {minimum} or more"
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a positive whole number: use e.g. {flag} {example}"
+                f"{text!r} is not {what} whole number: use e.g. {flag} {example}"
             )
         return value
 
@@ -97,6 +103,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hitd: error: {message}\n")
 
 
+def _add_hit_caps(p: argparse.ArgumentParser) -> None:
+    """The `hit` task's server-side caps: checked where a job is submitted and where it runs."""
+    p.add_argument(
+        "--hit-max-requests",
+        type=_positive_int("--hit-max-requests", "1000000"),
+        default=1_000_000,
+        metavar="N",
+        help="most requests one `hit` job may send (default %(default)s)",
+    )
+    p.add_argument(
+        "--hit-max-duration",
+        type=_hit_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="longest `hit` job: its duration, or its requests at its rps (default 10m)",
+    )
+    p.add_argument(
+        "--hit-max-concurrency",
+        type=_positive_int("--hit-max-concurrency", "1000"),
+        default=1000,
+        metavar="N",
+        help="most connections of one `hit` job over all its processes (default %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="hitd",
@@ -109,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=_positive_int("--workers", "16"),
+        type=_positive_int("--workers", "16", minimum=0),
         metavar="N",
-        help="jobs run at once (env MAX_WORKERS; default 16)",
+        help="jobs run at once; 0: intake only, for `hitd worker` processes on a shared "
+        "PostgreSQL store (env MAX_WORKERS; default 16)",
     )
     p.add_argument(
         "--queue-size",
@@ -123,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         metavar="URL",
         help="where jobs live: sqlite:///relative.db or sqlite:////absolute.db (durable: WAL, "
-        "synchronous=FULL), or memory:// (jobs die with the process) "
+        "synchronous=FULL; one process), postgresql://user@host:port/db (shared by intakes "
+        "and workers), or memory:// (jobs die with the process) "
         f"(env HITD_STORE; default {DEFAULT_STORE})",
     )
     p.add_argument(
@@ -195,27 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a connection that sends nothing is closed after this, not after the keep-alive "
         "timeout (default %(default)s)",
     )
-    p.add_argument(
-        "--hit-max-requests",
-        type=_positive_int("--hit-max-requests", "1000000"),
-        default=1_000_000,
-        metavar="N",
-        help="most requests one `hit` job may send (default %(default)s)",
-    )
-    p.add_argument(
-        "--hit-max-duration",
-        type=_hit_duration,
-        default=600.0,
-        metavar="DURATION",
-        help="longest `hit` job: its duration, or its requests at its rps (default 10m)",
-    )
-    p.add_argument(
-        "--hit-max-concurrency",
-        type=_positive_int("--hit-max-concurrency", "1000"),
-        default=1000,
-        metavar="N",
-        help="most connections of one `hit` job over all its processes (default %(default)s)",
-    )
+    _add_hit_caps(p)
     p.add_argument(
         "--hit-allow-self",
         action="store_true",
@@ -238,17 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_int(env: Mapping[str, str], name: str, flag: str) -> int | None:
+def _env_int(env: Mapping[str, str], name: str, flag: str, minimum: int = 1) -> int | None:
     text = env.get(name)
     if text is None or text == "":
         return None
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise SpecError(name, f"{text!r} is not a positive whole number (it sets {flag})")
+        value = minimum - 1
+    if value < minimum:
+        what = "a positive" if minimum == 1 else f"a {minimum} or more"
+        raise SpecError(name, f"{text!r} is not {what} whole number (it sets {flag})")
     return value
+
+
+def _first(*values: int | None, default: int) -> int:
+    """The first value given (a flag before its variable); 0 counts as given."""
+    return next((v for v in values if v is not None), default)
 
 
 def _env_retention(env: Mapping[str, str]) -> float:
@@ -262,13 +281,15 @@ def _env_retention(env: Mapping[str, str]) -> float:
 def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerConfig:
     """argv + environment -> ServerConfig. Exits 2 (argparse) or raises SpecError."""
     args = build_parser().parse_args(argv)
-    workers = args.workers or _env_int(env, "MAX_WORKERS", "--workers") or 16
+    workers = _first(args.workers, _env_int(env, "MAX_WORKERS", "--workers", 0), default=16)
     queue_size = args.queue_size or _env_int(env, "MAX_QUEUE", "--queue-size") or 100_000
     store = args.store or env.get("HITD_STORE") or DEFAULT_STORE
     token = args.token if args.token is not None else env.get("HITD_TOKEN") or None
     if token is not None and not token.strip():
         raise SpecError("--token", "an empty token: give a secret, or leave the flag out")
     retention_s = args.retention if args.retention is not None else _env_retention(env)
+    if workers == 0:
+        check_shared(store, "--workers 0 (intake only)")
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -295,16 +316,106 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
     )
 
 
+def build_worker_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hitd worker",
+        description="Workers only, no HTTP listener: run the jobs that intakes (hitd, "
+        "hitd --workers 0) commit to a shared PostgreSQL store. SIGTERM drains.",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="the store shared with the intakes: postgresql://user@host:port/db[?schema=name] "
+        "(env HITD_STORE)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int("--workers", "16"),
+        metavar="N",
+        help="jobs run at once (env MAX_WORKERS; default 16)",
+    )
+    p.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE for its @hitpool.task functions (repeatable)",
+    )
+    p.add_argument(
+        "--allow-target",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a host the `hit` task may load-test (repeatable; loopback only by default)",
+    )
+    _add_hit_caps(p)
+    p.add_argument(
+        "--grace",
+        type=_seconds("--grace"),
+        metavar="SECONDS",
+        default=30.0,
+        help="on SIGTERM, seconds running jobs get to finish (default %(default)s)",
+    )
+    p.add_argument(
+        "--lease",
+        type=_seconds("--lease"),
+        metavar="SECONDS",
+        default=30.0,
+        help="seconds a worker holds a job between renewals; a job whose worker died runs "
+        "again after it (default %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log level (default %(default)s)",
+    )
+    return p
+
+
+def parse_worker_config(argv: Sequence[str], env: Mapping[str, str]) -> WorkerConfig:
+    """`hitd worker` argv + environment -> WorkerConfig. Exits 2 (argparse) or raises
+    SpecError."""
+    args = build_worker_parser().parse_args(argv)
+    store = args.store or env.get("HITD_STORE")
+    if not store:
+        raise SpecError(
+            "--store", "hitd worker needs the store the intakes use: --store postgresql://..."
+        )
+    check_shared(store, "hitd worker")
+    return WorkerConfig(
+        store=store,
+        workers=_first(args.workers, _env_int(env, "MAX_WORKERS", "--workers"), default=16),
+        tasks=tuple(args.tasks),
+        allow_targets=tuple(args.allow_target),
+        grace_s=args.grace,
+        lease_s=args.lease,
+        log_level=args.log_level,
+        hit_limits=HitLimits(
+            max_requests=args.hit_max_requests,
+            max_duration_s=args.hit_max_duration,
+            max_concurrency=args.hit_max_concurrency,
+        ),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    worker = bool(argv) and argv[0] == "worker"
     try:
-        config = parse_config(argv, os.environ)
+        config = (
+            parse_worker_config(argv[1:], os.environ) if worker else parse_config(argv, os.environ)
+        )
     except SpecError as e:
-        print(f"hitd: error: {e.field}: {e.message}", file=sys.stderr)
+        field = e.field if e.field.startswith("--") or e.field.isupper() else f"--{e.field}"
+        print(f"hitd: error: {field}: {e.message}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if isinstance(config, WorkerConfig):
+        return run_worker(config)
     return run(config)
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .._errors import DispatcherClosed
-from .apart import apart
 from .errors import StoreError
+from .halves import retry_in_halves
 from .store.base import NewJob, Store
 
 __all__ = ["Answer", "Ids", "Intake", "IntakeStatistics"]
@@ -165,7 +165,7 @@ class Intake:
 
     async def _commit(self, jobs: list[NewJob], waiters: list[Waiter]) -> None:
         """Commit `jobs` and answer `waiters`: 202s, or 503s if the store failed. A batch the
-        store refused is committed again in halves (`apart`): one request it cannot take
+        store refused is committed again in halves (`retry_in_halves`): one request it cannot take
         (a text it cannot encode, say) must not fail every other client's jobs with it."""
         try:
             try:
@@ -180,7 +180,7 @@ class Intake:
                     for w in waiters:
                         parts.append((w, jobs[start : start + w[1]]))
                         start += w[1]
-                    left = await apart(parts, exc, self._enqueue_parts, self._refuse)
+                    left = await retry_in_halves(parts, exc, self._enqueue_parts, self._refuse)
                     self._fail([w for w, _ in left], exc)
                 else:
                     await self._refuse((waiters[0], jobs), exc)

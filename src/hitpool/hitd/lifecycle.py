@@ -4,11 +4,19 @@
                   │ ^                │ │ └─error, attempts left──> queued (run_at = now + backoff)
            cancel │ │ release /      │ └──error, attempts used──> dead
                   v │ lease expired  └────permanent error────────> failed
-              cancelled  (attempt not counted on release; counted when the lease expired)
+              cancelled  (attempt not counted on release; counted when the lease expired,
+                          and when a stop's grace period ended with the job still running)
 
-- `attempts` counts claims: it is incremented when a worker takes the job, so a job whose
-  worker died mid-run shows attempts == 2 on its second run. `release` (graceful shutdown)
-  gives the attempt back.
+`queued` holds every job that has not started: shown as `scheduled` while it is not due
+(`store.base.shown_status`), and cancellable until it starts.
+
+- `attempts` counts claims: it is incremented when a worker takes the job (a runner claims
+  only into free workers, so a claimed job starts at once), and a job whose worker died
+  mid-run shows attempts == 2 on its second run. `release` gives the attempt back to a job
+  claimed that never started (graceful shutdown); a job cancelled at the end of the grace
+  period has used its attempt, and runs again only while attempts are left.
+- The runner decides how an attempt ends (`outcome_status`) and the store writes that
+  status, fenced by the attempt number: rules in one place, not in each backend's SQL.
 - A failure is retried while `attempts < max_attempts`; the retry waits an exponential backoff
   with jitter. When the attempts are used up the job is `dead`. A permanent failure (bad
   arguments, unknown task) is `failed` at once, without using up the attempts.
@@ -21,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .store.base import JobStatus
+from .store.base import JobStatus, OutcomeStatus
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     "queued": frozenset({"running", "cancelled"}),
@@ -93,8 +101,9 @@ class RetryPolicy:
 
 def outcome_status(
     ok: bool, retry_at: float | None, attempts: int, max_attempts: int, permanent: bool = False
-) -> JobStatus:
-    """The status a store writes for a finished attempt (see `Outcome`)."""
+) -> OutcomeStatus:
+    """The status a job takes when its attempt number `attempts` ends: the one place this is
+    decided. The runner puts it in the `Outcome`; stores only write it."""
     if ok:
         return "succeeded"
     if permanent:

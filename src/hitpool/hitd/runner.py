@@ -1,24 +1,27 @@
-"""The workers of hitd: claim due jobs in batches, run them on a Dispatcher, record outcomes.
+"""The workers of hitd: claim due jobs into free workers, run them, record outcomes.
 
-    store ──claim(batch)──> held, pending ──> drainers on a Dispatcher(workers) ──> outcome
-      ^                      │ renew every lease_s/3                                 │
-      └──────────── finish(batch) <──────────────────────────────────────────────────┘
+    store ──claim(free workers)──> Dispatcher(workers) ──> outcome ──finish(batch)──> store
+      ^        │ held: renewed every lease_s / 3                                       │
+      └────────┴────────────── a job ending frees its worker: claim again ─────────────┘
 
-Claimed jobs wait in `pending`, a deque, and run on drainers: Dispatcher jobs that each run
-pending jobs one after another until none is left. A drainer that takes a job while more
-wait starts one more drainer (at most one on its way, at most `workers` in all), so jobs
-that suspend spread over the workers, and jobs that do not run back to back on one. A
-Dispatcher job per hitd job cost a handle, a worker-loop turn and a coroutine each: with
-drainers a burst of jobs costs a couple of Dispatcher jobs.
+Invariant: jobs claimed and not yet run to an outcome (`_active`) never outnumber the
+workers. A claim asks for at most the free workers (Oban's `demand = limit - running`,
+River's "never fetch more jobs than free worker slots"), and so does the handoff of fresh
+jobs from an enqueue (`room()`). So a claimed job starts at once, which is why the store
+may mark it `running`, set `started_at` and count its attempt when it is claimed, and
+every job not started yet stays `queued` in the store, where any process can claim it,
+`DELETE` can cancel it and the queue-size bound counts it. Each claimed job is one job on
+the runner's `Dispatcher`, which has exactly `workers` workers.
 
 Three tasks, all owned by the runner and ended by `stop()`:
 
-- the claimer takes up to `claim_batch` due jobs in one `claim()` when there is room (at
-  most `workers + queue_size` jobs claimed and not yet run). It wakes on `committed()` (the
-  HTTP side calls it after a commit) and when jobs end and free room, and then claims only
-  if the store holds queued jobs; every `poll_s` (and on `notify()`) it claims regardless,
-  for expired leases and other processes' jobs. A job whose outcome waits for its commit
-  takes no room, so the next claim rides in the same transaction as that finish;
+- the claimer claims up to the free workers (at most `claim_batch`) in one `claim()`. It
+  wakes when a job ends or a commit (`committed()`, the HTTP side's hook) adds jobs, and
+  claims only if the store holds queued jobs beyond those the last claim left as not due;
+  every `poll_s` (and on `notify()`) it claims regardless, for expired leases and for
+  other processes' jobs. A job whose outcome waits for its commit frees its worker, so the
+  next claim rides in the same transaction as that finish, and while one claim is under
+  way the workers freed meanwhile wait for the next: claims grow with the load;
 - the finisher records outcomes with one `finish()` per batch: while one commit is in the disk
   the next outcomes pile up, so the batch grows with the load;
 - the renewer extends the leases of every held job every `lease_s / 3`.
@@ -31,23 +34,26 @@ whose process is gone (the server crashed and was restarted) have their leases e
 once (`recover()`), so they run again now instead of `lease_s` later. Elsewhere the lease
 decides.
 
-Graceful stop: claim nothing more, release (`release()`) claimed jobs that have not started,
-let running jobs finish within `grace_s`, cancel and release those still running after it.
+Graceful stop: claim nothing more and start nothing more; release (`release()`, the
+attempt not counted) the jobs claimed that had not started; let running jobs finish within
+`grace_s`; a job still running after it is cancelled and has used its attempt: it is
+queued again if attempts are left, else dead (Oban's rule: a job that always outlives the
+grace period is bounded by `max_attempts`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import contextvars
+import enum
 import functools
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
@@ -56,18 +62,22 @@ from typing import Any
 
 from .._errors import SpecError
 from ..dispatcher import Dispatcher, Job
-from .apart import apart
 from .errors import UnknownTask
-from .lifecycle import RetryPolicy
+from .halves import retry_in_halves
+from .lifecycle import RetryPolicy, outcome_status
 from .metrics import HistogramSnapshot, RunTimeHistogram
 from .store.base import JobRecord, NewJob, Outcome, Store
 from .tasks import Registry, TaskDef, current_worker
 
-__all__ = ["Runner", "RunnerStatistics"]
+__all__ = ["Runner", "RunnerState", "RunnerStatistics"]
 
 log = logging.getLogger("hitpool.hitd.runner")
 
 DEFAULT_RETRY = RetryPolicy(base=1.0, cap=300.0)
+
+# A claimed job on its way to a worker: id, the job (a record, or as submitted when handed
+# off from its enqueue), its attempt, and whether its arguments were checked at submit.
+Claimed = tuple[int, "JobRecord | NewJob", int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +87,14 @@ class RunnerStatistics:
     workers: int
     busy: int  # workers running a job now
     held: int  # jobs claimed whose outcome is not committed yet
-    claimed: int  # claims (attempts started or waiting for a worker)
+    claimed: int  # jobs claimed (each starts on a free worker at once)
     completed: int  # attempts that succeeded
     failed: int  # attempts that failed: retried + dead + permanent
     retried: int  # failures queued again after a backoff
     dead: int  # failures on the last attempt
     permanent: int  # failures no retry can fix (unknown task, bad arguments)
-    released: int  # jobs given back on graceful stop
+    released: int  # jobs given back unstarted on graceful stop (attempt not used)
+    interrupted: int  # jobs cancelled at the end of the stop's grace period (attempt used)
     run_time: HistogramSnapshot
 
 
@@ -111,6 +122,16 @@ def is_gone(worker: str, host: str) -> bool:
     return False
 
 
+class RunnerState(enum.Enum):
+    """The runner's lifecycle, one state (`Runner.state`), in this order only."""
+
+    NEW = "new"  # not started
+    RUNNING = "running"  # claims and runs jobs
+    DRAINING = "draining"  # stop() under way: claims and starts nothing; running jobs end
+    CLOSING = "closing"  # the workers are stopped: last outcomes recorded, the rest released
+    STOPPED = "stopped"
+
+
 class Runner:
     """Runs the jobs of a store. ``async with Runner(store, registry, workers=8):``."""
 
@@ -120,7 +141,6 @@ class Runner:
         registry: Registry,
         *,
         workers: int = 8,
-        queue_size: int | None = None,
         lease_s: float = 30.0,
         worker_name: str | None = None,
         poll_s: float = 1.0,
@@ -147,15 +167,7 @@ class Runner:
         self._store = store
         self._registry = registry
         self._workers = workers
-        # Claimed jobs waiting for a worker (the prefetch). Deeper means bigger claim batches
-        # and fewer transactions: measured with 16 workers on SQLite, a prefetch of 64 ran
-        # 12.6k jobs/s, 1024 ran 21.5k jobs/s. Not the HTTP 429 limit: that one counts jobs
-        # waiting in the store.
-        self._queue_size = max(8 * workers, 512) if queue_size is None else max(1, queue_size)
-        self._capacity = workers + self._queue_size
         self._claim_batch = max(1, claim_batch)
-        # Claim when this much room is free (or nothing is held): batches, not a claim per job.
-        self._claim_min = max(1, min(self._claim_batch, self._capacity // 2))
         self._lease_s = lease_s
         self.worker_name = worker_name or default_worker_name()
         self._poll_s = poll_s
@@ -166,33 +178,31 @@ class Runner:
         self._recover = recover
         self._args_checked = args_checked
 
+        self._state = RunnerState.NEW
+        # `state is RUNNING`, read once per job; written only by `_set_state`.
+        self._open = False
         self._held: set[int] = set()  # ids of the jobs claimed whose outcome is not committed
-        # Claimed jobs not yet run to an outcome: what takes room. A job whose outcome waits
-        # for its finish() commit no longer takes room, so the next claim can share that
-        # commit (the writer merges them) instead of waiting for it.
+        # Of those, the ids not started yet (claimed, on their way to a worker): what stop()
+        # releases with their attempt given back.
+        self._waiting: set[int] = set()
+        # Invariant: 0 <= _active <= workers. Jobs claimed and not yet run to an outcome. A
+        # job whose outcome waits for its finish() commit no longer counts, so the next
+        # claim can share that commit instead of waiting for it.
         self._active = 0
         self._outcomes: list[Outcome] = []
-        # Claimed jobs not started: (id, record or job as submitted, attempt, args checked).
-        self._pending: collections.deque[tuple[int, JobRecord | NewJob, int, bool]] = (
-            collections.deque()
-        )
-        self._drainers = 0  # drainers dispatched and not ended
-        self._starting = 0  # of those, dispatched and not started yet (at most one)
         # Worker IDs 1..N, popped from the end: each Dispatcher worker takes one at its first
-        # job and keeps it (see `_drain`).
+        # job and keeps it (see `_run`).
         self._slots = list(range(workers, 0, -1))
         self._pool: Dispatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()  # claimer: new jobs, room, or stop
+        self._wake = asyncio.Event()  # claimer: new jobs, free workers, or stop
         self._flush = asyncio.Event()  # finisher: outcomes to record, or stop
         self._idle = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._polled = True  # the first claim looks for expired leases and waiting jobs
         self._next_poll = 0.0  # loop time of the next poll (set at start)
         self._not_due = 0  # queued jobs the last claim left because they were not due
-        self._stopping = False
-        self._draining = False
-        self._finisher_done = False
 
         self._claimed = 0
         self._completed = 0
@@ -201,7 +211,16 @@ class Runner:
         self._dead = 0
         self._permanent = 0
         self._released = 0
+        self._interrupted = 0
         self._hist = RunTimeHistogram()
+
+    def _set_state(self, state: RunnerState) -> None:
+        self._state = state
+        self._open = state is RunnerState.RUNNING
+
+    @property
+    def state(self) -> RunnerState:
+        return self._state
 
     # -- public ----------------------------------------------------------------------------
 
@@ -219,11 +238,12 @@ class Runner:
 
     async def start(self) -> None:
         """Start the workers and the claim, finish and renew loops on the running loop."""
-        if self._pool is not None:
+        if self._state is not RunnerState.NEW:
             return
         if self._recover:
             await self.recover()
-        # At most `workers` drainers exist, queued or running (see `_add_drainer`).
+        # One Dispatcher job per claimed job: at most `workers` exist (the invariant on
+        # `_active`), so its queue never fills.
         self._pool = Dispatcher(workers=self._workers, queue_size=self._workers)
         # The workers' tasks copy this context: start them with no worker ID set, so that
         # each takes its own at its first job even when the runner is started from a job.
@@ -231,6 +251,7 @@ class Runner:
         ctx.run(current_worker.set, 0)
         ctx.run(self._pool.start)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitd-task")
+        self._set_state(RunnerState.RUNNING)
         self._store.set_handoff(self)
         loop = asyncio.get_running_loop()
         self._next_poll = loop.time() + self._poll_s
@@ -262,22 +283,23 @@ class Runner:
         return self._lease_s
 
     def room(self) -> int:
-        """Jobs the runner can take now. Read on the store's writer thread, unlocked: it may
-        be stale by one claim: `pending` is a deque, not bounded by it."""
-        return 0 if self._draining else max(0, self._capacity - self._active)
+        """Free workers: how many jobs the runner can start now. Read on the store's writer
+        thread, unlocked: it may be stale by a job or a claim, and the store subtracts what
+        it handed off and has not delivered yet."""
+        return max(0, self._workers - self._active) if self._open else 0
 
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         """Jobs the store claimed for this runner while committing their enqueue."""
         self._held.update(ids)
         self._claimed += len(ids)
-        pool = self._pool
-        if self._draining or pool is None:
-            return  # stopping: stop() releases what is held (recover() after a crash)
+        if not self._open:
+            # Committed while stop() began: never started, so stop() releases them with
+            # their attempt given back (recover() does it after a crash).
+            self._waiting.update(ids)
+            return
         self._active += len(ids)
         # Attempt 1: claimed in its enqueue.
-        self._pending.extend(zip(ids, jobs, repeat(1), repeat(self._args_checked)))
-        if not self._starting and self._drainers < self._workers:
-            self._add_drainer()
+        self._start_jobs(zip(ids, jobs, repeat(1), repeat(self._args_checked)))
 
     def notify(self) -> None:
         """Look for due jobs and expired leases now instead of at the next poll. Never waits."""
@@ -286,8 +308,8 @@ class Runner:
         self._wake.set()
 
     def committed(self) -> None:
-        """Jobs were committed (the intake's hook): claim now if the store holds queued ones.
-        Those handed off in their own enqueue are already here."""
+        """Jobs were committed (the intake's hook): claim now if the store holds queued ones
+        and a worker is free. Those handed off in their own enqueue are already here."""
         self._idle.clear()
         self._wake.set()
 
@@ -310,6 +332,7 @@ class Runner:
             dead=self._dead,
             permanent=self._permanent,
             released=self._released,
+            interrupted=self._interrupted,
             run_time=self._hist.snapshot(),
         )
 
@@ -321,15 +344,18 @@ class Runner:
             )
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Graceful stop: claim no more, let running jobs finish within `grace_s`, release the
-        rest back to the queue (their attempt not counted). Returns when all is recorded."""
-        if self._pool is None or self._stopping:
+        """Graceful stop: claim and start no more, let running jobs finish within `grace_s`,
+        release the jobs that had not started. Returns when all is recorded."""
+        if self._state is RunnerState.NEW:
             return
+        if self._state is not RunnerState.RUNNING:
+            await self._stopped.wait()
+            return
+        assert self._pool is not None
         grace = self._grace_s if grace_s is None else grace_s
         claimer, finisher, renewer = self._tasks
         self._store.set_handoff(None)
-        self._stopping = True
-        self._draining = True  # from now on jobs that did not start are released, not run
+        self._set_state(RunnerState.DRAINING)  # jobs that did not start are released, not run
         self._wake.set()
         await claimer
         pool = self._pool
@@ -337,32 +363,37 @@ class Runner:
             async with asyncio.timeout(grace):
                 await pool.stop()
         except TimeoutError:
-            # pool.stop() was cancelled by the timeout: it cancelled the running jobs and waited
-            # for them. Calling it again is a no-op that makes that explicit.
+            # pool.stop() was cancelled by the timeout: it cancelled the running jobs (each
+            # leaves an interrupted outcome) and waited for them. Calling it again is a
+            # no-op that makes that explicit.
             await pool.stop(cancel=True)
-        self._finisher_done = True
+        self._set_state(RunnerState.CLOSING)
         self._flush.set()
         await finisher
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
-        # Whatever is still held has no committed outcome: started-and-cancelled, never
-        # started, or its finish() failed. Give it back so a restart runs it at once.
-        rest = list(self._held)
-        if rest:
+        # Held jobs that never started go back with their attempt given back, so a restart
+        # runs them at once. Those that started have their outcome recorded, unless the
+        # store refused it: they run again when their leases expire (at least once).
+        unstarted = [id for id in self._held if id in self._waiting]
+        if unstarted:
             try:
-                await self._store.release(rest, self.worker_name)
-                self._released += len(rest)
+                await self._store.release(unstarted, self.worker_name)
+                self._released += len(unstarted)
             except Exception:
                 log.exception(
-                    "could not release %d jobs; they run again when leases expire", len(rest)
+                    "could not release %d jobs; they run again when leases expire",
+                    len(unstarted),
                 )
-            self._held.clear()
-        self._pending.clear()  # never started: released above with the rest of `held`
+        self._held.clear()
+        self._waiting.clear()
         if self._executor is not None:
             # A thread cannot be interrupted: an overdue sync task is left to end on its own.
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self._set_state(RunnerState.STOPPED)
         self._idle.set()
+        self._stopped.set()
 
     # -- the claimer -----------------------------------------------------------------------
 
@@ -383,145 +414,146 @@ class Runner:
         self._wake.set()
 
     async def _claimer(self) -> None:
-        while not self._stopping:
+        while self._open:
             self._wake.clear()
-            room = self._capacity - self._active
-            # Woken by a commit or by room freed, claim only when the store holds queued jobs
+            free = self._workers - self._active
+            # Woken by a commit or a job's end, claim only when the store holds queued jobs
             # beyond those the last claim left as not due yet (`_not_due`): fresh jobs are
             # mostly handed off in their enqueue, and a claim that finds nothing is still a
-            # transaction (five round trips on PostgreSQL). Without that baseline one delayed
-            # job in the queue made every commit claim in vain. The poll claims regardless:
-            # jobs that became due, expired leases, other processes' jobs.
+            # transaction. The poll claims regardless: jobs that became due, expired
+            # leases, other processes' jobs.
             queued = self._store.queued_estimate()
             if queued < self._not_due:
                 self._not_due = queued  # some were claimed or cancelled meanwhile
-            if (
-                room > 0
-                and (not self._active or room >= self._claim_min)
-                and (self._polled or queued > self._not_due)
-            ):
+            if free > 0 and (self._polled or queued > self._not_due):
                 self._polled = False
-                want = min(room, self._claim_batch)
+                want = min(free, self._claim_batch)
+                # The workers asked for are taken while the claim is under way, so that a
+                # handoff committed meanwhile (`room()`) cannot give them away too.
+                self._active += want
                 try:
                     recs = await self._store.claim(
                         self.worker_name, want, self._clock(), self._lease_s
                     )
                 except Exception:  # a failing store must not silently stop the workers
+                    self._active -= want
                     log.exception("claim failed; trying again in %gs", self._poll_s)
                     await self._pause()
                     continue
-                held = self._held
-                self._active += len(recs)
-                pending = self._pending
-                for rec in recs:
-                    held.add(rec.id)
-                    pending.append((rec.id, rec, rec.attempts, False))
-                if recs and not self._starting and self._drainers < self._workers:
-                    self._add_drainer()
+                self._active -= want - len(recs)
+                self._held.update(rec.id for rec in recs)
                 self._claimed += len(recs)
+                self._start_jobs((r.id, r, r.attempts, False) for r in recs)
                 if len(recs) == want:
                     self._not_due = 0
                     continue  # there may be more due right now
                 # All that was due is taken: the rest of what was queued is not due yet
                 # (what was queued during the claim counts above this).
                 self._not_due = max(0, queued - len(recs))
-                if not held and not self._wake.is_set():
+                if not self._held and not self._wake.is_set():
                     # Nothing due, nothing running, and no notify() arrived during the claim
                     # (its jobs may have committed after the claim looked).
                     self._idle.set()
             elif not self._held and not self._wake.is_set() and not self._polled:
                 self._idle.set()  # nothing queued, nothing held
-            if self._stopping:
+            if not self._open:
                 break
             await self._pause()
 
     # -- running one job -------------------------------------------------------------------
 
-    def _add_drainer(self) -> None:
-        # Called only when none is on its way (`_starting`) and fewer than `workers` exist,
-        # like the Dispatcher's chain wake: one drainer at a time, more only as they start.
-        assert self._pool is not None
-        self._drainers += 1
-        self._starting += 1
-        # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
-        handle: Job[None] = self._pool.dispatch_nowait(self._drain)
-        del handle
+    def _start_jobs(self, jobs: Iterable[Claimed]) -> None:
+        # Each claimed job (already counted in `_active`) is one Dispatcher job; a free
+        # worker takes it on this loop turn.
+        pool = self._pool
+        assert pool is not None
+        waiting = self._waiting
+        run = self._run
+        for id, job, attempts, checked in jobs:
+            waiting.add(id)
+            # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
+            handle: Job[None] = pool.dispatch_nowait(run, id, job, attempts, checked)
+            del handle
 
-    async def _drain(self) -> None:
-        # One flat loop (no helper per job): this path runs a million times a minute, and
-        # every extra frame and await shows in the profile.
-        self._starting -= 1
-        pending = self._pending
+    async def _run(self, id: int, job: JobRecord | NewJob, attempts: int, checked: bool) -> None:
+        # One flat function (no helper per job): this path runs a million times a minute.
+        if not self._open:  # stopping: never started; stop() releases it (attempt not used)
+            self._active -= 1
+            return
+        self._waiting.discard(id)
+        if not current_worker.get():
+            # The Dispatcher worker's first job: its task keeps the ID for its life, as the
+            # seed's workers did, instead of a set and a reset per job.
+            current_worker.set(self._slots.pop())
+        t0 = time.perf_counter()
+        outcome: Outcome | None = None
+        td: TaskDef | None = None
+        scope: asyncio.Timeout | None = None
         try:
-            while pending and not self._draining:  # stopping: stop() releases the rest
-                id, job, attempts, checked = pending.popleft()
-                if pending and not self._starting and self._drainers < self._workers:
-                    self._add_drainer()  # in case this job suspends: the next one need not wait
-                if not current_worker.get():
-                    # The Dispatcher worker's first drainer: its task keeps the ID for its
-                    # life, as the seed's workers did, instead of a set and a reset per job.
-                    current_worker.set(self._slots.pop())
-                t0 = time.perf_counter()
-                outcome: Outcome | None = None
-                td: TaskDef | None = None
-                scope: asyncio.Timeout | None = None
-                try:
-                    td = self._registry.get(job.task)
-                    if not checked:
-                        args = td.bind(job.args, self._registry)
-                    elif td.check is None:
-                        args = job.args  # checked at submit: `fn(**args)` copies it anyway
+            td = self._registry.get(job.task)
+            if not checked:
+                args = td.bind(job.args, self._registry)
+            elif td.check is None:
+                args = job.args  # checked at submit: `fn(**args)` copies it anyway
+            else:
+                # The signature was checked at submit; what the task's own check returns
+                # (it may normalize) is not kept there, so it runs again.
+                args = td.check(self._registry, dict(job.args))
+            if td.timeout is None:
+                if td.is_async:
+                    result = await td.fn(**args)
+                else:
+                    result = await self._in_thread(td, args)
+            else:
+                async with asyncio.timeout(td.timeout) as scope:
+                    if td.is_async:
+                        result = await td.fn(**args)
                     else:
-                        # The signature was checked at submit; what the task's own check
-                        # returns (it may normalize) is not kept there, so it runs again.
-                        args = td.check(self._registry, dict(job.args))
-                    if td.timeout is None:
-                        if td.is_async:
-                            result = await td.fn(**args)
-                        else:
-                            result = await self._in_thread(td, args)
-                    else:
-                        async with asyncio.timeout(td.timeout) as scope:
-                            if td.is_async:
-                                result = await td.fn(**args)
-                            else:
-                                result = await self._in_thread(td, args)
-                    self._completed += 1
-                    outcome = Outcome(id, self.worker_name, True, result)  # positional: cheaper
-                except (UnknownTask, SpecError) as e:
-                    # Unknown task, bad arguments (ours or the task's own check): no retry
-                    # can help.
-                    outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
-                except TimeoutError as e:
-                    if td is not None and scope is not None and scope.expired():
-                        msg = f"timed out after {td.timeout:g}s"
-                    else:
-                        msg = _describe(e)
-                    outcome = self._failure(id, job, attempts, msg, permanent=False)
-                except Exception as e:
-                    outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
-                finally:
-                    # On cancellation (hard stop) no outcome is recorded: the job stays held
-                    # and stop() releases it.
-                    self._hist.observe(time.perf_counter() - t0)
-                    self._active -= 1
-                    if outcome is not None:
-                        if not self._outcomes:  # the finisher waits for an empty list to fill
-                            self._flush.set()
-                        self._outcomes.append(outcome)
-                    if self._capacity - self._active == self._claim_min:
-                        # Room just reached what is worth a claim. Above it the claimer has
-                        # already looked and found nothing queued (a commit or notify() wakes
-                        # it when that changes): waking it per job was a task step for nothing.
-                        self._wake.set()
+                        result = await self._in_thread(td, args)
+            self._completed += 1
+            outcome = Outcome(id, self.worker_name, attempts, "succeeded", result)
+        except (UnknownTask, SpecError) as e:
+            # Unknown task, bad arguments (ours or the task's own check): no retry can help.
+            outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
+        except TimeoutError as e:
+            if td is not None and scope is not None and scope.expired():
+                msg = f"timed out after {td.timeout:g}s"
+            else:
+                msg = _describe(e)
+            outcome = self._failure(id, job, attempts, msg, permanent=False)
+        except asyncio.CancelledError:
+            # The grace period of a stop ended (or a hard stop): the attempt is used.
+            outcome = self._interrupt(id, job, attempts)
+            raise
+        except Exception as e:
+            outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
         finally:
-            self._drainers -= 1
+            self._hist.observe(time.perf_counter() - t0)
+            self._active -= 1
+            if outcome is not None:
+                if not self._outcomes:  # the finisher waits for an empty list to fill
+                    self._flush.set()
+                self._outcomes.append(outcome)
+            if self._open and (self._polled or self._store.queued_estimate() > self._not_due):
+                # A worker is free and jobs wait in the store. Not otherwise: the claimer
+                # has looked and found nothing queued (a commit or notify() wakes it when
+                # that changes), and a wake per job would be a task step for nothing.
+                self._wake.set()
 
     async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
         # Plain functions run on a thread, with the context (current_worker) copied.
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(ctx.run, td.fn, **args))
+
+    def _interrupt(self, id: int, job: JobRecord | NewJob, attempts: int) -> Outcome:
+        self._interrupted += 1
+        why = f"interrupted: still running when the stop's grace period ({self._grace_s:g}s) ended"
+        now = self._clock()
+        # Queued again at once while attempts are left; dead on the last one.
+        status = outcome_status(False, now, attempts, job.max_attempts)
+        log.warning("job %d (%s) attempt %d/%d %s", id, job.task, attempts, job.max_attempts, why)
+        return Outcome(id, self.worker_name, attempts, status, error=why, run_at=now)
 
     def _failure(
         self, id: int, job: JobRecord | NewJob, attempts: int, error: str, permanent: bool
@@ -548,16 +580,15 @@ class Runner:
                 error,
                 "" if retry_at is None else f"; retry in {retry_at - self._clock():.3g}s",
             )
-        return Outcome(
-            id, self.worker_name, ok=False, error=error, retry_at=retry_at, permanent=permanent
-        )
+        status = outcome_status(False, retry_at, attempts, job.max_attempts, permanent)
+        return Outcome(id, self.worker_name, attempts, status, error=error, run_at=retry_at)
 
     # -- the finisher and the renewer --------------------------------------------------------
 
     async def _finisher(self) -> None:
         while True:
             if not self._outcomes:
-                if self._finisher_done:
+                if self._state is RunnerState.CLOSING:
                     return
                 self._flush.clear()
                 await self._flush.wait()
@@ -569,13 +600,12 @@ class Runner:
                 log.exception("could not record %d outcomes", len(batch))
                 # One outcome the store cannot take must not hold back every later one
                 # (they all join the batch being retried): record the batch in halves.
-                left = await apart(batch, e, self._record, self._record_alone)
+                left = await retry_in_halves(batch, e, self._record, self._record_alone)
                 if left:
                     # Not recorded (the store is failing): the jobs stay held (their leases
-                    # renewed) and are tried again after a pause. On stop they are released
-                    # and run again; if the process dies they run again when their leases
-                    # expire (at least once).
-                    if self._finisher_done:
+                    # renewed) and are tried again after a pause. After a stop or a crash
+                    # they run again when their leases expire (at least once).
+                    if self._state is RunnerState.CLOSING:
                         return
                     self._outcomes[:0] = left
                     kept = {o.id for o in left}
@@ -599,9 +629,10 @@ class Runner:
             return True
         except Exception as e:
             err = e
-        why = f"the {'result' if o.ok else 'error'} could not be stored: {_describe(err)}"
+        what = "result" if o.status == "succeeded" else "error"
+        why = f"the {what} could not be stored: {_describe(err)}"
         try:
-            await self._record([Outcome(o.id, o.worker, False, error=why, permanent=True)])
+            await self._record([Outcome(o.id, o.worker, o.attempt, "failed", error=why)])
         except Exception:
             return False
         log.warning("job %d: %s", o.id, why)

@@ -1,5 +1,8 @@
 """The hitd process: open the store, start the workers and the intake, bind, serve, drain.
 
+Roles: `hitd` is intake and workers in one process; `hitd --workers 0` is intake only (the
+jobs wait in a shared PostgreSQL store for `hitd worker` processes, `worker.py`).
+
     startup:  store.open -> Runner.start -> Intake.start -> bind -> Purger.start
               -> "hitd listening on ..."
     SIGTERM:  purger cancelled (no deletes while draining)
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import gc
 import logging
 import os
@@ -31,7 +35,7 @@ from .._errors import HitpoolError, SpecError
 from .app import App, AppConfig
 from .http import HttpLimits, HttpServer, connection_cap, raise_fd_limit
 from .intake import Intake
-from .metrics import WorkerNumbers
+from .metrics import RunTimeHistogram, WorkerNumbers
 from .rates import RateSampler
 from .retention import DEFAULT_RETENTION_S, Purger, describe
 from .runner import Runner
@@ -39,7 +43,7 @@ from .store.base import Store
 from .tasks import HitLimits, Registry, load_modules
 from .ui import UiMode
 
-__all__ = ["DEFAULT_STORE", "Hitd", "ServerConfig", "run"]
+__all__ = ["DEFAULT_STORE", "Hitd", "ServerConfig", "ServerState", "run"]
 
 log = logging.getLogger("hitpool.hitd")
 
@@ -68,10 +72,21 @@ class ServerConfig:
     hit_limits: HitLimits = field(default_factory=HitLimits)
 
 
+class ServerState(enum.Enum):
+    """The server's lifecycle, one state (`Hitd.state`), in this order only."""
+
+    NEW = "new"
+    SERVING = "serving"
+    DRAINING = "draining"  # stop() under way: new jobs get 503, what came is committed
+    STOPPED = "stopped"
+
+
 class Hitd:
     """One server: `await start()`, then `await stop()` (what SIGTERM does).
 
-    `clock` is the wall clock of every part (job times, retention); tests move it."""
+    `config.workers == 0` is an intake only: no runner; the jobs wait in the store for
+    worker processes (`hitd worker`). `clock` is the wall clock of every part (job times,
+    retention); tests move it."""
 
     def __init__(
         self,
@@ -82,26 +97,43 @@ class Hitd:
         self.config = config
         self.store = store if store is not None else Store.from_url(config.store)
         self.registry = Registry(allowed_targets=config.allow_targets, hit_limits=config.hit_limits)
-        self.runner = Runner(
+        self.runner: Runner | None = None
+        if config.workers > 0:
+            self.runner = Runner(
+                self.store,
+                self.registry,
+                workers=config.workers,
+                lease_s=config.lease_s,
+                grace_s=config.grace_s,
+                clock=clock,
+                args_checked=True,  # the App checks every job with registry.check first
+            )
+        self.intake = Intake(
             self.store,
-            self.registry,
-            workers=config.workers,
-            lease_s=config.lease_s,
-            grace_s=config.grace_s,
             clock=clock,
-            args_checked=True,  # the App checks every job with registry.check before enqueue
+            on_commit=None if self.runner is None else self.runner.committed,
         )
-        self.intake = Intake(self.store, clock=clock, on_commit=self.runner.committed)
         self.purger = Purger(self.store, config.retention_s, clock=clock)
-        self.app = App(
-            self.store,
-            self.intake,
-            self.registry.check,
-            self._worker_numbers,
-            AppConfig(queue_size=config.queue_size, token=config.token, ui=config.ui),
-            clock=clock,
-            notify=self.runner.notify,
-        )
+        app_config = AppConfig(queue_size=config.queue_size, token=config.token, ui=config.ui)
+        if self.runner is None:  # intake only: a retried job waits for the workers' poll
+            self.app = App(
+                self.store,
+                self.intake,
+                self.registry.check,
+                self._worker_numbers,
+                app_config,
+                clock=clock,
+            )
+        else:
+            self.app = App(
+                self.store,
+                self.intake,
+                self.registry.check,
+                self._worker_numbers,
+                app_config,
+                clock=clock,
+                notify=self.runner.notify,
+            )
         self.rates = RateSampler(self.app.rates, self._rate_totals, clock=clock)
         limits = HttpLimits(
             max_body_bytes=config.max_body_bytes,
@@ -109,14 +141,36 @@ class Hitd:
             first_byte_timeout=config.first_byte_timeout_s,
         )
         self.http = HttpServer(self.app, limits)
-        self._stopped = asyncio.Event()
-        self._draining_started = False
+        self._state = ServerState.NEW
+        self._done = asyncio.Event()  # set on reaching STOPPED: what a second stop() awaits
+
+    def _set_state(self, state: ServerState) -> None:
+        self._state = state
+        # The app's hot-path cache of the state, written here only.
+        self.app.draining = state in (ServerState.DRAINING, ServerState.STOPPED)
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
 
     def _rate_totals(self) -> tuple[int, int, int]:
+        if self.runner is None:
+            return (self.app.counters.accepted, 0, 0)
         s = self.runner.statistics()
         return (self.app.counters.accepted, s.completed, s.failed)
 
     def _worker_numbers(self) -> WorkerNumbers:
+        if self.runner is None:
+            return WorkerNumbers(
+                workers=0,
+                busy=0,
+                queued=self.store.queued_estimate(),
+                in_flight=self.intake.in_flight,
+                completed=0,
+                failed=0,
+                run_time=RunTimeHistogram().snapshot(),
+                purged=self.purger.purged,
+            )
         s = self.runner.statistics()
         return WorkerNumbers(
             workers=s.workers,
@@ -131,16 +185,19 @@ class Hitd:
 
     @property
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        return self._state is ServerState.STOPPED
 
     @property
     def port(self) -> int:
         return self.http.port
 
     async def start(self, sock: Any = None) -> None:
+        if self._state is not ServerState.NEW:
+            raise RuntimeError(f"start() of a server that is {self._state.value}")
         await self.store.open()
         try:
-            await self.runner.start()
+            if self.runner is not None:
+                await self.runner.start()
             self.intake.start()
             await self.http.start(self.config.host, self.config.port, sock=sock)
             self.registry.listeners = tuple(
@@ -148,26 +205,35 @@ class Hitd:
             )
         except BaseException:
             await self.intake.close()  # its flusher tasks (nothing was submitted)
-            await self.runner.stop(grace_s=0)
+            if self.runner is not None:
+                await self.runner.stop(grace_s=0)
             await self.store.close()
+            self._set_state(ServerState.STOPPED)
+            self._done.set()
             raise
+        self._set_state(ServerState.SERVING)
         self.purger.start()
         self.rates.start()
 
     async def stop(self) -> None:
         """Drain: refuse new jobs, commit what came, let running jobs finish, close."""
-        if self._draining_started:
-            await self._stopped.wait()
+        if self._state is ServerState.NEW:
+            self._set_state(ServerState.STOPPED)
+            self._done.set()
             return
-        self._draining_started = True
-        self.app.draining = True
+        if self._state is not ServerState.SERVING:
+            await self._done.wait()
+            return
+        self._set_state(ServerState.DRAINING)
         await self.purger.stop()
         await self.rates.stop()
         await self.intake.close()
-        await self.runner.stop(grace_s=self.config.grace_s)
+        if self.runner is not None:
+            await self.runner.stop(grace_s=self.config.grace_s)
         await self.http.close(grace=2.0)
         await self.store.close()
-        self._stopped.set()
+        self._set_state(ServerState.STOPPED)
+        self._done.set()
 
     def startup_line(self) -> str:
         c = self.config
@@ -178,9 +244,10 @@ class Hitd:
         if cap < c.max_connections:
             auth += f", at most {cap} connections (open-files limit)"
         host = f"[{c.host}]" if ":" in c.host else c.host
+        workers = f"{c.workers} workers" if c.workers else "intake only: no workers"
         return (
             f"hitd listening on http://{host}:{self.port} "
-            f"(store {c.store} [{durable}], {c.workers} workers, queue-size {c.queue_size}, "
+            f"(store {c.store} [{durable}], {workers}, queue-size {c.queue_size}, "
             f"retention {describe(c.retention_s)}{ui}{auth})"
         )
 
@@ -199,6 +266,24 @@ async def _serve(config: ServerConfig) -> int:
     # Signals are handled from before the start: a SIGTERM that comes while hitd opens its
     # store or right after it printed that it listens drains it (exit 0) instead of killing
     # it with the default action.
+    stop = stop_on_signals()
+    try:
+        await hitd.start()
+    except (HitpoolError, OSError) as e:
+        print(f"hitd: error: cannot start: {e}", file=sys.stderr)
+        return 1
+    tune_gc()
+    print(hitd.startup_line(), flush=True)
+    await stop.wait()
+    print(f"hitd: draining (new jobs get 503; running jobs get {config.grace_s:g} s)", flush=True)
+    await hitd.stop()
+    stats = hitd.intake.statistics()
+    print(f"hitd: stopped; {stats.committed} jobs committed this run", flush=True)
+    return 0
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT (drain); a second one exits at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -212,27 +297,15 @@ async def _serve(config: ServerConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    try:
-        await hitd.start()
-    except (HitpoolError, OSError) as e:
-        print(f"hitd: error: cannot start: {e}", file=sys.stderr)
-        return 1
-    _tune_gc()
-    print(hitd.startup_line(), flush=True)
-    await stop.wait()
-    print(f"hitd: draining (new jobs get 503; running jobs get {config.grace_s:g} s)", flush=True)
-    await hitd.stop()
-    stats = hitd.intake.statistics()
-    print(f"hitd: stopped; {stats.committed} jobs committed this run", flush=True)
-    return 0
+    return stop
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Once started, for the life of the process: what exists now (modules, the store, the
-    pools) is frozen out of the cyclic collector, and young collections run 28x less often.
+    pools) is frozen out of the cyclic collector, and young collections run less often.
     Every request allocates tuples, dicts and lists, and with the default threshold (700) the
-    collector kept walking the server's own long-lived objects: 3.4 % of the instructions per
-    single-job POST (callgrind, benchmarks/instructions.sh). Cycles are still collected."""
+    collector keeps walking the server's own long-lived objects. Cycles are still
+    collected."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 1000)

@@ -269,8 +269,8 @@ class Dashboard:
             "rates": self.rates.series(now),
             "queue_latency_s": None if oldest is None else max(0.0, now - oldest),
             "workers": {"size": w.workers, "busy": w.busy, "by_process": holders},
-            "recent_failures": [_failure(job_json(r)) for r in failures.jobs],
-            "hit_runs": [_hit_run(job_json(r)) for r in runs.jobs],
+            "recent_failures": [_failure(job_json(r, now)) for r in failures.jobs],
+            "hit_runs": [_hit_run(job_json(r, now)) for r in runs.jobs],
         }
         return json_response(200, body)
 

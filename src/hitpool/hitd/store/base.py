@@ -15,13 +15,15 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
   has already used `max_attempts` attempts is not claimed again: it becomes `dead`.
 - `renew`, `finish` and `release` only touch jobs still held by that worker: a worker whose
   lease expired and whose job was claimed by another cannot overwrite the newer attempt.
-- `finish` records a batch of outcomes in one transaction. `ok=True` -> `succeeded`;
-  `ok=False` with `retry_at` -> `queued` again at `retry_at` (error kept); `ok=False` without
-  `retry_at` -> `failed` if `permanent` (bad arguments, unknown task), else `dead` when the
-  attempts are used up. See `hitpool.hitd.lifecycle`.
-- `release` puts held jobs back to `queued` at once and does not count the attempt (graceful
-  shutdown).
-- `cancel` only cancels a queued job.
+  `finish` is fenced by the attempt too (`Outcome.attempt`).
+- `finish` records a batch of outcomes in one transaction, each with the status the runner
+  decided (`Outcome.status`, from `hitpool.hitd.lifecycle`): the rules live once, in
+  Python, and a store only writes them (saq's `Queue.finish`/`retry` over its backends'
+  `_finish`/`_retry`). `succeeded` keeps the result; `queued` is a retry at `run_at`,
+  error kept; `failed` and `dead` are final.
+- `release` puts held jobs back to `queued` at once and does not count the attempt (jobs
+  claimed that never started, on graceful shutdown).
+- `cancel` cancels a job that has not started (queued, due or not).
 - Optional fast path (`set_handoff`, SQLite and PostgreSQL; `HandoffContract` in the tests):
   a store may give freshly enqueued due jobs straight to an attached runner, claimed in the
   enqueue's own transaction, but never more than the runner's `room()` (counting enqueues
@@ -49,7 +51,8 @@ Queue depth for the HTTP side's 429 decision: `queued_estimate()` is a plain (no
 method that answers from a counter kept in memory, never waiting on the database. It is
 exact for a store one process owns (memory, SQLite: the counter moves with every committed
 enqueue, claim, retry, release and cancel). For PostgreSQL, shared by several processes, it
-is this process's count refreshed from the database at most once a second (on a claim).
+moves with this process's commits and the other processes' announcements (NOTIFY), and is
+read from the table every second, so every process's claims show within a second.
 `counts()` is the exact, slower answer (one query over the table).
 """
 
@@ -68,12 +71,14 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancell
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "dead", "cancelled")
+# The statuses an attempt can end in (`Outcome.status`).
+OutcomeStatus = Literal["succeeded", "queued", "failed", "dead"]
 EXPIRED = float("-inf")  # the lease_until of an expired lease: before any `now`
 
 
 # The three records below are NamedTuples, not frozen dataclasses: each is built once per job
-# on the hot path, and a frozen dataclass's __init__ (one object.__setattr__ per field) cost
-# 2.3 us for JobRecord's 15 fields where a NamedTuple costs 0.5 us. Immutable all the same.
+# on the hot path, where a frozen dataclass's __init__ pays one object.__setattr__ per field.
+# Immutable all the same.
 
 
 class NewJob(NamedTuple):
@@ -85,6 +90,17 @@ class NewJob(NamedTuple):
     run_at: float | None = None
     max_attempts: int = 3
     key: str | None = None
+
+
+# What `GET /jobs/{id}` says: the stored status, with a queued job that is not due yet (a
+# delay, or the backoff before a retry) shown as `scheduled`. Stores keep one `queued`
+# status for both (one index of waiting jobs, ordered by run_at).
+ShownStatus = Literal["queued", "scheduled", "running", "succeeded", "failed", "dead", "cancelled"]
+
+
+def shown_status(status: JobStatus, run_at: float, now: float) -> ShownStatus:
+    """`scheduled` for a queued job due after `now`, else the stored status."""
+    return "scheduled" if status == "queued" and run_at > now else status
 
 
 def iso(t: float | None) -> str | None:
@@ -112,8 +128,8 @@ def bisect_created(first: int, last: int, before: float) -> Generator[int, float
     there is none); it returns the bound (first - 1 when no job is older).
 
     Why: with no index on `finished_at` (see `purge`), a purge scans jobs from the lowest
-    id, and with nothing old enough to delete it scanned the whole table (0.5 s for two
-    million SQLite rows, under the write lock, every minute). Ids grow with time, so no job
+    id, and with nothing old enough to delete it would scan the whole table (under the
+    write lock, every minute). Ids grow with time, so no job
     above the bound can have finished before `before`; bisecting costs ~20 primary-key
     lookups. Ids that grow only roughly with `created_at` (clocks of several processes) can
     only make a job near the bound wait for a later purge, never delete a wrong one."""
@@ -147,37 +163,46 @@ class JobRecord(NamedTuple):
     lease_until: float | None
     worker: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        """The body of `GET /jobs/{id}`: times as ISO-8601 UTC strings or null."""
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The body of `GET /jobs/{id}` at `now`: times as ISO-8601 UTC strings or null, and
+        the status a client sees (`shown_status`: a queued job not due yet is `scheduled`).
+        `run_at` is when a job waiting to start is due; null once it has started."""
+        waiting = self.status == "queued"
         return {
             "id": self.id,
             "task": self.task,
             "args": self.args,
-            "status": self.status,
+            "status": shown_status(self.status, self.run_at, now),
             "attempts": self.attempts,
             "result": self.result,
             "error": self.error,
             "created_at": iso(self.created_at),
+            "run_at": iso(self.run_at) if waiting else None,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
 
 
 class Outcome(NamedTuple):
-    """How one attempt of a job ended, reported by the worker that held it.
+    """How one attempt of a job ended, and the status the job takes for it, decided by the
+    runner with `hitpool.hitd.lifecycle` (`outcome_status`); a store only writes it.
 
-    ok=True: succeeded with `result`. ok=False with `retry_at`: queued again at `retry_at`.
-    ok=False without `retry_at`: failed when `permanent` (bad arguments, unknown task: no
-    attempt can succeed), else dead if the attempts are used up, else failed.
+    `attempt` is the attempt that ended (the job's `attempts` when it was claimed): the
+    fence. A store writes the outcome only while the job is still `running`, held by
+    `worker`, on that attempt, so a worker whose lease was taken over cannot overwrite the
+    newer attempt's outcome, even one that shares its worker name.
+
+    `status`: `succeeded` (with `result`), `queued` again at `run_at` (a retry, with the
+    `error` that caused it), `failed` or `dead` (with `error`).
     """
 
     id: int
     worker: str
-    ok: bool
+    attempt: int
+    status: OutcomeStatus
     result: Any = None
     error: str | None = None
-    retry_at: float | None = None
-    permanent: bool = False
+    run_at: float | None = None
 
 
 class Handoff(Protocol):
@@ -193,14 +218,22 @@ class Handoff(Protocol):
         """How many jobs it can take now. Called on the store's writer thread: a plain read."""
         ...
 
+    def committed(self) -> None:
+        """Another process committed queued jobs (a store shared by several processes says
+        so): claim them if a worker is free. Called on the event loop; must not raise."""
+        ...
+
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         """Jobs claimed for it, committed: `jobs[i]`, as given to `enqueue`, is job `ids[i]`,
         on its first attempt, leased to `worker` for `lease_s` from the enqueue's `now`.
         Called on the event loop; must not raise.
 
         The jobs as they came, not a `JobRecord` each: the runner needs only the id, task,
-        arguments and max_attempts, and fifteen fields built per job showed in the profile."""
+        arguments and max_attempts, not fifteen fields built per job."""
         ...
+
+
+_URL_FORMS = "use memory://, sqlite:///path.db or postgresql://user@host:port/db"
 
 
 class Store(ABC):
@@ -222,8 +255,10 @@ class Store(ABC):
 
         The backend module is imported only when its URL is used (asyncpg stays optional).
         """
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as e:  # e.g. "Invalid IPv6 URL": an open bracket
+            raise SpecError("store", f"bad store URL ({e}): {_URL_FORMS}") from e
         if scheme == "memory":
             from .memory import MemoryStore
 
@@ -250,10 +285,12 @@ class Store(ABC):
                 ) from e
             store: Store = module.PostgreSQLStore(url)
             return store
-        raise SpecError(
-            "store",
-            f"unknown store URL {url!r}: use memory://, sqlite:///path.db or postgresql://...",
-        )
+        raise SpecError("store", f"unknown store URL {url!r}: {_URL_FORMS}")
+
+    def health(self) -> str | None:
+        """Why the store cannot take jobs now (for `/healthz`), or None. Cheap, never waits:
+        it reports what the store already knows (a SQLite file deleted under it)."""
+        return None
 
     @abstractmethod
     async def open(self) -> None:

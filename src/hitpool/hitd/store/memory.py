@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..lifecycle import exhausted, outcome_status
+from ..lifecycle import exhausted
+from ._codec import result_json
 from .base import (
     EXPIRED,
     RETRYABLE,
@@ -36,7 +37,6 @@ from .base import (
     pick_retries,
     stored_chars,
 )
-from .sqlite_ops import dumps
 
 
 class _Job:
@@ -274,20 +274,19 @@ class MemoryStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         for o in outcomes:
             job = self._held(o.id, o.worker)
-            if job is None:
+            if job is None or job.attempts != o.attempt:
                 continue  # lease lost: a newer attempt owns the job now
-            status = outcome_status(o.ok, o.retry_at, job.attempts, job.max_attempts, o.permanent)
-            job.result = o.result if o.ok else None
+            job.result = o.result if o.status == "succeeded" else None
             job.error = o.error
             job.lease_until = None
-            if status == "queued":
-                assert o.retry_at is not None
+            if o.status == "queued":
+                assert o.run_at is not None
                 self._move(job, "queued")
-                job.run_at = o.retry_at
+                job.run_at = o.run_at
                 job.worker = None
                 heapq.heappush(self._due, (job.run_at, job.id))
             else:
-                self._end(job, status, now)
+                self._end(job, o.status, now)
 
     async def release(self, ids: Sequence[int], worker: str) -> None:
         for id in ids:
@@ -370,11 +369,11 @@ class MemoryStore(Store):
             scanned += 1
             lowest = id
             job = self._jobs[id]
-            args = dumps(job.args) if query.q else ""
+            args = result_json(job.args) if query.q else ""
             if query.matches(job.status, job.task, args):
                 matched.append(job.record())
-                result = None if job.result is None else dumps(job.result)
-                chars += stored_chars(args or dumps(job.args), result, job.error)
+                result = None if job.result is None else result_json(job.result)
+                chars += stored_chars(args or result_json(job.args), result, job.error)
                 if chars >= query.max_chars:
                     break
         return page_of(query, matched, scanned, lowest, chars)

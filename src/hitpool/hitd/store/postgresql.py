@@ -9,8 +9,13 @@ Same contract and the same test suite as the SQLite store. What differs:
 - Ids come from the table's sequence, allocated for a batch before the insert so the answer
   keeps the order of the request. An idempotency key is held by the partial unique index;
   `ON CONFLICT DO NOTHING` resolves a race between two processes enqueueing the same key.
-- `queued_estimate()` is refreshed from the database at most once a second, piggybacked on
-  a claim: other processes enqueue and claim too, so a local counter alone would drift.
+- Across processes: a commit that leaves jobs queued (an enqueue beyond the free workers of
+  this process, a release) sends ONE NOTIFY for the batch, delivered at its commit; every
+  other process LISTENs on a connection of its own and claims at once if it has a free
+  worker. The poll (the runner's `poll_s`) stays the fallback for a lost notification.
+- `queued_estimate()`, behind the 429: moved by this process's commits and the others'
+  NOTIFYs, and read from the table every second by a task the store owns, so the others'
+  claims show within a second too (a local counter alone would drift).
 - The hot path is one statement a batch, so one round trip and no BEGIN/COMMIT: an enqueue
   without keys (ids, insert and the handoff in one INSERT), and a finish of successes only.
   With the handoff (`set_handoff`, as for SQLite) fresh due jobs are inserted already claimed
@@ -24,19 +29,23 @@ it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+import os
+import random
 import re
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from ..._errors import SpecError
 from ..errors import StoreError, StoreUnavailable
 from . import postgresql_admin as admin
+from ._codec import COLUMNS, args_json, decode_row, result_json, row_record, storable
 from .base import (
     FINISHED,
     RETRYABLE,
@@ -52,9 +61,7 @@ from .base import (
     RetryOutcome,
     Store,
     bisect_created,
-    storable,
 )
-from .sqlite_ops import dumps, result_json, row_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hitd_jobs (
@@ -80,10 +87,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS hitd_jobs_key ON hitd_jobs (key)
     WHERE key IS NOT NULL AND status IN ('queued', 'running');
 """
 
-COLUMNS = (
-    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
-    "started_at, finished_at, run_at, key, lease_until, worker"
-)
 _RETURNING = ", ".join(f"hitd_jobs.{c}" for c in COLUMNS.split(", "))
 _KEY_CONFLICT = "(key) WHERE key IS NOT NULL AND status IN ('queued', 'running')"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -95,8 +98,9 @@ log = logging.getLogger("hitpool.hitd.store")
 # One statement for a batch without keys: ids drawn in the request's order (ordinality; `u` is
 # materialized, so each row draws once), the first $7 rows inserted claimed by worker $8 when
 # no older due job waits, queued or on an expired lease (a claim would take those first), the
-# rest queued. Returns
-# the ids in order and how many were claimed.
+# rest queued, and when some are queued one NOTIFY on channel $10 ("$11 <how many>"), sent
+# at the commit: one per batch, not per job. Returns the ids in order and how many were
+# claimed.
 _ENQUEUE_FAST = """
 WITH u AS MATERIALIZED (
     SELECT nextval($6::regclass) AS i, t, a, m, r, o
@@ -114,14 +118,36 @@ WITH u AS MATERIALIZED (
            CASE WHEN o <= k THEN $5 END, coalesce(r, $5), CASE WHEN o <= k THEN $9::float8 END,
            CASE WHEN o <= k THEN $8::text END
     FROM u, h
+), n AS (
+    SELECT pg_notify($10::text, $11::text || ' ' || (c.n - h.k)::text)
+    FROM h, (SELECT count(*) AS n FROM u) AS c WHERE c.n > h.k
 )
-SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h)
+SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h), (SELECT count(*) FROM n)
 """
 
 
 def _record(r: Any) -> JobRecord:
     # The same columns in the same order as SQLite's (COLUMNS): one row -> record rule.
     return row_record(tuple(r))
+
+
+def _by_id(r: JobRecord) -> int:
+    return r.id
+
+
+def _by_due(r: JobRecord) -> tuple[float, int]:
+    return (r.run_at, r.id)
+
+
+def _args_column(jobs: Sequence[NewJob]) -> list[str]:
+    """The arguments of a batch as strict JSON, or StoreError naming the job (see `_codec`)."""
+    out = []
+    for i, j in enumerate(jobs):
+        try:
+            out.append(args_json(j.args))
+        except ValueError as e:
+            raise StoreError(f"job {i} of the batch: {e}") from e
+    return out
 
 
 def _count(status: str) -> int:
@@ -136,7 +162,7 @@ class PostgreSQLStore(Store):
     supports_handoff: ClassVar[bool] = True
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
-        parts = urlsplit(url)
+        parts = _parse_url(url)
         query = dict(parse_qsl(parts.query))
         schema = query.pop("schema", None)
         if schema is not None and not _SCHEMA_NAME.match(schema):
@@ -145,11 +171,20 @@ class PostgreSQLStore(Store):
         self.url = urlunsplit(parts._replace(query=urlencode(query)))
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        # Queued jobs in the table, as this process knows it: moved by its own commits and by
+        # the other processes' NOTIFYs, and read from the table every ESTIMATE_REFRESH_S
+        # (`_refresher`), so every process's claims show within that.
         self._queued = 0
-        self._refreshed = 0.0
         self._seq = ""  # the id sequence's name, read at open
         self._handoff: Handoff | None = None
         self._reserved = 0  # room taken by enqueues whose statement is under way
+        # Jobs queued by a commit are announced on `channel` (one per schema), so an idle
+        # process claims them at once rather than at its next poll. `_token` tells this
+        # process's own announcements from the others'.
+        self.channel = f"hitd_{schema}"[:63] if schema else "hitd_jobs"
+        self._token = f"{os.getpid()}:{random.getrandbits(32):08x}"
+        self._listener: asyncpg.Connection | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     @property
     def _db(self) -> asyncpg.Pool:
@@ -179,14 +214,25 @@ class PostgreSQLStore(Store):
                     "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
                 )
                 self._seq = await c.fetchval("SELECT pg_get_serial_sequence('hitd_jobs', 'id')")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            if self._pool is not None:
-                await self._pool.close()
-                self._pool = None
-            raise StoreUnavailable(f"PostgreSQL store {_safe(self.url)}: {e}") from e
-        self._refreshed = time.monotonic()
+            await self._listen()
+        except (*_DB_ERRORS, ValueError) as e:
+            # ValueError: asyncpg's parse of a malformed URL (a bad port, an open bracket).
+            await self.close()
+            raise StoreUnavailable(f"PostgreSQL store {_safe(self.url)}: {_describe(e)}") from e
+        self._refresher = asyncio.get_running_loop().create_task(
+            self._refresh_loop(), name="hitd-pg-refresher"
+        )
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(*_DB_ERRORS):
+                await listener.close(timeout=2)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -196,16 +242,63 @@ class PostgreSQLStore(Store):
         try:
             async with self._db.acquire() as c, c.transaction():
                 return await fn(c, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise StoreError(f"PostgreSQL: {e}") from e
+        except _DB_ERRORS as e:
+            raise _store_error(e) from e
 
     async def _one(self, method: str, sql: str, *args: Any) -> Any:
         """One statement, its own transaction (one round trip: no BEGIN and COMMIT)."""
         try:
             async with self._db.acquire() as c:
                 return await getattr(c, method)(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise StoreError(f"PostgreSQL: {e}") from e
+        except _DB_ERRORS as e:
+            raise _store_error(e) from e
+
+    # -- across processes: NOTIFY and the queue-depth estimate ------------------------------
+
+    async def _listen(self) -> None:
+        """A connection of its own that LISTENs on `channel` (the pool's connections are
+        handed around and cannot hold a LISTEN)."""
+        settings = {"search_path": self.schema} if self.schema else {}
+        conn = await asyncpg.connect(self.url, server_settings=settings)
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        self._listener = conn
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        token, _, n = payload.partition(" ")
+        if token == self._token or not n.isdigit():
+            return  # our own commit: already counted, and our runner already knows
+        self._queued += int(n)
+        h = self._handoff
+        if h is not None:
+            h.committed()
+
+    async def refresh_estimate(self) -> None:
+        """Read the queued jobs from the table into `queued_estimate()` (an index-only count
+        over the queued jobs' partial index), and listen again if the listener was lost."""
+        self._queued = await self._one(
+            "fetchval", "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
+        )
+        if self._listener is None or self._listener.is_closed():
+            self._listener = None
+            try:
+                await self._listen()
+            except _DB_ERRORS as e:
+                raise _store_error(e) from e
+            h = self._handoff
+            if h is not None:
+                h.committed()  # announcements may have been missed meanwhile
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ESTIMATE_REFRESH_S)
+            try:
+                await self.refresh_estimate()
+            except StoreError as e:  # the store is down: the next claim or request says so
+                log.debug("queue-depth refresh failed: %s", e)
 
     def set_handoff(self, handoff: Handoff | None) -> None:
         self._handoff = handoff
@@ -221,6 +314,11 @@ class PostgreSQLStore(Store):
         self._queued += sum(1 for _, created in out if created)
         return out
 
+    async def _notify(self, c: asyncpg.Connection, n: int) -> None:
+        """Tell the other processes that `n` jobs were queued, at this transaction's commit."""
+        if n > 0:
+            await c.execute("SELECT pg_notify($1, $2)", self.channel, f"{self._token} {n}")
+
     async def _enqueue_fast(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """A batch without keys in one statement; with a handoff, its first jobs claimed."""
         h, room = self._handoff, 0
@@ -232,7 +330,7 @@ class PostgreSQLStore(Store):
                 "fetchrow",
                 _ENQUEUE_FAST,
                 [j.task for j in jobs],
-                [dumps(j.args) for j in jobs],
+                _args_column(jobs),
                 [j.max_attempts for j in jobs],
                 [j.run_at for j in jobs],
                 now,
@@ -240,6 +338,8 @@ class PostgreSQLStore(Store):
                 room,
                 None if h is None else h.worker,
                 None if h is None else now + h.lease_s,
+                self.channel,
+                self._token,
             )
         finally:
             self._reserved -= room
@@ -283,7 +383,7 @@ class PostgreSQLStore(Store):
                 f"ON CONFLICT {_KEY_CONFLICT} DO NOTHING RETURNING id",
                 ids,
                 [j.task for j in rows],
-                [dumps(j.args) for j in rows],
+                _args_column(rows),
                 [j.max_attempts for j in rows],
                 [j.run_at for j in rows],
                 [j.key for j in rows],
@@ -309,6 +409,7 @@ class PostgreSQLStore(Store):
         for i, id in zip(unique, ids, strict=True):
             if id in inserted:
                 by_row[i] = (id, True)
+        await self._notify(c, len(inserted))
         out: list[tuple[int, bool]] = []
         for i, j in enumerate(jobs):
             if i in by_row:
@@ -323,13 +424,8 @@ class PostgreSQLStore(Store):
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        refresh = time.monotonic() - self._refreshed >= ESTIMATE_REFRESH_S
-        recs, due, queued = await self._run(self._claim, worker, limit, now, now + lease_s, refresh)
-        if queued is not None:
-            self._queued = queued
-            self._refreshed = time.monotonic()
-        else:
-            self._queued -= due
+        recs, due = await self._run(self._claim, worker, limit, now, now + lease_s)
+        self._queued -= due
         return list(recs)
 
     async def _claim(
@@ -339,8 +435,7 @@ class PostgreSQLStore(Store):
         limit: int,
         now: float,
         lease_until: float,
-        refresh: bool,
-    ) -> tuple[list[JobRecord], int, int | None]:
+    ) -> tuple[list[JobRecord], int]:
         await c.execute(
             "UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL, "
             "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
@@ -375,12 +470,30 @@ class PostgreSQLStore(Store):
                 worker,
                 limit - len(expired),
             )
-        queued = None
-        if refresh:
-            queued = await c.fetchval("SELECT count(*) FROM hitd_jobs WHERE status = 'queued'")
-        recs = sorted((_record(r) for r in expired), key=lambda r: r.id)
-        recs += sorted((_record(r) for r in due), key=lambda r: (r.run_at, r.id))
-        return recs, len(due), queued
+        recs: list[JobRecord] = []
+        poison: list[tuple[int, str]] = []
+        for rows, key in ((expired, _by_id), (due, _by_due)):
+            decoded = []
+            for r in rows:
+                rec, bad = decode_row(tuple(r))
+                if bad is None:
+                    decoded.append(rec)
+                else:
+                    poison.append((rec.id, bad))
+            recs += sorted(decoded, key=key)
+        if poison:
+            # Rows that cannot be decoded (not written by this store, or damaged): failed
+            # with the reason in this transaction, so no worker gets them and no later
+            # claim trips on them.
+            await c.execute(
+                "UPDATE hitd_jobs SET status = 'failed', error = u.e, finished_at = $3, "
+                "lease_until = NULL FROM unnest($1::bigint[], $2::text[]) AS u(i, e) "
+                "WHERE hitd_jobs.id = u.i",
+                [id for id, _ in poison],
+                [storable(why) for _, why in poison],
+                now,
+            )
+        return recs, len(due)
 
     async def renew(self, ids: Sequence[int], worker: str, now: float, lease_s: float) -> None:
         if not ids:
@@ -398,19 +511,18 @@ class PostgreSQLStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         if not outcomes:
             return
-        if all(o.ok for o in outcomes):  # the usual batch: one statement
+        if all(o.status == "succeeded" for o in outcomes):  # the usual batch: one statement
             await self._one("execute", _FINISH_OK, *_ok_args(outcomes, now))
             return
         requeued: int = await self._run(self._finish, list(outcomes), now)
         self._queued += requeued
 
     async def _finish(self, c: asyncpg.Connection, outcomes: list[Outcome], now: float) -> int:
-        held = "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
-        ok = [o for o in outcomes if o.ok]
-        retry = [o for o in outcomes if not o.ok and o.retry_at is not None]
-        # Retries are in `final` too: applied after the retries, that statement only finds a
-        # retry refused because it was the last attempt, which is then dead.
-        final = [o for o in outcomes if not o.ok]
+        # The statuses are the runner's (`Outcome.status`): written as given, under the lease
+        # guard and the attempt fence.
+        ok = [o for o in outcomes if o.status == "succeeded"]
+        retry = [o for o in outcomes if o.status == "queued"]
+        final = [o for o in outcomes if o.status in ("failed", "dead")]
         if ok:
             await c.execute(_FINISH_OK, *_ok_args(ok, now))
         requeued = 0
@@ -419,24 +531,24 @@ class PostgreSQLStore(Store):
                 await c.execute(
                     "UPDATE hitd_jobs SET status = 'queued', error = u.e, run_at = u.r, "
                     "lease_until = NULL, worker = NULL FROM unnest($1::bigint[], $2::text[], "
-                    f"$3::text[], $4::float8[]) AS u(i, w, e, r) WHERE {held} "
-                    "AND attempts < max_attempts",
+                    f"$3::int[], $4::text[], $5::float8[]) AS u(i, w, a, e, r) WHERE {_HELD}",
                     [o.id for o in retry],
                     [o.worker for o in retry],
+                    [o.attempt for o in retry],
                     [storable(o.error) for o in retry],
-                    [o.retry_at for o in retry],
+                    [o.run_at for o in retry],
                 )
             )
         if final:
             await c.execute(
-                "UPDATE hitd_jobs SET status = CASE WHEN NOT u.p AND attempts >= max_attempts "
-                "THEN 'dead' ELSE 'failed' END, error = u.e, finished_at = $5, "
-                "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::text[], "
-                f"$4::bool[]) AS u(i, w, e, p) WHERE {held}",
+                "UPDATE hitd_jobs SET status = u.s, error = u.e, finished_at = $6, "
+                "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::int[], "
+                f"$4::text[], $5::text[]) AS u(i, w, a, e, s) WHERE {_HELD}",
                 [o.id for o in final],
                 [o.worker for o in final],
+                [o.attempt for o in final],
                 [storable(o.error) for o in final],
-                [o.permanent for o in final],
+                [o.status for o in final],
                 now,
             )
         return requeued
@@ -444,16 +556,21 @@ class PostgreSQLStore(Store):
     async def release(self, ids: Sequence[int], worker: str) -> None:
         if not ids:
             return
-        status: str = await self._run(
-            lambda c: c.execute(
-                "UPDATE hitd_jobs SET status = 'queued', attempts = attempts - 1, worker = NULL, "
-                "lease_until = NULL, started_at = NULL WHERE id = ANY($1::bigint[]) "
-                "AND worker = $2 AND status = 'running'",
-                list(ids),
-                worker,
+
+        async def fn(c: asyncpg.Connection) -> int:
+            n = _count(
+                await c.execute(
+                    "UPDATE hitd_jobs SET status = 'queued', attempts = attempts - 1, "
+                    "worker = NULL, lease_until = NULL, started_at = NULL "
+                    "WHERE id = ANY($1::bigint[]) AND worker = $2 AND status = 'running'",
+                    list(ids),
+                    worker,
+                )
             )
-        )
-        self._queued += _count(status)
+            await self._notify(c, n)
+            return n
+
+        self._queued += await self._run(fn)
 
     # -- reads and cancel -------------------------------------------------------------------
 
@@ -589,15 +706,27 @@ class PostgreSQLStore(Store):
         return None if value is None else float(value)
 
 
+# The lease guard and the attempt fence of a finish: only the holder, on the attempt that
+# ended (`u` is the unnest of the outcomes: id i, worker w, attempt a).
+_HELD = (
+    "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running' "
+    "AND hitd_jobs.attempts = u.a"
+)
 _FINISH_OK = (
-    "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $4, "
-    "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(i, w, r) "
-    "WHERE hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running'"
+    "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $5, "
+    "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) "
+    f"AS u(i, w, a, r) WHERE {_HELD}"
 )
 
 
 def _ok_args(ok: Sequence[Outcome], now: float) -> tuple[Any, ...]:
-    return [o.id for o in ok], [o.worker for o in ok], [result_json(o.result) for o in ok], now
+    return (
+        [o.id for o in ok],
+        [o.worker for o in ok],
+        [o.attempt for o in ok],
+        [result_json(o.result) for o in ok],
+        now,
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -605,6 +734,59 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     locks, CLOSE ALL, UNLISTEN, RESET ALL): a second round trip for every statement of ours,
     which set none of those. A transaction left open is still rolled back by the pool itself
     before this runs."""
+
+
+# What asyncpg raises when the database fails or cannot be reached. InternalClientError is
+# what a connection killed under a statement (pg_terminate_backend) can give.
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+_UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _store_error(e: BaseException) -> StoreError:
+    """A database error as the store's own: StoreUnavailable when the connection is gone (a
+    restart, a network cut, a terminated backend), else StoreError; both readable."""
+    if isinstance(e, _UNREACHABLE):
+        return StoreUnavailable(f"PostgreSQL is unavailable: {_describe(e)}")
+    return StoreError(f"PostgreSQL: {_describe(e)}")
+
+
+def _parse_url(url: str) -> SplitResult:
+    """The URL's parts, or SpecError naming `store` for one that cannot be a PostgreSQL
+    address (a port that is not a number, an IPv6 host without its closing bracket)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access: raises ValueError for a bad port
+    except ValueError as e:
+        raise SpecError(
+            "store",
+            f"bad PostgreSQL URL {_safe_text(url)!r} ({e}): use "
+            "postgresql://user[:password]@host[:port]/database[?schema=name], "
+            "an IPv6 host in brackets",
+        ) from e
+    if not parts.hostname and "host=" not in parts.query:
+        raise SpecError(
+            "store",
+            f"bad PostgreSQL URL {_safe_text(url)!r}: no host; use "
+            "postgresql://user[:password]@host[:port]/database",
+        )
+    return parts
+
+
+def _safe_text(url: str) -> str:
+    """A URL that may not parse, with anything between ':' and '@' (a password) hidden."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _safe(url: str) -> str:

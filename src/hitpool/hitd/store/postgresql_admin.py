@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+# The same columns in the same order as SQLite's: one row -> record rule.
+from ._codec import COLUMNS, row_record
 from .base import (
     RETRYABLE,
     DeleteOutcome,
@@ -25,9 +27,6 @@ from .base import (
     pick_retries,
     stored_chars,
 )
-
-# The same columns in the same order as SQLite's: one row -> record rule.
-from .sqlite_ops import COLUMNS, row_record
 
 # Back to queued, due at $1, with fresh attempts (the error kept): `retry`'s rule.
 REQUEUE = (

@@ -1,7 +1,7 @@
 """sqlite:///path — the default store: one file, WAL, synchronous=FULL.
 
 Throughput comes from grouping, not from cutting corners on durability: one FULL commit costs
-an fsync (measured here ~4k commits/s), so every write goes through ONE writer thread that
+an fsync, so every write goes through ONE writer thread that
 takes whatever operations are pending (enqueues from several requests, a claim, a batch of
 finishes) and runs them in ONE transaction with one fsync. Each operation's future resolves
 only after that COMMIT returned, so a 202 always follows a durable commit.
@@ -10,7 +10,8 @@ If one operation in a merged transaction fails, the transaction is rolled back a
 operation is retried in a transaction of its own, so one bad operation cannot fail others.
 
 Reads (`get`) use a second connection, inline on the event loop: a primary-key lookup is
-~10 us, WAL lets it run while the writer commits, and it only ever sees committed jobs.
+shorter than a hop to a thread and back, WAL lets it run while the writer commits, and it
+only ever sees committed jobs.
 `counts()` and `queued_estimate()` answer from per-status counts that every commit updates.
 
 A purge (retention) is a write like the others: a chunk of at most `limit` deletes, in one
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -32,6 +34,7 @@ from ..._errors import SpecError
 from ..errors import StoreError, StoreUnavailable
 from . import sqlite_admin as admin
 from . import sqlite_ops as ops
+from ._codec import COLUMNS, args_json, dumps_strict, result_json, row_record, storable
 from .base import (
     EXPIRED,
     STATUSES,
@@ -45,7 +48,6 @@ from .base import (
     Outcome,
     RetryOutcome,
     Store,
-    storable,
 )
 
 T = TypeVar("T")
@@ -94,7 +96,8 @@ class SQLiteStore(Store):
         self._rconn: sqlite3.Connection | None = None
         self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self._closed = False
-        self._broken: StoreError | None = None  # set if the writer thread died
+        self._broken: StoreError | None = None  # set if the writer thread died, or the file
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._handoff: Handoff | None = None
         self._handed = 0  # jobs handed off in committed transactions (writer thread)
         self._delivered = 0  # of those, delivered to the runner (loop thread)
@@ -118,9 +121,11 @@ class SQLiteStore(Store):
             raise
         except (sqlite3.Error, OSError) as e:
             raise StoreUnavailable(f"SQLite store {self.path!r}: {e}") from e
-        # Counted once here (a scan: ~0.5 s for a million jobs), then kept by every commit.
+        # Counted once here (a scan of the table), then kept by every commit.
         for status, n in conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
             self._counts[status] = n
+        st = os.stat(self.path)
+        self._file = (st.st_dev, st.st_ino)
         self._rconn = connect(self.path)
         self._thread = threading.Thread(
             target=self._write_loop, args=(conn,), name="hitd-sqlite-write", daemon=True
@@ -211,10 +216,38 @@ class SQLiteStore(Store):
         except RuntimeError:
             pass
 
+    def _gone(self) -> str | None:
+        """Why the file this store opened is no longer the one at its path, or None. SQLite
+        keeps writing to an open file that was deleted (its directory `rm -rf`'d): every
+        commit would go into an inode nobody can open again, and a restart finds none of
+        those jobs. So each transaction checks first (one stat)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"SQLite store {self.path!r}: the database file was deleted"
+        except OSError as e:
+            return f"SQLite store {self.path!r}: cannot stat the database file: {e}"
+        if (st.st_dev, st.st_ino) != self._file:
+            return f"SQLite store {self.path!r}: the database file was replaced"
+        return None
+
+    def health(self) -> str | None:
+        if self._broken is not None:
+            return str(self._broken)
+        return None if self._file is None or self._closed else self._gone()
+
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
     ) -> None:
         done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        if self._broken is None and (why := self._gone()) is not None:
+            # For good: the open connection points at the old inode, and what is committed
+            # there is lost. Every write from now on answers StoreUnavailable (503).
+            self._broken = StoreUnavailable(f"{why}; restart hitd once it is restored")
+            log.critical("%s: the store takes no more writes", why)
+        if self._broken is not None:
+            self._fail(batch, self._broken)
+            return
         after: list[Callable[[], None]] = []  # handoffs, run on the loop once committed
         try:
             self._txn_begin()
@@ -276,8 +309,10 @@ class SQLiteStore(Store):
         n = len(jobs)
         if self._use_json and all(j.key is None for j in jobs):
             try:
-                blob = ops.dumps_strict([[j.task, j.args, j.max_attempts, j.run_at] for j in jobs])
-            except (ValueError, RecursionError):  # NaN or Infinity (SQLite refuses them)
+                blob = dumps_strict([[j.task, j.args, j.max_attempts, j.run_at] for j in jobs])
+            except (ValueError, RecursionError):
+                # Not JSON (NaN, Infinity, too deep): the rows path names the job; nothing
+                # that is not strict JSON is ever stored (see `_codec`).
                 pass
             else:
                 h = self._handoff
@@ -287,7 +322,9 @@ class SQLiteStore(Store):
                     return ids
                 ids, _ = await self._write(self._handoff_op(h, jobs, blob, now))
                 return ids
-        rows = [(j.task, ops.dumps(j.args), j.max_attempts, j.run_at, j.key) for j in jobs]
+        rows = [
+            (j.task, _args(jobs, i), j.max_attempts, j.run_at, j.key) for i, j in enumerate(jobs)
+        ]
         result: list[tuple[int, bool]] = await self._write(lambda c: ops.enqueue_rows(c, rows, now))
         return result
 
@@ -361,14 +398,20 @@ class SQLiteStore(Store):
             else:
                 await self._write(lambda c: ops.finish_json(c, blobs, now))
                 return
-        ok_rows = [(ops.result_json(o.result), now, o.id, o.worker) for o in outcomes if o.ok]
-        retry_rows = [
-            (storable(o.error), o.retry_at, o.id, o.worker)
+        ok_rows = [
+            (result_json(o.result), now, o.id, o.worker, o.attempt)
             for o in outcomes
-            if not o.ok and o.retry_at is not None
+            if o.status == "succeeded"
+        ]
+        retry_rows = [
+            (storable(o.error), o.run_at, o.id, o.worker, o.attempt)
+            for o in outcomes
+            if o.status == "queued"
         ]
         final_rows = [
-            (int(o.permanent), storable(o.error), now, o.id, o.worker) for o in outcomes if not o.ok
+            (o.status, storable(o.error), now, o.id, o.worker, o.attempt)
+            for o in outcomes
+            if o.status in ("failed", "dead")
         ]
         await self._write(lambda c: ops.finish_rows(c, ok_rows, retry_rows, final_rows))
 
@@ -401,8 +444,8 @@ class SQLiteStore(Store):
         return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # Reads run inline on the loop: a primary-key lookup takes ~10 us, a hop to a reader
-        # thread and back took ~200 us. In WAL mode a reader never waits for the writer.
+        # Reads run inline on the loop: a primary-key lookup is shorter than a hop to a
+        # reader thread and back. In WAL mode a reader never waits for the writer.
         if self._closed or self._rconn is None:
             raise StoreError("the SQLite store is closed (or was never opened)")
         try:
@@ -412,8 +455,8 @@ class SQLiteStore(Store):
 
     async def get(self, id: int) -> JobRecord | None:
         def fn(c: sqlite3.Connection) -> JobRecord | None:
-            r = c.execute(f"SELECT {ops.COLUMNS} FROM jobs WHERE id = ?", (id,)).fetchone()
-            return None if r is None else ops.row_record(r)
+            r = c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (id,)).fetchone()
+            return None if r is None else row_record(r)
 
         return await self._read(fn)
 
@@ -474,6 +517,14 @@ class SQLiteStore(Store):
 
     async def oldest_due(self, now: float) -> float | None:
         return await self._read(lambda c: admin.oldest_due(c, now))
+
+
+def _args(jobs: Sequence[NewJob], i: int) -> str:
+    """Job i's arguments as strict JSON, or StoreError naming the job (see `_codec`)."""
+    try:
+        return args_json(jobs[i].args)
+    except ValueError as e:
+        raise StoreError(f"job {i} of the batch: {e}") from e
 
 
 def _resolve(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from ._codec import COLUMNS, row_record
 from .base import (
     RETRYABLE,
     DeleteOutcome,
@@ -22,7 +23,7 @@ from .base import (
     pick_retries,
     stored_chars,
 )
-from .sqlite_ops import COLUMNS, NO_MOVES, Moves, row_record
+from .sqlite_ops import NO_MOVES, Moves
 
 # Back to queued, due at ? (the first parameter), with fresh attempts; the error is kept
 # until the job runs again, so the operator still sees why it had failed.

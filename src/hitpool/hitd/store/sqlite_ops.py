@@ -7,8 +7,7 @@ Two ways to move a batch across the sqlite3 module, chosen once per store:
   (`json_group_array`). A batch of 500 is then a handful of statement steps instead of 500,
   which matters twice: each step is a Python -> C round trip, and the sqlite3 module releases
   and re-takes the GIL around every step, so a writer thread stepping row by row keeps
-  stalling behind the event loop's thread. Measured here (claim of 500): 23k jobs/s row by
-  row, 36k jobs/s as JSON, on one thread.
+  stalling behind the event loop's thread.
 - Rows (any SQLite): `executemany` and a SELECT per claimed batch. The fallback, and the
   path for batches that carry idempotency keys (each key needs a lookup anyway).
 
@@ -22,14 +21,13 @@ of (-) each status, so the store keeps exact counts without scanning the table.
 
 from __future__ import annotations
 
-import json
-import json.scanner
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import FINISHED, JobRecord, Outcome, bisect_created, storable
+from ._codec import COLUMNS, decode_row, dumps, dumps_strict, loads, not_args, storable
+from .base import FINISHED, JobRecord, Outcome, bisect_created
 
 Moves = dict[str, int]  # status -> change in the number of jobs with that status
 NO_MOVES: Moves = {}
@@ -60,54 +58,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key)
     WHERE key IS NOT NULL AND status IN ('queued', 'running');
 """
 
-COLUMNS = (
-    "id, task, args, status, attempts, max_attempts, result, error, created_at, "
-    "started_at, finished_at, run_at, key, lease_until, worker"
-)
-
-# default=repr: a task result that is not JSON (a set, an object) is stored as its repr
-# rather than failing the batch it is in.
-dumps = json.JSONEncoder(separators=(",", ":"), default=repr).encode
-
-
-def _batch_encoder() -> Callable[[Any], str]:
-    """The encoder of the JSON batches, made once. JSONEncoder.encode() builds its C encoder
-    anew at every call and tracks every list and dict for cycles: 51 us for a batch of 17
-    jobs where this takes 29 us. Batches hold parsed JSON and task results; a result with a
-    cycle raises RecursionError here and its batch takes the rows path (see `result_json`).
-    Strict: SQLite's JSON parser refuses NaN and Infinity, so they raise ValueError.
-    ASCII: a lone surrogate (JSON "\\ud800" in a request's args, or in a result) is written
-    as its escape; raw, it could not be bound as UTF-8 and failed the whole group commit."""
-    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
-    if make is None:  # a Python without the _json accelerator
-        return json.JSONEncoder(separators=(",", ":"), default=repr, allow_nan=False).encode
-    esc = json.encoder.encode_basestring_ascii
-    enc = make(None, repr, esc, None, ":", ",", False, False, False)
-    return lambda obj: "".join(enc(obj, 0))
-
-
-dumps_strict = _batch_encoder()
-
-
-def result_json(value: Any) -> str:
-    """A task's result as JSON for one row; what JSON cannot hold (a cycle) as its repr."""
-    try:
-        return dumps(value)
-    except (ValueError, RecursionError):
-        return dumps(repr(value))
-
-
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
-
-
-def loads(text: str) -> Any:
-    """json.loads for text we wrote ourselves (no surrounding whitespace): the C scanner
-    directly, without the regex pass json.loads makes for whitespace."""
-    try:
-        return _scan(text, 0)[0]
-    except StopIteration:
-        return json.loads(text)  # let json raise its usual error
-
 
 def has_json(conn: sqlite3.Connection) -> bool:
     """True when this SQLite has what the JSON path uses (3.38+: ->> and UPDATE FROM)."""
@@ -118,26 +68,6 @@ def has_json(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False
     return True
-
-
-def row_record(r: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(
-        id=r[0],
-        task=r[1],
-        args=loads(r[2]),
-        status=r[3],
-        attempts=r[4],
-        max_attempts=r[5],
-        result=None if r[6] is None else loads(r[6]),
-        error=r[7],
-        created_at=r[8],
-        started_at=r[9],
-        finished_at=r[10],
-        run_at=r[11],
-        key=r[12],
-        lease_until=r[13],
-        worker=r[14],
-    )
 
 
 # -- enqueue ----------------------------------------------------------------------------------
@@ -281,7 +211,8 @@ def claim(
             else []
         )
     ids = expired + due
-    moves = {"queued": -len(due), "running": len(due) - dead, "dead": dead}
+    moves: Moves = {"queued": -len(due), "running": len(due) - dead, "dead": dead}
+    poison: list[tuple[str, float, int]] = []  # (why, now, id) of rows that cannot be decoded
     if not ids:
         return [], moves
     if use_json:
@@ -292,45 +223,86 @@ def claim(
         )
         # What a claim does not know already: everything but status, worker and the times
         # it just wrote.
-        blob = c.execute(
-            "SELECT json_group_array(json_array(id, task, json(args), attempts, max_attempts, "
-            "error, printf('%!.17g', created_at), printf('%!.17g', run_at), key)) "
-            "FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
-            (id_blob,),
-        ).fetchone()[0]
-        by_id = {r[0]: r for r in loads(blob)}
-        out = []
-        for id in ids:
-            r = by_id[id]
-            out.append(
-                JobRecord(
-                    r[0],
-                    r[1],
-                    r[2],
-                    "running",
-                    r[3],
-                    r[4],
-                    None,
-                    r[5],
-                    float(r[6]),
-                    now,
-                    None,
-                    float(r[7]),
-                    r[8],
-                    lease_until,
-                    worker,
+        try:
+            blob = c.execute(
+                "SELECT json_group_array(json_array(id, task, json(args), attempts, "
+                "max_attempts, error, printf('%!.17g', created_at), printf('%!.17g', run_at), "
+                "key)) FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+                (id_blob,),
+            ).fetchone()[0]
+        except sqlite3.Error:
+            # A row whose args SQLite cannot parse (not written by this store, or damaged):
+            # read the rows one by one below, so that it fails alone. The statement's error
+            # leaves the transaction and the UPDATE above as they were.
+            blob = None
+        if blob is not None:
+            by_id = {r[0]: r for r in loads(blob)}
+            out = []
+            for id in ids:
+                r = by_id[id]
+                if type(r[2]) is not dict:  # JSON, but not an object: not arguments
+                    poison.append((not_args(r[2]), now, id))
+                    continue
+                out.append(
+                    JobRecord(
+                        r[0],
+                        r[1],
+                        r[2],
+                        "running",
+                        r[3],
+                        r[4],
+                        None,
+                        r[5],
+                        float(r[6]),
+                        now,
+                        None,
+                        float(r[7]),
+                        r[8],
+                        lease_until,
+                        worker,
+                    )
                 )
-            )
-        return out, moves
-    marks = ",".join("?" * len(ids))
-    c.execute(f"UPDATE jobs SET {_TAKE} WHERE id IN ({marks})", (lease_until, now, worker, *ids))
-    rows = {r[0]: r for r in c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids)}
-    return [row_record(rows[id]) for id in ids], moves
+            if poison:
+                fail_poison(c, poison, moves)
+            return out, moves
+        found = c.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (id_blob,)
+        )
+    else:
+        marks = ",".join("?" * len(ids))
+        c.execute(
+            f"UPDATE jobs SET {_TAKE} WHERE id IN ({marks})", (lease_until, now, worker, *ids)
+        )
+        found = c.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({marks})", ids)
+    rows = {r[0]: r for r in found}
+    out = []
+    poison = []
+    for id in ids:
+        rec, bad = decode_row(rows[id])
+        if bad is None:
+            out.append(rec)
+        else:
+            poison.append((bad, now, id))
+    if poison:
+        fail_poison(c, poison, moves)
+    return out, moves
+
+
+def fail_poison(c: sqlite3.Connection, poison: list[tuple[str, float, int]], moves: Moves) -> None:
+    """Jobs just claimed whose row cannot be decoded: `failed` with the reason, in the
+    claim's transaction, so no worker gets them and no later claim trips on them."""
+    c.executemany(
+        "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_until = NULL "
+        "WHERE id = ?",
+        poison,
+    )
+    _move(moves, "running", "failed", len(poison))
 
 
 # -- finish -----------------------------------------------------------------------------------
 
-_HELD = "AND worker = ? AND status = 'running'"
+# The lease guard and the attempt fence: only the holder, on the attempt that ended.
+_HELD = "AND worker = ? AND status = 'running' AND attempts = ?"
 
 
 def finish_rows(
@@ -339,9 +311,9 @@ def finish_rows(
     retry: list[tuple[Any, ...]],
     final: list[tuple[Any, ...]],
 ) -> tuple[None, Moves]:
-    """ok: (result JSON, now, id, worker); retry: (error, retry_at, id, worker);
-    final: (permanent 0/1, error, now, id, worker). Retries must also be listed in `final`
-    (not permanent): a retry on the last attempt is refused and ends there as dead."""
+    """ok: (result JSON, now, id, worker, attempt); retry: (error, run_at, id, worker,
+    attempt); final: (status, error, now, id, worker, attempt). The statuses are the
+    runner's (`Outcome.status`): written as given."""
     moves: Moves = {}
     if ok:
         n = c.executemany(
@@ -353,21 +325,17 @@ def finish_rows(
     if retry:
         n = c.executemany(
             "UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, "
-            f"worker = NULL WHERE id = ? {_HELD} AND attempts < max_attempts",
+            f"worker = NULL WHERE id = ? {_HELD}",
             retry,
         ).rowcount
         _move(moves, "running", "queued", n)
-    # Final failures are rare: one statement each, then read back dead or failed.
-    for permanent, error, now, id, worker in final:
-        cur = c.execute(
-            "UPDATE jobs SET status = CASE WHEN ? = 0 AND attempts >= max_attempts "
-            "THEN 'dead' ELSE 'failed' END, error = ?, finished_at = ?, lease_until = NULL "
+    for status, error, now, id, worker, attempt in final:  # rare: one statement each
+        n = c.execute(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_until = NULL "
             f"WHERE id = ? {_HELD}",
-            (permanent, error, now, id, worker),
-        )
-        if cur.rowcount == 1:
-            status = c.execute("SELECT status FROM jobs WHERE id = ?", (id,)).fetchone()[0]
-            _move(moves, "running", status, 1)
+            (status, error, now, id, worker, attempt),
+        ).rowcount
+        _move(moves, "running", status, n)
     return None, moves
 
 
@@ -377,8 +345,7 @@ def _move(moves: Moves, old: str, new: str, n: int) -> None:
 
 
 # The worker is a parameter, not a field of each entry: a batch comes from one runner, and
-# extracting it from every entry was a JSON parse per job in SQLite (with its encoding in
-# Python, a fifth of the cost of finishing a job).
+# extracting it from every entry was a JSON parse per job in SQLite.
 _HELD_J = "jobs.worker = ? AND jobs.status = 'running'"
 
 
@@ -388,13 +355,11 @@ FinishBlobs = tuple[str, str | None, str | None, str | None]  # worker, ok, retr
 def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
     """The JSON texts `finish_json` takes for one worker's outcomes. Raises ValueError (NaN,
     Infinity) or RecursionError (a cycle) for a result the JSON path cannot carry."""
-    ok = {o.id: [o.result] for o in outcomes if o.ok}
-    failed = [o for o in outcomes if not o.ok] if len(ok) < len(outcomes) else []
+    ok = {o.id: [o.result, o.attempt] for o in outcomes if o.status == "succeeded"}
+    others = [o for o in outcomes if o.status != "succeeded"] if len(ok) < len(outcomes) else []
     # Error texts are extracted to text columns (->>): made storable first (see `storable`).
-    retry = [[o.id, storable(o.error), o.retry_at] for o in failed if o.retry_at is not None]
-    # Retries go in `final` too: applied after the retries, they only touch a retry that was
-    # refused (its last attempt), which is then dead.
-    final = [[o.id, storable(o.error), int(o.permanent)] for o in failed]
+    retry = [[o.id, storable(o.error), o.run_at, o.attempt] for o in others if o.status == "queued"]
+    final = [[o.id, storable(o.error), o.status, o.attempt] for o in others if o.status != "queued"]
     return (
         worker,
         dumps_strict(ok) if ok else None,
@@ -404,10 +369,9 @@ def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
 
 
 def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) -> tuple[None, Moves]:
-    """Outcomes, by worker: (worker, ok, retry, final) with ok: {"id": [result]}, retry:
-    [[id, error, retry_at]], final: [[id, error, permanent]] (JSON texts, None when empty).
-    Retries must also be listed in `final`: a retry on the last attempt is refused and ends
-    there as dead.
+    """Outcomes, by worker: (worker, ok, retry, final) with ok: {"id": [result, attempt]},
+    retry: [[id, error, run_at, attempt]], final: [[id, error, status, attempt]] (JSON
+    texts, None when empty). Each is written only on the attempt that ended (the fence).
 
     ok is an object keyed by id: json_each gives the id as its key, with no extraction. Each
     result is wrapped in an array because `j.value` of a bare scalar is an SQL value (a
@@ -418,7 +382,7 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
             n = c.execute(
                 "UPDATE jobs SET status = 'succeeded', result = j.value -> 0, error = NULL, "
                 "finished_at = ?, lease_until = NULL FROM json_each(?) AS j "
-                f"WHERE jobs.id = j.key AND {_HELD_J}",
+                f"WHERE jobs.id = j.key AND {_HELD_J} AND jobs.attempts = j.value ->> 1",
                 (now, ok, worker),
             ).rowcount
             _move(moves, "running", "succeeded", n)
@@ -427,17 +391,16 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
                 "UPDATE jobs SET status = 'queued', error = j.value ->> 1, "
                 "run_at = j.value ->> 2, lease_until = NULL, worker = NULL "
                 f"FROM json_each(?) AS j WHERE jobs.id = j.value ->> 0 AND {_HELD_J} "
-                "AND attempts < max_attempts",
+                "AND jobs.attempts = j.value ->> 3",
                 (retry, worker),
             ).rowcount
             _move(moves, "running", "queued", n)
         if final is not None:
             for (status,) in c.execute(
-                "UPDATE jobs SET status = CASE WHEN j.value ->> 2 = 0 "
-                "AND attempts >= max_attempts THEN 'dead' ELSE 'failed' END, "
-                "error = j.value ->> 1, finished_at = ?, lease_until = NULL "
+                "UPDATE jobs SET status = j.value ->> 2, error = j.value ->> 1, "
+                "finished_at = ?, lease_until = NULL "
                 f"FROM json_each(?) AS j WHERE jobs.id = j.value ->> 0 AND {_HELD_J} "
-                "RETURNING status",
+                "AND jobs.attempts = j.value ->> 3 RETURNING status",
                 (now, final, worker),
             ).fetchall():
                 _move(moves, "running", status, 1)
@@ -449,8 +412,8 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
 # No index serves this: one on finished_at would be written by every finish, the hot path (a
 # million jobs a minute), to help a purge that runs once a minute. The scan goes by id
 # instead: ids grow with time, so old finished jobs come first, and it stops at the last job
-# created before `before` (`bisect_created`), so a purge with nothing to delete reads ~20
-# rows, not the table (measured: 0.7 ms instead of 500 ms for two million jobs).
+# created before `before` (`bisect_created`), so a purge with nothing to delete reads a
+# logarithm of the table's rows, not the table.
 _FINISHED = "status IN ({})".format(", ".join(f"'{s}'" for s in FINISHED))
 _OLD = f"id <= ? AND {_FINISHED} AND finished_at < ?"
 _PROBE = "SELECT created_at FROM jobs WHERE id >= ? ORDER BY id LIMIT 1"

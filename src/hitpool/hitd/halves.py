@@ -3,10 +3,10 @@
 The intake commits the requests of one loop turn together, and the runner records the
 outcomes of many jobs in one finish(). If the store refuses such a batch because of one item
 (a text it cannot encode, say), retrying the whole batch fails again forever, and every item
-that joins it with it. `apart` tries the halves, and their halves, down to single items,
-which it hands to `alone`. If both halves of a split fail before anything has gone through,
-the store itself is failing, not an item: the rest is returned untried, so an outage costs a
-few calls per batch, not one per item.
+that joins it with it. `retry_in_halves` tries the halves, and their halves, down to single
+items, which it hands to `alone`. If both halves of a split fail before anything has gone
+through, the store itself is failing, not an item: the rest is returned untried, so an
+outage costs a few calls per batch, not one per item.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["apart"]
+__all__ = ["retry_in_halves"]
 
 T = TypeVar("T")
 
 
-async def apart(
+async def retry_in_halves(
     items: Sequence[T],
     err: Exception,
     attempt: Callable[[Sequence[T]], Awaitable[object]],
