@@ -68,6 +68,8 @@ type jobStore interface {
 	Commit(jobs []WorkRequest, due []time.Duration) (int64, error)
 	// Finished records that a job succeeded (stored in a later commit, not waited for).
 	Finished(id int64)
+	// Stats are the store's own counters for GET /stats.
+	Stats() map[string]int64
 }
 
 // openStore is set by store_sqlite.go when built with the durable tag, nil otherwise.
@@ -512,11 +514,13 @@ func (c *Collector) Stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	store := "memory (none)"
+	var commits map[string]int64
 	if c.store != nil {
-		store = c.store.Describe()
+		store, commits = c.store.Describe(), c.store.Stats()
 	}
 	body, _ := json.Marshal(map[string]any{
 		"store":     store,
+		"commits":   commits,
 		"accepted":  c.accepted.Load(),
 		"rejected":  map[string]int64{"429": c.rejected.Load()},
 		"completed": c.completed.Load(),
