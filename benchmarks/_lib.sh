@@ -140,6 +140,14 @@ need_venv() {
     fi
 }
 
+need_apt_file() { # need_apt_file PATH PACKAGE...: for a library or header rather than a binary
+    local path=$1
+    shift
+    [[ -e $path ]] && return 0
+    log "installing $* with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 || die "apt-get install $* failed"
+}
+
 need_apt() { # need_apt BINARY PACKAGE...
     local bin=$1
     shift

@@ -136,6 +136,42 @@ def parse_hit(text: str) -> Record:
     }
 
 
+_UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+_HIT_FIELD = re.compile(r"^\s*(Requests|Errors|Duration|RPS):\s+(\S+)", re.M)
+_HIT_P99 = re.compile(r"^\s*99%\s+([0-9.]+)(ns|µs|us|ms|s|m)\s*$", re.M)
+
+
+def _seconds(text: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(ns|µs|us|ms|s|m)", text)
+    if m is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_hit_text(text: str) -> Record:
+    """hit's text summary (no --json), as printed to a pipe or a terminal: the live view's
+    cost is measured with it (loadgen.sh --mode view). A terminal's output has \\r\\n line ends
+    and the redrawn frames before the summary; only the summary's fields are read."""
+    text = text.replace("\r", "")
+    summary = text.rsplit("Summary:", 1)[-1]
+    fields = dict(_HIT_FIELD.findall(summary))
+    if "Requests" not in fields or "Duration" not in fields:
+        raise ValueError("no Summary section with Requests and Duration in hit's output")
+    requests, errors = int(fields["Requests"]), int(fields.get("Errors", "0"))
+    statuses = {int(c): int(n) for c, n in _HEY_STATUS.findall(summary)}
+    ok = sum(n for c, n in statuses.items() if 200 <= c < 300)
+    duration_s = _seconds(fields["Duration"])
+    p99 = _HIT_P99.search(summary)
+    return {
+        "requests": requests,
+        "successes": ok,
+        "errors": errors,
+        "rps": requests / duration_s if duration_s else 0.0,
+        "duration_s": duration_s,
+        "p99_s": float(p99.group(1)) * _UNITS[p99.group(2)] if p99 else None,
+    }
+
+
 def parse_own(text: str) -> Record:
     """bare_client.py and aiohttp_client.py print the normalised record themselves."""
     o = _last_json_object(text)
@@ -177,7 +213,15 @@ def parse_locust(text: str) -> Record:
 def parse(tool: str, path: str) -> Record:
     with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read()
-    parsers = {"wrk": parse_wrk, "hey": parse_hey, "hit": parse_hit, "locust": parse_locust}
+    parsers = {
+        "wrk": parse_wrk,
+        "hey": parse_hey,
+        "hit": parse_hit,
+        "hit-json": parse_hit,
+        "hit-pipe": parse_hit_text,
+        "hit-tty": parse_hit_text,
+        "locust": parse_locust,
+    }
     return parsers.get(tool, parse_own)(text)
 
 
@@ -228,16 +272,22 @@ def _group(records: list[Record], *keys: str) -> dict[tuple[Any, ...], list[Reco
     return groups
 
 
+def _per_cpu_s(r: Record) -> float | None:
+    """Requests per CPU-second of the generator: req/s over the cores it used."""
+    cores = r.get("cpu_cores")
+    return r["rps"] / cores if r.get("rps") is not None and cores else None
+
+
 def loadgen_table(records: list[Record]) -> str:
     """One row per generator: median req/s over its runs, and the count check against nginx."""
-    order = ["wrk", "hey", "hit", "bare", "aiohttp", "locust"]
+    order = ["wrk", "hey", "hit", "bare", "aiohttp", "locust", "hit-json", "hit-pipe", "hit-tty"]
     groups = _group(records, "tool")
     med = {k[0]: _median(r["rps"] for r in g) for k, g in groups.items()}
     lines = [
         "| generator | CPU budget | runs | req/s (median) | min-max req/s | CPU used (cores) "
-        "| p99 ms | tool count - nginx count (per run) | errors | others' CPU before (max) "
-        "| vs wrk | vs hey |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| req per generator CPU-s | p99 ms | tool count - nginx count (per run) | errors "
+        "| others' CPU before (max) | vs wrk | vs hey |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     tools = sorted(groups, key=lambda k: order.index(k[0]) if k[0] in order else 99)
     for key in tools:
@@ -249,33 +299,43 @@ def loadgen_table(records: list[Record]) -> str:
             f"| {tool} | {g[0].get('budget', '?')} | {len(g)} | {_fmt_int(med[tool])} "
             f"| {_fmt_int(min(rps) if rps else None)}-{_fmt_int(max(rps) if rps else None)} "
             f"| {_fmt_cores(_median(r.get('cpu_cores') for r in g))} "
+            f"| {_fmt_int(_median(_per_cpu_s(r) for r in g))} "
             f"| {_fmt_ms(_median(r.get('p99_s') for r in g))} | {diffs} "
             f"| {sum(int(r.get('errors') or 0) for r in g)} | {_fmt_cores(_max_busy(g))} "
             f"| {_fmt_ratio(med[tool], med.get('wrk'))} | {_fmt_ratio(med[tool], med.get('hey'))} |"
         )
     hit = med.get("hit")
     lines.append("")
+    if "hit-json" in med:  # --mode view: the live view's cost against no view at all
+        for tool in ("hit-pipe", "hit-tty"):
+            if tool in med:
+                lines.append(f"{tool} / hit-json = {_fmt_ratio(med[tool], med['hit-json'])}.")
+        return "\n".join(lines)
     if hit is None:
         lines.append("hit: no run parsed (not installed, or every run failed: see raw outputs).")
     else:
-        lines.append(
-            f"hit / wrk = {_fmt_ratio(hit, med.get('wrk'))} (goal >= 1.0x), "
-            f"hit / hey = {_fmt_ratio(hit, med.get('hey'))} (goal >= 2.5x)."
-        )
+        line = f"hit / wrk = {_fmt_ratio(hit, med.get('wrk'))} (goal >= 1.0x)"
+        if "hey" in med:
+            line += f", hit / hey = {_fmt_ratio(hit, med.get('hey'))} (goal >= 2.5x)"
+        lines.append(line + ".")
     return "\n".join(lines)
 
 
 def intake_table(records: list[Record]) -> str:
-    """One row per (server, body shape): accepted jobs/s, p99, jobs/min, ratio to Go."""
+    """One row per (server, body shape): accepted jobs/s, p99, jobs/min, ratio to Go (and to
+    the durable Go collector, a column shown only when `go-durable` ran)."""
     groups = _group(records, "server", "shape")
     med = {k: _median(r["jobs_per_s"] for r in g) for k, g in groups.items()}
+    durable = any(k[0] == "go-durable" for k in groups)
     lines = [
         "| server | store | body | runs | accepted jobs/s (median) | min-max jobs/s | jobs/min "
         "| p99 ms | server CPU (cores) | generator CPU | client errors / server 429s "
-        "| server accepted - client accepted (per run) | others' CPU before (max) | vs Go |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| server accepted - client accepted (per run) | others' CPU before (max) | vs Go |"
+        + (" vs Go durable |" if durable else ""),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        + ("---:|" if durable else ""),
     ]
-    order = {"go": 0, "hitd": 1, "hitd-pg": 2, "bare": 3}
+    order = {"go": 0, "go-durable": 1, "hitd": 2, "hitd-pg": 3, "bare": 4}
     for key in sorted(groups, key=lambda k: (k[1], order.get(k[0], 9))):
         server, shape = key
         g = groups[key]
@@ -292,14 +352,19 @@ def intake_table(records: list[Record]) -> str:
             f"| {sum(int(r.get('errors') or 0) for r in g)} "
             f"/ {sum(int(r.get('server_rejected') or 0) for r in g)} | {checks} "
             f"| {_fmt_cores(_max_busy(g))} | {_fmt_ratio(m, med.get(('go', shape)))} |"
+            + (f" {_fmt_ratio(m, med.get(('go-durable', shape)))} |" if durable else "")
         )
     lines.append("")
     for shape in sorted({k[1] for k in groups}):
         h, go = med.get(("hitd", shape)), med.get(("go", shape))
         if h is not None:
             floor = "meets" if h * 60 >= 1_000_000 else "misses"
+            vs_durable = ""
+            if durable:
+                gd = med.get(("go-durable", shape))
+                vs_durable = f"hitd / Go durable = {_fmt_ratio(h, gd)} (goal >= 1.0x); "
             lines.append(
-                f"{shape}: hitd / Go = {_fmt_ratio(h, go)} (goal >= 1.0x); "
+                f"{shape}: hitd / Go = {_fmt_ratio(h, go)} (goal >= 1.0x); {vs_durable}"
                 f"hitd {_fmt_int(h * 60)} jobs/min ({floor} the 1,000,000 floor)."
             )
     return "\n".join(lines)

@@ -2,11 +2,13 @@
 # Job intake: hitd (SQLite, synchronous=FULL) against the Go in-memory reference collector.
 #
 #   benchmarks/intake.sh [--runs 3] [--duration 5] [--conns 50] [--batch 100]
-#                        [--servers "go hitd"] [--gen hit|wrk]
+#                        [--servers "go go-durable hitd"] [--gen hit|wrk]
 #
 # Each server on core 0 (the Go collector with GOMAXPROCS=1; hitd one process, its threads
 # included), the load generator on core 1 (a full core: here the server is what is measured).
-# --servers may add `bare` (benchmarks/bare_intake.py): hitd's HTTP shape and SQLite group
+# --servers may add `go-durable`: the same Go collector with -db, committing every job to SQLite
+# before its 202 as hitd does (WAL, synchronous=FULL, group commit; collector/store_sqlite.go):
+# the like-for-like anchor; `bare` (benchmarks/bare_intake.py): hitd's HTTP shape and SQLite group
 # commit with nothing else, no validation and no job run: the ceiling for Python here; and
 # `hitd-pg`: hitd on a PostgreSQL store, a fresh database per run on the server at
 # $HITD_PG_URL (default postgresql://postgres@127.0.0.1:5432, the machine's own; it is not
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     --batch) BATCH=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --gen) GEN=$2; shift 2 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "intake.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -50,8 +52,8 @@ done
     { echo "intake.sh: --batch takes 2..1000 (hitd's limit per request)" >&2; exit 2; }
 [[ -z $GEN || $GEN == hit || $GEN == wrk ]] || { echo "intake.sh: --gen takes hit or wrk" >&2; exit 2; }
 for s in $SERVERS; do
-    [[ $s == go || $s == hitd || $s == hitd-pg || $s == bare ]] ||
-        { echo "intake.sh: --servers takes go, hitd, hitd-pg and bare (got $s), e.g. --servers \"go hitd\"" >&2; exit 2; }
+    [[ $s == go || $s == go-durable || $s == hitd || $s == hitd-pg || $s == bare ]] ||
+        { echo "intake.sh: --servers takes go, go-durable, hitd, hitd-pg and bare (got $s), e.g. --servers \"go go-durable hitd\"" >&2; exit 2; }
 done
 MEASURE_LIMIT_S=$((DURATION + 30))
 [[ $(nproc) -ge 2 ]] || die "needs 2 cores (server on core 0, generator on core 1)"
@@ -87,6 +89,19 @@ if [[ " $SERVERS " == *" go "* ]]; then
     log "building the Go collector ($(go version | cut -d' ' -f3))"
     (cd "$BENCH_DIR/collector" && GOCACHE="$OUT_DIR/gocache" GOFLAGS=-mod=mod GOPROXY=off \
         CGO_ENABLED=0 go build -o "$COLLECTOR" .) || die "go build failed"
+fi
+COLLECTOR_DURABLE="$OUT_DIR/collector-durable"
+if [[ " $SERVERS " == *" go-durable "* ]]; then
+    # SQLite through Debian's packaged mattn/go-sqlite3 (cgo) on the system's libsqlite3, the
+    # library Python's sqlite3 module links: GOPATH mode on /usr/share/gocode, nothing fetched.
+    need_apt go golang-go
+    need_apt gcc gcc
+    need_apt_file /usr/include/sqlite3.h libsqlite3-dev
+    need_apt_file /usr/share/gocode/src/github.com/mattn/go-sqlite3 golang-github-mattn-go-sqlite3-dev
+    mkdir -p "$OUT_DIR/gocache"
+    log "building the durable Go collector (-tags \"durable libsqlite3\", SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)') as Python's)"
+    (cd "$BENCH_DIR/collector" && GOCACHE="$OUT_DIR/gocache" GO111MODULE=off GOPATH=/usr/share/gocode \
+        CGO_ENABLED=1 go build -tags "durable libsqlite3" -o "$COLLECTOR_DURABLE" .) || die "go build (durable) failed"
 fi
 if [[ " $SERVERS " == *" hitd-pg "* ]]; then
     command -v psql >/dev/null || die "hitd-pg needs psql (apt-get install postgresql-client)"
@@ -145,6 +160,11 @@ start_server() { # start_server NAME DIR
     go)
         (cd "$dir" && GOMAXPROCS=1 exec taskset -c 0 "$COLLECTOR" -port "$SERVER_PORT" \
             -workers "$WORKERS" -queue-size "$GO_QUEUE") >"$dir/server.log" 2>&1 &
+        ;;
+    go-durable)
+        # Its queue is in memory like `go`'s (the rows are the durable copy), so the same size.
+        (cd "$dir" && GOMAXPROCS=1 exec taskset -c 0 "$COLLECTOR_DURABLE" -port "$SERVER_PORT" \
+            -workers "$WORKERS" -queue-size "$GO_QUEUE" -db ./collector.db) >"$dir/server.log" 2>&1 &
         ;;
     hitd)
         # No --store: hitd's default store, ./hitd.db in this fresh directory (SQLite, FULL).
@@ -227,6 +247,9 @@ for run in $(seq "$RUNS"); do
             if [[ $server == hitd ]]; then
                 store="sqlite FULL"
                 [[ -f $dir/hitd.db ]] || store="? (no ./hitd.db found)"
+            elif [[ $server == go-durable ]]; then
+                store="sqlite FULL, group commit"
+                [[ -f $dir/collector.db ]] || store="? (no ./collector.db found)"
             elif [[ $server == hitd-pg ]]; then
                 store="postgresql (unpinned server)"
             elif [[ $server == bare ]]; then
@@ -250,7 +273,7 @@ done
 echo
 echo "## Job intake, $CONNS connections, ${DURATION} s per run, median of $RUNS runs"
 echo
-echo "Servers on core 0 (Go $(go version 2>/dev/null | cut -d' ' -f3) net/http with GOMAXPROCS=1; hitd one process), generator $GEN on core 1."
+echo "Servers on core 0 (Go $(go version 2>/dev/null | cut -d' ' -f3) net/http with GOMAXPROCS=1, go-durable its threads included; hitd one process), generator $GEN on core 1."
 echo "Both with $WORKERS workers running hello as jobs arrive; queue size: Go $GO_QUEUE, hitd $HITD_QUEUE (no run may be answered 429: see errors); per-job logging off."
 echo "Bodies: single = $(cat "$TMP_DIR/body-single.json") per POST /jobs; batch = an array of $BATCH of them."
 echo "hitd store: its default ./hitd.db (SQLite WAL, synchronous=FULL) in a fresh temp dir on $(df --output=source "$TMP_DIR" | tail -1) per run."

@@ -56,7 +56,24 @@ type WorkRequest struct {
 	Name  string
 	Delay time.Duration
 	Args  json.RawMessage // kept verbatim, as a real server would store it
+
+	MaxAttempts int // stored by the durable variant; this collector never retries
 }
+
+// jobStore is where `-db PATH` keeps jobs (store_sqlite.go, built with -tags "durable
+// libsqlite3"). Without -db nothing is stored and a 202 is a promise only while the process lives.
+type jobStore interface {
+	Describe() string
+	// Commit returns once the jobs are durably committed, with the first one's id.
+	Commit(jobs []WorkRequest, due []time.Duration) (int64, error)
+	// Finished records that a job succeeded (stored in a later commit, not waited for).
+	Finished(id int64)
+	// Stats are the store's own counters for GET /stats.
+	Stats() map[string]int64
+}
+
+// openStore is set by store_sqlite.go when built with the durable tag, nil otherwise.
+var openStore func(path string) (jobStore, error)
 
 // Worker is the seed's worker: it offers its own channel on WorkerQueue, then waits for work.
 type Worker struct {
@@ -85,6 +102,9 @@ func (w Worker) Start(c *Collector) {
 			case work := <-w.Work:
 				c.busy.Add(1)
 				c.run(w.ID, work)
+				if c.store != nil {
+					c.store.Finished(work.ID)
+				}
 				c.busy.Add(-1)
 				c.completed.Add(1)
 			case <-w.QuitChan:
@@ -108,6 +128,7 @@ type Collector struct {
 	maxBody     int64
 	verbose     bool
 	logger      *log.Logger
+	store       jobStore // nil: in memory only
 
 	nextID    atomic.Int64
 	pending   atomic.Int64 // accepted and not yet handed to a worker: the queue's real depth
@@ -182,11 +203,22 @@ func (c *Collector) reserve(n int64) bool {
 }
 
 // enqueue gives ids to reserved jobs and queues them; a delayed job joins the queue when due.
-func (c *Collector) enqueue(jobs []WorkRequest, due []time.Duration) []int64 {
-	last := c.nextID.Add(int64(len(jobs)))
+// With a store, the jobs are committed first (ids are the store's) and queued only after it:
+// a 202 is then sent only for committed jobs. A failed commit gives back the reservation.
+func (c *Collector) enqueue(jobs []WorkRequest, due []time.Duration) ([]int64, error) {
+	var first int64
+	if c.store != nil {
+		var err error
+		if first, err = c.store.Commit(jobs, due); err != nil {
+			c.pending.Add(-int64(len(jobs)))
+			return nil, err
+		}
+	} else {
+		first = c.nextID.Add(int64(len(jobs))) - int64(len(jobs)) + 1
+	}
 	ids := make([]int64, len(jobs))
 	for i := range jobs {
-		jobs[i].ID = last - int64(len(jobs)) + int64(i) + 1
+		jobs[i].ID = first + int64(i)
 		ids[i] = jobs[i].ID
 		if due != nil && due[i] > 0 {
 			job := jobs[i]
@@ -196,7 +228,11 @@ func (c *Collector) enqueue(jobs []WorkRequest, due []time.Duration) []int64 {
 		c.WorkQueue <- jobs[i]
 	}
 	c.accepted.Add(int64(len(jobs)))
-	return ids
+	return ids, nil
+}
+
+func storeError(err error) *apiError {
+	return &apiError{http.StatusServiceUnavailable, "store", fmt.Sprintf("could not commit: %v", err)}
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -333,7 +369,11 @@ func checkJob(j *jobSpec, prefix string) (WorkRequest, time.Duration, *apiError)
 	if j.Key != nil && (len(*j.Key) == 0 || len(*j.Key) > maxKeyLen) {
 		return WorkRequest{}, 0, badRequest(prefix+"key", "must be a string of 1 to %d characters", maxKeyLen)
 	}
-	return WorkRequest{Task: j.Task, Args: args}, due, nil
+	attempts := 3
+	if j.MaxAttempts != nil {
+		attempts = *j.MaxAttempts
+	}
+	return WorkRequest{Task: j.Task, Args: args, MaxAttempts: attempts}, due, nil
 }
 
 // Jobs is POST /jobs: one job object or an array of up to 1000 -> 202 with the ids.
@@ -388,7 +428,11 @@ func (c *Collector) Jobs(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%d jobs are waiting: retry later", c.queueSize)})
 		return
 	}
-	ids := c.enqueue(jobs, due)
+	ids, err := c.enqueue(jobs, due)
+	if err != nil {
+		writeError(w, storeError(err))
+		return
+	}
 	w.Header().Set("Location", "/jobs/"+strconv.FormatInt(ids[0], 10))
 	out := make([]byte, 0, 16+len(ids)*8)
 	if single {
@@ -455,7 +499,11 @@ func (c *Collector) Work(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("%d jobs are waiting: retry later", c.queueSize)})
 		return
 	}
-	ids := c.enqueue([]WorkRequest{{Task: "hello", Name: name, Delay: delay}}, nil)
+	ids, err := c.enqueue([]WorkRequest{{Task: "hello", Name: name, Delay: delay, MaxAttempts: 1}}, nil)
+	if err != nil {
+		writeError(w, storeError(err))
+		return
+	}
 	w.Header().Set("Location", "/jobs/"+strconv.FormatInt(ids[0], 10))
 	writeJSON(w, http.StatusCreated, []byte(`{"id":`+strconv.FormatInt(ids[0], 10)+`}`))
 }
@@ -465,7 +513,14 @@ func (c *Collector) Stats(w http.ResponseWriter, r *http.Request) {
 	if !allowOnly(w, r, http.MethodGet) {
 		return
 	}
+	store := "memory (none)"
+	var commits map[string]int64
+	if c.store != nil {
+		store, commits = c.store.Describe(), c.store.Stats()
+	}
 	body, _ := json.Marshal(map[string]any{
+		"store":     store,
+		"commits":   commits,
 		"accepted":  c.accepted.Load(),
 		"rejected":  map[string]int64{"429": c.rejected.Load()},
 		"completed": c.completed.Load(),
@@ -489,13 +544,27 @@ func main() {
 	queue := flag.Int("queue-size", envInt("MAX_QUEUE", 100000), "jobs that may wait before 429 (env MAX_QUEUE)")
 	maxBody := flag.Int64("max-body", 1<<20, "largest request body in bytes (413 beyond)")
 	verbose := flag.Bool("v", false, "log each hello like the seed (worker%d: Hello, name!)")
+	dbPath := flag.String("db", "", "commit every job to this SQLite file before its 202 (WAL, synchronous=FULL, group commit); needs a build with -tags \"durable libsqlite3\"")
 	flag.Parse()
 	if *workers < 1 || *queue < 1 || *maxBody < 1 {
 		fmt.Fprintln(os.Stderr, "collector: -workers, -queue-size and -max-body must be positive")
 		os.Exit(2)
 	}
+	var store jobStore
+	if *dbPath != "" {
+		if openStore == nil {
+			fmt.Fprintln(os.Stderr, "collector: -db needs the durable build: go build -tags \"durable libsqlite3\" (see benchmarks/README.md)")
+			os.Exit(2)
+		}
+		var err error
+		if store, err = openStore(*dbPath); err != nil {
+			fmt.Fprintf(os.Stderr, "collector: -db %s: %v\n", *dbPath, err)
+			os.Exit(1)
+		}
+	}
 
 	c := NewCollector(*workers, *queue, *maxBody, *verbose)
+	c.store = store
 	mux := http.NewServeMux()
 	mux.HandleFunc("/jobs", c.Jobs)
 	mux.HandleFunc("/work", c.Work)
@@ -515,8 +584,12 @@ func main() {
 		MaxHeaderBytes:    16 << 10,
 	}
 	// Printed once listening, so a script can wait for it (and learn the port when -port 0).
-	fmt.Printf("collector listening on http://%s (workers %d, queue %d, GOMAXPROCS from env)\n",
-		ln.Addr(), *workers, *queue)
+	desc := "memory (none)"
+	if store != nil {
+		desc = store.Describe() + " at " + *dbPath
+	}
+	fmt.Printf("collector listening on http://%s (workers %d, queue %d, store %s, GOMAXPROCS from env)\n",
+		ln.Addr(), *workers, *queue, desc)
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
