@@ -11,7 +11,10 @@ A `Channel` (a socketpair, length-prefixed messages) carries the protocol: the c
 ("ready" | "cannot_start"), the parent answers ("go", t0) with one CLOCK_MONOTONIC start
 for all, the child sends ("tick", tick) every second and finally ("done", wire summary);
 ("stop", None) ends it early. A child treats SIGTERM as that stop and ignores SIGINT (a
-terminal's Ctrl-C reaches the whole group; the parent decides). The parent waits on the
+terminal's Ctrl-C reaches the whole group; the parent decides). A child is born with both
+blocked, so a signal to the group (`timeout`, Ctrl-C) while it is still importing neither
+kills it nor prints a traceback: SIGINT is ignored before it is unblocked, and a pending
+SIGTERM is taken as a stop once the child's loop handles it. The parent waits on the
 channels and on the processes' sentinels with its loop, never a thread, and reaps every
 child it started.
 """
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
+import multiprocessing.resource_tracker
 import signal
 import socket
 import time
@@ -81,6 +85,25 @@ _EXIT_GRACE_S = 5.0
 # A cancelled run (a hard stop, a timeout) wants nothing more from them: a child still
 # connecting (up to spec.timeout) or stuck must not hold its caller up for long.
 _CANCEL_GRACE_S = 0.5
+
+
+# Blocked from before a child is spawned until it handles them (the mask survives exec).
+_STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _start_shielded(procs: Sequence[BaseProcess], started: list[BaseProcess]) -> None:
+    """Start the processes with SIGINT and SIGTERM blocked: each child inherits the mask,
+    and a signal that reaches this process meanwhile waits until the mask is restored."""
+    # The first spawn starts multiprocessing's resource tracker, which unblocks both
+    # signals once it has started its own process: start it before blocking them.
+    multiprocessing.resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 async def _recv(chan: Channel, proc: BaseProcess, name: str) -> Any:
@@ -190,9 +213,7 @@ async def run_processes(
 
     grace = _EXIT_GRACE_S
     try:
-        for proc in procs:
-            proc.start()
-            started.append(proc)
+        _start_shielded(procs, started)
         for ours, theirs in pairs:
             theirs.close()
             chans.append(await Channel.open(ours))
@@ -271,10 +292,12 @@ def _child(
     ticks: bool,
 ) -> None:
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    # Until the loop runs and takes SIGTERM as a stop, a SIGTERM to the group must not kill
-    # this child before it can report: the parent, terminated too, passes the stop on.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Born with SIGINT and SIGTERM blocked (`_start_shielded`). SIGINT: the parent decides
+    # when to stop, so one that came while this child imported is dropped here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # SIGTERM stays blocked until the loop takes it as a stop (`_child_async`): one sent to
+    # the group before then waits, and this child still reports its (empty) result.
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     try:
         uvloop.run(_child_async(spec, lanes, requests, rate, offset, sock, timeline, ticks))
@@ -299,6 +322,7 @@ async def _child_async(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)  # as the parent's stop: a partial result
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one lands now
     chan = await Channel.open(sock)
     started: asyncio.Future[int] = loop.create_future()
 
