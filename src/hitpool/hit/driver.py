@@ -77,6 +77,11 @@ async def drive(
             engine.stop()
             return _summary(engine, spec, end=engine.base, timeline=tl if timeline else None)
         base = await go()
+        # A start given ahead (the processes of a run start together) is waited for: the
+        # closed model sends as soon as a ticket is asked for, and a request sent before
+        # ``base`` would end before the run's clock started (a run of 0 s, at 0 req/s).
+        while (ahead := base - engine.clock()) > 0 and not (stop is not None and stop.is_set()):
+            await asyncio.sleep(ahead / 1e9)
         if stop is not None and stop.is_set():  # stopped while waiting for the other processes
             engine.base = engine.last = base
             engine.stop()
