@@ -412,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             created = not os.path.exists(ns.output)
             output = _open_output(ns.output)
     except UsageError as e:
-        sys.stderr.write(f"hit: error: {e}\n  fix: {e.fix}\n")
+        _say(f"hit: error: {e}\n  fix: {e.fix}\n")
         return EXIT_USAGE
     if output is None:
         return _main(spec, ns, None, args)
@@ -423,6 +423,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.unlink(ns.output)
     return code
+
+
+def _say(text: str) -> None:
+    """A line for stderr; one that cannot be written (stderr a closed pipe) is dropped, so
+    the files and the exit code still come out."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def _print_summary(text: str) -> bool:
+    """Write the summary to stdout; False when it could not be written. A reader that left
+    (``hit ... | head -1``) is not an error, and says nothing; a full disk or an I/O error
+    is said on stderr. Either way stdout is pointed at /dev/null, so the interpreter's own
+    flush at exit cannot raise again."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return True
+    except OSError as e:
+        _silence_stdout()
+        _say(f"hit: cannot write the summary to stdout: {e.strerror}\n")
+        return False
+    return True
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequence[str]) -> int:
@@ -438,31 +471,30 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
         finally:
             gc.unfreeze()
     except CannotStart as e:
-        sys.stderr.write(f"hit: cannot start: {e}\n")
+        _say(f"hit: cannot start: {e}\n")
         return EXIT_CANNOT_START
     except HitError as e:  # a worker process died: there is no summary to print
-        sys.stderr.write(f"hit: error: {e}\n")
+        _say(f"hit: error: {e}\n")
         return EXIT_CANNOT_START
-    sys.stdout.write(report.json_text(summary) if ns.json else report.text(summary))
-    unwritten = False
+    unwritten = not _print_summary(report.json_text(summary) if ns.json else report.text(summary))
     if output is not None:
         try:
             output.write(report.timeline_text(summary, ns.output))
             output.flush()
         except OSError as e:  # the disk filled up during the run
-            sys.stderr.write(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
+            _say(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
             unwritten = True
     failed = False
     checked = report.check_all(ns.asserts, summary)
     for a, ok, actual in checked:
         if not ok:
             failed = True
-            sys.stderr.write(f"hit: assertion failed: {a.text} ({actual})\n")
+            _say(f"hit: assertion failed: {a.text} ({actual})\n")
     if ns.html is not None or ns.save is not None:
         verdicts = [saved.Verdict(a.text, ok, actual) for a, ok, actual in checked]
         run = saved.from_summary(summary, command=("hit", *args), spec=spec, verdicts=verdicts)
         for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
-            sys.stderr.write(f"hit: {problem}\n")
+            _say(f"hit: {problem}\n")
     if summary.interrupted:
         return EXIT_TERMINATED if signals and signals[0] == signal.SIGTERM else EXIT_INTERRUPTED
     if unwritten:

@@ -80,8 +80,9 @@ async def drive(
         # A start given ahead (the processes of a run start together) is waited for: the
         # closed model sends as soon as a ticket is asked for, and a request sent before
         # ``base`` would end before the run's clock started (a run of 0 s, at 0 req/s).
-        while (ahead := base - engine.clock()) > 0 and not (stop is not None and stop.is_set()):
-            await asyncio.sleep(ahead / 1e9)
+        ahead = base - engine.clock()
+        if ahead > 0:  # the loop's timers round to the millisecond: 1 ms more, never early
+            await asyncio.sleep(ahead / 1e9 + 0.001)
         if stop is not None and stop.is_set():  # stopped while waiting for the other processes
             engine.base = engine.last = base
             engine.stop()
@@ -100,6 +101,12 @@ async def drive(
             row = tl.tick(second, engine.hist, engine.finished, errors, engine.issued)
             if not timeline:
                 tl.rows.clear()
+            # The next tick is armed before the callback runs: a callback that raises must
+            # not end the ticks (the -o timeline would lose every second after it).
+            due = base + (second + 2) * 1_000_000_000
+            ticker = loop.call_later(max(0, due - engine.clock()) / 1e9, tick, second + 1)
+            rate = row.requests * 1e9 / max(1, now - prev)
+            prev = now
             if on_tick is not None:
                 on_tick(
                     Tick(
@@ -108,13 +115,10 @@ async def drive(
                         requests=engine.finished,
                         errors=errors,
                         in_flight=engine.issued - engine.finished,
-                        rate=row.requests * 1e9 / max(1, now - prev),
+                        rate=rate,
                         row=row,
                     )
                 )
-            prev = now
-            due = base + (second + 2) * 1_000_000_000
-            ticker = loop.call_later(max(0, due - engine.clock()) / 1e9, tick, second + 1)
 
         if tl is not None:
             ticker = loop.call_later(max(0, base + 1_000_000_000 - engine.clock()) / 1e9, tick, 0)

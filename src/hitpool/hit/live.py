@@ -9,7 +9,9 @@ Its cost is off the hot path: it reads the one snapshot a second the run already
 for its timeline (`driver.tick`), in every process, and draws from the parent.
 
 `Frame` is pure (numbers in, lines out, tested with tables); `Terminal` and `Lines` are
-the thin shells that write them.
+the thin shells that write them. A view whose stream fails (a closed pipe, a full disk)
+goes quiet instead of raising: the view is a courtesy, and an error raised from it would
+end the run's second-by-second ticks (a -o timeline with holes) or, under -p, the run.
 """
 
 from __future__ import annotations
@@ -99,6 +101,18 @@ class Frame:
         return f"{'   '.join(parts)}   {bar} {done * 100:3.0f}%"
 
 
+def _write(out: TextIO | None, text: str) -> TextIO | None:
+    """Write and flush ``text``; None (the view goes quiet) once ``out`` fails."""
+    if out is None:
+        return None
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError):  # ValueError: the stream was closed
+        return None
+    return out
+
+
 class Terminal:
     """Draws each frame over the last one; ``close`` erases it, so the summary that follows
     stands alone on a clean screen."""
@@ -106,20 +120,18 @@ class Terminal:
     __slots__ = ("_drawn", "_frame", "_out")
 
     def __init__(self, out: TextIO, frame: Frame) -> None:
-        self._out = out
+        self._out: TextIO | None = out  # None once a write failed
         self._frame = frame
         self._drawn = 0  # lines of the frame on the screen, the cursor below them
 
     def show(self, p: Progress) -> None:
         lines = self._frame.lines(p)
-        self._out.write(self._erase() + "\n".join(lines) + "\n")
-        self._out.flush()
+        self._out = _write(self._out, self._erase() + "\n".join(lines) + "\n")
         self._drawn = len(lines)
 
     def close(self) -> None:
         if self._drawn:
-            self._out.write(self._erase())
-            self._out.flush()
+            self._out = _write(self._out, self._erase())
             self._drawn = 0
 
     def _erase(self) -> str:
@@ -133,11 +145,10 @@ class Lines:
     __slots__ = ("_out",)
 
     def __init__(self, out: TextIO) -> None:
-        self._out = out
+        self._out: TextIO | None = out  # None once a write failed
 
     def show(self, p: Progress) -> None:
-        self._out.write(progress_line(p) + "\n")
-        self._out.flush()
+        self._out = _write(self._out, progress_line(p) + "\n")
 
     def close(self) -> None:
         return None
