@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -353,12 +354,13 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
     return spec, ns
 
 
-def _open_output(path: str) -> IO[str]:
-    """Open -o now, so a path that cannot be written is a usage error before the run."""
+def _open_output(flag: str, path: str) -> IO[str]:
+    """Open an output file now, so a path that cannot be written is a usage error before
+    the run. In append mode: a run that cannot start leaves an existing file as it was."""
     try:
-        return open(path, "w", encoding="utf-8")
+        return open(path, "a", encoding="utf-8")
     except OSError as e:
-        raise _usage("-o", f"cannot write {path!r}: {e.strerror}") from None
+        raise _usage(flag, f"cannot write {path!r}: {e.strerror}") from None
 
 
 async def _run(
@@ -405,24 +407,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
     output: IO[str] | None = None
-    created = False
+    # The files this run creates (each flag's path), opened before the first request:
+    # found unwritable after the run they would waste it. One still empty at the end was
+    # never written (the run could not start) and is removed.
+    created: list[str] = []
     try:
         spec, ns = parse_args(args)
-        if ns.output is not None:
-            created = not os.path.exists(ns.output)
-            output = _open_output(ns.output)
+        for flag, path in (("-o", ns.output), ("--html", ns.html), ("--save", ns.save)):
+            if path is None:
+                continue
+            new = not os.path.exists(path)
+            f = _open_output(flag, path)
+            if new:
+                created.append(path)
+            if flag == "-o":
+                output = f
+            else:
+                f.close()
     except UsageError as e:
+        _close(output)
+        _remove_empty(created)
         _say(f"hit: error: {e}\n  fix: {e.fix}\n")
         return EXIT_USAGE
-    if output is None:
-        return _main(spec, ns, None, args)
-    with output:
-        code = _main(spec, ns, output, args)
-        written = output.tell() > 0
-    if created and not written:  # the run never got to a timeline: leave no empty file
+    try:
+        return _main(spec, ns, output, args)
+    finally:
+        _close(output)
+        _remove_empty(created)
+
+
+def _close(output: IO[str] | None) -> None:
+    # A write that failed (a full disk) was said and counted; closing flushes it again.
+    if output is not None:
         with contextlib.suppress(OSError):
-            os.unlink(ns.output)
-    return code
+            output.close()
+
+
+def _remove_empty(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.path.getsize(path) == 0:
+                os.unlink(path)
 
 
 def _say(text: str) -> None:
@@ -479,6 +504,8 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
     unwritten = not _print_summary(report.json_text(summary) if ns.json else report.text(summary))
     if output is not None:
         try:
+            if stat.S_ISREG(os.fstat(output.fileno()).st_mode):
+                output.truncate(0)  # opened to append (`_open_output`): the run replaces it
             output.write(report.timeline_text(summary, ns.output))
             output.flush()
         except OSError as e:  # the disk filled up during the run
@@ -494,7 +521,8 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
         verdicts = [saved.Verdict(a.text, ok, actual) for a, ok, actual in checked]
         run = saved.from_summary(summary, command=("hit", *args), spec=spec, verdicts=verdicts)
         for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
-            _say(f"hit: {problem}\n")
+            _say(f"hit: {problem}\n")  # the disk filled up during the run
+            unwritten = True
     if summary.interrupted:
         return EXIT_TERMINATED if signals and signals[0] == signal.SIGTERM else EXIT_INTERRUPTED
     if unwritten:
