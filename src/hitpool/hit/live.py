@@ -16,6 +16,8 @@ end the run's second-by-second ticks (a -o timeline with holes) or, under -p, th
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import deque
 from typing import TextIO
 
@@ -55,8 +57,14 @@ class Frame:
 
     def __init__(self, spec: Spec, width: int = 80) -> None:
         self._spec = spec
-        self._width = max(20, width)
+        self._width = 80
+        self.resize(width)
         self._history: deque[float | None] = deque(maxlen=_HISTORY)
+
+    def resize(self, width: int) -> None:
+        """Fit the lines to ``width`` columns, however narrow: a line one column wider
+        than the terminal wraps, and the redraw (so many lines up) then misses a row."""
+        self._width = max(1, width)
 
     def lines(self, p: Progress) -> list[str]:
         """The frame after ``p``; every line fits the width (a wrapped line would break
@@ -125,6 +133,10 @@ class Terminal:
         self._drawn = 0  # lines of the frame on the screen, the cursor below them
 
     def show(self, p: Progress) -> None:
+        if self._out is not None:
+            # the terminal's width now: the window may have been resized since the last frame
+            with contextlib.suppress(OSError, ValueError):
+                self._frame.resize(os.get_terminal_size(self._out.fileno()).columns)
         lines = self._frame.lines(p)
         self._out = _write(self._out, self._erase() + "\n".join(lines) + "\n")
         self._drawn = len(lines)
