@@ -135,8 +135,10 @@ class Terminal:
     def show(self, p: Progress) -> None:
         if self._out is not None:
             # the terminal's width now: the window may have been resized since the last frame
+            # (0: a terminal that does not know its size; the width given at the start holds)
             with contextlib.suppress(OSError, ValueError):
-                self._frame.resize(os.get_terminal_size(self._out.fileno()).columns)
+                if columns := os.get_terminal_size(self._out.fileno()).columns:
+                    self._frame.resize(columns)
         lines = self._frame.lines(p)
         self._out = _write(self._out, self._erase() + "\n".join(lines) + "\n")
         self._drawn = len(lines)
