@@ -4,17 +4,16 @@ process's share of the connections is its share of the rate and of the requests.
 from __future__ import annotations
 
 import pickle
-import time
 
 import pytest
 import uvloop
 
 from hitpool.hit import Progress, Spec, run_async
-from hitpool.hit.driver import drive
+from hitpool.hit import processes
 from hitpool.hit.processes import split
 from hitpool.hit.summary import Summary
 
-from .servers import Server, serve_in_thread
+from .servers import serve_in_thread
 
 
 @pytest.mark.slow
@@ -116,29 +115,22 @@ def test_the_last_second_shows_a_stall_as_a_rate_of_zero() -> None:
     assert seen[1].requests == 10 and seen[1].rps == 0 and seen[1].p99_s is None
 
 
-async def test_nothing_is_sent_before_a_start_given_ahead(server: Server) -> None:
-    # Each child of a -p run is given one start a moment ahead, so all begin together. The
-    # closed model sends as soon as a lane asks: started early, a short run ended before
-    # its clock started and reported 0 s at 0 req/s, every latency longer than the run.
-    spec = Spec(server.url("/ok"), requests=6, concurrency=2)
-    ahead_ns = 200_000_000
-    given: list[int] = []
 
-    async def go() -> int:
-        given.append(time.perf_counter_ns() + ahead_ns)
-        return given[0]
+def test_nothing_is_sent_before_the_start_all_processes_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The children of a -p run are given one start a moment ahead, so all begin together.
+    # The closed model sends as soon as a lane asks: started early, a short run ended
+    # before its clock started and reported 0 s at 0 req/s, every latency longer than the
+    # run. The start is set far ahead here, so the requests all fit before it.
+    monkeypatch.setattr(processes, "START_AHEAD_NS", 300_000_000)
+    with serve_in_thread() as srv:
+        spec = Spec(srv.url("/ok"), requests=6, concurrency=2, processes=2)
 
-    s = await drive(
-        spec,
-        lanes=2,
-        requests=6,
-        rate=None,
-        offset=0.0,
-        go=go,
-        stop=None,
-        timeline=False,
-        on_tick=None,
-    )
-    assert s.requests == s.successes == server.seen["/ok"] == 6
+        async def once() -> Summary:
+            return await run_async(spec)
+
+        s = uvloop.run(once())
+        assert s.requests == s.successes == srv.seen["/ok"] == 6
     assert s.duration_s > 0 and s.rps > 0
     assert s.histogram.max <= s.duration_s * 1e6  # every request lies within the run

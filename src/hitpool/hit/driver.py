@@ -77,12 +77,6 @@ async def drive(
             engine.stop()
             return _summary(engine, spec, end=engine.base, timeline=tl if timeline else None)
         base = await go()
-        # A start given ahead (the processes of a run start together) is waited for: the
-        # closed model sends as soon as a ticket is asked for, and a request sent before
-        # ``base`` would end before the run's clock started (a run of 0 s, at 0 req/s).
-        ahead = base - engine.clock()
-        if ahead > 0:  # the loop's timers round to the millisecond: 1 ms more, never early
-            await asyncio.sleep(ahead / 1e9 + 0.001)
         if stop is not None and stop.is_set():  # stopped while waiting for the other processes
             engine.base = engine.last = base
             engine.stop()

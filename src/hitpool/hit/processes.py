@@ -87,6 +87,9 @@ _EXIT_GRACE_S = 5.0
 _CANCEL_GRACE_S = 0.5
 
 
+# How far ahead of "go" the one start of all children is set.
+START_AHEAD_NS = 5_000_000
+
 # Blocked from before a child is spawned until it handles them (the mask survives exec).
 _STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
 
@@ -231,9 +234,9 @@ async def run_processes(
         # ("done", wire) in place of "ready": that child was stopped while it connected
         done: list[Any] = [msg if kind == "done" else None for kind, msg in readies]
         if stop is None or not stop.is_set():
-            # CLOCK_MONOTONIC is shared by the processes. 5 ms ahead: time for every child
+            # CLOCK_MONOTONIC is shared by the processes. Ahead: time for every child
             # to read "go" before its first request is due, so none starts late.
-            tell_all(("go", time.perf_counter_ns() + 5_000_000))
+            tell_all(("go", time.perf_counter_ns() + START_AHEAD_NS))
         merger = TickMerger(p)
 
         def show(ticks: list[Tick]) -> None:
@@ -346,7 +349,15 @@ async def _child_async(
 
     async def go() -> int:
         chan.send(("ready", None))
-        return await started
+        t0 = await started
+        # The start is ahead of "go": wait for it. A closed-model lane sends as soon as it
+        # asks, and a request sent before t0 would end before this share's clock started
+        # (a short run reported 0 s at 0 req/s, each latency longer than the run).
+        ahead = t0 - time.perf_counter_ns()
+        if ahead > 0 and not stop.is_set():
+            # the loop's timers round to the millisecond: 1 ms more, never early
+            await asyncio.sleep(ahead / 1e9 + 0.001)
+        return t0
 
     try:
         summary = await drive(
