@@ -8,8 +8,7 @@ import pickle
 import pytest
 import uvloop
 
-from hitpool.hit import Progress, Spec, run_async
-from hitpool.hit import processes
+from hitpool.hit import Progress, Spec, processes, run_async
 from hitpool.hit.processes import split
 from hitpool.hit.summary import Summary
 
@@ -113,7 +112,6 @@ def test_the_last_second_shows_a_stall_as_a_rate_of_zero() -> None:
     assert len(seen) >= 2
     assert seen[0].requests == 10 and seen[0].rps > 0
     assert seen[1].requests == 10 and seen[1].rps == 0 and seen[1].p99_s is None
-
 
 
 def test_nothing_is_sent_before_the_start_all_processes_share(
