@@ -57,7 +57,8 @@ FIXES = {
     "-z": "give a positive duration, e.g. -z 30s, -z 2m or -z 500ms",
     "-t": "give a positive timeout of at most 24h, e.g. -t 5s or -t 250ms",
     "-m": "give an HTTP method, one word, e.g. -m POST",
-    "-H": "write the header as one 'Name: value' argument, e.g. -H 'Accept: text/html'",
+    "-H": "write the header as one 'Name: value' argument, e.g. -H 'Accept: text/html' "
+    "(Content-Length and Transfer-Encoding are hit's: it frames the body itself)",
     "-d": "give the body itself, or @ and a readable file, e.g. -d @body.json",
     "-T": "give one media type, e.g. -T application/json",
     "-p": "give -p from 1 up to -c (each process needs a connection), or auto, e.g. -p 2",
