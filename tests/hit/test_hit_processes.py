@@ -3,12 +3,16 @@ process's share of the connections is its share of the rate and of the requests.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
 import pickle
+import signal
 
 import pytest
 import uvloop
 
-from hitpool.hit import Progress, Spec, processes, run_async
+from hitpool.hit import Progress, Spec, WorkerLost, processes, run_async
 from hitpool.hit.processes import split
 from hitpool.hit.summary import Summary
 
@@ -132,3 +136,31 @@ def test_nothing_is_sent_before_the_start_all_processes_share(
         assert s.requests == s.successes == srv.seen["/ok"] == 6
     assert s.duration_s > 0 and s.rps > 0
     assert s.histogram.max <= s.duration_s * 1e6  # every request lies within the run
+
+
+@pytest.mark.slow
+def test_a_child_that_does_not_answer_the_stop_is_killed_and_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A frozen child (SIGSTOP here; a debugger, a machine swapping) never sends its result:
+    # the stop (Ctrl-C, SIGTERM) waited for it forever, a second Ctrl-C too.
+    monkeypatch.setattr(processes, "STOP_GRACE_S", 0.5)
+    with serve_in_thread() as srv:
+        spec = Spec(srv.url("/ok"), duration=60.0, rps=40, concurrency=2, processes=2)
+
+        async def once() -> None:
+            stop = asyncio.Event()
+            ticked = asyncio.Event()
+            run = asyncio.ensure_future(run_async(spec, stop=stop, progress=lambda p: ticked.set()))
+            await ticked.wait()  # both children are running
+            child = next(c for c in multiprocessing.active_children() if c.name == "hit-1")
+            frozen = child.pid or 0
+            os.kill(frozen, signal.SIGSTOP)
+            stop.set()
+            with pytest.raises(WorkerLost, match=r"process 1 of 2 .* did not report within"):
+                async with asyncio.timeout(15):
+                    await run
+            with pytest.raises(ProcessLookupError):  # killed and reaped
+                os.kill(frozen, 0)
+
+        uvloop.run(once())

@@ -85,6 +85,11 @@ _EXIT_GRACE_S = 5.0
 # A cancelled run (a hard stop, a timeout) wants nothing more from them: a child still
 # connecting (up to spec.timeout) or stuck must not hold its caller up for long.
 _CANCEL_GRACE_S = 0.5
+# How long the children get to report once told to stop (Ctrl-C, SIGTERM, the caller's
+# stop): a child cancels what is in flight and sends its summary, which takes
+# milliseconds. One that has not reported by then (frozen: SIGSTOP, a debugger, swapped
+# out) is killed, so the stop always ends the run; without this bound it waited forever.
+STOP_GRACE_S = 5.0
 
 
 # How far ahead of "go" the one start of all children is set.
@@ -210,6 +215,10 @@ async def run_processes(
         waiting.append(fut)
         return fut
 
+    def unanswered(late: list[int]) -> WorkerLost:
+        who = ", ".join(f"{names[k]} (pid {procs[k].pid})" for k in late)
+        return WorkerLost(f"{who} did not report within {STOP_GRACE_S:g} s of the stop: killed")
+
     def tell_all(message: tuple[str, Any]) -> None:
         for c in chans:
             c.send(message)
@@ -222,12 +231,21 @@ async def run_processes(
             chans.append(await Channel.open(ours))
         # A stop while the children connect (a host that does not answer can take -t) is
         # passed on at once: each child then reports its empty, interrupted result.
-        connecting = asyncio.gather(*(watch(_recv(chans[k], procs[k], names[k])) for k in range(p)))
+        answers = [watch(_recv(chans[k], procs[k], names[k])) for k in range(p)]
+        connecting = asyncio.gather(*answers)
         if stop is not None:
             await asyncio.wait({connecting, watch(stop.wait())}, return_when=FIRST_COMPLETED)
             if stop.is_set():  # (also when they all connected at that moment: no "go")
                 tell_all(("stop", None))
-        readies = await connecting
+        if stop is not None and stop.is_set():
+            try:
+                async with asyncio.timeout(STOP_GRACE_S):
+                    readies = await connecting
+            except TimeoutError:
+                grace = _CANCEL_GRACE_S
+                raise unanswered([k for k in range(p) if not answers[k].done()]) from None
+        else:
+            readies = await connecting
         failed = [msg for kind, msg in readies if kind == "cannot_start"]
         if failed:
             raise CannotStart(failed[0])
@@ -259,6 +277,12 @@ async def run_processes(
             await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 tell_all(("stop", None))  # (a child ignores a second one)
+                try:
+                    async with asyncio.timeout(STOP_GRACE_S):
+                        await collecting
+                except TimeoutError:
+                    grace = _CANCEL_GRACE_S
+                    raise unanswered([k for k in range(p) if done[k] is None]) from None
         await collecting
         return Summary.merge(done, processes=p, target_rps=spec.rps)
     except asyncio.CancelledError:
