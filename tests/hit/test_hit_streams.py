@@ -8,7 +8,7 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -124,3 +124,27 @@ def test_stdout_on_a_full_disk_says_so_and_exits_1(srv: Server) -> None:
     err = proc.stderr.decode()
     assert proc.returncode == 1
     assert err == "hit: cannot write the summary to stdout: No space left on device\n"
+
+
+def _closing(fd: int) -> Callable[[], None]:
+    return lambda: os.close(fd)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fd", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
+def test_a_closed_standard_descriptor_is_no_crash(srv: Server, fd: int) -> None:
+    # `hit ... 2>&-`: libuv's epoll descriptor took number 2 and libuv aborted (SIGABRT,
+    # exit 134); `>&-`: sys.stdout is None and the view's isatty() raised.
+    done = subprocess.run(
+        _hit("-z", "1.5s", "--rps", "10", "-c", "2", "-p", "2", srv.url("/ok")),
+        stdin=subprocess.DEVNULL if fd else None,
+        stdout=subprocess.PIPE if fd != 1 else None,
+        stderr=subprocess.PIPE if fd != 2 else None,
+        env=_env(),
+        preexec_fn=_closing(fd),
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    assert srv.seen["/ok"] == 15
+    if fd != 1:
+        assert b"Requests: 15" in done.stdout

@@ -402,8 +402,28 @@ def _view(spec: Spec, ns: argparse.Namespace) -> Terminal | Lines | None:
     return Lines(sys.stderr)
 
 
+def _open_stdio() -> None:
+    """Put /dev/null on a standard descriptor the shell closed (``hit ... 2>&-``). Left
+    closed, the next descriptor opened takes its number: libuv's epoll fd became fd 2 and
+    libuv aborted the run (SIGABRT), or a connection became fd 1 and would get the
+    summary. Python sets sys.stdout/sys.stderr to None then: they get the /dev/null too."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: ``fd`` itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (stdio: open for good)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (stdio: open for good)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``hit`` command. Returns the exit code."""
+    _open_stdio()
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
