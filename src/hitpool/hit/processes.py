@@ -90,6 +90,9 @@ _CANCEL_GRACE_S = 0.5
 # milliseconds. One that has not reported by then (frozen: SIGSTOP, a debugger, swapped
 # out) is killed, so the stop always ends the run; without this bound it waited forever.
 STOP_GRACE_S = 5.0
+# The same bound before "go": a child may still be starting (spawning and importing take
+# seconds on a loaded machine), and one that reports late still sent nothing.
+_STOP_GRACE_STARTING_S = 30.0
 
 
 # How far ahead of "go" the one start of all children is set.
@@ -215,9 +218,9 @@ async def run_processes(
         waiting.append(fut)
         return fut
 
-    def unanswered(late: list[int]) -> WorkerLost:
+    def unanswered(late: list[int], grace_s: float) -> WorkerLost:
         who = ", ".join(f"{names[k]} (pid {procs[k].pid})" for k in late)
-        return WorkerLost(f"{who} did not report within {STOP_GRACE_S:g} s of the stop: killed")
+        return WorkerLost(f"{who} did not report within {grace_s:g} s of the stop: killed")
 
     def tell_all(message: tuple[str, Any]) -> None:
         for c in chans:
@@ -239,11 +242,12 @@ async def run_processes(
                 tell_all(("stop", None))
         if stop is not None and stop.is_set():
             try:
-                async with asyncio.timeout(STOP_GRACE_S):
+                async with asyncio.timeout(_STOP_GRACE_STARTING_S):
                     readies = await connecting
             except TimeoutError:
                 grace = _CANCEL_GRACE_S
-                raise unanswered([k for k in range(p) if not answers[k].done()]) from None
+                late = [k for k in range(p) if not answers[k].done()]
+                raise unanswered(late, _STOP_GRACE_STARTING_S) from None
         else:
             readies = await connecting
         failed = [msg for kind, msg in readies if kind == "cannot_start"]
@@ -282,7 +286,9 @@ async def run_processes(
                         await collecting
                 except TimeoutError:
                     grace = _CANCEL_GRACE_S
-                    raise unanswered([k for k in range(p) if done[k] is None]) from None
+                    raise unanswered(
+                        [k for k in range(p) if done[k] is None], STOP_GRACE_S
+                    ) from None
         await collecting
         return Summary.merge(done, processes=p, target_rps=spec.rps)
     except asyncio.CancelledError:
