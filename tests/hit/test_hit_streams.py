@@ -15,6 +15,7 @@ import pytest
 import uvloop
 
 from hitpool.hit import Progress, Spec, run_async
+from hitpool.hit.cli import main
 from hitpool.hit.live import Frame, Lines, Terminal
 from hitpool.hit.summary import Summary
 
@@ -123,7 +124,7 @@ def test_stdout_on_a_full_disk_says_so_and_exits_1(srv: Server) -> None:
         )
     err = proc.stderr.decode()
     assert proc.returncode == 1
-    assert err == "hit: cannot write the summary to stdout: No space left on device\n"
+    assert err == "hit: cannot write to stdout: No space left on device\n"
 
 
 def _closing(fd: int) -> Callable[[], None]:
@@ -148,3 +149,31 @@ def test_a_closed_standard_descriptor_is_no_crash(srv: Server, fd: int) -> None:
     assert srv.seen["/ok"] == 15
     if fd != 1:
         assert b"Requests: 15" in done.stdout
+
+
+@pytest.mark.slow
+def test_hit_report_whose_reader_left_still_writes_its_files(
+    srv: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `hit report a.hit b.hit --save both.hit | head -1`: the summary's BrokenPipeError
+    # came before the files were written, with a traceback and exit 1.
+    one, both = tmp_path / "one.hit", tmp_path / "both.hit"
+    assert main(["-n", "5", "-c", "1", "--save", str(one), srv.url("/ok")]) == 0
+    capsys.readouterr()
+    proc = subprocess.Popen(
+        _hit("report", str(one), str(one), "--save", str(both)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=20)
+    assert (proc.returncode, err.decode()) == (0, "")
+    assert both.stat().st_size > 0
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            _hit("report", str(one)), stdout=full, stderr=subprocess.PIPE, env=_env(), timeout=20
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode() == "hit report: cannot write to stdout: No space left on device\n"

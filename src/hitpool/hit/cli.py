@@ -28,6 +28,7 @@ from ..durations import parse_seconds
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
 from ._fds import ensure_room
+from ._stdio import open_stdio, out, say
 from .live import Frame, Lines, Terminal
 from .processes import split
 from .run import run_async
@@ -402,28 +403,9 @@ def _view(spec: Spec, ns: argparse.Namespace) -> Terminal | Lines | None:
     return Lines(sys.stderr)
 
 
-def _open_stdio() -> None:
-    """Put /dev/null on a standard descriptor the shell closed (``hit ... 2>&-``). Left
-    closed, the next descriptor opened takes its number: libuv's epoll fd became fd 2 and
-    libuv aborted the run (SIGABRT), or a connection became fd 1 and would get the
-    summary. Python sets sys.stdout/sys.stderr to None then: they get the /dev/null too."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: ``fd`` itself
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-    if sys.stdout is None:
-        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (stdio: open for good)
-    if sys.stderr is None:
-        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (stdio: open for good)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``hit`` command. Returns the exit code."""
-    _open_stdio()
+    open_stdio()
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
@@ -448,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         _close(output)
         _remove_empty(created)
-        _say(f"hit: error: {e}\n  fix: {e.fix}\n")
+        say(f"hit: error: {e}\n  fix: {e.fix}\n")
         return EXIT_USAGE
     try:
         return _main(spec, ns, output, args)
@@ -471,39 +453,6 @@ def _remove_empty(paths: list[str]) -> None:
                 os.unlink(path)
 
 
-def _say(text: str) -> None:
-    """A line for stderr; one that cannot be written (stderr a closed pipe) is dropped, so
-    the files and the exit code still come out."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-
-def _print_summary(text: str) -> bool:
-    """Write the summary to stdout; False when it could not be written. A reader that left
-    (``hit ... | head -1``) is not an error, and says nothing; a full disk or an I/O error
-    is said on stderr. Either way stdout is pointed at /dev/null, so the interpreter's own
-    flush at exit cannot raise again."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-        return True
-    except OSError as e:
-        _silence_stdout()
-        _say(f"hit: cannot write the summary to stdout: {e.strerror}\n")
-        return False
-    return True
-
-
-def _silence_stdout() -> None:
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequence[str]) -> int:
     view = _view(spec, ns)
     signals: list[int] = []
@@ -517,12 +466,12 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
         finally:
             gc.unfreeze()
     except CannotStart as e:
-        _say(f"hit: cannot start: {e}\n")
+        say(f"hit: cannot start: {e}\n")
         return EXIT_CANNOT_START
     except HitError as e:  # a worker process died: there is no summary to print
-        _say(f"hit: error: {e}\n")
+        say(f"hit: error: {e}\n")
         return EXIT_CANNOT_START
-    unwritten = not _print_summary(report.json_text(summary) if ns.json else report.text(summary))
+    unwritten = not out(report.json_text(summary) if ns.json else report.text(summary))
     if output is not None:
         try:
             if stat.S_ISREG(os.fstat(output.fileno()).st_mode):
@@ -530,19 +479,19 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
             output.write(report.timeline_text(summary, ns.output))
             output.flush()
         except OSError as e:  # the disk filled up during the run
-            _say(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
+            say(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
             unwritten = True
     failed = False
     checked = report.check_all(ns.asserts, summary)
     for a, ok, actual in checked:
         if not ok:
             failed = True
-            _say(f"hit: assertion failed: {a.text} ({actual})\n")
+            say(f"hit: assertion failed: {a.text} ({actual})\n")
     if ns.html is not None or ns.save is not None:
         verdicts = [saved.Verdict(a.text, ok, actual) for a, ok, actual in checked]
         run = saved.from_summary(summary, command=("hit", *args), spec=spec, verdicts=verdicts)
         for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
-            _say(f"hit: {problem}\n")  # the disk filled up during the run
+            say(f"hit: {problem}\n")  # the disk filled up during the run
             unwritten = True
     if summary.interrupted:
         return EXIT_TERMINATED if signals and signals[0] == signal.SIGTERM else EXIT_INTERRUPTED
