@@ -126,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
                 dataclasses.replace(r, name=path) for r, path in zip(runs, ns.runs, strict=True)
             ]
     except _Usage as e:
-        sys.stderr.write(
+        say(
             f"hit report: error: {e}\n  fix: see hit report --help "
             "(e.g. hit report a.hit b.hit --html merged.html)\n"
         )
