@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
