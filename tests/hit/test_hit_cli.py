@@ -116,7 +116,15 @@ def test_minus_z_with_a_negative_value_says_what_is_wrong(
 
 @pytest.mark.parametrize(
     "extra",
-    [["-o", "/nonexistent/dir/x.csv"], ["-d", "@/no/such/file"], ["-c", "2", "-p", "3"]],
+    [
+        ["-o", "/nonexistent/dir/x.csv"],
+        ["-d", "@/no/such/file"],
+        ["-c", "2", "-p", "3"],
+        # a folder that exists and takes no new file, whoever runs hit (root included):
+        # only creating the file tells
+        ["--save", "/proc/run.hit"],
+        ["--html", "/proc/report.html"],
+    ],
 )
 def test_usage_errors_come_before_the_first_request(
     srv: Server, extra: list[str], capsys: pytest.CaptureFixture[str]
@@ -336,3 +344,33 @@ def test_p_auto_is_one_process_per_core_and_never_more_than_the_connections() ->
     assert spec.processes == 1
     spec, _ = parse_args(["-p", "auto", "-c", "500", "http://x/"])
     assert spec.processes == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(
+    ("flag", "name"), [("-o", "t.csv"), ("--html", "r.html"), ("--save", "s.hit")]
+)
+def test_a_run_that_cannot_start_leaves_an_existing_output_file_as_it_was(
+    tmp_path: Path, flag: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / name
+    out.write_text("the last run's")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["-n", "5", flag, str(out), f"http://127.0.0.1:{port}/"]) == 1
+    capsys.readouterr()
+    assert out.read_text() == "the last run's"
+
+
+@pytest.mark.parametrize(
+    ("flag", "name"), [("-o", "t.csv"), ("--html", "r.html"), ("--save", "s.hit")]
+)
+def test_an_output_the_disk_cannot_take_after_the_run_exits_1(
+    srv: Server, tmp_path: Path, flag: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / name
+    out.symlink_to("/dev/full")  # opens for writing, as a file on a disk that then fills
+    assert main(["-n", "5", flag, str(out), srv.url("/ok")]) == 1
+    err = capsys.readouterr().err
+    assert f"hit: {flag}: cannot write" in err and "No space left on device" in err
+    assert srv.total == 5

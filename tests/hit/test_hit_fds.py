@@ -77,3 +77,15 @@ def test_p_splits_the_connections_so_each_process_fits(srv: Server) -> None:
     done = _hit(["-n", "600", "-c", "300", "-p", "2", "--json", srv.url("/ok")], 256, 256)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["errors"] == 0
+
+
+@pytest.mark.slow
+def test_one_connection_that_does_not_fit_is_not_told_to_use_more_processes(
+    srv: Server,
+) -> None:
+    # -p cannot pass -c: with one connection, "spread them over more processes" is no fix.
+    done = _hit(["-n", "5", "-c", "1", srv.url("/ok")], soft=40, hard=40)
+    assert done.returncode == 1, done.stdout
+    assert "1 connection needs about 65" in done.stderr and "ulimit -Hn 65" in done.stderr
+    assert "-p" not in done.stderr
+    assert srv.total == 0

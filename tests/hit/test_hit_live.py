@@ -4,14 +4,17 @@ when stdout is not a terminal, nothing with --json."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +157,35 @@ def test_without_a_terminal_plain_lines_go_to_stderr_and_none_with_json(srv: Ser
     )
     assert done.returncode == 0 and done.stderr == ""
     assert json.loads(done.stdout)["requests"] == 110
+
+
+def test_the_frame_fits_a_window_narrower_than_twenty_columns() -> None:
+    lines = Frame(Spec("http://h/", duration=10.0), width=12).lines(_p(1.0, 5))
+    assert all(len(line) <= 12 for line in lines)
+
+
+def test_the_terminal_follows_the_windows_width_as_it_changes() -> None:
+    # A real pseudo-terminal: hit reads its width at each frame, so a window made narrower
+    # during the run gets lines that still fit (a wrapped line breaks the redraw).
+    controller, terminal = os.openpty()
+    try:
+
+        def window(columns: int) -> None:
+            fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+
+        def drawn() -> list[str]:
+            text = os.read(controller, 1 << 16).decode()
+            return [re.sub(r"\x1b\[\d*[A-Za-z]", "", line) for line in text.splitlines()]
+
+        out = os.fdopen(os.dup(terminal), "w", encoding="utf-8")
+        term = Terminal(out, Frame(Spec("http://h/" + "x" * 100, duration=10.0), 100))
+        window(100)
+        term.show(_p(1.0, 5))
+        assert max(len(line) for line in drawn()) > 40
+        window(15)
+        term.show(_p(2.0, 9))
+        assert max(len(line) for line in drawn()) <= 15
+        out.close()
+    finally:
+        os.close(controller)
+        os.close(terminal)

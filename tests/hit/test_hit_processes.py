@@ -3,12 +3,16 @@ process's share of the connections is its share of the rate and of the requests.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
 import pickle
+import signal
 
 import pytest
 import uvloop
 
-from hitpool.hit import Progress, Spec, run_async
+from hitpool.hit import Progress, Spec, WorkerLost, processes, run_async
 from hitpool.hit.processes import split
 from hitpool.hit.summary import Summary
 
@@ -112,3 +116,51 @@ def test_the_last_second_shows_a_stall_as_a_rate_of_zero() -> None:
     assert len(seen) >= 2
     assert seen[0].requests == 10 and seen[0].rps > 0
     assert seen[1].requests == 10 and seen[1].rps == 0 and seen[1].p99_s is None
+
+
+def test_nothing_is_sent_before_the_start_all_processes_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The children of a -p run are given one start a moment ahead, so all begin together.
+    # The closed model sends as soon as a lane asks: started early, a short run ended
+    # before its clock started and reported 0 s at 0 req/s, every latency longer than the
+    # run. The start is set far ahead here, so the requests all fit before it.
+    monkeypatch.setattr(processes, "START_AHEAD_NS", 300_000_000)
+    with serve_in_thread() as srv:
+        spec = Spec(srv.url("/ok"), requests=6, concurrency=2, processes=2)
+
+        async def once() -> Summary:
+            return await run_async(spec)
+
+        s = uvloop.run(once())
+        assert s.requests == s.successes == srv.seen["/ok"] == 6
+    assert s.duration_s > 0 and s.rps > 0
+    assert s.histogram.max <= s.duration_s * 1e6  # every request lies within the run
+
+
+@pytest.mark.slow
+def test_a_child_that_does_not_answer_the_stop_is_killed_and_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A frozen child (SIGSTOP here; a debugger, a machine swapping) never sends its result:
+    # the stop (Ctrl-C, SIGTERM) waited for it forever, a second Ctrl-C too.
+    monkeypatch.setattr(processes, "STOP_GRACE_S", 0.5)
+    with serve_in_thread() as srv:
+        spec = Spec(srv.url("/ok"), duration=60.0, rps=40, concurrency=2, processes=2)
+
+        async def once() -> None:
+            stop = asyncio.Event()
+            ticked = asyncio.Event()
+            run = asyncio.ensure_future(run_async(spec, stop=stop, progress=lambda p: ticked.set()))
+            await ticked.wait()  # both children are running
+            child = next(c for c in multiprocessing.active_children() if c.name == "hit-1")
+            frozen = child.pid or 0
+            os.kill(frozen, signal.SIGSTOP)
+            stop.set()
+            with pytest.raises(WorkerLost, match=r"process 1 of 2 .* did not report within"):
+                async with asyncio.timeout(15):
+                    await run
+            with pytest.raises(ProcessLookupError):  # killed and reaped
+                os.kill(frozen, 0)
+
+        uvloop.run(once())

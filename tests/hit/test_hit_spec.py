@@ -116,6 +116,28 @@ def test_request_bytes_are_built_once_and_exact() -> None:
     assert b"Content-Length: 0\r\n" in Spec("http://x/", method="POST").request_bytes()
 
 
+def test_a_content_length_header_equal_to_the_body_is_sent_once() -> None:
+    # It was sent beside hit's own: two Content-Length lines, which a server refuses.
+    spec = Spec("http://x/", method="POST", body=b"abc", headers=(("content-length", "3"),))
+    assert spec.request_bytes().lower().count(b"content-length: 3\r\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ((("Content-Length", "10"),), b"abc"),  # the server would read 7 bytes of the next
+        ((("Content-Length", "3"),), b""),
+        ((("Transfer-Encoding", "chunked"),), b"abc"),
+    ],
+)
+def test_a_header_that_contradicts_the_body_framing_is_refused(
+    headers: tuple[tuple[str, str], ...], body: bytes
+) -> None:
+    with pytest.raises(SpecError) as e:
+        Spec("http://x/", method="POST", body=body, headers=headers)
+    assert e.value.field == "headers" and "remove" in e.value.message
+
+
 def test_from_dict_takes_json_ish_input() -> None:
     spec = Spec.from_dict(
         {

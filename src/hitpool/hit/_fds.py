@@ -35,11 +35,15 @@ def ensure_room(connections: int, *, processes: int) -> int:
             pass
     need = connections + RESERVE
     if soft != resource.RLIM_INFINITY and need > soft:
-        split = " per process" if processes > 1 else ""
+        what = f"{connections} connection{'s' if connections != 1 else ''}"
+        verb = "needs" if connections == 1 else "need"
+        if processes > 1:
+            what += " per process"
+        # more processes help only when each has more than one connection to give away
+        spread = ", or spread them over more processes with -p" if connections > 1 else ""
         raise FileLimit(
-            f"{connections} connections{split} need about {need} file descriptors, and "
-            f"RLIMIT_NOFILE allows {soft} (hard limit {hard}). Fix: raise the hard limit "
-            f"(ulimit -Hn {need}, or LimitNOFILE= for a systemd service), or spread the "
-            "connections over more processes with -p"
+            f"{what} {verb} about {need} file descriptors, and RLIMIT_NOFILE allows {soft} "
+            f"(hard limit {hard}). Fix: raise the hard limit (ulimit -Hn {need}, or "
+            f"LimitNOFILE= for a systemd service){spread}"
         )
     return soft

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +28,7 @@ from ..durations import parse_seconds
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
 from ._fds import ensure_room
+from ._stdio import open_stdio, out, say
 from .live import Frame, Lines, Terminal
 from .processes import split
 from .run import run_async
@@ -56,7 +58,8 @@ FIXES = {
     "-z": "give a positive duration, e.g. -z 30s, -z 2m or -z 500ms",
     "-t": "give a positive timeout of at most 24h, e.g. -t 5s or -t 250ms",
     "-m": "give an HTTP method, one word, e.g. -m POST",
-    "-H": "write the header as one 'Name: value' argument, e.g. -H 'Accept: text/html'",
+    "-H": "write the header as one 'Name: value' argument, e.g. -H 'Accept: text/html' "
+    "(Content-Length and Transfer-Encoding are hit's: it frames the body itself)",
     "-d": "give the body itself, or @ and a readable file, e.g. -d @body.json",
     "-T": "give one media type, e.g. -T application/json",
     "-p": "give -p from 1 up to -c (each process needs a connection), or auto, e.g. -p 2",
@@ -353,12 +356,13 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
     return spec, ns
 
 
-def _open_output(path: str) -> IO[str]:
-    """Open -o now, so a path that cannot be written is a usage error before the run."""
+def _open_output(flag: str, path: str) -> IO[str]:
+    """Open an output file now, so a path that cannot be written is a usage error before
+    the run. In append mode: a run that cannot start leaves an existing file as it was."""
     try:
-        return open(path, "w", encoding="utf-8")
+        return open(path, "a", encoding="utf-8")
     except OSError as e:
-        raise _usage("-o", f"cannot write {path!r}: {e.strerror}") from None
+        raise _usage(flag, f"cannot write {path!r}: {e.strerror}") from None
 
 
 async def _run(
@@ -401,28 +405,52 @@ def _view(spec: Spec, ns: argparse.Namespace) -> Terminal | Lines | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``hit`` command. Returns the exit code."""
+    open_stdio()
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 0 and args[0] == "report":  # the subcommand: a URL always starts with its scheme
         return reportcmd.main(args[1:])
     output: IO[str] | None = None
-    created = False
+    # The files this run creates (each flag's path), opened before the first request:
+    # found unwritable after the run they would waste it. One still empty at the end was
+    # never written (the run could not start) and is removed.
+    created: list[str] = []
     try:
         spec, ns = parse_args(args)
-        if ns.output is not None:
-            created = not os.path.exists(ns.output)
-            output = _open_output(ns.output)
+        for flag, path in (("-o", ns.output), ("--html", ns.html), ("--save", ns.save)):
+            if path is None:
+                continue
+            new = not os.path.exists(path)
+            f = _open_output(flag, path)
+            if new:
+                created.append(path)
+            if flag == "-o":
+                output = f
+            else:
+                f.close()
     except UsageError as e:
-        sys.stderr.write(f"hit: error: {e}\n  fix: {e.fix}\n")
+        _close(output)
+        _remove_empty(created)
+        say(f"hit: error: {e}\n  fix: {e.fix}\n")
         return EXIT_USAGE
-    if output is None:
-        return _main(spec, ns, None, args)
-    with output:
-        code = _main(spec, ns, output, args)
-        written = output.tell() > 0
-    if created and not written:  # the run never got to a timeline: leave no empty file
+    try:
+        return _main(spec, ns, output, args)
+    finally:
+        _close(output)
+        _remove_empty(created)
+
+
+def _close(output: IO[str] | None) -> None:
+    # A write that failed (a full disk) was said and counted; closing flushes it again.
+    if output is not None:
         with contextlib.suppress(OSError):
-            os.unlink(ns.output)
-    return code
+            output.close()
+
+
+def _remove_empty(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.path.getsize(path) == 0:
+                os.unlink(path)
 
 
 def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequence[str]) -> int:
@@ -438,31 +466,33 @@ def _main(spec: Spec, ns: argparse.Namespace, output: IO[str] | None, args: Sequ
         finally:
             gc.unfreeze()
     except CannotStart as e:
-        sys.stderr.write(f"hit: cannot start: {e}\n")
+        say(f"hit: cannot start: {e}\n")
         return EXIT_CANNOT_START
     except HitError as e:  # a worker process died: there is no summary to print
-        sys.stderr.write(f"hit: error: {e}\n")
+        say(f"hit: error: {e}\n")
         return EXIT_CANNOT_START
-    sys.stdout.write(report.json_text(summary) if ns.json else report.text(summary))
-    unwritten = False
+    unwritten = not out(report.json_text(summary) if ns.json else report.text(summary))
     if output is not None:
         try:
+            if stat.S_ISREG(os.fstat(output.fileno()).st_mode):
+                output.truncate(0)  # opened to append (`_open_output`): the run replaces it
             output.write(report.timeline_text(summary, ns.output))
             output.flush()
         except OSError as e:  # the disk filled up during the run
-            sys.stderr.write(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
+            say(f"hit: -o: cannot write {ns.output!r}: {e.strerror}\n")
             unwritten = True
     failed = False
     checked = report.check_all(ns.asserts, summary)
     for a, ok, actual in checked:
         if not ok:
             failed = True
-            sys.stderr.write(f"hit: assertion failed: {a.text} ({actual})\n")
+            say(f"hit: assertion failed: {a.text} ({actual})\n")
     if ns.html is not None or ns.save is not None:
         verdicts = [saved.Verdict(a.text, ok, actual) for a, ok, actual in checked]
         run = saved.from_summary(summary, command=("hit", *args), spec=spec, verdicts=verdicts)
         for problem in reportcmd.write_outputs(run, html_path=ns.html, save_path=ns.save):
-            sys.stderr.write(f"hit: {problem}\n")
+            say(f"hit: {problem}\n")  # the disk filled up during the run
+            unwritten = True
     if summary.interrupted:
         return EXIT_TERMINATED if signals and signals[0] == signal.SIGTERM else EXIT_INTERRUPTED
     if unwritten:

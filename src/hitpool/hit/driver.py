@@ -95,6 +95,12 @@ async def drive(
             row = tl.tick(second, engine.hist, engine.finished, errors, engine.issued)
             if not timeline:
                 tl.rows.clear()
+            # The next tick is armed before the callback runs: a callback that raises must
+            # not end the ticks (the -o timeline would lose every second after it).
+            due = base + (second + 2) * 1_000_000_000
+            ticker = loop.call_later(max(0, due - engine.clock()) / 1e9, tick, second + 1)
+            rate = row.requests * 1e9 / max(1, now - prev)
+            prev = now
             if on_tick is not None:
                 on_tick(
                     Tick(
@@ -103,13 +109,10 @@ async def drive(
                         requests=engine.finished,
                         errors=errors,
                         in_flight=engine.issued - engine.finished,
-                        rate=row.requests * 1e9 / max(1, now - prev),
+                        rate=rate,
                         row=row,
                     )
                 )
-            prev = now
-            due = base + (second + 2) * 1_000_000_000
-            ticker = loop.call_later(max(0, due - engine.clock()) / 1e9, tick, second + 1)
 
         if tl is not None:
             ticker = loop.call_later(max(0, base + 1_000_000_000 - engine.clock()) / 1e9, tick, 0)

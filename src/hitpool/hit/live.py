@@ -9,11 +9,15 @@ Its cost is off the hot path: it reads the one snapshot a second the run already
 for its timeline (`driver.tick`), in every process, and draws from the parent.
 
 `Frame` is pure (numbers in, lines out, tested with tables); `Terminal` and `Lines` are
-the thin shells that write them.
+the thin shells that write them. A view whose stream fails (a closed pipe, a full disk)
+goes quiet instead of raising: the view is a courtesy, and an error raised from it would
+end the run's second-by-second ticks (a -o timeline with holes) or, under -p, the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import deque
 from typing import TextIO
 
@@ -53,8 +57,14 @@ class Frame:
 
     def __init__(self, spec: Spec, width: int = 80) -> None:
         self._spec = spec
-        self._width = max(20, width)
+        self._width = 80
+        self.resize(width)
         self._history: deque[float | None] = deque(maxlen=_HISTORY)
+
+    def resize(self, width: int) -> None:
+        """Fit the lines to ``width`` columns, however narrow: a line one column wider
+        than the terminal wraps, and the redraw (so many lines up) then misses a row."""
+        self._width = max(1, width)
 
     def lines(self, p: Progress) -> list[str]:
         """The frame after ``p``; every line fits the width (a wrapped line would break
@@ -99,6 +109,18 @@ class Frame:
         return f"{'   '.join(parts)}   {bar} {done * 100:3.0f}%"
 
 
+def _write(out: TextIO | None, text: str) -> TextIO | None:
+    """Write and flush ``text``; None (the view goes quiet) once ``out`` fails."""
+    if out is None:
+        return None
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError):  # ValueError: the stream was closed
+        return None
+    return out
+
+
 class Terminal:
     """Draws each frame over the last one; ``close`` erases it, so the summary that follows
     stands alone on a clean screen."""
@@ -106,20 +128,24 @@ class Terminal:
     __slots__ = ("_drawn", "_frame", "_out")
 
     def __init__(self, out: TextIO, frame: Frame) -> None:
-        self._out = out
+        self._out: TextIO | None = out  # None once a write failed
         self._frame = frame
         self._drawn = 0  # lines of the frame on the screen, the cursor below them
 
     def show(self, p: Progress) -> None:
+        if self._out is not None:
+            # the terminal's width now: the window may have been resized since the last frame
+            # (0: a terminal that does not know its size; the width given at the start holds)
+            with contextlib.suppress(OSError, ValueError):
+                if columns := os.get_terminal_size(self._out.fileno()).columns:
+                    self._frame.resize(columns)
         lines = self._frame.lines(p)
-        self._out.write(self._erase() + "\n".join(lines) + "\n")
-        self._out.flush()
+        self._out = _write(self._out, self._erase() + "\n".join(lines) + "\n")
         self._drawn = len(lines)
 
     def close(self) -> None:
         if self._drawn:
-            self._out.write(self._erase())
-            self._out.flush()
+            self._out = _write(self._out, self._erase())
             self._drawn = 0
 
     def _erase(self) -> str:
@@ -133,11 +159,10 @@ class Lines:
     __slots__ = ("_out",)
 
     def __init__(self, out: TextIO) -> None:
-        self._out = out
+        self._out: TextIO | None = out  # None once a write failed
 
     def show(self, p: Progress) -> None:
-        self._out.write(progress_line(p) + "\n")
-        self._out.flush()
+        self._out = _write(self._out, progress_line(p) + "\n")
 
     def close(self) -> None:
         return None

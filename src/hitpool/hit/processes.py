@@ -11,7 +11,10 @@ A `Channel` (a socketpair, length-prefixed messages) carries the protocol: the c
 ("ready" | "cannot_start"), the parent answers ("go", t0) with one CLOCK_MONOTONIC start
 for all, the child sends ("tick", tick) every second and finally ("done", wire summary);
 ("stop", None) ends it early. A child treats SIGTERM as that stop and ignores SIGINT (a
-terminal's Ctrl-C reaches the whole group; the parent decides). The parent waits on the
+terminal's Ctrl-C reaches the whole group; the parent decides). A child is born with both
+blocked, so a signal to the group (`timeout`, Ctrl-C) while it is still importing neither
+kills it nor prints a traceback: SIGINT is ignored before it is unblocked, and a pending
+SIGTERM is taken as a stop once the child's loop handles it. The parent waits on the
 channels and on the processes' sentinels with its loop, never a thread, and reaps every
 child it started.
 """
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
+import multiprocessing.resource_tracker
 import signal
 import socket
 import time
@@ -81,6 +85,36 @@ _EXIT_GRACE_S = 5.0
 # A cancelled run (a hard stop, a timeout) wants nothing more from them: a child still
 # connecting (up to spec.timeout) or stuck must not hold its caller up for long.
 _CANCEL_GRACE_S = 0.5
+# How long the children get to report once told to stop (Ctrl-C, SIGTERM, the caller's
+# stop): a child cancels what is in flight and sends its summary, which takes
+# milliseconds. One that has not reported by then (frozen: SIGSTOP, a debugger, swapped
+# out) is killed, so the stop always ends the run; without this bound it waited forever.
+STOP_GRACE_S = 5.0
+# The same bound before "go": a child may still be starting (spawning and importing take
+# seconds on a loaded machine), and one that reports late still sent nothing.
+_STOP_GRACE_STARTING_S = 30.0
+
+
+# How far ahead of "go" the one start of all children is set.
+START_AHEAD_NS = 5_000_000
+
+# Blocked from before a child is spawned until it handles them (the mask survives exec).
+_STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _start_shielded(procs: Sequence[BaseProcess], started: list[BaseProcess]) -> None:
+    """Start the processes with SIGINT and SIGTERM blocked: each child inherits the mask,
+    and a signal that reaches this process meanwhile waits until the mask is restored."""
+    # The first spawn starts multiprocessing's resource tracker, which unblocks both
+    # signals once it has started its own process: start it before blocking them.
+    multiprocessing.resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 async def _recv(chan: Channel, proc: BaseProcess, name: str) -> Any:
@@ -184,35 +218,47 @@ async def run_processes(
         waiting.append(fut)
         return fut
 
+    def unanswered(late: list[int], grace_s: float) -> WorkerLost:
+        who = ", ".join(f"{names[k]} (pid {procs[k].pid})" for k in late)
+        return WorkerLost(f"{who} did not report within {grace_s:g} s of the stop: killed")
+
     def tell_all(message: tuple[str, Any]) -> None:
         for c in chans:
             c.send(message)
 
     grace = _EXIT_GRACE_S
     try:
-        for proc in procs:
-            proc.start()
-            started.append(proc)
+        _start_shielded(procs, started)
         for ours, theirs in pairs:
             theirs.close()
             chans.append(await Channel.open(ours))
         # A stop while the children connect (a host that does not answer can take -t) is
         # passed on at once: each child then reports its empty, interrupted result.
-        connecting = asyncio.gather(*(watch(_recv(chans[k], procs[k], names[k])) for k in range(p)))
+        answers = [watch(_recv(chans[k], procs[k], names[k])) for k in range(p)]
+        connecting = asyncio.gather(*answers)
         if stop is not None:
             await asyncio.wait({connecting, watch(stop.wait())}, return_when=FIRST_COMPLETED)
             if stop.is_set():  # (also when they all connected at that moment: no "go")
                 tell_all(("stop", None))
-        readies = await connecting
+        if stop is not None and stop.is_set():
+            try:
+                async with asyncio.timeout(_STOP_GRACE_STARTING_S):
+                    readies = await connecting
+            except TimeoutError:
+                grace = _CANCEL_GRACE_S
+                late = [k for k in range(p) if not answers[k].done()]
+                raise unanswered(late, _STOP_GRACE_STARTING_S) from None
+        else:
+            readies = await connecting
         failed = [msg for kind, msg in readies if kind == "cannot_start"]
         if failed:
             raise CannotStart(failed[0])
         # ("done", wire) in place of "ready": that child was stopped while it connected
         done: list[Any] = [msg if kind == "done" else None for kind, msg in readies]
         if stop is None or not stop.is_set():
-            # CLOCK_MONOTONIC is shared by the processes. 5 ms ahead: time for every child
+            # CLOCK_MONOTONIC is shared by the processes. Ahead: time for every child
             # to read "go" before its first request is due, so none starts late.
-            tell_all(("go", time.perf_counter_ns() + 5_000_000))
+            tell_all(("go", time.perf_counter_ns() + START_AHEAD_NS))
         merger = TickMerger(p)
 
         def show(ticks: list[Tick]) -> None:
@@ -235,6 +281,14 @@ async def run_processes(
             await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 tell_all(("stop", None))  # (a child ignores a second one)
+                try:
+                    async with asyncio.timeout(STOP_GRACE_S):
+                        await collecting
+                except TimeoutError:
+                    grace = _CANCEL_GRACE_S
+                    raise unanswered(
+                        [k for k in range(p) if done[k] is None], STOP_GRACE_S
+                    ) from None
         await collecting
         return Summary.merge(done, processes=p, target_rps=spec.rps)
     except asyncio.CancelledError:
@@ -271,10 +325,12 @@ def _child(
     ticks: bool,
 ) -> None:
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    # Until the loop runs and takes SIGTERM as a stop, a SIGTERM to the group must not kill
-    # this child before it can report: the parent, terminated too, passes the stop on.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Born with SIGINT and SIGTERM blocked (`_start_shielded`). SIGINT: the parent decides
+    # when to stop, so one that came while this child imported is dropped here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # SIGTERM stays blocked until the loop takes it as a stop (`_child_async`): one sent to
+    # the group before then waits, and this child still reports its (empty) result.
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     try:
         uvloop.run(_child_async(spec, lanes, requests, rate, offset, sock, timeline, ticks))
@@ -299,6 +355,7 @@ async def _child_async(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)  # as the parent's stop: a partial result
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one lands now
     chan = await Channel.open(sock)
     started: asyncio.Future[int] = loop.create_future()
 
@@ -322,7 +379,15 @@ async def _child_async(
 
     async def go() -> int:
         chan.send(("ready", None))
-        return await started
+        t0 = await started
+        # The start is ahead of "go": wait for it. A closed-model lane sends as soon as it
+        # asks, and a request sent before t0 would end before this share's clock started
+        # (a short run reported 0 s at 0 req/s, each latency longer than the run).
+        ahead = t0 - time.perf_counter_ns()
+        if ahead > 0 and not stop.is_set():
+            # the loop's timers round to the millisecond: 1 ms more, never early
+            await asyncio.sleep(ahead / 1e9 + 0.001)
+        return t0
 
     try:
         summary = await drive(

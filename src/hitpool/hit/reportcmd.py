@@ -13,12 +13,12 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .._errors import SpecError
 from . import html, report, saved
+from ._stdio import out, say
 from .compare import compare_json, compare_text
 from .saved import SavedRun
 
@@ -125,15 +125,16 @@ def main(argv: Sequence[str]) -> int:
                 dataclasses.replace(r, name=path) for r, path in zip(runs, ns.runs, strict=True)
             ]
     except _Usage as e:
-        sys.stderr.write(
+        say(
             f"hit report: error: {e}\n  fix: see hit report --help "
             "(e.g. hit report a.hit b.hit --html merged.html)\n"
         )
         return EXIT_USAGE
     command = ("hit", "report", *argv)
     if ns.compare:
-        sys.stdout.write(
-            json.dumps(compare_json(runs), indent=2) + "\n" if ns.json else compare_text(runs)
+        written = out(
+            json.dumps(compare_json(runs), indent=2) + "\n" if ns.json else compare_text(runs),
+            "hit report",
         )
         problems = []
         if ns.html is not None:
@@ -148,13 +149,14 @@ def main(argv: Sequence[str]) -> int:
         if ns.json:
             doc = merged.json()
             doc["sources"] = [dict(s) for s in merged.sources]
-            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            text = json.dumps(doc, indent=2) + "\n"
         else:
-            sys.stdout.write(report.text(merged.summary))
+            text = report.text(merged.summary)
             if len(runs) > 1:
                 listed = ", ".join(r.name for r in runs)
-                sys.stdout.write(f"\nMerged {len(runs)} runs: {listed}\n")
+                text += f"\nMerged {len(runs)} runs: {listed}\n"
+        written = out(text, "hit report")  # (hit report ... | head: the files still come)
         problems = write_outputs(merged, html_path=ns.html, save_path=ns.save)
     for p in problems:
-        sys.stderr.write(f"hit report: {p}\n")
-    return EXIT_OK if not problems else 1
+        say(f"hit report: {p}\n")
+    return EXIT_OK if written and not problems else 1

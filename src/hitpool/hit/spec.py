@@ -200,6 +200,7 @@ class Spec:
             parse_header(f"{pair[0]}: {pair[1]}")
         if not isinstance(self.body, bytes):
             raise SpecError("body", f"must be bytes (a string from JSON), got {self.body!r}")
+        _check_framing(self.headers, len(self.body))
         if not isinstance(self.insecure, bool):
             raise SpecError("insecure", f"must be true or false, got {self.insecure!r}")
         if not isinstance(self.ok, tuple) or not self.ok:
@@ -243,8 +244,8 @@ class Spec:
         lines += [f"{n}: {v}" for n, v in self.headers if n.lower() != "host"]
         if self.content_type and "content-type" not in names:
             lines.append(f"Content-Type: {self.content_type}")
-        if self.body or self.method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(self.body)}")
+        if (self.body or self.method in ("POST", "PUT", "PATCH")) and "content-length" not in names:
+            lines.append(f"Content-Length: {len(self.body)}")  # -H gave the same (_check_framing)
         head = "\r\n".join(lines) + "\r\n\r\n"
         return head.encode("latin-1") + self.body
 
@@ -271,6 +272,28 @@ class Spec:
         if isinstance(kw.get("processes"), str):
             kw["processes"] = parse_processes(kw["processes"])
         return cls(**kw)
+
+
+def _check_framing(headers: tuple[tuple[str, str], ...], body_length: int) -> None:
+    """hit frames each request's body with its Content-Length (RFC 9112 6.2, 6.3): a -H
+    that says otherwise would send a second, conflicting length (a server answers 400, or
+    closes), or, on a keep-alive connection, let the server read the next request's first
+    bytes as this body. One equal to the body's length is sent in place of hit's own."""
+    for name, value in headers:
+        low = name.lower()
+        if low == "transfer-encoding":
+            raise SpecError(
+                "headers",
+                f"{name}: {value}: hit sends the body with the Content-Length it sets itself; "
+                "remove this header",
+            )
+        if low == "content-length" and value.strip() != str(body_length):
+            raise SpecError(
+                "headers",
+                f"{name}: {value} is not the body's length ({body_length} bytes): a wrong "
+                "length breaks the connection for the next request; remove it, hit sets "
+                "Content-Length from -d",
+            )
 
 
 def _headers_from(value: object) -> tuple[tuple[str, str], ...]:
