@@ -125,6 +125,28 @@ class AdminContract:
         [claimed] = await store.claim("w2", 5, T0 + 50, 30)
         assert claimed.id == id and claimed.attempts == 1
 
+    async def test_a_late_finish_cannot_land_on_a_retried_job_claimed_again(
+        self, store: Store
+    ) -> None:
+        # Worker w's lease on its one attempt expires while it still runs the job: the next
+        # claim makes the job dead. An operator retries it (fresh attempts) and w's own
+        # runner claims it again: same worker, running, attempts 1 again. The first run's
+        # outcome, fenced by what its claim handed out, must not land on the second run.
+        [(id, _)] = await store.enqueue([job()], T0)
+        [first] = await store.claim("w", 1, T0, 10)
+        assert await store.claim("w", 1, T0 + 11, 10) == []  # lease expired on its last attempt
+        assert (await store.get(id)).status == "dead"  # type: ignore[union-attr]
+        assert await store.retry(id, T0 + 12) == "retried"
+        [second] = await store.claim("w", 1, T0 + 12, 30)
+        assert second.id == id and second.attempts == 1
+        assert second.runs != first.runs  # the fence never repeats for one job
+        await store.finish([Outcome(id, "w", first.runs, "succeeded", result="stale")], T0 + 13)
+        rec = await store.get(id)
+        assert rec is not None and (rec.status, rec.result) == ("running", None)
+        await store.finish([Outcome(id, "w", second.runs, "succeeded", result="mine")], T0 + 14)
+        rec = await store.get(id)
+        assert rec is not None and (rec.status, rec.result) == ("succeeded", "mine")
+
     async def test_retry_queues_a_failed_job(self, store: Store) -> None:
         id = await ended(store, job(), permanent=True)
         assert await store.retry(id, T0 + 5) == "retried"

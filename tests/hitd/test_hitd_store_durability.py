@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hitpool.hitd.store import Outcome
 from hitpool.hitd.store.sqlite import SQLiteStore
 
 CHILD = textwrap.dedent(
@@ -85,5 +87,32 @@ async def test_enqueued_jobs_survive_kill_9(tmp_path: Path) -> None:
             assert (rec.status, rec.args) == ("queued", {"batch": batch, "i": i})
         counts = await store.counts()
         assert counts["queued"] >= len(promised)  # possibly more: committed, not yet printed
+    finally:
+        await store.close()
+
+
+async def test_a_database_from_before_runs_is_migrated_with_its_fences(tmp_path: Path) -> None:
+    # A file written by an older hitd has no `runs` column; its running job was claimed
+    # with attempts as the fence, so its worker's outcome must still land after the upgrade.
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY, task TEXT NOT NULL, args TEXT NOT NULL, "
+            "status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER "
+            "NOT NULL, result TEXT, error TEXT, created_at REAL NOT NULL, started_at REAL, "
+            "finished_at REAL, run_at REAL NOT NULL, key TEXT, lease_until REAL, worker TEXT)"
+        )
+        c.execute(
+            "INSERT INTO jobs VALUES (1, 'hello', '{}', 'running', 2, 3, NULL, NULL, 1.0, 2.0, "
+            "NULL, 1.0, NULL, 99.0, 'w')"
+        )
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        rec = await store.get(1)
+        assert rec is not None and (rec.attempts, rec.runs) == (2, 2)
+        await store.finish([Outcome(1, "w", 2, "succeeded", result=7)], 3.0)
+        rec = await store.get(1)
+        assert rec is not None and (rec.status, rec.result) == ("succeeded", 7)
     finally:
         await store.close()

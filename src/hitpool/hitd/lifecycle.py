@@ -16,7 +16,8 @@
   claimed that never started (graceful shutdown); a job cancelled at the end of the grace
   period has used its attempt, and runs again only while attempts are left.
 - The runner decides how an attempt ends (`outcome_status`) and the store writes that
-  status, fenced by the attempt number: rules in one place, not in each backend's SQL.
+  status, fenced by the run number (`runs`, which only claims move: an admin retry resets
+  `attempts`, a release gives one back): rules in one place, not in each backend's SQL.
 - A failure is retried while `attempts < max_attempts`; the retry waits an exponential backoff
   with jitter. When the attempts are used up the job is `dead`. A permanent failure (bad
   arguments, unknown task) is `failed` at once, without using up the attempts.

@@ -76,8 +76,9 @@ log = logging.getLogger("hitpool.hitd.runner")
 DEFAULT_RETRY = RetryPolicy(base=1.0, cap=300.0)
 
 # A claimed job on its way to a worker: id, the job (a record, or as submitted when handed
-# off from its enqueue), its attempt, and whether its arguments were checked at submit.
-Claimed = tuple[int, "JobRecord | NewJob", int, bool]
+# off from its enqueue), its attempt, its run (the claim's fence, `Outcome.run`), and
+# whether its arguments were checked at submit.
+Claimed = tuple[int, "JobRecord | NewJob", int, int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +299,8 @@ class Runner:
             self._waiting.update(ids)
             return
         self._active += len(ids)
-        # Attempt 1: claimed in its enqueue.
-        self._start_jobs(zip(ids, jobs, repeat(1), repeat(self._args_checked)))
+        # Attempt 1, run 1: claimed in its enqueue.
+        self._start_jobs(zip(ids, jobs, repeat(1), repeat(1), repeat(self._args_checked)))
 
     def notify(self) -> None:
         """Look for due jobs and expired leases now instead of at the next poll. Never waits."""
@@ -443,7 +444,7 @@ class Runner:
                 self._active -= want - len(recs)
                 self._held.update(rec.id for rec in recs)
                 self._claimed += len(recs)
-                self._start_jobs((r.id, r, r.attempts, False) for r in recs)
+                self._start_jobs((r.id, r, r.attempts, r.runs, False) for r in recs)
                 if len(recs) == want:
                     self._not_due = 0
                     continue  # there may be more due right now
@@ -469,13 +470,15 @@ class Runner:
         assert pool is not None
         waiting = self._waiting
         run = self._run
-        for id, job, attempts, checked in jobs:
+        for id, job, attempts, fence, checked in jobs:
             waiting.add(id)
             # (annotated: mypy cannot infer T=None through `Awaitable[T] | T`)
-            handle: Job[None] = pool.dispatch_nowait(run, id, job, attempts, checked)
+            handle: Job[None] = pool.dispatch_nowait(run, id, job, attempts, fence, checked)
             del handle
 
-    async def _run(self, id: int, job: JobRecord | NewJob, attempts: int, checked: bool) -> None:
+    async def _run(
+        self, id: int, job: JobRecord | NewJob, attempts: int, run: int, checked: bool
+    ) -> None:
         # One flat function (no helper per job): this path runs a million times a minute.
         if not self._open:  # stopping: never started; stop() releases it (attempt not used)
             self._active -= 1
@@ -511,22 +514,22 @@ class Runner:
                     else:
                         result = await self._in_thread(td, args)
             self._completed += 1
-            outcome = Outcome(id, self.worker_name, attempts, "succeeded", result)
+            outcome = Outcome(id, self.worker_name, run, "succeeded", result)
         except (UnknownTask, SpecError) as e:
             # Unknown task, bad arguments (ours or the task's own check): no retry can help.
-            outcome = self._failure(id, job, attempts, _describe(e), permanent=True)
+            outcome = self._failure(id, job, attempts, run, _describe(e), permanent=True)
         except TimeoutError as e:
             if td is not None and scope is not None and scope.expired():
                 msg = f"timed out after {td.timeout:g}s"
             else:
                 msg = _describe(e)
-            outcome = self._failure(id, job, attempts, msg, permanent=False)
+            outcome = self._failure(id, job, attempts, run, msg, permanent=False)
         except asyncio.CancelledError:
             # The grace period of a stop ended (or a hard stop): the attempt is used.
-            outcome = self._interrupt(id, job, attempts)
+            outcome = self._interrupt(id, job, attempts, run)
             raise
         except Exception as e:
-            outcome = self._failure(id, job, attempts, _describe(e), permanent=False)
+            outcome = self._failure(id, job, attempts, run, _describe(e), permanent=False)
         finally:
             self._hist.observe(time.perf_counter() - t0)
             self._active -= 1
@@ -546,17 +549,23 @@ class Runner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(ctx.run, td.fn, **args))
 
-    def _interrupt(self, id: int, job: JobRecord | NewJob, attempts: int) -> Outcome:
+    def _interrupt(self, id: int, job: JobRecord | NewJob, attempts: int, run: int) -> Outcome:
         self._interrupted += 1
         why = f"interrupted: still running when the stop's grace period ({self._grace_s:g}s) ended"
         now = self._clock()
         # Queued again at once while attempts are left; dead on the last one.
         status = outcome_status(False, now, attempts, job.max_attempts)
         log.warning("job %d (%s) attempt %d/%d %s", id, job.task, attempts, job.max_attempts, why)
-        return Outcome(id, self.worker_name, attempts, status, error=why, run_at=now)
+        return Outcome(id, self.worker_name, run, status, error=why, run_at=now)
 
     def _failure(
-        self, id: int, job: JobRecord | NewJob, attempts: int, error: str, permanent: bool
+        self,
+        id: int,
+        job: JobRecord | NewJob,
+        attempts: int,
+        run: int,
+        error: str,
+        permanent: bool,
     ) -> Outcome:
         self._failed += 1
         retry_at = None
@@ -581,7 +590,7 @@ class Runner:
                 "" if retry_at is None else f"; retry in {retry_at - self._clock():.3g}s",
             )
         status = outcome_status(False, retry_at, attempts, job.max_attempts, permanent)
-        return Outcome(id, self.worker_name, attempts, status, error=error, run_at=retry_at)
+        return Outcome(id, self.worker_name, run, status, error=error, run_at=retry_at)
 
     # -- the finisher and the renewer --------------------------------------------------------
 
@@ -632,7 +641,7 @@ class Runner:
         what = "result" if o.status == "succeeded" else "error"
         why = f"the {what} could not be stored: {_describe(err)}"
         try:
-            await self._record([Outcome(o.id, o.worker, o.attempt, "failed", error=why)])
+            await self._record([Outcome(o.id, o.worker, o.run, "failed", error=why)])
         except Exception:
             return False
         log.warning("job %d: %s", o.id, why)

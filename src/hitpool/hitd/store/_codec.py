@@ -39,7 +39,7 @@ __all__ = [
 # The columns of a job row, in this order in both SQL stores: one row -> record rule.
 COLUMNS = (
     "id, task, args, status, attempts, max_attempts, result, error, created_at, "
-    "started_at, finished_at, run_at, key, lease_until, worker"
+    "started_at, finished_at, run_at, key, lease_until, worker, runs"
 )
 
 # Strict and ASCII; default=repr: a task result that is not JSON (a set, an object) becomes
@@ -144,6 +144,7 @@ def decode_row(r: tuple[Any, ...]) -> tuple[JobRecord, str | None]:
         key=r[12],
         lease_until=r[13],
         worker=r[14],
+        runs=r[15],
     )
     return record, bad
 

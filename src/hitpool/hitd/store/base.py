@@ -11,11 +11,15 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
   job's id with `created=False`; once the job is finished the key is free again.
 - `claim` hands out due queued jobs (`run_at <= now`, oldest `run_at` first, then id) and
   running jobs whose lease expired (their worker died: at least once). A claimed job is
-  `running`, `attempts += 1`, `lease_until = now + lease_s`, `worker` set. An expired job that
+  `running`, `attempts += 1`, `runs += 1`, `lease_until = now + lease_s`, `worker` set.
+  An expired job that
   has already used `max_attempts` attempts is not claimed again: it becomes `dead`.
 - `renew`, `finish` and `release` only touch jobs still held by that worker: a worker whose
   lease expired and whose job was claimed by another cannot overwrite the newer attempt.
-  `finish` is fenced by the attempt too (`Outcome.attempt`).
+  `finish` is fenced by the run too (`Outcome.run`: the job's `runs` when it was claimed).
+  `runs` counts every claim of the job and nothing else moves it: a release gives the
+  attempt back and an admin retry resets `attempts`, but neither touches `runs`, so a run
+  whose lease was lost can never match a later claim, even one by its own worker.
 - `finish` records a batch of outcomes in one transaction, each with the status the runner
   decided (`Outcome.status`, from `hitpool.hitd.lifecycle`): the rules live once, in
   Python, and a store only writes them (saq's `Queue.finish`/`retry` over its backends'
@@ -162,6 +166,9 @@ class JobRecord(NamedTuple):
     key: str | None
     lease_until: float | None
     worker: str | None
+    # Claims of this job so far, never reset or given back (unlike `attempts`): the fence
+    # of a finish (`Outcome.run`). Not shown by the API.
+    runs: int
 
     def to_json(self, now: float) -> dict[str, Any]:
         """The body of `GET /jobs/{id}` at `now`: times as ISO-8601 UTC strings or null, and
@@ -187,10 +194,11 @@ class Outcome(NamedTuple):
     """How one attempt of a job ended, and the status the job takes for it, decided by the
     runner with `hitpool.hitd.lifecycle` (`outcome_status`); a store only writes it.
 
-    `attempt` is the attempt that ended (the job's `attempts` when it was claimed): the
-    fence. A store writes the outcome only while the job is still `running`, held by
-    `worker`, on that attempt, so a worker whose lease was taken over cannot overwrite the
-    newer attempt's outcome, even one that shares its worker name.
+    `run` is the claim that ended (the job's `runs` when it was claimed): the fence. A
+    store writes the outcome only while the job is still `running`, held by `worker`, on
+    that run, so a worker whose lease was taken over cannot overwrite the newer run's
+    outcome, even one that shares its worker name: `runs` only grows, so an admin retry
+    (which resets `attempts`) followed by a claim by the same runner gets a new number.
 
     `status`: `succeeded` (with `result`), `queued` again at `run_at` (a retry, with the
     `error` that caused it), `failed` or `dead` (with `error`).
@@ -198,7 +206,7 @@ class Outcome(NamedTuple):
 
     id: int
     worker: str
-    attempt: int
+    run: int
     status: OutcomeStatus
     result: Any = None
     error: str | None = None
@@ -226,7 +234,7 @@ class Handoff(Protocol):
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         """Jobs claimed for it, committed: `jobs[i]`, as given to `enqueue`, is job `ids[i]`,
         on its first attempt, leased to `worker` for `lease_s` from the enqueue's `now`.
-        Called on the event loop; must not raise.
+        Called on the event loop; must not raise. Their `runs` is 1: a fresh row.
 
         The jobs as they came, not a `JobRecord` each: the runner needs only the id, task,
         arguments and max_attempts, not fifteen fields built per job."""

@@ -54,6 +54,7 @@ class _Job:
         "max_attempts",
         "result",
         "run_at",
+        "runs",
         "started_at",
         "status",
         "task",
@@ -66,6 +67,7 @@ class _Job:
         self.args = job.args
         self.status: JobStatus = "queued"
         self.attempts = 0
+        self.runs = 0  # claims so far: only `_take` moves it (the fence of a finish)
         self.max_attempts = job.max_attempts
         self.result: Any = None
         self.error: str | None = None
@@ -94,6 +96,7 @@ class _Job:
             key=self.key,
             lease_until=self.lease_until,
             worker=self.worker,
+            runs=self.runs,
         )
 
 
@@ -222,6 +225,7 @@ class MemoryStore(Store):
     def _take(self, job: _Job, worker: str, now: float, lease_s: float) -> JobRecord:
         self._move(job, "running")
         job.attempts += 1
+        job.runs += 1
         job.worker = worker
         job.started_at = now
         job.lease_until = now + lease_s
@@ -274,8 +278,8 @@ class MemoryStore(Store):
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         for o in outcomes:
             job = self._held(o.id, o.worker)
-            if job is None or job.attempts != o.attempt:
-                continue  # lease lost: a newer attempt owns the job now
+            if job is None or job.runs != o.run:
+                continue  # lease lost: a newer run owns the job now
             job.result = o.result if o.status == "succeeded" else None
             job.error = o.error
             job.lease_until = None

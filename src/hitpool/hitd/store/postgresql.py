@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS hitd_jobs (
     run_at DOUBLE PRECISION NOT NULL,
     key TEXT,
     lease_until DOUBLE PRECISION,
-    worker TEXT
+    worker TEXT,
+    -- Claims so far; never reset or given back (the fence of a finish: base.Outcome.run).
+    runs INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS hitd_jobs_due ON hitd_jobs (run_at, id) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS hitd_jobs_lease ON hitd_jobs (lease_until) WHERE status = 'running';
@@ -112,9 +114,10 @@ WITH u AS MATERIALIZED (
         SELECT 1 FROM hitd_jobs WHERE status = 'running' AND lease_until <= $5::float8
     ) THEN $7::int ELSE 0 END AS k
 ), ins AS (
-    INSERT INTO hitd_jobs (id, task, args, status, attempts, max_attempts, created_at,
+    INSERT INTO hitd_jobs (id, task, args, status, attempts, runs, max_attempts, created_at,
                            started_at, run_at, lease_until, worker)
-    SELECT i, t, a, CASE WHEN o <= k THEN 'running' ELSE 'queued' END, (o <= k)::int, m, $5,
+    SELECT i, t, a, CASE WHEN o <= k THEN 'running' ELSE 'queued' END, (o <= k)::int,
+           (o <= k)::int, m, $5,
            CASE WHEN o <= k THEN $5 END, coalesce(r, $5), CASE WHEN o <= k THEN $9::float8 END,
            CASE WHEN o <= k THEN $8::text END
     FROM u, h
@@ -124,6 +127,17 @@ WITH u AS MATERIALIZED (
 )
 SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h), (SELECT count(*) FROM n)
 """
+
+
+async def _migrate(c: asyncpg.Connection) -> None:
+    """Bring a table made by an older hitd up to SCHEMA (under the schema lock): `runs` was
+    added after it. Its running jobs start from runs = attempts, the fence they hold."""
+    if not await c.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'hitd_jobs' AND column_name = 'runs'"
+    ):
+        await c.execute("ALTER TABLE hitd_jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0")
+        await c.execute("UPDATE hitd_jobs SET runs = attempts")
 
 
 def _record(r: Any) -> JobRecord:
@@ -210,6 +224,7 @@ class PostgreSQLStore(Store):
                 if self.schema:
                     await c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await c.execute(SCHEMA)
+                await _migrate(c)
                 self._queued = await c.fetchval(
                     "SELECT count(*) FROM hitd_jobs WHERE status = 'queued'"
                 )
@@ -444,7 +459,7 @@ class PostgreSQLStore(Store):
             now,
         )
         take = (
-            "UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, "
+            "UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, runs = runs + 1, "
             "lease_until = $2, started_at = $1, worker = $3 FROM ({}) AS c "
             f"WHERE hitd_jobs.id = c.id RETURNING {_RETURNING}"
         )
@@ -519,7 +534,7 @@ class PostgreSQLStore(Store):
 
     async def _finish(self, c: asyncpg.Connection, outcomes: list[Outcome], now: float) -> int:
         # The statuses are the runner's (`Outcome.status`): written as given, under the lease
-        # guard and the attempt fence.
+        # guard and the run fence.
         ok = [o for o in outcomes if o.status == "succeeded"]
         retry = [o for o in outcomes if o.status == "queued"]
         final = [o for o in outcomes if o.status in ("failed", "dead")]
@@ -534,7 +549,7 @@ class PostgreSQLStore(Store):
                     f"$3::int[], $4::text[], $5::float8[]) AS u(i, w, a, e, r) WHERE {_HELD}",
                     [o.id for o in retry],
                     [o.worker for o in retry],
-                    [o.attempt for o in retry],
+                    [o.run for o in retry],
                     [storable(o.error) for o in retry],
                     [o.run_at for o in retry],
                 )
@@ -546,7 +561,7 @@ class PostgreSQLStore(Store):
                 f"$4::text[], $5::text[]) AS u(i, w, a, e, s) WHERE {_HELD}",
                 [o.id for o in final],
                 [o.worker for o in final],
-                [o.attempt for o in final],
+                [o.run for o in final],
                 [storable(o.error) for o in final],
                 [o.status for o in final],
                 now,
@@ -706,11 +721,11 @@ class PostgreSQLStore(Store):
         return None if value is None else float(value)
 
 
-# The lease guard and the attempt fence of a finish: only the holder, on the attempt that
-# ended (`u` is the unnest of the outcomes: id i, worker w, attempt a).
+# The lease guard and the run fence of a finish: only the holder, on the run (claim) that
+# ended (`u` is the unnest of the outcomes: id i, worker w, run a).
 _HELD = (
     "hitd_jobs.id = u.i AND hitd_jobs.worker = u.w AND hitd_jobs.status = 'running' "
-    "AND hitd_jobs.attempts = u.a"
+    "AND hitd_jobs.runs = u.a"
 )
 _FINISH_OK = (
     "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $5, "
@@ -723,7 +738,7 @@ def _ok_args(ok: Sequence[Outcome], now: float) -> tuple[Any, ...]:
     return (
         [o.id for o in ok],
         [o.worker for o in ok],
-        [o.attempt for o in ok],
+        [o.run for o in ok],
         [result_json(o.result) for o in ok],
         now,
     )

@@ -135,6 +135,7 @@ class SQLiteStore(Store):
     def _open_conn(self) -> sqlite3.Connection:
         conn = connect(self.path)
         conn.executescript(ops.SCHEMA)
+        ops.migrate(conn)
         if self._use_json is None or self._use_json:
             self._use_json = ops.has_json(conn)
         return conn
@@ -399,17 +400,17 @@ class SQLiteStore(Store):
                 await self._write(lambda c: ops.finish_json(c, blobs, now))
                 return
         ok_rows = [
-            (result_json(o.result), now, o.id, o.worker, o.attempt)
+            (result_json(o.result), now, o.id, o.worker, o.run)
             for o in outcomes
             if o.status == "succeeded"
         ]
         retry_rows = [
-            (storable(o.error), o.run_at, o.id, o.worker, o.attempt)
+            (storable(o.error), o.run_at, o.id, o.worker, o.run)
             for o in outcomes
             if o.status == "queued"
         ]
         final_rows = [
-            (o.status, storable(o.error), now, o.id, o.worker, o.attempt)
+            (o.status, storable(o.error), now, o.id, o.worker, o.run)
             for o in outcomes
             if o.status in ("failed", "dead")
         ]

@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_at REAL NOT NULL,
     key TEXT,
     lease_until REAL,
-    worker TEXT
+    worker TEXT,
+    -- Claims so far; never reset or given back (the fence of a finish: base.Outcome.run).
+    runs INTEGER NOT NULL DEFAULT 0
 );
 -- Partial indexes: only the rows a claim looks at, so finished jobs cost nothing to skip.
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at, id) WHERE status = 'queued';
@@ -57,6 +59,16 @@ CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'runn
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key)
     WHERE key IS NOT NULL AND status IN ('queued', 'running');
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older hitd up to SCHEMA: `runs` was added after it.
+    Its running jobs start from runs = attempts, the fence they were claimed with."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    if "runs" not in columns:
+        with conn:
+            conn.execute("ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0")
+            conn.execute("UPDATE jobs SET runs = attempts")
 
 
 def has_json(conn: sqlite3.Connection) -> bool:
@@ -106,11 +118,12 @@ def enqueue_json(
     else:
         worker, lease_until, _ = handoff  # type: ignore[misc]
         c.execute(
-            "INSERT INTO jobs (id, task, args, status, attempts, max_attempts, created_at, "
-            "started_at, run_at, lease_until, worker) "
+            "INSERT INTO jobs (id, task, args, status, attempts, runs, max_attempts, "
+            "created_at, started_at, run_at, lease_until, worker) "
             "SELECT :first + key, value ->> 0, value -> 1, "
             "CASE WHEN key < :k THEN 'running' ELSE 'queued' END, "
-            "CASE WHEN key < :k THEN 1 ELSE 0 END, value ->> 2, :now, "
+            "CASE WHEN key < :k THEN 1 ELSE 0 END, CASE WHEN key < :k THEN 1 ELSE 0 END, "
+            "value ->> 2, :now, "
             "CASE WHEN key < :k THEN :now END, coalesce(value ->> 3, :now), "
             "CASE WHEN key < :k THEN :lease END, CASE WHEN key < :k THEN :worker END "
             "FROM json_each(:blob)",
@@ -184,7 +197,10 @@ _EXPIRED = (
     "ORDER BY lease_until, id LIMIT ?"
 )
 _DUE = "SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?"
-_TAKE = "status = 'running', attempts = attempts + 1, lease_until = ?, started_at = ?, worker = ?"
+_TAKE = (
+    "status = 'running', attempts = attempts + 1, runs = runs + 1, lease_until = ?, "
+    "started_at = ?, worker = ?"
+)
 
 
 def claim(
@@ -227,7 +243,7 @@ def claim(
             blob = c.execute(
                 "SELECT json_group_array(json_array(id, task, json(args), attempts, "
                 "max_attempts, error, printf('%!.17g', created_at), printf('%!.17g', run_at), "
-                "key)) FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+                "key, runs)) FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
                 (id_blob,),
             ).fetchone()[0]
         except sqlite3.Error:
@@ -260,6 +276,7 @@ def claim(
                         r[8],
                         lease_until,
                         worker,
+                        r[9],
                     )
                 )
             if poison:
@@ -301,8 +318,8 @@ def fail_poison(c: sqlite3.Connection, poison: list[tuple[str, float, int]], mov
 
 # -- finish -----------------------------------------------------------------------------------
 
-# The lease guard and the attempt fence: only the holder, on the attempt that ended.
-_HELD = "AND worker = ? AND status = 'running' AND attempts = ?"
+# The lease guard and the run fence: only the holder, on the run (claim) that ended.
+_HELD = "AND worker = ? AND status = 'running' AND runs = ?"
 
 
 def finish_rows(
@@ -311,8 +328,8 @@ def finish_rows(
     retry: list[tuple[Any, ...]],
     final: list[tuple[Any, ...]],
 ) -> tuple[None, Moves]:
-    """ok: (result JSON, now, id, worker, attempt); retry: (error, run_at, id, worker,
-    attempt); final: (status, error, now, id, worker, attempt). The statuses are the
+    """ok: (result JSON, now, id, worker, run); retry: (error, run_at, id, worker, run);
+    final: (status, error, now, id, worker, run). The statuses are the
     runner's (`Outcome.status`): written as given."""
     moves: Moves = {}
     if ok:
@@ -329,11 +346,11 @@ def finish_rows(
             retry,
         ).rowcount
         _move(moves, "running", "queued", n)
-    for status, error, now, id, worker, attempt in final:  # rare: one statement each
+    for status, error, now, id, worker, run in final:  # rare: one statement each
         n = c.execute(
             "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_until = NULL "
             f"WHERE id = ? {_HELD}",
-            (status, error, now, id, worker, attempt),
+            (status, error, now, id, worker, run),
         ).rowcount
         _move(moves, "running", status, n)
     return None, moves
@@ -355,11 +372,11 @@ FinishBlobs = tuple[str, str | None, str | None, str | None]  # worker, ok, retr
 def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
     """The JSON texts `finish_json` takes for one worker's outcomes. Raises ValueError (NaN,
     Infinity) or RecursionError (a cycle) for a result the JSON path cannot carry."""
-    ok = {o.id: [o.result, o.attempt] for o in outcomes if o.status == "succeeded"}
+    ok = {o.id: [o.result, o.run] for o in outcomes if o.status == "succeeded"}
     others = [o for o in outcomes if o.status != "succeeded"] if len(ok) < len(outcomes) else []
     # Error texts are extracted to text columns (->>): made storable first (see `storable`).
-    retry = [[o.id, storable(o.error), o.run_at, o.attempt] for o in others if o.status == "queued"]
-    final = [[o.id, storable(o.error), o.status, o.attempt] for o in others if o.status != "queued"]
+    retry = [[o.id, storable(o.error), o.run_at, o.run] for o in others if o.status == "queued"]
+    final = [[o.id, storable(o.error), o.status, o.run] for o in others if o.status != "queued"]
     return (
         worker,
         dumps_strict(ok) if ok else None,
@@ -369,9 +386,9 @@ def finish_blobs(worker: str, outcomes: Sequence[Outcome]) -> FinishBlobs:
 
 
 def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) -> tuple[None, Moves]:
-    """Outcomes, by worker: (worker, ok, retry, final) with ok: {"id": [result, attempt]},
-    retry: [[id, error, run_at, attempt]], final: [[id, error, status, attempt]] (JSON
-    texts, None when empty). Each is written only on the attempt that ended (the fence).
+    """Outcomes, by worker: (worker, ok, retry, final) with ok: {"id": [result, run]},
+    retry: [[id, error, run_at, run]], final: [[id, error, status, run]] (JSON texts,
+    None when empty). Each is written only on the run that ended (the fence).
 
     ok is an object keyed by id: json_each gives the id as its key, with no extraction. Each
     result is wrapped in an array because `j.value` of a bare scalar is an SQL value (a
@@ -382,7 +399,7 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
             n = c.execute(
                 "UPDATE jobs SET status = 'succeeded', result = j.value -> 0, error = NULL, "
                 "finished_at = ?, lease_until = NULL FROM json_each(?) AS j "
-                f"WHERE jobs.id = j.key AND {_HELD_J} AND jobs.attempts = j.value ->> 1",
+                f"WHERE jobs.id = j.key AND {_HELD_J} AND jobs.runs = j.value ->> 1",
                 (now, ok, worker),
             ).rowcount
             _move(moves, "running", "succeeded", n)
@@ -391,7 +408,7 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
                 "UPDATE jobs SET status = 'queued', error = j.value ->> 1, "
                 "run_at = j.value ->> 2, lease_until = NULL, worker = NULL "
                 f"FROM json_each(?) AS j WHERE jobs.id = j.value ->> 0 AND {_HELD_J} "
-                "AND jobs.attempts = j.value ->> 3",
+                "AND jobs.runs = j.value ->> 3",
                 (retry, worker),
             ).rowcount
             _move(moves, "running", "queued", n)
@@ -400,7 +417,7 @@ def finish_json(c: sqlite3.Connection, groups: list[FinishBlobs], now: float) ->
                 "UPDATE jobs SET status = j.value ->> 2, error = j.value ->> 1, "
                 "finished_at = ?, lease_until = NULL "
                 f"FROM json_each(?) AS j WHERE jobs.id = j.value ->> 0 AND {_HELD_J} "
-                "AND jobs.attempts = j.value ->> 3 RETURNING status",
+                "AND jobs.runs = j.value ->> 3 RETURNING status",
                 (now, final, worker),
             ).fetchall():
                 _move(moves, "running", status, 1)
