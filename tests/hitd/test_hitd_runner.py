@@ -750,3 +750,51 @@ async def test_a_commit_claims_only_when_jobs_are_queued(clock: Clock) -> None:
         await store.claimed.wait()
         assert store.claims == n + 1
     await store.close()
+
+
+class ClaimSignalStore(MemoryStore):
+    """Sets `claimed` after every claim returns: a test waits for a claim, not for time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed = asyncio.Event()
+
+    async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
+        try:
+            return await super().claim(worker, limit, now, lease_s)
+        finally:
+            self.claimed.set()
+
+
+async def test_a_clock_step_past_the_lease_does_not_run_a_held_job_twice(clock: Clock) -> None:
+    # The wall clock jumps past the lease while a job runs (NTP, a resumed VM): the runner's
+    # next poll must not claim its own running job as expired: that started it a second
+    # time, or, on its last attempt as here, made it `dead` while it ran and lost its result.
+    store = ClaimSignalStore()
+    reg = Registry(include_global=False)
+    starts = 0
+    entered, go = asyncio.Event(), asyncio.Event()
+
+    @reg.task
+    async def slow() -> str:
+        nonlocal starts
+        starts += 1
+        entered.set()
+        await go.wait()
+        return "done"
+
+    [id] = await enqueue(store, "slow", max_attempts=1)
+    async with make_runner(store, reg, clock, workers=2, lease_s=10, poll_s=60) as runner:
+        runner.notify()
+        await entered.wait()
+        clock.now = T0 + 60
+        store.claimed.clear()
+        runner.notify()
+        await store.claimed.wait()
+        for _ in range(5):  # loop turns for a claimed job to reach a worker
+            await asyncio.sleep(0)
+        assert starts == 1
+        go.set()
+        await settle(runner)
+    r = await rec(store, id)
+    assert (r.status, r.result, r.attempts) == ("succeeded", "done", 1)

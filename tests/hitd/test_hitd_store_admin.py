@@ -128,13 +128,13 @@ class AdminContract:
     async def test_a_late_finish_cannot_land_on_a_retried_job_claimed_again(
         self, store: Store
     ) -> None:
-        # Worker w's lease on its one attempt expires while it still runs the job: the next
-        # claim makes the job dead. An operator retries it (fresh attempts) and w's own
-        # runner claims it again: same worker, running, attempts 1 again. The first run's
-        # outcome, fenced by what its claim handed out, must not land on the second run.
+        # Worker w's lease on its one attempt expires while it still runs the job: another
+        # worker's claim makes the job dead. An operator retries it (fresh attempts) and w's
+        # own runner claims it again: same worker, running, attempts 1 again. The first
+        # run's outcome, fenced by what its claim handed out, must not land on the second.
         [(id, _)] = await store.enqueue([job()], T0)
         [first] = await store.claim("w", 1, T0, 10)
-        assert await store.claim("w", 1, T0 + 11, 10) == []  # lease expired on its last attempt
+        assert await store.claim("v", 1, T0 + 11, 10) == []  # lease expired on its last attempt
         assert (await store.get(id)).status == "dead"  # type: ignore[union-attr]
         assert await store.retry(id, T0 + 12) == "retried"
         [second] = await store.claim("w", 1, T0 + 12, 30)

@@ -372,22 +372,38 @@ class StoreContract:
         assert r is not None and (r.status, r.attempts, r.run_at) == ("queued", 1, T0 + 5)
         assert store.queued_estimate() == 1
 
-    async def test_the_attempt_fences_a_finish(self, store: Store) -> None:
-        # The same worker name on a later attempt (a lease that expired and was claimed back
-        # by the same runner): the earlier attempt's late outcome must not land on it.
+    async def test_the_run_fences_a_finish(self, store: Store) -> None:
+        # The same worker name on a later claim of the job (released, its attempt given back,
+        # then claimed again: attempts is 1 both times): the earlier claim's late outcome
+        # must not land on it. `runs` tells the two claims apart.
         [(id, _)] = await store.enqueue([job()], T0)
-        await store.claim("w1", 1, T0, 10)
-        [again] = await store.claim("w1", 1, T0 + 10, 10)
-        assert again.attempts == 2
-        await store.finish([ok(id, "w1", "first attempt", attempt=1)], T0 + 11)
+        [first] = await store.claim("w1", 1, T0, 10)
+        await store.release([id], "w1")
+        [again] = await store.claim("w1", 1, T0 + 1, 10)
+        assert (first.attempts, first.runs, again.attempts, again.runs) == (1, 1, 1, 2)
+        await store.finish([ok(id, "w1", "first run", attempt=1)], T0 + 2)
         r = await store.get(id)
         assert r is not None and (r.status, r.result) == ("running", None)
-        await store.finish([ended(id, "w1", "failed", "late", attempt=1)], T0 + 11)
-        await store.finish([retry(id, "w1", T0 + 20, "late", attempt=1)], T0 + 11)
+        await store.finish([ended(id, "w1", "failed", "late", attempt=1)], T0 + 2)
+        await store.finish([retry(id, "w1", T0 + 20, "late", attempt=1)], T0 + 2)
         assert await store.counts() == {**EMPTY, "running": 1}
-        await store.finish([ok(id, "w1", "second attempt", attempt=2)], T0 + 12)
+        await store.finish([ok(id, "w1", "second run", attempt=2)], T0 + 3)
         r = await store.get(id)
-        assert r is not None and (r.status, r.result) == ("succeeded", "second attempt")
+        assert r is not None and (r.status, r.result) == ("succeeded", "second run")
+
+    async def test_a_claimer_never_takes_back_its_own_expired_leases(self, store: Store) -> None:
+        # Its wall clock stepped past the lease while its jobs run (NTP, a resumed VM): the
+        # claimer is alive, so they are not run a second time by it, nor made dead on their
+        # last attempt while they run. Another worker's claim still takes them.
+        ids = [id for id, _ in await store.enqueue([job(), NewJob("x", {}, T0, 1)], T0)]
+        await store.claim("w1", 2, T0, 10)
+        assert await store.claim("w1", 5, T0 + 60, 10) == []
+        assert await store.counts() == {**EMPTY, "running": 2}
+        await store.renew(ids, "w1", T0 + 60, 10)  # its renewer carries them on
+        assert await store.claim("w2", 5, T0 + 60, 10) == []
+        [taken] = await store.claim("w2", 5, T0 + 71, 10)
+        assert (taken.id, taken.attempts, taken.worker) == (ids[0], 2, "w2")
+        assert (await store.counts())["dead"] == 1  # the one on its last attempt
 
     async def test_a_permanent_failure_is_failed_even_on_the_last_attempt(
         self, store: Store
@@ -633,7 +649,7 @@ class HandoffContract:
         # Without run_at (due when enqueued) it is handed off too, due at the enqueue's now.
         one = Taker(room=1)
         store.set_handoff(one)
-        await store.claim("x", 10, T0 + 60, 30)  # nothing older waits
+        await store.claim("y", 10, T0 + 60, 30)  # nothing older waits (x's expired)
         [(id, _)] = await store.enqueue([NewJob("hello", {"name": "x"})], T0 + 61)
         assert [i for i, _ in one.got] == [id]
         r = await store.get(id)

@@ -10,7 +10,10 @@ Promises every backend keeps (and `tests/hitd/test_hitd_store_contract.py` check
   before it returns. A `key` already held by an *active* job (queued or running) returns that
   job's id with `created=False`; once the job is finished the key is free again.
 - `claim` hands out due queued jobs (`run_at <= now`, oldest `run_at` first, then id) and
-  running jobs whose lease expired (their worker died: at least once). A claimed job is
+  running jobs whose lease expired (their worker died: at least once) under another
+  worker: a claimer is alive, so the jobs it holds run in it, and it never takes them
+  back itself (a wall clock stepped past the lease would run each of them twice, and make
+  one on its last attempt `dead` while it runs); its renewals carry them on. A claimed job is
   `running`, `attempts += 1`, `runs += 1`, `lease_until = now + lease_s`, `worker` set.
   An expired job that
   has already used `max_attempts` attempts is not claimed again: it becomes `dead`.

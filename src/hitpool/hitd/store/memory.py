@@ -238,6 +238,7 @@ class MemoryStore(Store):
         # expired job on its last attempt becomes dead now, whatever the limit (as the SQL
         # stores do); the others beyond the limit go back on the heap.
         expired: list[tuple[float, int, _Job]] = []
+        mine: list[tuple[float, int]] = []  # the claimer's own: never taken (see Store.claim)
         seen: set[int] = set()
         while self._leases and self._leases[0][0] <= now:
             until, id = heapq.heappop(self._leases)
@@ -245,6 +246,9 @@ class MemoryStore(Store):
             if job is None or job.status != "running" or job.lease_until != until or id in seen:
                 continue  # stale entry (finished, released, renewed since) or a duplicate
             seen.add(id)
+            if job.worker == worker:
+                mine.append((until, id))
+                continue
             if exhausted(job.attempts, job.max_attempts):
                 job.error = f"lease expired on attempt {job.attempts} of {job.max_attempts}"
                 job.lease_until = None
@@ -253,6 +257,8 @@ class MemoryStore(Store):
             expired.append((until, id, job))
         for until, id, _ in expired[limit:]:
             heapq.heappush(self._leases, (until, id))
+        for entry in mine:
+            heapq.heappush(self._leases, entry)
         for _, _, job in expired[:limit]:
             out.append(self._take(job, worker, now, lease_s))
         while self._due and len(out) < limit and self._due[0][0] <= now:

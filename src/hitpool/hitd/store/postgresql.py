@@ -455,8 +455,10 @@ class PostgreSQLStore(Store):
             "UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL, "
             "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
             "WHERE id IN (SELECT id FROM hitd_jobs WHERE status = 'running' "
-            "AND lease_until <= $1 AND attempts >= max_attempts FOR UPDATE SKIP LOCKED)",
+            "AND lease_until <= $1 AND attempts >= max_attempts AND worker <> $2 "
+            "FOR UPDATE SKIP LOCKED)",
             now,
+            worker,
         )
         take = (
             "UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, runs = runs + 1, "
@@ -466,7 +468,7 @@ class PostgreSQLStore(Store):
         expired = await c.fetch(
             take.format(
                 "SELECT id FROM hitd_jobs WHERE status = 'running' AND lease_until <= $1 "
-                "ORDER BY lease_until, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+                "AND worker <> $3 ORDER BY lease_until, id LIMIT $4 FOR UPDATE SKIP LOCKED"
             ),
             now,
             lease_until,

@@ -186,14 +186,17 @@ def enqueue_rows(
 
 # -- claim ------------------------------------------------------------------------------------
 
+# Expired leases are other workers' only (`worker <> ?`, see base.Store.claim): the claimer
+# is alive, and what it holds is running in it.
 _EXPIRE = (
     # A job whose lease expired after its last allowed attempt is dead, not run again.
     "UPDATE jobs SET status = 'dead', finished_at = ?, lease_until = NULL, "
     "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
-    "WHERE status = 'running' AND lease_until <= ? AND attempts >= max_attempts"
+    "WHERE status = 'running' AND lease_until <= ? AND attempts >= max_attempts "
+    "AND worker <> ?"
 )
 _EXPIRED = (
-    "SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ? "
+    "SELECT id FROM jobs WHERE status = 'running' AND lease_until <= ? AND worker <> ? "
     "ORDER BY lease_until, id LIMIT ?"
 )
 _DUE = "SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?"
@@ -207,10 +210,12 @@ def claim(
     c: sqlite3.Connection, worker: str, limit: int, now: float, lease_until: float, use_json: bool
 ) -> tuple[Any, Moves]:
     """Expired leases first (they were due before anything still queued), then due jobs."""
-    dead = c.execute(_EXPIRE, (now, now)).rowcount
+    dead = c.execute(_EXPIRE, (now, now, worker)).rowcount
     if use_json:
         expired: list[int] = loads(
-            c.execute(f"SELECT json_group_array(id) FROM ({_EXPIRED})", (now, limit)).fetchone()[0]
+            c.execute(
+                f"SELECT json_group_array(id) FROM ({_EXPIRED})", (now, worker, limit)
+            ).fetchone()[0]
         )
         due: list[int] = []
         if len(expired) < limit:
@@ -220,7 +225,7 @@ def claim(
                 ).fetchone()[0]
             )
     else:
-        expired = [r[0] for r in c.execute(_EXPIRED, (now, limit))]
+        expired = [r[0] for r in c.execute(_EXPIRED, (now, worker, limit))]
         due = (
             [r[0] for r in c.execute(_DUE, (now, limit - len(expired)))]
             if (len(expired) < limit)
