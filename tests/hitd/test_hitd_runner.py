@@ -798,3 +798,61 @@ async def test_a_clock_step_past_the_lease_does_not_run_a_held_job_twice(clock: 
         await settle(runner)
     r = await rec(store, id)
     assert (r.status, r.result, r.attempts) == ("succeeded", "done", 1)
+
+
+class FinishSignalStore(ClaimSignalStore):
+    """Also sets `finished` after every finish returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished = asyncio.Event()
+
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
+        try:
+            await super().finish(outcomes, now)
+        finally:
+            self.finished.set()
+
+
+async def test_a_stale_runs_outcome_does_not_drop_the_newer_run_from_held(clock: Clock) -> None:
+    # A job's lease expired while it ran here (another worker's claim made it dead); an
+    # operator retried it and this runner claimed it again while the first run went on.
+    # The first run's outcome is refused by the fence, and must not take the second run
+    # off the held jobs: their leases would no longer be renewed, and the job would run a
+    # third time elsewhere while the second still runs.
+    store = FinishSignalStore()
+    reg = Registry(include_global=False)
+    gates = [asyncio.Event(), asyncio.Event()]
+    starts: list[int] = []
+
+    @reg.task
+    async def slow() -> int:
+        n = len(starts)
+        starts.append(n)
+        await gates[n].wait()
+        return n
+
+    [id] = await enqueue(store, "slow", max_attempts=1)
+    async with make_runner(store, reg, clock, workers=2, lease_s=10, poll_s=60) as runner:
+        runner.notify()
+        await store.claimed.wait()
+        while not starts:
+            await asyncio.sleep(0)  # loop turns for the claimed job to reach a worker
+        clock.now = T0 + 60
+        assert await store.claim("elsewhere", 1, clock.now, 10) == []  # dead: lease expired
+        assert await store.retry(id, clock.now) == "retried"
+        store.claimed.clear()
+        runner.notify()
+        await store.claimed.wait()
+        while len(starts) < 2:
+            await asyncio.sleep(0)
+        store.finished.clear()
+        gates[0].set()  # the first run ends: its outcome is fenced off
+        await store.finished.wait()
+        assert runner.statistics().held == 1
+        r = await rec(store, id)
+        assert (r.status, r.result) == ("running", None)
+        gates[1].set()
+        await settle(runner)
+    r = await rec(store, id)
+    assert (r.status, r.result, r.attempts) == ("succeeded", 1, 1)

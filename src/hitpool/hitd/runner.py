@@ -182,7 +182,10 @@ class Runner:
         self._state = RunnerState.NEW
         # `state is RUNNING`, read once per job; written only by `_set_state`.
         self._open = False
-        self._held: set[int] = set()  # ids of the jobs claimed whose outcome is not committed
+        # The jobs claimed whose outcome is not committed: id -> the run (`Outcome.run`)
+        # held. An outcome takes its job off only for that run: a late outcome of an earlier
+        # run of the same job (fenced off by the store) leaves the newer run held, renewed.
+        self._held: dict[int, int] = {}
         # Of those, the ids not started yet (claimed, on their way to a worker): what stop()
         # releases with their attempt given back.
         self._waiting: set[int] = set()
@@ -291,7 +294,7 @@ class Runner:
 
     def deliver(self, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
         """Jobs the store claimed for this runner while committing their enqueue."""
-        self._held.update(ids)
+        self._held.update(zip(ids, repeat(1)))
         self._claimed += len(ids)
         if not self._open:
             # Committed while stop() began: never started, so stop() releases them with
@@ -442,7 +445,7 @@ class Runner:
                     await self._pause()
                     continue
                 self._active -= want - len(recs)
-                self._held.update(rec.id for rec in recs)
+                self._held.update((rec.id, rec.runs) for rec in recs)
                 self._claimed += len(recs)
                 self._start_jobs((r.id, r, r.attempts, r.runs, False) for r in recs)
                 if len(recs) == want:
@@ -622,7 +625,8 @@ class Runner:
                     await asyncio.sleep(self._poll_s)
             held = self._held
             for o in batch:
-                held.discard(o.id)
+                if held.get(o.id) == o.run:
+                    del held[o.id]
             if not held:
                 self._wake.set()  # the claimer decides whether the runner is idle
 
