@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hitpool.demo", description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1_000_000, help="jobs to send (default 1000000)")
     p.add_argument("-c", type=int, default=64, dest="concurrency", help="connections (64)")
-    p.add_argument("--workers", type=int, default=64, help="hitd workers (64)")
+    # 256, not 64: hitd claims only into free workers, so one commit (one fsync) carries at
+    # most `workers` no-op jobs from claim to outcome; async workers cost little each.
+    p.add_argument("--workers", type=int, default=256, help="hitd workers (256)")
     args = p.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1 or args.workers < 1:
         p.error("--jobs, -c and --workers must be positive")
