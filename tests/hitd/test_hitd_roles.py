@@ -23,6 +23,7 @@ import pytest
 
 from hitd import _store_fixtures as _pg
 from hitd._helpers import wait_for
+from hitpool.hitd.store import NewJob, Store
 from hitpool.hitd.tasks import task
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -205,3 +206,40 @@ async def test_two_full_servers_on_one_database_share_a_burst(
     done = [(await c.request("GET", "/stats")).json()["completed"] for c in (ca, cb)]
     assert sum(done) == 40
     assert min(done) >= 10, done  # neither idled while the other had a backlog
+
+
+async def test_a_worker_whose_listen_connection_is_killed_still_finds_the_work(
+    worker: Any, url: str, pg_url: str
+) -> None:
+    # NOTIFY lost: the worker's LISTEN connection is terminated, then jobs are committed
+    # by another process (their NOTIFY reaches no one). The poll must find them anyway.
+    import asyncpg
+
+    w = worker("--store", url, "--workers", "2", *TASKS)
+    channel = "hitd_" + url.rsplit("schema=", 1)[1]
+    admin = await asyncpg.connect(pg_url)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN %' AND position($1 in query) > 0",
+            channel,
+        )
+        assert killed == 1
+    finally:
+        await admin.close()
+    store = Store.from_url(url)
+    await store.open()
+    try:
+        out = await store.enqueue(
+            [NewJob("hello", {"name": str(i)}) for i in range(20)], time.time()
+        )
+
+        async def all_done() -> bool:
+            return (await store.counts())["succeeded"] == len(out)
+
+        await wait_for(
+            all_done, timeout=15, what="the worker to run the jobs after its LISTEN died"
+        )
+    finally:
+        await store.close()
+    assert w.proc.poll() is None, w.output
