@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hitpool.hitd.store import Outcome
+from hitd import _store_fixtures as _pg
+from hitpool.hitd.store import Outcome, Store
+from hitpool.hitd.store.base import JobQuery
 from hitpool.hitd.store.sqlite import SQLiteStore
 
 CHILD = textwrap.dedent(
@@ -116,3 +118,44 @@ async def test_a_database_from_before_runs_is_migrated_with_its_fences(tmp_path:
         assert rec is not None and (rec.status, rec.result) == ("succeeded", 7)
     finally:
         await store.close()
+
+
+pg_url = _pg.pg_url  # the session fixture, registered in this module
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_table_from_before_runs_is_migrated_with_its_fences(
+    pg_url: str,
+) -> None:
+    import asyncpg
+
+    async with _pg.fresh_schema(pg_url) as url:
+        schema = url.rsplit("schema=", 1)[1]
+        c = await asyncpg.connect(pg_url)
+        try:
+            await c.execute(f'CREATE SCHEMA "{schema}"')
+            await c.execute(
+                f'CREATE TABLE "{schema}".hitd_jobs (id BIGSERIAL PRIMARY KEY, task TEXT NOT '
+                "NULL, args TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL "
+                "DEFAULT 0, max_attempts INTEGER NOT NULL, result TEXT, error TEXT, created_at "
+                "DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION, finished_at DOUBLE "
+                "PRECISION, run_at DOUBLE PRECISION NOT NULL, key TEXT, lease_until DOUBLE "
+                "PRECISION, worker TEXT)"
+            )
+            await c.execute(
+                f'INSERT INTO "{schema}".hitd_jobs (task, args, status, attempts, max_attempts, '
+                "created_at, started_at, run_at, lease_until, worker) "
+                "VALUES ('hello', '{}', 'running', 2, 3, 1, 2, 1, 99, 'w')"
+            )
+        finally:
+            await c.close()
+        store = Store.from_url(url)
+        await store.open()
+        try:
+            [rec] = (await store.list_jobs(JobQuery())).jobs
+            assert (rec.attempts, rec.runs) == (2, 2)
+            await store.finish([Outcome(rec.id, "w", 2, "succeeded", result=7)], 3.0)
+            done = await store.get(rec.id)
+            assert done is not None and (done.status, done.result) == ("succeeded", 7)
+        finally:
+            await store.close()
