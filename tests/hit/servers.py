@@ -18,6 +18,7 @@ requests with httptools and counts every complete request it saw, per path.
     /midbody       headers promising 100 bytes, 10 bytes, then close
     /silent        never answers (the client's timeout must end it)
     /garbage       a response that is not HTTP
+    /slow/MS       200 after MS milliseconds (one connection answers in order)
     /stall/K       answers the first K requests on this path, then stops answering
     /spread/MS     200 after a delay spread evenly over 0..MS milliseconds (wide histograms)
     /delay/MS      200 after MS milliseconds
@@ -110,6 +111,7 @@ class _Proto(asyncio.Protocol):
         self.url = b""
         self.body = b""
         self.transport: asyncio.Transport | None = None
+        self.ready_at = 0.0  # /slow: when the last delayed response leaves
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -192,6 +194,12 @@ class _Proto(asyncio.Protocol):
             pass
         elif name == "garbage":
             t.write(b"SPDY/9 lol what\r\n\r\n")
+        elif name == "slow":
+            # responses on one connection leave in request order: each waits for the last
+            loop = asyncio.get_running_loop()
+            at = max(loop.time(), self.ready_at) + int(parts[1]) / 1000
+            self.ready_at = at
+            loop.call_at(at, _write_unless_closed, t, OK)
         elif name == "stall":
             if self.s.seen[path] <= int(parts[1]):
                 t.write(OK)

@@ -178,6 +178,9 @@ class Conn(asyncio.Protocol):
             self.finish(status, p.should_keep_alive())
             return
         now = e.clock()
+        if now - self.start > e.timeout_ns:  # complete, but past -t: a timeout
+            self.finish(status, p.should_keep_alive())
+            return
         lat = (now - self.start) // 1000  # microseconds, into the histogram's slots
         if lat < SUB_BUCKET_COUNT:
             e.counts[lat] += 1
@@ -244,6 +247,16 @@ class Conn(asyncio.Protocol):
         self.busy = False
         e.finished += 1
         e.bytes += self.rx
+        if now - self.start > e.timeout_ns:
+            # the response came, but later than -t after the start (the due time under
+            # --rps): a timeout, as if the sweep had seen it first; the connection is fine
+            e.errors["timeout"] += 1
+            if e.sink is not None:
+                e.sink(Result(0, (now - self.start) / 1e9, self.rx, "timeout"))
+            if not keep_alive or status == 101:
+                self.close()
+            e.next(self, now)
+            return
         e.record((now - self.start) // 1000)
         e.codes[status] += 1
         if e.ok[status]:

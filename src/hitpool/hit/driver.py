@@ -34,6 +34,7 @@ def _summary(engine: Engine, spec: Spec, *, end: int, timeline: Timeline | None)
         duration_s=max(0, end - engine.base) / 1e9,
         target_rps=engine.rate,
         late=engine.late,
+        dropped=engine.dropped,
         concurrency=engine.lanes,
         processes=1,
         interrupted=engine.stopped,

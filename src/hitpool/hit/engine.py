@@ -80,6 +80,7 @@ class Engine:
         self.successes = 0
         self.bytes = 0
         self.late = 0
+        self.dropped = 0  # tickets due before -z that never left (the deadline came first)
         # state
         self.base = 0
         self.deadline: int | None = None
@@ -92,6 +93,7 @@ class Engine:
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.closed = False  # _finish ran (``done`` itself may have been cancelled)
         self.pacer: asyncio.TimerHandle | None = None
+        self.ender: asyncio.TimerHandle | None = None  # -z under --rps
         self.sweeper: asyncio.TimerHandle | None = None
         self.sweep_s = min(0.25, max(0.005, spec.timeout / 8))
         self.last = 0  # ns of the last completion
@@ -224,7 +226,22 @@ class Engine:
         self.gate = True
         self._refresh()
         self._arm_sweep()
+        if self.schedule is not None and self.deadline is not None:
+            self.ender = self.loop.call_later(
+                max(0, self.deadline - self.clock()) / 1e9, self._deadline_passed
+            )
         self.kick()
+
+    def _deadline_passed(self) -> None:
+        """-z under --rps: nothing more is sent. The tickets due before the deadline that
+        never left (every lane was busy) are dropped; what is in flight keeps its -t."""
+        self.ender = None
+        if self.limit is not None and self.limit > self.issued:
+            self.dropped += self.limit - self.issued
+            self.limit = self.issued
+            self._refresh()
+        if self.finished == self.issued and self._exhausted(self.clock()):
+            self._finish()
 
     def _has_ticket(self, now: int) -> int:
         """The start time of the next ticket if one is available at ``now``, else -1."""
@@ -240,10 +257,27 @@ class Engine:
         due = self.base + int(s.due(self.issued) * 1e9)
         return due if due <= now else -1
 
+    def _overdue(self, start: int, now: int) -> bool:
+        """A ticket already -t past its due time when a lane frees up is a timeout without
+        being sent: its latency, counted from the due time, has passed -t whatever the
+        server does. It ends at once, so ``requests == successes + errors`` stays exact."""
+        if now - start <= self.timeout_ns:
+            return False
+        self.issued += 1
+        self.remaining -= 1
+        self.finished += 1
+        self.late += 1
+        self.errors["timeout"] += 1
+        if self.sink is not None:
+            self.sink(Result(0, (now - start) / 1e9, 0, "timeout"))
+        return True
+
     def next(self, conn: Conn, now: int) -> None:
         """``conn`` is free: give it the next ticket or park it."""
         self.last = now
         start = self._has_ticket(now)
+        while start >= 0 and self._overdue(start, now):
+            start = self._has_ticket(now)
         if start >= 0:
             if now - start > LATE_NS:
                 self.late += 1
@@ -265,6 +299,8 @@ class Engine:
             start = self._has_ticket(now)
             if start < 0:
                 break
+            if self._overdue(start, now):
+                continue
             if now - start > LATE_NS:
                 self.late += 1
             conn = self.idle.pop()
@@ -312,7 +348,9 @@ class Engine:
     def _sweep(self) -> None:
         now = self.clock()
         limit = self.timeout_ns
-        for conn in [c for c in self.live if c.busy and now - c.sent > limit]:
+        # from the ticket's start: its due time under --rps, so a request that left late
+        # has only what is left of its -t
+        for conn in [c for c in self.live if c.busy and now - c.start > limit]:
             conn.fail("timeout")
         if not self.closed:
             self._arm_sweep()
@@ -334,7 +372,7 @@ class Engine:
         self.closed = True
         self.gate = False
         self.fast = False
-        for handle in (self.pacer, self.sweeper):
+        for handle in (self.pacer, self.sweeper, self.ender):
             if handle is not None:
                 handle.cancel()
         for task in list(self.tasks):

@@ -50,6 +50,9 @@ class Summary:
     interrupted: bool
     histogram: Histogram = field(repr=False)
     timeline: tuple[Second, ...] = field(default=(), repr=False)
+    # under --rps with -z: requests due before the deadline that were never sent (every
+    # connection was busy until then); not in ``requests``
+    dropped: int = 0
 
     @property
     def rps(self) -> float:
@@ -86,6 +89,7 @@ class Summary:
             "concurrency": self.concurrency,
             "processes": self.processes,
             "interrupted": self.interrupted,
+            "dropped": self.dropped,
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -137,6 +141,7 @@ class Summary:
             duration_s=max(p["duration_s"] for p in parts),
             target_rps=target_rps if target_rps is not None else sum(rates) if rates else None,
             late=sum(p["late"] for p in parts),
+            dropped=sum(p.get("dropped", 0) for p in parts),
             concurrency=sum(p["concurrency"] for p in parts),
             processes=processes,
             interrupted=any(p["interrupted"] for p in parts),
