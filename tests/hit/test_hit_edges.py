@@ -39,7 +39,7 @@ class _FakeTransport:
 
 def _conn_with_one_request(url: str = "http://127.0.0.1:9/") -> tuple[Engine, Conn]:
     engine = Engine(Spec(url, requests=1, concurrency=1), lanes=1, requests=1)
-    conn = Conn(engine)
+    conn = engine.new_conn()
     conn.connection_made(_FakeTransport())  # type: ignore[arg-type]
     engine.live.add(conn)
     conn.send(engine.clock(), engine.clock())
@@ -207,7 +207,7 @@ async def test_timeout_includes_the_connect_time_of_a_reconnect() -> None:
     )
     try:
         await engine.resolve()
-        conn = Conn(engine)
+        conn = engine.new_conn()
         conn.send(0, 0)  # no transport: connects first
         now[0] = 900_000_000  # the connect takes 0.9 s
         await asyncio.gather(*engine.tasks)

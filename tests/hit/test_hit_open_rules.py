@@ -25,7 +25,7 @@ def _engine(clock: FakeClock, *, rate: float, lanes: int, timeout: float = 30.0,
     )
     e = Engine(spec, lanes=lanes, requests=requests, rate=rate, clock=clock)
     e.conn_class = FakeConn
-    e.idle = [FakeConn(e) for _ in range(lanes)]
+    e.idle = [e.new_conn() for _ in range(lanes)]
     FakeConn.log = []
     return e
 
@@ -41,7 +41,7 @@ async def test_at_the_deadline_what_is_still_due_is_dropped() -> None:
     clock.now = 1010 * MS
     _busy_lane(e).finish(200, True)
     assert e.done.done() and len(FakeConn.log) == 1  # nothing more was sent
-    assert e.finished == e.successes == 1 and e.dropped == 99
+    assert e.tally.finished == e.tally.successes == 1 and e.dropped == 99
 
 
 async def test_a_response_later_than_t_after_its_due_time_is_a_timeout() -> None:
@@ -50,14 +50,14 @@ async def test_a_response_later_than_t_after_its_due_time_is_a_timeout() -> None
     e.begin(0, None)
     clock.now = 600 * MS
     _busy_lane(e).finish(200, True)  # complete, but 600 ms after its due time
-    assert e.errors["timeout"] >= 1 and e.histogram().total == 0
+    assert e.tally.errors["timeout"] >= 1 and e.histogram().total == 0
     # requests 1..99 were due at 1..99 ms: already more than 500 ms past due, each is a
     # timeout at once without being sent; request 100 (due 100 ms) has exactly 500 ms left
-    assert e.errors["timeout"] == 100
+    assert e.tally.errors["timeout"] == 100
     assert FakeConn.log[-1] == (100 * MS, 600 * MS) and len(FakeConn.log) == 2
-    assert e.finished == 100 and e.issued == 101
+    assert e.tally.finished == 100 and e.issued == 101
     e.stop()
-    assert e.finished == e.successes + sum(e.errors.values())
+    assert e.tally.finished == e.tally.successes + e.tally.errors_total
 
 
 async def test_the_sweep_counts_t_from_the_due_time() -> None:
@@ -73,7 +73,7 @@ async def test_the_sweep_counts_t_from_the_due_time() -> None:
     assert lane.busy
     clock.now = 601 * MS  # 501 ms after its due time
     e._sweep()
-    assert not lane.busy and e.errors["timeout"] == 1 and e.done.done()
+    assert not lane.busy and e.tally.errors["timeout"] == 1 and e.done.done()
 
 
 async def test_a_slow_server_cannot_stretch_an_open_run(server: Server) -> None:

@@ -3,6 +3,8 @@ are counted, and latency runs from the due time (coordinated omission corrected)
 
 from __future__ import annotations
 
+from typing import Any
+
 from hitpool.hit import Spec
 from hitpool.hit.client import LATE_NS, Conn
 from hitpool.hit.engine import Engine
@@ -27,8 +29,8 @@ class FakeConn(Conn):
     log: list[tuple[int, int]] = []
     made: list[FakeConn] = []
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         FakeConn.made.append(self)
 
     def send(self, start: int, now: int) -> None:
@@ -36,7 +38,6 @@ class FakeConn(Conn):
         self.start = start
         self.sent = now
         self.rx = 0
-        self.e.issued += 1
         FakeConn.log.append((start, now))
 
 
@@ -44,7 +45,7 @@ def _engine(rate: float | None, requests: int | None, lanes: int, clock: FakeClo
     spec = Spec("http://127.0.0.1:9/", requests=requests, concurrency=lanes, rps=rate)
     e = Engine(spec, lanes=lanes, requests=requests, rate=rate, clock=clock)
     e.conn_class = FakeConn
-    e.idle = [FakeConn(e) for _ in range(lanes)]
+    e.idle = [e.new_conn() for _ in range(lanes)]
     FakeConn.log = []
     return e
 
@@ -125,6 +126,6 @@ async def test_processes_interleave_one_global_schedule() -> None:
 
 
 def _busy_lane(e: Engine) -> FakeConn:
-    lanes = [c for c in FakeConn.made if c.e is e and c.busy]
+    lanes = [c for c in FakeConn.made if c.home is e and c.busy]
     assert len(lanes) == 1
     return lanes[0]

@@ -2,11 +2,13 @@
 
 One `Conn` per concurrency lane carries one request at a time. There is no coroutine
 per request: when httptools reports a complete response inside ``data_received``, the
-connection records it (integer nanoseconds -> microseconds into the histogram, a
-status counter) and, if the `Engine` hands it the next ticket, writes the same
-pre-built request bytes again. Coroutines run only to connect.
+connection records it into its `Tally` (integer nanoseconds -> microseconds into the
+histogram, a status counter) and, while the tally holds closed-model credit, writes the
+same pre-built request bytes again; otherwise it calls its `Home` back for the next
+ticket. A Conn knows only those two (h11's one-way `_connection` -> `_state`): the
+engine that owns the tickets stays out of this module. Coroutines run only to connect.
 
-Error kinds (``Engine.errors`` keys), each a request that got no usable response:
+Error kinds (``Tally.errors`` keys), each a request that got no usable response:
 
     timeout          no complete response within -t (connect time included)
     connect_refused  the server refused the connection
@@ -24,28 +26,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httptools
 
 from ._errors import CannotStart as CannotStart  # engine.py imports it from here
 from .stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
+from .tally import ERROR_KINDS, Tally
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
-ERROR_KINDS = (
-    "timeout",
-    "connect_refused",
-    "connect_error",
-    "tls",
-    "reset",
-    "closed",
-    "bad_response",
-    "status",
-    "cancelled",
-)
+__all__ = ["ERROR_KINDS", "LATE_NS", "CannotStart", "Conn", "HeadConn", "Home", "Result"]
 
 # A request that leaves more than this after its due time counts as late. libuv timers
 # tick in whole milliseconds, so anything under 2 ms is timer granularity, not backlog.
@@ -113,29 +104,54 @@ def _close_delimited(head: bytes) -> bool:
 _HEAD_KEEP = 32 * 1024
 
 
+class Home(Protocol):
+    """What a connection calls back into: its owner's side of the connection's life."""
+
+    def free(self, conn: Conn, now: int) -> None:
+        """``conn`` got its response (or failed) at ``now``: the next-ticket callback."""
+
+    def connect(self, conn: Conn) -> None:
+        """``conn`` has no transport: connect it, then write its request."""
+
+    def opened(self, conn: Conn) -> None:
+        """A transport was made for ``conn``."""
+
+    def lost(self, conn: Conn) -> None:
+        """``conn``'s transport is gone."""
+
+    def forget(self, conn: Conn) -> None:
+        """``conn`` is dead: no sweep or stop needs to see it any more."""
+
+
 class Conn(asyncio.Protocol):
     """One keep-alive connection; a request in flight between ``send`` and its response."""
 
     __slots__ = (
         "busy",
+        "clock",
         "dead",
-        "e",
         "head",
+        "home",
         "parser",
+        "request",
         "rx",
         "sent",
         "start",
+        "t",
         "transport",
     )
 
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
+    def __init__(self, home: Home, tally: Tally, request: bytes, clock: Callable[[], int]) -> None:
+        self.home = home
+        self.t = tally
+        self.request = request  # the bytes written for every request of this lane
+        self.clock = clock
         self.transport: asyncio.Transport | None = None
         self.parser: Any = httptools.HttpResponseParser(self)
         self.busy = False  # a request (or the connect for one) is in flight
         self.dead = False  # closed or failed: the lane moves to a new Conn
-        self.start = 0  # ns the latency is measured from (due time or write time)
-        self.sent = 0  # ns of the write (or connect start), for the timeout sweep
+        self.start = 0  # ns the latency (and -t) is measured from (due time or write time)
+        self.sent = 0  # ns of the write (or connect start)
         self.rx = 0  # response bytes of the request in flight
         self.head = b""  # the response's first bytes, for a close-delimited body
 
@@ -143,7 +159,7 @@ class Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.e.transports += 1
+        self.home.opened(self)
 
     def data_received(self, data: bytes) -> None:
         if self.dead:
@@ -173,46 +189,44 @@ class Conn(asyncio.Protocol):
         if not self.busy:  # a response nobody asked for: the connection is not usable
             self.close()
             return
-        e = self.e
-        if not (e.fast and e.ok[status] and p.should_keep_alive()):
-            self.finish(status, p.should_keep_alive())
-            return
-        now = e.clock()
-        if now - self.start > e.timeout_ns:  # complete, but past -t: a timeout
+        t = self.t
+        now = self.clock()
+        if not (t.ok[status] and p.should_keep_alive()) or now - self.start > t.timeout_ns:
             self.finish(status, p.should_keep_alive())
             return
         lat = (now - self.start) // 1000  # microseconds, into the histogram's slots
+        h = t.hist
         if lat < SUB_BUCKET_COUNT:
-            e.counts[lat] += 1
+            h.counts[lat] += 1
         else:
             b = lat.bit_length() - SUB_BUCKET_BITS
             i = (b << SUB_BUCKET_HALF_MAGNITUDE) + (lat >> b)
-            e.counts[i if i < COUNTS_LEN else COUNTS_LEN - 1] += 1
-        e.lat_sum += lat
-        if lat > e.lat_max:
-            e.lat_max = lat
-        if lat < e.lat_min:
-            e.lat_min = lat
-        e.codes[status] += 1
-        e.successes += 1
-        e.finished += 1
-        e.bytes += self.rx
-        if e.remaining > 0 and now < e.fast_deadline:
+            h.counts[i if i < COUNTS_LEN else COUNTS_LEN - 1] += 1
+        if not h.total or lat < h.min:
+            h.min = lat
+        if lat > h.max:
+            h.max = lat
+        h.total += 1
+        h.sum += lat
+        t.codes[status] += 1
+        t.successes += 1
+        t.finished += 1
+        t.bytes += self.rx
+        if t.credit > 0 and now < t.until:
             # the next ticket, closed model: same connection, same bytes
-            e.remaining -= 1
-            e.issued += 1
+            t.credit -= 1
             self.start = self.sent = now
             self.rx = 0
-            self.transport.write(e.request)  # type: ignore[union-attr]
+            self.transport.write(self.request)  # type: ignore[union-attr]
         else:
             self.busy = False
-            e.next(self, now)
+            self.home.free(self, now)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost decides what it meant
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.e.transport_lost()
+        self.home.lost(self)
         if self.dead:
             return
         if self.busy:
@@ -222,7 +236,7 @@ class Conn(asyncio.Protocol):
                 self.fail(io_error_kind(exc) if exc is not None else "closed")
         self.dead = True
         self.transport = None
-        self.e.live.discard(self)
+        self.home.forget(self)
 
     # -- the request cycle -------------------------------------------------------------
 
@@ -232,67 +246,53 @@ class Conn(asyncio.Protocol):
         self.start = start
         self.sent = now
         self.rx = 0
-        self.e.issued += 1
-        self.e.remaining -= 1
         t = self.transport
         if t is not None:
-            t.write(self.e.request)
+            t.write(self.request)
         else:
-            self.e.spawn_connect(self)
+            self.home.connect(self)
 
     def finish(self, status: int, keep_alive: bool) -> None:
         """A complete response: count it, then take the next ticket or go idle."""
-        e = self.e
-        now = e.clock()
+        now = self.clock()
         self.busy = False
-        e.finished += 1
-        e.bytes += self.rx
-        if now - self.start > e.timeout_ns:
-            # the response came, but later than -t after the start (the due time under
-            # --rps): a timeout, as if the sweep had seen it first; the connection is fine
-            e.errors["timeout"] += 1
-            if e.sink is not None:
-                e.sink(Result(0, (now - self.start) / 1e9, self.rx, "timeout"))
-            if not keep_alive or status == 101:
-                self.close()
-            e.next(self, now)
-            return
-        e.record((now - self.start) // 1000)
-        e.codes[status] += 1
-        if e.ok[status]:
-            e.successes += 1
-            if e.sink is not None:
-                e.sink(Result(status, (now - self.start) / 1e9, self.rx, None))
-        else:
-            e.errors["status"] += 1
-            if e.sink is not None:
-                e.sink(Result(status, (now - self.start) / 1e9, self.rx, "status"))
+        self.t.response(status, now - self.start, self.rx)
         if not keep_alive or status == 101:
             self.close()
-        e.next(self, now)
+        self.home.free(self, now)
 
     def fail(self, kind: str) -> None:
         """The request in flight got no usable response: count it, drop the connection."""
-        e = self.e
-        now = e.clock()
+        now = self.clock()
         was_busy = self.busy
         self.busy = False
         self.close()
         if was_busy:
-            e.finished += 1
-            e.bytes += self.rx
-            e.errors[kind] += 1
-            if e.sink is not None:
-                e.sink(Result(0, (now - self.start) / 1e9, self.rx, kind))
-            e.next(self, now)
+            self.t.error(kind, now - self.start, self.rx)
+            self.home.free(self, now)
 
     def close(self) -> None:
         self.dead = True
-        self.e.live.discard(self)
+        self.home.forget(self)
         t = self.transport
         self.transport = None
         if t is not None:
             t.abort()
+
+
+class SlowConn(Conn):
+    """Every response through ``finish`` (the tally's sink sees each one: send_n)."""
+
+    __slots__ = ()
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            return
+        if not self.busy:
+            self.close()
+            return
+        self.finish(status, self.parser.should_keep_alive())
 
 
 class HeadConn(Conn):

@@ -1,14 +1,26 @@
 """The Engine: the lanes of one process, the tickets they take (closed model, -z deadline
-or an open --rps schedule), the timeout sweep, and the tallies a Summary is built from.
+or an open --rps schedule), the timeout sweep, and the one `Tally` the connections
+report into.
 
-The connections (`client.Conn`) call back into it on every response: the closed model's
-fast path touches only the counters; everything else goes through ``next``/``kick``.
+The connections (`client.Conn`) know the tally and the engine's narrow `client.Home`
+side (``free``: the next-ticket callback, and the transport bookkeeping), never the
+engine's fields. The closed model's fast path spends the tally's ``credit`` without
+calling back; everything else goes through ``free``/``kick``.
+
+The lifecycle is one `Phase`, changed in one method (`_set`), which also decides the
+credit the fast path may spend:
+
+    READY ──begin──> RUNNING <──pause/resume──> PAUSED
+                        │ every ticket ended           │ stop
+                        v                              v
+                     FINISHED                       STOPPED   (interrupted)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import socket
 import time
 from collections.abc import Callable
@@ -16,22 +28,42 @@ from typing import Any
 
 from ..schedule import OpenSchedule
 from .client import (
-    ERROR_KINDS,
     LATE_NS,
     CannotStart,
     Conn,
     HeadConn,
     Result,
+    SlowConn,
     connect_error_kind,
     ssl_context,
 )
 from .spec import Spec
-from .stats import Histogram, index_of
+from .stats import Histogram
+from .tally import Tally
+
+
+def _result_sink(sink: Callable[[Result], None]) -> Callable[[int, int, int, str | None], None]:
+    def put(status: int, latency_ns: int, rx: int, error: str | None) -> None:
+        sink(Result(status, latency_ns / 1e9, rx, error))
+
+    return put
+
+
+class Phase(enum.Enum):
+    READY = "ready"  # connecting; no ticket yet
+    RUNNING = "running"  # tickets are handed out
+    PAUSED = "paused"  # send_n's consumer is behind: no new ticket until resume
+    FINISHED = "finished"  # every ticket ended (or the deadline passed and none is in flight)
+    STOPPED = "stopped"  # stop(): nothing more is sent, what was in flight is cancelled
+
+
+_ENDED = (Phase.FINISHED, Phase.STOPPED)
+_NEVER = 1 << 62
 
 
 class Engine:
     """The lanes of one process: tickets (closed model, -z deadline, or an open schedule),
-    the timeout sweep, and the tallies the summary is built from."""
+    the timeout sweep, and the tally the summary is built from."""
 
     def __init__(
         self,
@@ -50,7 +82,9 @@ class Engine:
         self.loop = asyncio.get_running_loop()
         self.clock = clock
         self.request = spec.request_bytes()
-        self.conn_class = HeadConn if spec.method == "HEAD" else Conn
+        self.conn_class: type[Conn] = (
+            HeadConn if spec.method == "HEAD" else SlowConn if sink is not None else Conn
+        )
         self.ssl = ssl_context(spec.insecure) if spec.target.tls else None
         self.addr = addr
         self.family = family
@@ -59,39 +93,24 @@ class Engine:
         self.rate = rate
         self.offset = offset
         self.schedule: OpenSchedule | None = None
-        self.sink = sink
         self.timeout_ns = int(spec.timeout * 1e9)
-        # tallies
-        # latencies (µs): the histogram's counts are updated in place by the hot path;
-        # total, sum, min and max are kept here and copied in by ``histogram()``
-        self.hist = Histogram()
-        self.counts = self.hist.counts
-        self.lat_sum = 0
-        self.lat_min = 1 << 62
-        self.lat_max = -1
-        self.fast = False  # closed model, no consumer: on_message_complete needs no checks
-        self.remaining = 0  # tickets left for the fast path
-        self.fast_deadline = 1 << 62
-        self.codes = [0] * 1000
-        self.ok = [spec.is_ok(s) for s in range(1000)]
-        self.errors = dict.fromkeys(ERROR_KINDS, 0)
-        self.issued = 0
-        self.finished = 0
-        self.successes = 0
-        self.bytes = 0
+        self.tally = Tally(
+            [spec.is_ok(s) for s in range(1000)],
+            self.timeout_ns,
+            sink=_result_sink(sink) if sink is not None else None,
+        )
+        # Tickets handed out, the fast path's spending excluded: ``issued`` below adds it.
+        self.taken = 0
+        self.lent = 0  # the credit the tally held when it was last set
         self.late = 0
         self.dropped = 0  # tickets due before -z that never left (the deadline came first)
-        # state
+        self.phase = Phase.READY
         self.base = 0
         self.deadline: int | None = None
-        self.gate = False  # tickets may be handed out
-        self.paused = False
-        self.stopped = False
         self.idle: list[Conn] = []
         self.live: set[Conn] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.closed = False  # _finish ran (``done`` itself may have been cancelled)
         self.pacer: asyncio.TimerHandle | None = None
         self.ender: asyncio.TimerHandle | None = None  # -z under --rps
         self.sweeper: asyncio.TimerHandle | None = None
@@ -100,32 +119,98 @@ class Engine:
         self.transports = 0  # open transports, so the end can wait until they are closed
         self.all_closed: asyncio.Future[None] | None = None
 
-    def record(self, lat: int) -> None:
-        """One latency in µs (the slow path's twin of the inlined code)."""
-        if lat < 0:
-            lat = 0
-        self.counts[index_of(lat)] += 1
-        self.lat_sum += lat
-        if lat > self.lat_max:
-            self.lat_max = lat
-        if lat < self.lat_min:
-            self.lat_min = lat
+    # -- the one lifecycle ---------------------------------------------------------------
+
+    def _set(self, phase: Phase) -> None:
+        """Enter ``phase``; the only place the phase and the fast path's credit change.
+
+        Invariant: ``tally.credit > 0`` only while RUNNING in the closed model with no
+        consumer, and then ``issued + tally.credit <= limit``."""
+        t = self.tally
+        self.taken += self.lent - t.credit  # fold what the fast path spent into ``taken``
+        self.phase = phase
+        if phase is Phase.RUNNING and self.schedule is None and t.sink is None:
+            limit = self.limit if self.limit is not None else _NEVER
+            t.credit = max(0, limit - self.taken)
+            t.until = self.deadline if self.deadline is not None else _NEVER
+        else:
+            t.credit = 0
+        self.lent = t.credit
+
+    @property
+    def issued(self) -> int:
+        """Tickets handed out so far (sent, or ended unsent as overdue)."""
+        return self.taken + self.lent - self.tally.credit
+
+    @property
+    def running(self) -> bool:
+        return self.phase is Phase.RUNNING
+
+    @property
+    def paused(self) -> bool:
+        return self.phase is Phase.PAUSED
+
+    @property
+    def stopped(self) -> bool:
+        """True when the run was stopped early (the summary's ``interrupted``)."""
+        return self.phase is Phase.STOPPED
+
+    @property
+    def closed(self) -> bool:
+        return self.phase in _ENDED
+
+    # -- the read side the driver builds a Summary from -----------------------------------
+
+    @property
+    def finished(self) -> int:
+        return self.tally.finished
+
+    @property
+    def successes(self) -> int:
+        return self.tally.successes
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self.tally.errors
+
+    @property
+    def codes(self) -> list[int]:
+        codes = self.tally.codes
+        assert isinstance(codes, list)
+        return codes
+
+    @property
+    def bytes(self) -> int:
+        return self.tally.bytes
+
+    @property
+    def hist(self) -> Histogram:
+        return self.tally.histogram()
 
     def histogram(self) -> Histogram:
-        """The latency histogram, its totals brought up to date."""
-        h = self.hist
-        h.total = sum(h.counts)
-        h.sum = self.lat_sum
-        h.min = self.lat_min if h.total else 0
-        h.max = self.lat_max if h.total else 0
-        return h
+        return self.tally.histogram()
 
-    def _refresh(self) -> None:
-        """Recompute what the fast path relies on after the model or the gate changed."""
-        self.fast = self.gate and not self.paused and self.schedule is None and self.sink is None
-        limit = self.limit if self.limit is not None else 1 << 62
-        self.remaining = max(0, limit - self.issued)
-        self.fast_deadline = self.deadline if self.deadline is not None else 1 << 62
+    # -- client.Home: what a connection calls back into -----------------------------------
+
+    def new_conn(self) -> Conn:
+        return self.conn_class(self, self.tally, self.request, self.clock)
+
+    def opened(self, conn: Conn) -> None:
+        self.transports += 1
+
+    def lost(self, conn: Conn) -> None:
+        self.transports -= 1
+        if self.transports <= 0 and self.all_closed is not None and not self.all_closed.done():
+            self.all_closed.set_result(None)
+
+    def forget(self, conn: Conn) -> None:
+        self.live.discard(conn)
+
+    def connect(self, conn: Conn) -> None:
+        self.live.add(conn)  # so the timeout sweep sees a connect that hangs
+        task = self.loop.create_task(self._connect_then_send(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- connections -------------------------------------------------------------------
 
@@ -179,16 +264,10 @@ class Engine:
         # `sent` stays where send() set it: the timeout counts the connect too (-t's help).
         conn.transport.write(self.request)
 
-    def spawn_connect(self, conn: Conn) -> None:
-        self.live.add(conn)  # so the timeout sweep sees a connect that hangs
-        task = self.loop.create_task(self._connect_then_send(conn))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     async def open_lanes(self) -> None:
         """Connect every lane before the clock starts; CannotStart when none connects."""
         await self.resolve()
-        conns = [self.conn_class(self) for _ in range(self.lanes)]
+        conns = [self.new_conn() for _ in range(self.lanes)]
         results = await asyncio.gather(
             *(asyncio.wait_for(self._open(c), self.spec.timeout) for c in conns),
             return_exceptions=True,
@@ -223,8 +302,7 @@ class Engine:
                 # the open schedule's tickets due strictly before the deadline
                 by_deadline = self.schedule.due_by(duration - 1e-9)
                 self.limit = by_deadline if self.limit is None else min(self.limit, by_deadline)
-        self.gate = True
-        self._refresh()
+        self._set(Phase.RUNNING)
         self._arm_sweep()
         if self.schedule is not None and self.deadline is not None:
             self.ender = self.loop.call_later(
@@ -239,13 +317,11 @@ class Engine:
         if self.limit is not None and self.limit > self.issued:
             self.dropped += self.limit - self.issued
             self.limit = self.issued
-            self._refresh()
-        if self.finished == self.issued and self._exhausted(self.clock()):
-            self._finish()
+        self._maybe_finish(self.clock())
 
     def _has_ticket(self, now: int) -> int:
         """The start time of the next ticket if one is available at ``now``, else -1."""
-        if not self.gate or self.paused:
+        if self.phase is not Phase.RUNNING:
             return -1
         if self.limit is not None and self.issued >= self.limit:
             return -1
@@ -257,39 +333,38 @@ class Engine:
         due = self.base + int(s.due(self.issued) * 1e9)
         return due if due <= now else -1
 
-    def _overdue(self, start: int, now: int) -> bool:
-        """A ticket already -t past its due time when a lane frees up is a timeout without
-        being sent: its latency, counted from the due time, has passed -t whatever the
-        server does. It ends at once, so ``requests == successes + errors`` stays exact."""
-        if now - start <= self.timeout_ns:
+    def _hand(self, conn: Conn, start: int, now: int) -> bool:
+        """Give the ticket starting at ``start`` to ``conn``; False when it ended unsent.
+
+        A ticket already -t past its due time is a timeout without being sent: its
+        latency, counted from the due time, has passed -t whatever the server does. It
+        ends at once, so ``requests == successes + errors`` stays exact."""
+        if self.tally.credit > 0:
+            self.tally.credit -= 1  # a lent ticket: ``issued`` counts it either way
+        else:
+            self.taken += 1
+        if now - start > LATE_NS:
+            self.late += 1
+        if now - start > self.timeout_ns:
+            self.tally.error("timeout", now - start, 0)
             return False
-        self.issued += 1
-        self.remaining -= 1
-        self.finished += 1
-        self.late += 1
-        self.errors["timeout"] += 1
-        if self.sink is not None:
-            self.sink(Result(0, (now - start) / 1e9, 0, "timeout"))
+        if conn.dead:
+            conn = self.new_conn()
+        conn.send(start, now)
         return True
 
-    def next(self, conn: Conn, now: int) -> None:
-        """``conn`` is free: give it the next ticket or park it."""
+    def free(self, conn: Conn, now: int) -> None:
+        """``conn`` is free (client.Home's next-ticket callback): the next ticket or idle."""
         self.last = now
+        if self.lent:  # the fast path's credit ran out or its deadline came: take it back
+            self._set(self.phase)
         start = self._has_ticket(now)
-        while start >= 0 and self._overdue(start, now):
+        while start >= 0:
+            if self._hand(conn, start, now):
+                return
             start = self._has_ticket(now)
-        if start >= 0:
-            if now - start > LATE_NS:
-                self.late += 1
-            if conn.dead:
-                conn = self.conn_class(self)
-            conn.send(start, now)
-            return
         self.idle.append(conn)
-        if self.finished == self.issued and self._exhausted(now):
-            self._finish()
-        else:
-            self._arm_pacer(now)
+        self._maybe_finish(now)
 
     def kick(self) -> None:
         """Hand tickets to idle lanes (start, the pacer, resume)."""
@@ -299,30 +374,28 @@ class Engine:
             start = self._has_ticket(now)
             if start < 0:
                 break
-            if self._overdue(start, now):
-                continue
-            if now - start > LATE_NS:
-                self.late += 1
-            conn = self.idle.pop()
-            if conn.dead:
-                conn = self.conn_class(self)
-            conn.send(start, now)
-        if self.finished == self.issued and self._exhausted(now):
-            self._finish()
+            conn = self.idle[-1]
+            if self._hand(conn, start, now):
+                self.idle.pop()
+        self._maybe_finish(now)
+
+    def _maybe_finish(self, now: int) -> None:
+        if self.tally.finished == self.issued and self._exhausted(now):
+            self._finish(Phase.FINISHED)
         else:
             self._arm_pacer(now)
 
     def _exhausted(self, now: int) -> bool:
-        if self.stopped:
-            return True
-        if self.paused:
-            return False
+        if self.phase is not Phase.RUNNING:
+            return self.phase is not Phase.PAUSED
         if self.limit is not None and self.issued >= self.limit:
             return True
         return self.schedule is None and self.deadline is not None and now >= self.deadline
 
     def _arm_pacer(self, now: int) -> None:
-        if self.pacer is not None or not self.idle or self.schedule is None or not self.gate:
+        if self.pacer is not None or not self.idle or self.schedule is None:
+            return
+        if self.phase is not Phase.RUNNING:
             return
         if self.limit is not None and self.issued >= self.limit:
             return
@@ -330,15 +403,13 @@ class Engine:
         self.pacer = self.loop.call_later(max(0, due - now) / 1e9, self.kick)
 
     def pause(self) -> None:
-        self.paused = True
-        self.fast = False
+        if self.phase is Phase.RUNNING:
+            self._set(Phase.PAUSED)
 
     def resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            self._refresh()
-            if self.gate:
-                self.kick()
+        if self.phase is Phase.PAUSED:
+            self._set(Phase.RUNNING)
+            self.kick()
 
     # -- timeouts and the end ----------------------------------------------------------
 
@@ -359,19 +430,16 @@ class Engine:
         """Stop sending; what is in flight counts as cancelled."""
         if self.closed:
             return
-        self.stopped = True
-        self.gate = False
-        self.fast = False
+        self._set(Phase.STOPPED)
         for conn in [c for c in self.live if c.busy]:
             conn.fail("cancelled")
-        self._finish()
+        self._finish(Phase.STOPPED)
 
-    def _finish(self) -> None:
-        if self.closed:
+    def _finish(self, phase: Phase = Phase.FINISHED) -> None:
+        if self.closed and phase is not Phase.STOPPED:
             return
-        self.closed = True
-        self.gate = False
-        self.fast = False
+        if self.phase is not phase:
+            self._set(phase)
         for handle in (self.pacer, self.sweeper, self.ender):
             if handle is not None:
                 handle.cancel()
@@ -381,11 +449,6 @@ class Engine:
             conn.close()
         if not self.done.done():
             self.done.set_result(None)
-
-    def transport_lost(self) -> None:
-        self.transports -= 1
-        if self.transports <= 0 and self.all_closed is not None and not self.all_closed.done():
-            self.all_closed.set_result(None)
 
     async def wait_closed(self) -> None:
         """Wait until the connect tasks have ended and every socket is closed (aborted
