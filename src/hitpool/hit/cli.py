@@ -25,6 +25,7 @@ from typing import IO, NoReturn
 import uvloop
 
 from ..durations import parse_seconds
+from ..schedule import parse_stage
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
 from ._fds import ensure_room
@@ -282,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.hit",
         help="also save the whole run (HDR histograms, timeline, spec) for hit report",
     )
+    # -- hitscen's flags: --stage, scenarios, targets --------------------------------------
+    p.add_argument(
+        "--stage",
+        dest="stages",
+        metavar="D:RATE",
+        action="append",
+        default=[],
+        type=_arg_type(parse_stage, "--stage"),
+        help="open model, the rate shaped over time (repeatable, in order): D:RATE holds "
+        "RATE/s for D, D:A-B ramps linearly from A/s to B/s (k6's stages); without -z the "
+        "run lasts the stages",
+    )
     return p
 
 
@@ -350,6 +363,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             insecure=ns.insecure,
             processes=processes,
             ok=ns.ok,
+            stages=tuple(ns.stages),
         )
     except SpecError as e:
         raise _usage(FLAGS.get(e.field, e.field), e.message) from None

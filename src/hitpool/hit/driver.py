@@ -52,6 +52,7 @@ async def drive(
     offset: float,
     go: Callable[[], Awaitable[int]],
     stop: asyncio.Event | None,
+    part: tuple[int, int] = (0, 1),
     timeline: bool,
     on_tick: Callable[[Tick], None] | None,
     sink: Callable[[Result], None] | None = None,
@@ -59,7 +60,9 @@ async def drive(
 ) -> Summary:
     """Connect, wait for ``go`` to give the start time, run to the end or to ``stop``.
     ``on_tick`` gets a `Tick` at the end of every whole second."""
-    engine = Engine(spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink)
+    engine = Engine(
+        spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink, part=part
+    )
     if on_engine is not None:
         on_engine(engine)
     loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..schedule import OpenSchedule
+from ..schedule import OpenSchedule, StagedSchedule, Strided
 from .client import (
     LATE_NS,
     CannotStart,
@@ -77,6 +77,7 @@ class Engine:
         family: int = 0,
         sink: Callable[[Result], None] | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         self.spec = spec
         self.loop = asyncio.get_running_loop()
@@ -92,7 +93,10 @@ class Engine:
         self.limit = requests  # None: until the deadline
         self.rate = rate
         self.offset = offset
-        self.schedule: OpenSchedule | None = None
+        self.part = part  # (k, P): this is process k of P
+        if spec.stages:
+            self.rate = StagedSchedule(spec.stages).mean_rate / part[1]
+        self.schedule: OpenSchedule | Strided | None = None
         self.timeout_ns = int(spec.timeout * 1e9)
         self.tally = Tally(
             [spec.is_ok(s) for s in range(1000)],
@@ -296,12 +300,15 @@ class Engine:
         self.last = base
         if duration is not None:
             self.deadline = base + int(duration * 1e9)
-        if self.rate is not None:
+        if self.spec.stages:
+            k, p = self.part
+            self.schedule = Strided(StagedSchedule(self.spec.stages), k, p)
+        elif self.rate is not None:
             self.schedule = OpenSchedule(self.rate, self.offset)
-            if duration is not None:
-                # the open schedule's tickets due strictly before the deadline
-                by_deadline = self.schedule.due_by(duration - 1e-9)
-                self.limit = by_deadline if self.limit is None else min(self.limit, by_deadline)
+        if self.schedule is not None and duration is not None:
+            # the open schedule's tickets due strictly before the deadline
+            by_deadline = self.schedule.due_by(duration - 1e-9)
+            self.limit = by_deadline if self.limit is None else min(self.limit, by_deadline)
         self._set(Phase.RUNNING)
         self._arm_sweep()
         if self.schedule is not None and self.deadline is not None:

@@ -72,8 +72,9 @@ def split(spec: Spec) -> list[tuple[int, int | None, float | None, float]]:
         _proportional(spec.requests, per_process) if spec.requests is not None else [None] * p
     )
     out: list[tuple[int, int | None, float | None, float]] = []
+    target = spec.target_rps  # --rps, or the mean rate of the --stage shape
     for k, c_k in enumerate(per_process):
-        rate = spec.rps * c_k / lanes if spec.rps is not None else None
+        rate = target * c_k / lanes if target is not None else None
         offset = k / spec.rps if spec.rps is not None else 0.0
         out.append((c_k, requests[k], rate, offset))
     return out
@@ -200,7 +201,7 @@ async def run_processes(
     procs = [
         ctx.Process(
             target=_child,
-            args=(spec, *shares[k], pairs[k][1], timeline, on_tick is not None),
+            args=(spec, *shares[k], (k, p), pairs[k][1], timeline, on_tick is not None),
             name=f"hit-{k + 1}",
             daemon=True,
         )
@@ -290,7 +291,7 @@ async def run_processes(
                         [k for k in range(p) if done[k] is None], STOP_GRACE_S
                     ) from None
         await collecting
-        return Summary.merge(done, processes=p, target_rps=spec.rps)
+        return Summary.merge(done, processes=p, target_rps=spec.target_rps)
     except asyncio.CancelledError:
         grace = _CANCEL_GRACE_S
         raise
@@ -320,6 +321,7 @@ def _child(
     requests: int | None,
     rate: float | None,
     offset: float,
+    part: tuple[int, int],
     sock: socket.socket,
     timeline: bool,
     ticks: bool,
@@ -333,7 +335,9 @@ def _child(
     # the group before then waits, and this child still reports its (empty) result.
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     try:
-        uvloop.run(_child_async(spec, lanes, requests, rate, offset, sock, timeline, ticks))
+        uvloop.run(
+            _child_async(spec, lanes, requests, rate, offset, part, sock, timeline, ticks)
+        )
     except (BrokenPipeError, ConnectionResetError, EOFError):
         # The parent closed its end (it was cancelled or is gone) before this child could
         # report: there is nobody to tell, so end quietly rather than print a traceback.
@@ -348,6 +352,7 @@ async def _child_async(
     requests: int | None,
     rate: float | None,
     offset: float,
+    part: tuple[int, int],
     sock: socket.socket,
     timeline: bool,
     ticks: bool,
@@ -397,6 +402,7 @@ async def _child_async(
             rate=rate,
             offset=offset,
             go=go,
+            part=part,  # (k, P): a scenario run's feeders partition their rows by it
             stop=stop,
             timeline=timeline,
             on_tick=(lambda t: chan.send(("tick", t.to_wire()))) if ticks else None,

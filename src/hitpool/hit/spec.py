@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .._errors import SpecError
 from ..durations import parse_seconds
+from ..schedule import Stage, StagedSchedule, parse_stage
 
 # The flag each Spec field comes from, for CLI messages.
 FLAGS = {
@@ -33,6 +34,7 @@ FLAGS = {
     "insecure": "-k",
     "processes": "-p",
     "ok": "--ok",
+    "stages": "--stage",
 }
 
 DEFAULT_REQUESTS = 200  # hey's default, used when neither -n nor -z is given
@@ -167,12 +169,23 @@ class Spec:
     insecure: bool = False
     processes: int = 1
     ok: tuple[tuple[int, int], ...] = ((200, 299),)
+    # --stage: the rate's shape over time (open model); without -z the run lasts the stages
+    stages: tuple[Stage, ...] = ()
     target: Target = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every check raises SpecError naming the field, whatever the type of the value:
         # a Spec is also built from JSON (hitd's `hit` task), where anything can come.
         object.__setattr__(self, "target", parse_url(self.url))
+        if self.stages:
+            if self.rps is not None:
+                raise SpecError(
+                    "stages", "--stage sets the rate over time: give --stage or --rps, not both"
+                )
+            if not all(isinstance(st, Stage) for st in self.stages):
+                raise SpecError("stages", "each stage is a Stage, e.g. parse_stage('30s:100')")
+            if self.duration is None:
+                object.__setattr__(self, "duration", StagedSchedule(self.stages).seconds)
         if self.requests is None and self.duration is None:
             object.__setattr__(self, "requests", DEFAULT_REQUESTS)
         _positive_int("requests", self.requests, "the number of requests, e.g. -n 1000")
@@ -226,6 +239,13 @@ class Spec:
         """Connections actually used: never more than the requests to send."""
         return min(self.concurrency, self.requests) if self.requests else self.concurrency
 
+    @property
+    def target_rps(self) -> float | None:
+        """The rate asked for: --rps, or the mean rate of the stages."""
+        if self.stages:
+            return StagedSchedule(self.stages).mean_rate
+        return self.rps
+
     def is_ok(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.ok)
 
@@ -269,6 +289,10 @@ class Spec:
             kw["body"] = kw["body"].encode()
         if "ok" in kw:
             kw["ok"] = _ok_from(kw["ok"])
+        if isinstance(kw.get("stages"), list | tuple):
+            kw["stages"] = tuple(
+                parse_stage(st) if isinstance(st, str) else st for st in kw["stages"]
+            )
         if isinstance(kw.get("processes"), str):
             kw["processes"] = parse_processes(kw["processes"])
         return cls(**kw)
