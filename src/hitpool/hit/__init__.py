@@ -8,9 +8,13 @@
 `send_n(spec)` yields each request's `Result` as it ends (the book's API).
 """
 
+from . import feeder
 from ._errors import CannotStart, FileLimit, HitError, UsageError, WorkerLost
 from .client import ERROR_KINDS, Result
+from .pool import RequestFailed
 from .run import run, run_async, send_n
+from .scenario import scenario
+from .session import ExpectationFailed, Response, Session
 from .spec import Spec
 from .summary import Progress, Summary
 
@@ -19,13 +23,19 @@ __all__ = [
     "CannotStart",
     "FileLimit",
     "HitError",
+    "ExpectationFailed",
     "Progress",
+    "RequestFailed",
+    "Response",
     "Result",
+    "Session",
     "Spec",
     "Summary",
     "UsageError",
     "WorkerLost",
+    "feeder",
     "run",
     "run_async",
+    "scenario",
     "send_n",
 ]

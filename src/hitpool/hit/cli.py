@@ -33,6 +33,7 @@ from ._stdio import open_stdio, out, say
 from .live import Frame, Lines, Terminal
 from .processes import split
 from .run import run_async
+from .scenario import load_script
 from .spec import (
     DEFAULT_CONCURRENCY,
     DEFAULT_REQUESTS,
@@ -295,6 +296,22 @@ def build_parser() -> argparse.ArgumentParser:
         "RATE/s for D, D:A-B ramps linearly from A/s to B/s (k6's stages); without -z the "
         "run lasts the stages",
     )
+    p.add_argument(
+        "-f",
+        dest="script",
+        metavar="SCRIPT.py",
+        help="run the @scenario functions of a Python script against URL (the base URL): "
+        "-n counts iterations, --rps is iterations per second (open model), -c the virtual "
+        "users of the closed model",
+    )
+    p.add_argument(
+        "--max-inflight",
+        dest="max_inflight",
+        metavar="M",
+        type=_positive_int,
+        help="-f under --rps/--stage: at most M iterations in flight over all processes; one "
+        "due when M run is counted as dropped (default 10000)",
+    )
     return p
 
 
@@ -364,9 +381,16 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             processes=processes,
             ok=ns.ok,
             stages=tuple(ns.stages),
+            script=ns.script,
+            max_inflight=ns.max_inflight,
         )
     except SpecError as e:
         raise _usage(FLAGS.get(e.field, e.field), e.message) from None
+    if spec.script is not None:  # load it now: a broken script is a usage error, exit 2
+        try:
+            load_script(spec.script)
+        except SpecError as e:
+            raise _usage("-f", e.message) from None
     return spec, ns
 
 

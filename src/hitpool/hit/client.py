@@ -18,7 +18,9 @@ Error kinds (``Tally.errors`` keys), each a request that got no usable response:
     closed           the peer closed the connection before the response was complete
     bad_response     the bytes were not an HTTP/1.x response
     status           a complete response whose status is outside --ok
-    cancelled        still in flight when the run was stopped (Ctrl-C)
+    cancelled        still in flight when the run was stopped (Ctrl-C, or -z plus -t
+                     passed in a scenario run)
+    expect           a scenario's ``r.expect(...)`` rejected the response's status
 """
 
 from __future__ import annotations

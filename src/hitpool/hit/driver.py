@@ -60,6 +60,13 @@ async def drive(
 ) -> Summary:
     """Connect, wait for ``go`` to give the start time, run to the end or to ``stop``.
     ``on_tick`` gets a `Tick` at the end of every whole second."""
+    if spec.script is not None:  # hit -f: iterations of scenarios instead of one request
+        from .scenario_run import drive_scenarios
+
+        return await drive_scenarios(
+            spec, lanes=lanes, requests=requests, rate=rate, offset=offset, go=go, stop=stop,
+            part=part, timeline=timeline, on_tick=on_tick,
+        )  # fmt: skip
     engine = Engine(
         spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink, part=part
     )

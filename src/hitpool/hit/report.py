@@ -15,6 +15,7 @@ from typing import Any
 from .._errors import SpecError
 from ..durations import parse_seconds
 from .client import LATE_NS
+from .scenario_report import Selected, parse_selected, tables
 from .summary import Progress, Summary
 
 BAR = "■"
@@ -66,7 +67,17 @@ def text(summary: Summary, *, width: int = 40, bins: int = 10) -> str:
     if kinds:
         out += ["", "Errors:"]
         out += [f"    {k:<16}{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])]
-    if s.target_rps is not None:
+    out += tables(s)  # hit -f, --targets: per scenario and per step
+    if s.target_rps is not None and s.scenarios:  # hit -f: the rate is of iterations
+        started = sum(w["started"] + w["dropped"] for w in s.scenarios.values())
+        achieved = started / s.duration_s if s.duration_s > 0 else 0.0
+        out += [
+            "",
+            f"Rate: target {s.target_rps:g} iterations/s, {achieved:.1f}/s due, {s.late} late "
+            f"(started > {LATE_NS // 1_000_000}ms after due), {s.dropped} dropped "
+            "(due at --max-inflight)",
+        ]
+    elif s.target_rps is not None:
         out += [
             "",
             f"Rate: target {s.target_rps:g}/s, achieved {s.rps:.1f}/s, "
@@ -168,7 +179,9 @@ class Assertion:
         return _OPS[self.op](actual, self.value), f"{self.name} = {shown}"
 
 
-def parse_assert(text: str) -> Assertion:
+def parse_assert(text: str) -> Assertion | Selected:
+    if "{" in text:  # a step's or a scenario's number: 'p99{step=login}<200ms'
+        return parse_selected(text)
     m = _ASSERT.match(text)
     if not m:
         raise SpecError("assert", f"{text!r} is not an assertion; {ASSERT_HELP}")
@@ -188,5 +201,7 @@ def parse_assert(text: str) -> Assertion:
     raise SpecError("assert", f"{text!r}: unknown name {name!r}; {ASSERT_HELP}")
 
 
-def check_all(asserts: list[Assertion], s: Summary) -> list[tuple[Assertion, bool, str]]:
+def check_all(
+    asserts: list[Assertion | Selected], s: Summary
+) -> list[tuple[Assertion | Selected, bool, str]]:
     return [(a, *a.check(s)) for a in asserts]

@@ -35,6 +35,8 @@ FLAGS = {
     "processes": "-p",
     "ok": "--ok",
     "stages": "--stage",
+    "script": "-f",
+    "max_inflight": "--max-inflight",
 }
 
 DEFAULT_REQUESTS = 200  # hey's default, used when neither -n nor -z is given
@@ -171,6 +173,10 @@ class Spec:
     ok: tuple[tuple[int, int], ...] = ((200, 299),)
     # --stage: the rate's shape over time (open model); without -z the run lasts the stages
     stages: tuple[Stage, ...] = ()
+    # -f: a scenario script; then -n counts iterations, --rps is iterations per second
+    # and -c the virtual users of the closed model
+    script: str | None = None
+    max_inflight: int | None = None  # -f under --rps: iterations in flight at most
     target: Target = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -197,6 +203,13 @@ class Spec:
                 f"{self.processes} processes need at least one connection each, and "
                 f"concurrency (-c) is {self.concurrency}: each process's share of the rate and "
                 "the requests is its share of the connections",
+            )
+        _positive_int("max_inflight", self.max_inflight, "iterations in flight, e.g. 1000")
+        if self.max_inflight is not None and self.script is None:
+            raise SpecError("max_inflight", "caps a scenario run's iterations: give -f too")
+        if self.script is not None and (self.body or self.content_type or self.method != "GET"):
+            raise SpecError(
+                "script", "a scenario's requests carry their own method and body: drop -m/-d/-T"
             )
         for name, value in (("rps", self.rps), ("duration", self.duration)):
             if value is not None and not (_number(value) and 0 < value < 1e12):

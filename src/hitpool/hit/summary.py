@@ -8,8 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import ERROR_KINDS
+from .scenario_stats import (
+    histogram_of,
+    merge_scenarios,
+    merge_steps,
+    scenario_json,
+    step_json,
+)
 from .stats import Histogram, Second, Timeline
+from .tally import ERROR_KINDS
 
 __all__ = ["Progress", "Summary"]
 
@@ -53,6 +60,9 @@ class Summary:
     # under --rps with -z: requests due before the deadline that were never sent (every
     # connection was busy until then); not in ``requests``
     dropped: int = 0
+    # ``hit -f``: wire forms by name (scenario_stats), and ``hit --targets``: steps by line
+    scenarios: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    steps: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def rps(self) -> float:
@@ -60,14 +70,14 @@ class Summary:
 
     def latency_s(self) -> dict[str, float]:
         """min, mean, p50, p90, p95, p99, p999, max in seconds (0.0 when nothing completed)."""
-        h = self.histogram
-        out = {"min": h.min / 1e6, "mean": h.mean / 1e6}
-        values = h.percentiles([p for _, p in PERCENTILES])
-        for (name, _), v in zip(PERCENTILES, values, strict=True):
-            # a slot's upper edge can pass the exact maximum by < 0.1 %: never report that
-            out[name] = min(v, h.max) / 1e6
-        out["max"] = h.max / 1e6
-        return out
+        return latency_s(self.histogram)
+
+    def step_latency_s(self, name: str) -> dict[str, float]:
+        return latency_s(histogram_of(self.steps[name]))
+
+    def scenario_latency_s(self, name: str) -> dict[str, float]:
+        """Iteration times of the scenario's completed iterations."""
+        return latency_s(histogram_of(self.scenarios[name]))
 
     def to_json(self) -> dict[str, Any]:
         """The stable ``--json`` schema (docs/hit.md)."""
@@ -81,7 +91,7 @@ class Summary:
             "rps": round(self.rps, 3),
             "duration_s": round(self.duration_s, 6),
             "bytes": self.bytes,
-            "latency_s": {k: round(v, 6) for k, v in self.latency_s().items()},
+            "latency_s": _rounded(self.latency_s()),
             "status_codes": {str(k): v for k, v in sorted(self.status_codes.items())},
             "errors_by_kind": dict(self.errors_by_kind),
             "target_rps": self.target_rps,
@@ -90,6 +100,14 @@ class Summary:
             "processes": self.processes,
             "interrupted": self.interrupted,
             "dropped": self.dropped,
+            "scenarios": {
+                name: scenario_json(w, _rounded(self.scenario_latency_s(name)))
+                for name, w in self.scenarios.items()
+            },
+            "steps": {
+                name: step_json(w, self.duration_s, _rounded(self.step_latency_s(name)))
+                for name, w in self.steps.items()
+            },
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -97,6 +115,8 @@ class Summary:
         d = self.to_json()
         d["duration_s"] = self.duration_s
         d["histogram"] = self.histogram.to_dict()
+        d["scenarios"] = dict(self.scenarios)
+        d["steps"] = dict(self.steps)
         d["timeline"] = [
             {
                 "second": r.second,
@@ -142,9 +162,26 @@ class Summary:
             target_rps=target_rps if target_rps is not None else sum(rates) if rates else None,
             late=sum(p["late"] for p in parts),
             dropped=sum(p.get("dropped", 0) for p in parts),
+            scenarios=merge_scenarios(p.get("scenarios", {}) for p in parts),
+            steps=merge_steps(p.get("steps", {}) for p in parts),
             concurrency=sum(p["concurrency"] for p in parts),
             processes=processes,
             interrupted=any(p["interrupted"] for p in parts),
             histogram=hist,
             timeline=tuple(Timeline.merge_lists(p["timeline"] for p in parts)),
         )
+
+
+def latency_s(h: Histogram) -> dict[str, float]:
+    """min, mean, p50, p90, p95, p99, p999, max of ``h`` (µs) in seconds (0.0 when empty)."""
+    out = {"min": h.min / 1e6, "mean": h.mean / 1e6}
+    values = h.percentiles([p for _, p in PERCENTILES])
+    for (name, _), v in zip(PERCENTILES, values, strict=True):
+        # a slot's upper edge can pass the exact maximum by < 0.1 %: never report that
+        out[name] = min(v, h.max) / 1e6
+    out["max"] = h.max / 1e6
+    return out
+
+
+def _rounded(lat: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in lat.items()}

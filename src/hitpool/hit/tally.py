@@ -30,6 +30,7 @@ ERROR_KINDS = (
     "bad_response",
     "status",
     "cancelled",
+    "expect",
 )
 
 

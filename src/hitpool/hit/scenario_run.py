@@ -1,0 +1,358 @@
+"""One process's share of a scenario run (``hit -f``): iterations on a schedule or in a
+loop, each a coroutine calling a scenario with its own `Session`.
+
+Open model (``--rps R`` or ``--stage``): iteration ``i`` of the one global schedule is
+due at its time whatever the server does; process k of P starts ``i = k, k+P, ...``.
+At its due time an iteration starts as a task, unless ``--max-inflight`` iterations are
+running: then it is counted as dropped and never runs (k6's dropped_iterations, never
+hidden). Which scenario it runs is fixed by ``i`` (`scenario.Mix`): weights hold exactly
+over all processes. Closed model (``-c C``): C virtual users, each running iterations
+back to back.
+
+``-n N`` counts iterations started; ``-z D``: no iteration starts after D; the running
+ones keep going (each request bounded by -t) until D + -t, when what is left is
+cancelled (its request in flight counts as ``cancelled``, the iteration as failed).
+
+Every task belongs to this object: `stop` cancels them and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from ..schedule import OpenSchedule, StagedSchedule, Strided
+from .stats import Timeline
+from . import feeder
+from .client import LATE_NS, CannotStart
+from .pool import Pool, RequestFailed
+from .scenario import Mix, Scenario, load_script
+from .session import Session, resolve
+from .spec import Spec, Target
+from .summary import Progress, Summary
+
+__all__ = ["DEFAULT_MAX_INFLIGHT", "Iterations", "drive_scenarios"]
+
+DEFAULT_MAX_INFLIGHT = 10_000  # over all processes, unless --max-inflight says otherwise
+_NEVER = 1 << 62
+_CANCELLED = "the run ended (-z plus -t, or a stop) while the iteration ran"
+
+
+def _share(total: int, k: int, p: int) -> int:
+    return total // p + (1 if k < total % p else 0)
+
+
+class Iterations:
+    """The iterations of one process (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        scenarios: tuple[Scenario, ...],
+        *,
+        part: tuple[int, int] = (0, 1),
+        vus: int,
+        iterations: int | None,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        from .scenario_stats import Stats
+
+        self.spec = spec
+        self.loop = asyncio.get_running_loop()
+        self.clock = clock
+        self.part = part
+        self.mix = Mix(scenarios)
+        self.timeout_ns = int(spec.timeout * 1e9)
+        self.stats = Stats([spec.is_ok(s) for s in range(1000)], self.timeout_ns)
+        self.pool = Pool(timeout=spec.timeout, insecure=spec.insecure, clock=clock)
+        self.base: Target = spec.target
+        self.prefix = spec.target.path.partition("?")[0].rstrip("/")
+        self.headers = spec.headers
+        self._targets: dict[str, tuple[Target, str]] = {}
+        k, p = part
+        self.open_model = spec.rps is not None or bool(spec.stages)
+        cap = spec.max_inflight if spec.max_inflight is not None else DEFAULT_MAX_INFLIGHT
+        self.max_inflight = max(1, _share(cap, k, p))
+        self.vus = vus
+        self.limit = iterations  # this process's iterations (None: until the deadline)
+        self.taken = 0  # iterations due so far (started or dropped)
+        self.late = 0
+        # Every task of the run (iterations of the open model, users of the closed one).
+        # ``waiting``: iteration tasks not running yet, with their scenario, so one that is
+        # cancelled before it ran still counts as failed (started == completed + failed).
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.waiting: dict[asyncio.Task[None], Scenario] = {}
+        self.t0 = 0
+        self.deadline = _NEVER
+        self.last = 0
+        self.schedule: OpenSchedule | Strided | None = None
+        self.pacer: asyncio.TimerHandle | None = None
+        self.ender: asyncio.TimerHandle | None = None
+        self.sending = False
+        self.stopped = False
+        self.done: asyncio.Future[None] = self.loop.create_future()
+
+    # -- what sessions use ---------------------------------------------------------------
+
+    def target_of(self, path: str) -> tuple[Target, str]:
+        return resolve(self.base, self.prefix, path, self._targets)
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def preflight(self) -> None:
+        """One connection to the base URL before the clock starts: CannotStart if none."""
+        try:
+            conn = await self.pool.open(self.base)
+        except RequestFailed as exc:
+            raise CannotStart(f"cannot connect to {self.base.host_header}: {exc.kind}") from None
+        self.pool.release(conn)
+
+    def begin(self, t0: int, duration: float | None) -> None:
+        self.t0 = self.last = t0
+        self.sending = True
+        self.pool.start_sweep()
+        if duration is not None:
+            self.deadline = t0 + int(duration * 1e9)
+            # no iteration starts after the deadline; what runs gets -t more, then stops
+            self.ender = self.loop.call_later(
+                max(0, self.deadline + self.timeout_ns - self.clock()) / 1e9, self.stop_late
+            )
+        k, p = self.part
+        if self.open_model:
+            spec = self.spec
+            if spec.stages:
+                self.schedule = Strided(StagedSchedule(spec.stages), k, p)
+            else:
+                assert spec.rps is not None
+                self.schedule = OpenSchedule(spec.rps / p, k / spec.rps)
+            if duration is not None:
+                due = self.schedule.due_by(duration - 1e-9)
+                self.limit = due if self.limit is None else min(self.limit, due)
+            self._pace()
+        else:
+            for _ in range(self.vus):
+                self._spawn(self._user())
+        self._maybe_done()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        scen = self.waiting.pop(task, None)
+        if scen is not None:  # cancelled before it ran
+            self.stats.scenario(scen.name).fail("Cancelled", _CANCELLED)
+        self._maybe_done()
+
+    def _pace(self) -> None:
+        """Start every iteration due by now; wake again at the next due time."""
+        self.pacer = None
+        s = self.schedule
+        assert s is not None
+        if not self.sending:
+            return
+        now = self.clock()
+        k, p = self.part
+        limit = self.limit if self.limit is not None else _NEVER
+        while self.taken < limit:
+            due = self.t0 + int(s.due(self.taken) * 1e9)
+            if due > now:
+                self.pacer = self.loop.call_later((due - now) / 1e9, self._pace)
+                return
+            scen = self.mix.pick(k + self.taken * p)
+            self.taken += 1
+            stats = self.stats.scenario(scen.name)
+            if len(self.tasks) >= self.max_inflight:
+                stats.dropped += 1
+                continue
+            stats.started += 1
+            self.waiting[self._spawn(self._iterate(scen, due))] = scen
+        self.sending = False
+        self._maybe_done()
+
+    async def _user(self) -> None:
+        """A virtual user of the closed model: iterations back to back."""
+        k, p = self.part
+        limit = self.limit if self.limit is not None else _NEVER
+        while self.sending and self.taken < limit and self.clock() < self.deadline:
+            scen = self.mix.pick(k + self.taken * p)
+            self.taken += 1
+            self.stats.scenario(scen.name).started += 1
+            await self._iterate(scen, self.clock())
+        self.sending = False
+
+    async def _iterate(self, scen: Scenario, due: int) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.waiting.pop(task, None)  # type: ignore[call-overload]
+        stats = self.stats.scenario(scen.name)
+        now = self.clock()
+        late = max(0, now - due)
+        if late > LATE_NS:
+            self.late += 1
+        try:
+            await scen.fn(Session(self, late))
+        except asyncio.CancelledError:
+            stats.fail("Cancelled", _CANCELLED)
+            raise
+        except RequestFailed as exc:
+            stats.fail(f"RequestFailed({exc.kind})", traceback.format_exc())
+        except Exception as exc:
+            stats.fail(type(exc).__name__, traceback.format_exc())
+        else:
+            stats.completed += 1
+            stats.hist.record((self.clock() - due) // 1000)
+        finally:
+            self.last = self.clock()
+
+    def _maybe_done(self) -> None:
+        if self.done.done() or self.tasks:
+            return
+        limit = self.limit if self.limit is not None else _NEVER
+        if not self.sending or self.taken >= limit:
+            self._end()
+
+    def stop_late(self) -> None:
+        """-z plus -t passed: cancel what still runs (not an interruption)."""
+        self.ender = None
+        self.sending = False
+        self._cancel_all()
+
+    def stop(self) -> None:
+        """Stop early (Ctrl-C): nothing more starts, what runs is cancelled."""
+        if self.done.done():
+            return
+        self.stopped = True
+        self.sending = False
+        self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        if self.pacer is not None:
+            self.pacer.cancel()
+            self.pacer = None
+        for task in list(self.tasks):
+            task.cancel()
+        if not self.tasks:
+            self._end()
+
+    def _end(self) -> None:
+        for handle in (self.pacer, self.ender):
+            if handle is not None:
+                handle.cancel()
+        self.pacer = self.ender = None
+        self.sending = False
+        self.pool.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def wait_closed(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.pool.close()
+
+    # -- the outcome ---------------------------------------------------------------------
+
+    def summary(self, end: int, timeline: Timeline | None) -> Summary:
+        total = self.stats.total
+        spec = self.spec
+        p = self.part[1]
+        rate = spec.target_rps / p if spec.target_rps is not None else None
+        return Summary(
+            url=spec.url,
+            method="*",
+            requests=total.finished,
+            successes=total.successes,
+            errors=total.errors_total,
+            errors_by_kind=dict(total.errors),
+            status_codes=total.status_codes(),
+            bytes=total.bytes,
+            duration_s=max(0, end - self.t0) / 1e9,
+            target_rps=rate,
+            late=self.late,
+            concurrency=self.max_inflight if self.open_model else self.vus,
+            processes=1,
+            interrupted=self.stopped,
+            histogram=total.histogram(),
+            timeline=tuple(timeline.rows) if timeline is not None else (),
+            dropped=sum(it.dropped for it in self.stats.scenarios.values()),
+            scenarios=self.stats.scenarios_wire(),
+            steps=self.stats.steps_wire(),
+        )
+
+
+async def drive_scenarios(
+    spec: Spec,
+    *,
+    lanes: int,
+    requests: int | None,
+    go: Callable[[], Awaitable[int]],
+    stop: asyncio.Event | None,
+    part: tuple[int, int],
+    timeline: bool,
+    progress: Callable[[Progress], None] | None,
+) -> Summary:
+    """`driver.drive` for a scenario script: load it in this process, connect once, wait
+    for ``go``, run to the end or to ``stop``."""
+    assert spec.script is not None
+    feeder.set_part(*part)
+    scenarios = load_script(spec.script)
+    it = Iterations(spec, scenarios, part=part, vus=lanes, iterations=requests)
+    loop = asyncio.get_running_loop()
+    tl = Timeline() if timeline else None
+    ticker: asyncio.TimerHandle | None = None
+    stopper: asyncio.Task[None] | None = None
+    try:
+        await it.preflight()
+        base = await go()
+        it.begin(base, spec.duration)
+        if stop is not None:
+            stopper = loop.create_task(_stop_when(stop, it))
+        total = it.stats.total
+
+        def tick(second: int) -> None:
+            nonlocal ticker
+            now = it.clock()
+            if tl is not None:
+                h = total.histogram()
+                tl.tick(second, h, total.finished, total.errors_total)
+            if progress is not None:
+                elapsed = (now - base) / 1e9
+                progress(
+                    Progress(
+                        elapsed,
+                        total.finished,
+                        total.errors_total,
+                        total.finished / elapsed if elapsed > 0 else 0.0,
+                        total.histogram().percentile(99) / 1e6,
+                    )
+                )
+            due = base + (second + 2) * 1_000_000_000
+            ticker = loop.call_later(max(0, due - it.clock()) / 1e9, tick, second + 1)
+
+        if tl is not None or progress is not None:
+            ticker = loop.call_later(max(0, base + 1_000_000_000 - it.clock()) / 1e9, tick, 0)
+        await asyncio.shield(it.done)
+        end = it.last if not it.stopped else it.clock()
+        if tl is not None:
+            last = max(0, (end - base - 1) // 1_000_000_000)
+            if not tl.rows or tl.rows[-1].second < last:
+                tl.tick(int(last), total.histogram(), total.finished, total.errors_total)
+        return it.summary(end, tl)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        if stopper is not None:
+            stopper.cancel()
+        it.stop()
+        await it.wait_closed()
+
+
+async def _stop_when(stop: asyncio.Event, it: Iterations) -> None:
+    await stop.wait()
+    it.stop()

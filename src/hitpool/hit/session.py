@@ -1,0 +1,256 @@
+"""The session a scenario gets (``s``) and the responses it returns.
+
+One `Session` per iteration: ``s.headers`` starts empty each time (per-iteration session
+headers, e.g. the token a login returned). Each request goes over the process's pooled
+keep-alive connections and is counted into its step's tally (``name=``, or the path
+without its query) and into the run's totals.
+
+Latency and -t count from the request's corrected start: the moment it would have been
+written had the iteration started at its due time, i.e. the write time minus how late
+the iteration started (coordinated omission corrected, as the single-URL mode's --rps).
+"""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from .._errors import HitpoolError
+from .pool import RequestFailed
+from .spec import Target, parse_url
+
+if TYPE_CHECKING:
+    from .scenario_run import Iterations
+    from .tally import Tally
+
+__all__ = ["ExpectationFailed", "Headers", "RequestFailed", "Response", "Session"]
+
+
+class ExpectationFailed(HitpoolError):
+    """``r.expect(...)`` got a status it was not given; fails the step and the iteration."""
+
+    def __init__(self, name: str, status: int, expected: tuple[int, ...]) -> None:
+        want = ", ".join(map(str, expected)) if expected else "a status in --ok"
+        super().__init__(f"{name}: got status {status}, expected {want}")
+        self.name = name
+        self.status = status
+        self.expected = expected
+
+
+class Headers(Mapping[str, str]):
+    """Response headers, looked up without regard to case; repeated ones joined by ', '."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        d: dict[str, tuple[str, str]] = {}
+        for name, value in raw:
+            n, v = name.decode("latin-1"), value.decode("latin-1")
+            key = n.lower()
+            d[key] = (d[key][0], d[key][1] + ", " + v) if key in d else (n, v)
+        self._d = d
+
+    def __getitem__(self, name: str) -> str:
+        return self._d[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, _ in self._d.values())
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+class Response:
+    """A complete response: ``status``, ``headers``, ``content`` (bytes), ``text``,
+    ``json()``, and ``expect(*statuses)``."""
+
+    __slots__ = ("_ok", "_step", "_total", "content", "headers", "name", "status")
+
+    def __init__(
+        self, status: int, headers: Headers, content: bytes, name: str, step: Tally, total: Tally,
+        ok: bool,
+    ) -> None:  # fmt: skip
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self.name = name
+        self._step = step
+        self._total = total
+        self._ok = ok  # counted as a success
+
+    @property
+    def text(self) -> str:
+        ctype = self.headers.get("content-type", "")
+        charset = "utf-8"
+        for part in ctype.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip('"')
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.content)
+
+    def expect(self, *statuses: int) -> Response:
+        """This response, if its status is one of ``statuses`` (or in --ok when none are
+        given); else ExpectationFailed, and the step counts an ``expect`` error instead
+        of its success."""
+        good = self.status in statuses if statuses else self._step.ok[self.status]
+        if good:
+            return self
+        if self._ok:
+            for t in (self._step, self._total):
+                t.successes -= 1
+                t.errors["expect"] += 1
+            self._ok = False
+        raise ExpectationFailed(self.name, self.status, statuses)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.name} [{self.status}]>"
+
+
+_METHODS_WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+class Session:
+    """What a scenario's ``s`` is: requests relative to the base URL (or absolute)."""
+
+    __slots__ = ("_late", "_run", "headers")
+
+    def __init__(self, run: Iterations, late: int) -> None:
+        self._run = run
+        self._late = late  # ns the iteration started after its due time
+        self.headers: dict[str, str] = {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Response:
+        run = self._run
+        method = method.upper()
+        target, url = run.target_of(path)
+        step_name = name if name is not None else target.path.partition("?")[0]
+        step = run.stats.step(step_name)
+        total = run.stats.total
+        body = b""
+        ctype: str | None = None
+        if json is not None:
+            body = _json.dumps(json, separators=(",", ":")).encode()
+            ctype = "application/json"
+        elif isinstance(data, Mapping):
+            body = urlencode(data).encode()
+            ctype = "application/x-www-form-urlencoded"
+        elif isinstance(data, str):
+            body = data.encode()
+        elif data is not None:
+            body = bytes(data)
+        wire = _request_bytes(method, target, run.headers, self.headers, headers, ctype, body)
+        clock = run.clock
+        now = clock()
+        start = now - self._late
+        if now - start > run.timeout_ns:  # already -t past due: a timeout, unsent
+            step.error("timeout", now - start, 0)
+            total.error("timeout", now - start, 0)
+            raise RequestFailed("timeout", url)
+        try:
+            conn = await run.pool.acquire(target)
+            answer = await conn.send(wire, method == "HEAD", start)
+        except RequestFailed as exc:
+            end = clock()
+            step.error(exc.kind, end - start, 0)
+            total.error(exc.kind, end - start, 0)
+            raise RequestFailed(exc.kind, url) from None
+        except BaseException:  # cancelled (the run was stopped): counted, then re-raised
+            end = clock()
+            step.error("cancelled", end - start, 0)
+            total.error("cancelled", end - start, 0)
+            raise
+        lat = answer.end - start
+        ok = step.response(answer.status, lat, answer.rx)
+        total.response(answer.status, lat, answer.rx)
+        if lat > run.timeout_ns:  # the answer came, but past -t: counted as a timeout
+            raise RequestFailed("timeout", url)
+        return Response(
+            answer.status, Headers(answer.headers), answer.body, step_name, step, total, ok
+        )
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Response:
+        return await self.request("POST", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> Response:
+        return await self.request("PUT", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> Response:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Response:
+        return await self.request("DELETE", path, **kw)
+
+    async def head(self, path: str, **kw: Any) -> Response:
+        return await self.request("HEAD", path, **kw)
+
+
+def _request_bytes(
+    method: str,
+    target: Target,
+    run_headers: tuple[tuple[str, str], ...],
+    session: Mapping[str, str],
+    extra: Mapping[str, str] | None,
+    ctype: str | None,
+    body: bytes,
+) -> bytes:
+    """The request's bytes; later headers replace earlier ones of the same name: hit's
+    defaults, then -H, then ``s.headers``, then the request's own ``headers=``."""
+    merged: dict[str, tuple[str, str]] = {
+        "host": ("Host", target.host_header),
+        "user-agent": ("User-Agent", "hit/0.1"),
+        "accept": ("Accept", "*/*"),
+    }
+    if ctype is not None:
+        merged["content-type"] = ("Content-Type", ctype)
+    for source in (run_headers, session.items(), extra.items() if extra else ()):
+        for n, v in source:
+            if "\r" in v or "\n" in v or "\r" in n or "\n" in n or ":" in n:
+                raise ValueError(f"header {n!r}: a name or value cannot hold ':' or a line break")
+            merged[n.lower()] = (n, v)
+    if body or method in _METHODS_WITH_BODY:
+        merged["content-length"] = ("Content-Length", str(len(body)))
+    lines = [f"{method} {target.path} HTTP/1.1"]
+    lines += [f"{n}: {v}" for n, v in merged.values()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def resolve(
+    base: Target, prefix: str, path: str, cache: dict[str, tuple[Target, str]]
+) -> tuple[Target, str]:
+    """``path`` against the base URL: absolute URLs as they are, anything else appended to
+    the base URL's path (without its trailing slash). Cached, up to a thousand."""
+    found = cache.get(path)
+    if found is not None:
+        return found
+    if path.startswith(("http://", "https://")):
+        url = path
+    else:
+        origin = f"{base.scheme}://{base.host_header}"
+        url = origin + prefix + (path if path.startswith("/") else "/" + path)
+    target = parse_url(url)
+    if len(cache) < 1000:
+        cache[path] = (target, url)
+    return target, url
