@@ -16,21 +16,28 @@ def test_exports_are_documented_and_importable() -> None:
             "CannotStart",
             "FileLimit",
             "HitError",
+            "ExpectationFailed",
             "Progress",
+            "RequestFailed",
+            "Response",
             "Result",
+            "Session",
             "Spec",
             "Summary",
             "UsageError",
             "WorkerLost",
+            "feeder",
             "run",
             "run_async",
+            "scenario",
             "send_n",
         ]
     )
     for name in hitpool.hit.__all__:
         assert getattr(hitpool.hit, name) is not None
-    names = ("run(", "run_async(", "send_n(", "Spec(", "Result(")
-    for name in (*names, "CannotStart", "WorkerLost", "FileLimit", "HitError", "UsageError"):
+    names = ("run(", "run_async(", "send_n(", "Spec(", "Result(", "@scenario", "feeder.csv(")
+    for name in (*names, "CannotStart", "WorkerLost", "FileLimit", "HitError", "UsageError",
+                 "ExpectationFailed", "RequestFailed", "Session", "Response"):  # fmt: skip
         assert name in DOC, name
 
 

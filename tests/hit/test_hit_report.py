@@ -109,7 +109,7 @@ def test_json_text_is_the_schema() -> None:
     assert list(doc) == [
         "schema", "url", "method", "requests", "successes", "errors", "rps", "duration_s",
         "bytes", "latency_s", "status_codes", "errors_by_kind", "target_rps", "late",
-        "concurrency", "processes", "interrupted", "dropped",
+        "concurrency", "processes", "interrupted", "dropped", "scenarios", "steps",
     ]  # fmt: skip
 
 

@@ -10,8 +10,8 @@
 
 Loading a script imports it as a module (its top level runs once per process: feeders
 are made there) and collects the scenarios it declared, in order. Which scenario
-iteration ``i`` runs is fixed by ``i`` alone (`Mix`), so several processes sharing one
-arrival sequence run the weights exactly between them.
+iteration ``i`` of a process runs is fixed by ``i`` alone (`Mix`): the weights hold over
+every cycle of ``sum(weights)`` iterations.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Open model (``--rps R`` or ``--stage``): iteration ``i`` of the one global sched
 due at its time whatever the server does; process k of P starts ``i = k, k+P, ...``.
 At its due time an iteration starts as a task, unless ``--max-inflight`` iterations are
 running: then it is counted as dropped and never runs (k6's dropped_iterations, never
-hidden). Which scenario it runs is fixed by ``i`` (`scenario.Mix`): weights hold exactly
-over all processes. Closed model (``-c C``): C virtual users, each running iterations
-back to back.
+hidden). Which scenario it runs is fixed by its index in this process (`scenario.Mix`):
+each process runs the whole weighted cycle, so weights hold in every process and in all
+of them together, and every process's feeder rows get used. Closed model (``-c C``):
+C virtual users, each running iterations back to back.
 
 ``-n N`` counts iterations started; ``-z D``: no iteration starts after D; the running
 ones keep going (each request bounded by -t) until D + -t, when what is left is
@@ -158,14 +159,13 @@ class Iterations:
         if not self.sending:
             return
         now = self.clock()
-        k, p = self.part
         limit = self.limit if self.limit is not None else _NEVER
         while self.taken < limit:
             due = self.t0 + int(s.due(self.taken) * 1e9)
             if due > now:
                 self.pacer = self.loop.call_later((due - now) / 1e9, self._pace)
                 return
-            scen = self.mix.pick(k + self.taken * p)
+            scen = self.mix.pick(self.taken)
             self.taken += 1
             stats = self.stats.scenario(scen.name)
             if len(self.tasks) >= self.max_inflight:
@@ -178,10 +178,9 @@ class Iterations:
 
     async def _user(self) -> None:
         """A virtual user of the closed model: iterations back to back."""
-        k, p = self.part
         limit = self.limit if self.limit is not None else _NEVER
         while self.sending and self.taken < limit and self.clock() < self.deadline:
-            scen = self.mix.pick(k + self.taken * p)
+            scen = self.mix.pick(self.taken)
             self.taken += 1
             self.stats.scenario(scen.name).started += 1
             await self._iterate(scen, self.clock())

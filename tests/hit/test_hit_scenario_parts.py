@@ -1,0 +1,177 @@
+"""The pure parts of scenarios: the weighted mix, feeders and their partition across
+processes, step-name capping and merging, response headers, --assert selectors, and
+the open model's arrivals per second under --stage on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hitpool._errors import SpecError
+from hitpool.hit import Spec, feeder
+from hitpool.hit.scenario import Mix, Scenario, scenario
+from hitpool.hit.scenario_report import parse_selected
+from hitpool.hit.scenario_run import Iterations
+from hitpool.hit.scenario_stats import MAX_STEPS, OTHER, Stats, merge_steps
+from hitpool.hit.session import Headers
+from hitpool.hit.summary import Summary
+from hitpool.schedule import Stage
+from hitpool.hit.stats import Histogram
+
+from .test_hit_pacing import MS, FakeClock
+
+
+async def _noop(s: object) -> None:
+    return None
+
+
+def test_the_mix_spreads_weights_smoothly_and_exactly() -> None:
+    mix = Mix((Scenario("a", _noop, 3), Scenario("b", _noop, 1)))
+    assert [mix.pick(i).name for i in range(8)] == ["a", "a", "b", "a"] * 2
+    heavy = Mix((Scenario("x", _noop, 5), Scenario("y", _noop, 2), Scenario("z", _noop, 3)))
+    assert Counter(heavy.pick(i).name for i in range(1000)) == {"x": 500, "y": 200, "z": 300}
+
+
+def test_scenario_rejects_what_cannot_run() -> None:
+    with pytest.raises(SpecError, match="async def"):
+        scenario(lambda s: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(SpecError, match="weight"):
+        scenario(weight=0)
+
+
+ROWS = [{"n": str(i)} for i in range(10)]
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_feeders_partition_rows_across_processes(p: int) -> None:
+    seen: list[str] = []
+    for k in range(p):
+        feeder.set_part(k, p)
+        f = feeder.rows(ROWS, mode="queue")
+        while True:
+            try:
+                seen.append(f.next()["n"])
+            except feeder.FeederEmpty:
+                break
+    feeder.set_part(0, 1)
+    assert sorted(seen, key=int) == [str(i) for i in range(10)]  # every row once
+
+
+def test_feeder_modes() -> None:
+    feeder.set_part(1, 2)  # rows 1, 3, 5, 7, 9
+    try:
+        circ = feeder.rows(ROWS)
+        assert [circ.next()["n"] for _ in range(7)] == ["1", "3", "5", "7", "9", "1", "3"]
+        a = [feeder.rows(ROWS, mode="shuffle", name="s").next()["n"] for _ in range(3)]
+        assert len(set(a)) == 1  # the same seeded order every time
+        shuffled = feeder.rows(ROWS, mode="shuffle")
+        cycle = [shuffled.next()["n"] for _ in range(5)]
+        assert sorted(cycle) == ["1", "3", "5", "7", "9"] and shuffled.next()["n"] == cycle[0]
+        rnd = feeder.rows(ROWS, mode="random")
+        assert {rnd.next()["n"] for _ in range(200)} == {"1", "3", "5", "7", "9"}
+    finally:
+        feeder.set_part(0, 1)
+    feeder.set_part(5, 20)  # fewer rows than processes: every row, except for a queue
+    try:
+        assert len(feeder.rows(ROWS[:3])) == 3 and len(feeder.rows(ROWS[:3], mode="queue")) == 0
+    finally:
+        feeder.set_part(0, 1)
+    with pytest.raises(SpecError, match="circular"):
+        feeder.rows(ROWS, mode="sometimes")
+
+
+def test_a_csv_feeder_reads_dicts(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_text("user;item\nann;1\n")
+    assert feeder.csv(str(path), delimiter=";").next() == {"user": "ann", "item": "1"}
+    with pytest.raises(SpecError, match="cannot read"):
+        feeder.csv(str(tmp_path / "missing.csv"))
+
+
+def test_step_names_are_capped_and_fold_into_other() -> None:
+    stats = Stats([200 <= s < 300 for s in range(1000)], 10**9)
+    for i in range(MAX_STEPS + 50):
+        stats.step(f"/u/{i}").response(200, 1000, 10)
+    assert len(stats.steps) == MAX_STEPS + 1 and stats.steps[OTHER].finished == 50
+    merged = merge_steps([stats.steps_wire(), {"/new": stats.steps_wire()["/u/0"]}])
+    assert len(merged) == MAX_STEPS + 1 and merged[OTHER]["requests"] == 51
+    assert merged["/u/0"]["requests"] == 1 and merged["/u/0"]["histogram"]["total"] == 1
+
+
+def test_response_headers_ignore_case_and_join_repeats() -> None:
+    h = Headers([(b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"Content-Type", b"x")])
+    assert h["SET-COOKIE"] == "a=1, b=2" and h.get("content-type") == "x" and len(h) == 2
+    assert list(h) == ["Set-Cookie", "Content-Type"]
+
+
+def _summary_with_steps() -> Summary:
+    stats = Stats([200 <= s < 300 for s in range(1000)], 10**9)
+    for lat_ms in (10, 20, 300):
+        stats.step("login").response(200, lat_ms * 1_000_000, 10)
+    stats.step("login").error("timeout", 0, 0)
+    it = stats.scenario("checkout")
+    it.started, it.completed = 4, 3
+    it.fail("KeyError", "Traceback ...")
+    return Summary(
+        "u", "*", 4, 3, 1, {}, {}, 0, 2.0, None, 0, 1, 1, False, Histogram(),
+        scenarios=stats.scenarios_wire(), steps=stats.steps_wire(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "passed", "shown"),
+    [
+        ("p99{step=login}<200ms", False, "p99{step=login} = 300.0"),
+        ("p50{step=login}<25ms", True, "p50{step=login} = 20.0"),
+        ("errors{step=login}<=25%", True, "errors{step=login} = 25.000%"),
+        ("requests{step=login}==4", True, "requests{step=login} = 4"),
+        ("rps{step=login}>1", True, "rps{step=login} = 2"),
+        ("errors{scenario=checkout}<1%", False, "errors{scenario=checkout} = 25.000%"),
+        ("completed{scenario=checkout}>=3", True, "completed{scenario=checkout} = 3"),
+        ("p99{step=nope}<1s", False, "no step named 'nope'"),
+    ],
+)
+def test_assert_selectors(text: str, passed: bool, shown: str) -> None:
+    ok, actual = parse_selected(text).check(_summary_with_steps())
+    assert ok is passed and shown in actual
+
+
+@pytest.mark.parametrize(
+    "text", ["p99{step=}<1s", "p99{user=x}<1s", "dropped{step=a}<1", "p99{step=a}<fast"]
+)
+def test_bad_selectors_name_the_fix(text: str) -> None:
+    with pytest.raises(SpecError) as e:
+        parse_selected(text)
+    assert e.value.field == "assert" and "{step=" in e.value.message
+
+
+async def test_stage_arrivals_per_second_on_a_fake_clock(tmp_path: Path) -> None:
+    # iterations per second follow the stages: a ramp 0 -> 200/s over 2 s, then 200/s
+    script = tmp_path / "s.py"
+    script.write_text("from hitpool.hit import scenario\n@scenario\nasync def a(s): pass\n")
+    spec = Spec(
+        "http://127.0.0.1:9/", script=str(script), stages=(Stage(2, 0, 200), Stage(1, 200, 200))
+    )
+    clock = FakeClock()
+    it = Iterations(spec, (Scenario("a", _noop, 1),), vus=1, iterations=None, clock=clock)
+    it.begin(0, spec.duration)  # starts iteration 0, due at 0
+    per_second = []
+    for second in range(3):
+        before = it.stats.scenarios["a"].started if second else 0
+        for ms in range(1, 1001):  # the pacer's wake-ups
+            clock.now = (second * 1000 + ms) * MS
+            if it.pacer is not None:
+                it.pacer.cancel()
+            it._pace()
+        await asyncio.sleep(0)  # the started iterations run (they do nothing)
+        per_second.append(it.stats.scenarios["a"].started - before)
+    # ∫ 100 t dt over each second, then 200; an arrival due on a second's boundary counts
+    # in the second before it (the wake-up at the boundary starts it)
+    assert all(abs(a - b) <= 1 for a, b in zip(per_second, [50, 150, 200], strict=True))
+    assert sum(per_second) == 400 and it.stats.scenarios["a"].dropped == 0
+    it.stop()
+    await it.wait_closed()
+    assert it.stats.scenarios["a"].completed == 400
