@@ -248,7 +248,7 @@ def test_a_queue_feeder_hands_each_row_out_once_over_processes(tmp_path: Path) -
         (["-f", "{empty}"], "declares no scenario"),
         (["-f", "{raises}"], "raised ZeroDivisionError at line 2"),
         (["-f", "{empty}", "-d", "x"], "drop -m/-d/-T"),
-        (["--max-inflight", "5"], "give -f too"),
+        (["--max-inflight", "5"], "caps the iterations of -f"),
     ],
 )
 def test_a_bad_script_is_a_usage_error_before_anything_runs(

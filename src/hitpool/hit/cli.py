@@ -44,6 +44,7 @@ from .spec import (
     parse_processes,
 )
 from .summary import Summary
+from .targets import Line, read_targets
 
 EXIT_OK, EXIT_CANNOT_START, EXIT_USAGE, EXIT_ASSERT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
@@ -183,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "url",
         metavar="URL",
-        help="http:// or https:// URL (IPv6 as http://[::1]:80/; user:password@ sends Basic auth)",
+        nargs="?",  # required unless --targets gives the URLs: parse_args checks
+        help="http:// or https:// URL (IPv6 as http://[::1]:80/; user:password@ sends Basic "
+        "auth); with -f the base URL",
     )
     p.add_argument(
         "-n",
@@ -312,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="-f under --rps/--stage: at most M iterations in flight over all processes; one "
         "due when M run is counted as dropped (default 10000)",
     )
+    p.add_argument(
+        "--targets",
+        dest="targets",
+        metavar="FILE",
+        help="instead of URL: one 'METHOD URL' per line, optionally '@body-file' (relative "
+        "to FILE's directory); each line is a step of the summary",
+    )
+    p.add_argument(
+        "--targets-order",
+        dest="targets_order",
+        choices=("sequential", "random"),
+        default="sequential",
+        help="--targets: each request to the next line (default) or to a random one",
+    )
     return p
 
 
@@ -345,6 +362,17 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
     only there: what can be checked before the first request is checked here."""
     parser = build_parser()
     ns = parser.parse_args(_glue_dash_values(list(argv), parser))
+    targets: tuple[Line, ...] = ()
+    if ns.targets is not None:
+        if ns.url is not None:
+            raise _usage("--targets", "the file gives the URLs; drop the URL argument", parser)
+        try:
+            targets = read_targets(ns.targets)
+        except SpecError as e:
+            raise _usage("--targets", e.message, parser) from None
+        ns.url = targets[0].url
+    elif ns.url is None:
+        raise _usage("URL", "no URL given", parser)
     body = b""
     if ns.body is not None:
         if ns.body.startswith("@"):
@@ -383,6 +411,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
             stages=tuple(ns.stages),
             script=ns.script,
             max_inflight=ns.max_inflight,
+            targets=targets,
+            targets_order=ns.targets_order,
         )
     except SpecError as e:
         raise _usage(FLAGS.get(e.field, e.field), e.message) from None

@@ -60,7 +60,7 @@ async def drive(
 ) -> Summary:
     """Connect, wait for ``go`` to give the start time, run to the end or to ``stop``.
     ``on_tick`` gets a `Tick` at the end of every whole second."""
-    if spec.script is not None:  # hit -f: iterations of scenarios instead of one request
+    if spec.script is not None or spec.targets:  # hit -f / --targets: iterations
         from .scenario_run import drive_scenarios
 
         return await drive_scenarios(

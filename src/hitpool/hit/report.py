@@ -82,7 +82,7 @@ def text(summary: Summary, *, width: int = 40, bins: int = 10) -> str:
             "",
             f"Rate: target {s.target_rps:g}/s, achieved {s.rps:.1f}/s, "
             f"{s.late} late (left > {LATE_NS // 1_000_000}ms after due; latency counts from due)"
-            + (f", {s.dropped} dropped (due before -z, never sent)" if s.dropped else ""),
+            + (f", {s.dropped} dropped (due, never sent)" if s.dropped else ""),
         ]
     return "\n".join(out) + "\n"
 

@@ -32,19 +32,26 @@ def _ms(seconds: float) -> str:
     return fmt_s(seconds)
 
 
+def _cut(name: str, width: int) -> str:
+    """A name that fits ``width``, its end kept (where URLs and paths differ)."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
 def tables(s: Summary) -> list[str]:
     """The lines of the per-scenario and per-step tables (none when there are none)."""
     out: list[str] = []
     if s.scenarios:
         out += ["", "Scenarios:"]
+        width = min(40, max(len(n) for n in s.scenarios)) + 2
         out.append(
-            f"    {'name':<24}{'started':>9}{'done':>9}{'failed':>8}{'dropped':>9}"
+            f"    {'name':<{width}}{'started':>9}{'done':>9}{'failed':>8}{'dropped':>9}"
             f"{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}"
         )
         for name, w in s.scenarios.items():
             lat = s.scenario_latency_s(name)
             out.append(
-                f"    {name[:23]:<24}{w['started']:>9}{w['completed']:>9}{w['failed']:>8}"
+                f"    {_cut(name, width - 2):<{width}}"
+                f"{w['started']:>9}{w['completed']:>9}{w['failed']:>8}"
                 f"{w['dropped']:>9}{_ms(lat['p50']):>10}{_ms(lat['p90']):>10}"
                 f"{_ms(lat['p99']):>10}{_ms(lat['max']):>10}"
             )
@@ -56,8 +63,9 @@ def tables(s: Summary) -> list[str]:
                 out += ["        " + line for line in f["example"].rstrip().splitlines()[-6:]]
     if s.steps:
         out += ["", "Steps:"]
+        width = min(60, max(len(n) for n in s.steps)) + 2
         out.append(
-            f"    {'name':<28}{'requests':>9}{'ok':>9}{'errors':>8}{'rps':>9}"
+            f"    {'name':<{width}}{'requests':>9}{'ok':>9}{'errors':>8}{'rps':>9}"
             f"{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}  codes"
         )
         for name, w in s.steps.items():
@@ -65,7 +73,8 @@ def tables(s: Summary) -> list[str]:
             rps = w["requests"] / s.duration_s if s.duration_s > 0 else 0.0
             codes = " ".join(f"{c}:{n}" for c, n in w["status_codes"].items())
             out.append(
-                f"    {name[:27]:<28}{w['requests']:>9}{w['successes']:>9}{w['errors']:>8}"
+                f"    {_cut(name, width - 2):<{width}}"
+                f"{w['requests']:>9}{w['successes']:>9}{w['errors']:>8}"
                 f"{rps:>9.1f}{_ms(lat['p50']):>10}{_ms(lat['p90']):>10}{_ms(lat['p99']):>10}"
                 f"{_ms(lat['max']):>10}  {codes}"
             )

@@ -34,6 +34,7 @@ from .scenario import Mix, Scenario, load_script
 from .session import Session, resolve
 from .spec import Spec, Target
 from .summary import Progress, Summary
+from .targets import targets_scenario
 
 __all__ = ["DEFAULT_MAX_INFLIGHT", "Iterations", "drive_scenarios"]
 
@@ -280,7 +281,8 @@ class Iterations:
             histogram=total.histogram(),
             timeline=tuple(timeline.rows) if timeline is not None else (),
             dropped=sum(it.dropped for it in self.stats.scenarios.values()),
-            scenarios=self.stats.scenarios_wire(),
+            # --targets: its one scenario only restates the steps
+            scenarios=self.stats.scenarios_wire() if not spec.targets else {},
             steps=self.stats.steps_wire(),
         )
 
@@ -298,9 +300,11 @@ async def drive_scenarios(
 ) -> Summary:
     """`driver.drive` for a scenario script: load it in this process, connect once, wait
     for ``go``, run to the end or to ``stop``."""
-    assert spec.script is not None
-    feeder.set_part(*part)
-    scenarios = load_script(spec.script)
+    if spec.script is not None:
+        feeder.set_part(*part)
+        scenarios = load_script(spec.script)
+    else:
+        scenarios = (targets_scenario(spec.targets, spec.targets_order, part),)
     it = Iterations(spec, scenarios, part=part, vus=lanes, iterations=requests)
     loop = asyncio.get_running_loop()
     tl = Timeline() if timeline else None

@@ -12,12 +12,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .._errors import SpecError
 from ..durations import parse_seconds
 from ..schedule import Stage, StagedSchedule, parse_stage
+
+if TYPE_CHECKING:
+    from .targets import Line
 
 # The flag each Spec field comes from, for CLI messages.
 FLAGS = {
@@ -37,7 +40,12 @@ FLAGS = {
     "stages": "--stage",
     "script": "-f",
     "max_inflight": "--max-inflight",
+    "targets": "--targets",
+    "targets_order": "--targets-order",
 }
+# Fields hitd's JSON input may not set: a script runs Python and a targets file reads
+# body files, both from the server's disk.
+LOCAL_ONLY = frozenset({"script", "max_inflight", "targets", "targets_order"})
 
 DEFAULT_REQUESTS = 200  # hey's default, used when neither -n nor -z is given
 DEFAULT_CONCURRENCY = 50
@@ -177,6 +185,9 @@ class Spec:
     # and -c the virtual users of the closed model
     script: str | None = None
     max_inflight: int | None = None  # -f under --rps: iterations in flight at most
+    # --targets: many URLs (targets.Line), each request to the next line or a random one
+    targets: tuple[Line, ...] = ()
+    targets_order: str = "sequential"
     target: Target = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -205,12 +216,21 @@ class Spec:
                 "the requests is its share of the connections",
             )
         _positive_int("max_inflight", self.max_inflight, "iterations in flight, e.g. 1000")
-        if self.max_inflight is not None and self.script is None:
-            raise SpecError("max_inflight", "caps a scenario run's iterations: give -f too")
+        if self.max_inflight is not None and self.script is None and not self.targets:
+            raise SpecError(
+                "max_inflight", "caps the iterations of -f (or the requests of --targets)"
+            )
         if self.script is not None and (self.body or self.content_type or self.method != "GET"):
             raise SpecError(
                 "script", "a scenario's requests carry their own method and body: drop -m/-d/-T"
             )
+        if self.targets:
+            if self.script is not None:
+                raise SpecError("targets", "give a script (-f) or a targets file, not both")
+            if self.body or self.content_type or self.method != "GET":
+                raise SpecError("targets", "each line gives its own method and body: drop -m/-d/-T")
+        if self.targets_order not in ("sequential", "random"):
+            raise SpecError("targets_order", f"{self.targets_order!r}: write sequential or random")
         for name, value in (("rps", self.rps), ("duration", self.duration)):
             if value is not None and not (_number(value) and 0 < value < 1e12):
                 raise SpecError(name, f"must be a positive number, got {value!r}")
@@ -286,7 +306,7 @@ class Spec:
     def from_dict(cls, data: Mapping[str, Any]) -> Spec:
         """A Spec from JSON-ish input (hitd's ``hit`` task): durations may be '10s' strings,
         ``headers`` a mapping or a list of 'Name: value', ``body`` a string, ``ok`` '200-399'."""
-        known = set(FLAGS)
+        known = set(FLAGS) - LOCAL_ONLY
         unknown = set(data) - known
         if unknown:
             raise SpecError(sorted(unknown)[0], f"unknown field; known: {', '.join(sorted(known))}")
