@@ -39,6 +39,13 @@ class Shop:
         self.headers_seen: list[dict[str, str]] = []
         self.server: asyncio.Server | None = None
         self.port = 0
+        self._notify: list[tuple[str, int, asyncio.Event]] = []
+
+    def notify(self, path: str, n: int) -> asyncio.Event:
+        """An event set once ``seen[path]`` reaches ``n``."""
+        ev = asyncio.Event()
+        self._notify.append((path, n, ev))
+        return ev
 
     async def start(self) -> Shop:
         loop = asyncio.get_running_loop()
@@ -93,6 +100,9 @@ class _Proto(asyncio.Protocol):
         self.url, self.body, self.headers = b"", b"", {}
         parts = path.strip("/").split("/")
         shop.seen["/" + parts[0]] += 1
+        for p, n, ev in shop._notify:
+            if shop.seen[p] >= n:
+                ev.set()
         shop.headers_seen.append(headers)
         if parts[0] == "login" and method == "POST":
             user = json.loads(body)["user"]

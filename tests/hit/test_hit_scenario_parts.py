@@ -175,3 +175,17 @@ async def test_stage_arrivals_per_second_on_a_fake_clock(tmp_path: Path) -> None
     it.stop()
     await it.wait_closed()
     assert it.stats.scenarios["a"].completed == 400
+
+
+@pytest.mark.parametrize("field", ["script", "targets", "max_inflight", "targets_order"])
+def test_json_input_cannot_name_a_script_or_targets(field: str) -> None:
+    # hitd's hit task builds its Spec from JSON: a script would run Python from the server's
+    # disk, a targets file would read files there
+    with pytest.raises(SpecError) as e:
+        Spec.from_dict({"url": "http://127.0.0.1:9/", field: "x"})
+    assert e.value.field == field and "unknown field" in e.value.message
+
+
+def test_json_input_takes_stages() -> None:
+    spec = Spec.from_dict({"url": "http://127.0.0.1:9/", "stages": ["1s:0-10", "2s:10"]})
+    assert spec.stages == (Stage(1, 0, 10), Stage(2, 10, 10)) and spec.duration == 3

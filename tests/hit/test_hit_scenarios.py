@@ -260,3 +260,24 @@ def test_a_bad_script_is_a_usage_error_before_anything_runs(
     assert main([*argv, "http://127.0.0.1:9/"]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+async def test_a_stop_ends_the_run_with_what_was_counted(shop: Shop, tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        from hitpool.hit import scenario
+
+        @scenario
+        async def hang(s):
+            await s.get("/slow/10000", name="hang")
+        """,
+    )
+    stop = shop.notify("/slow", 3)  # Ctrl-C once three iterations wait on the server
+    s = await asyncio.wait_for(
+        run_async(Spec(shop.url, script=script, rps=1000, requests=3), stop=stop), 5
+    )
+    w = s.scenarios["hang"]
+    assert s.interrupted and w["started"] == 3 and w["failed"] == 3
+    assert w["failures"]["Cancelled"]["count"] == 3
+    assert s.errors_by_kind["cancelled"] == 3 == s.requests
