@@ -179,9 +179,7 @@ class Engine:
 
     @property
     def codes(self) -> list[int]:
-        codes = self.tally.codes
-        assert isinstance(codes, list)
-        return codes
+        return self.tally.codes
 
     @property
     def bytes(self) -> int:

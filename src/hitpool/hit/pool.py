@@ -15,7 +15,6 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -35,15 +34,9 @@ class RequestFailed(Exception):
         self.url = url
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A complete response as read off the wire."""
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    rx: int  # bytes read for it (head and body)
-    end: int  # ns of its last byte
+# A complete response as read off the wire: status, headers, body, the bytes read for it
+# (head and body), and the ns of its last byte. A tuple: one is made per request.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes, int, int]
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -162,7 +155,9 @@ class PoolConn(asyncio.Protocol):
             return
         self.fut = None
         self.pool.busy.discard(self)
-        answer = Answer(status, self.headers, b"".join(self.body), self.rx, self.pool.clock())
+        body = self.body
+        answer = (status, self.headers, body[0] if len(body) == 1 else b"".join(body), self.rx,
+                  self.pool.clock())  # fmt: skip
         if keep_alive and status != 101:
             self.pool.release(self)
         else:
@@ -266,13 +261,14 @@ class Pool:
         self.every.add(conn)
         return conn
 
-    async def acquire(self, target: Target) -> PoolConn:
+    def take(self, target: Target) -> PoolConn | None:
+        """An idle connection to ``target``'s origin, if there is one (else `open` one)."""
         idle = self.idle.get((target.scheme, target.host, target.port))
         while idle:
             conn = idle.pop()
             if not conn.dead:
                 return conn
-        return await self.open(target)
+        return None
 
     def release(self, conn: PoolConn) -> None:
         if self.closed or conn.dead:

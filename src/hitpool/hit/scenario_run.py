@@ -86,7 +86,7 @@ class Iterations:
         # ``waiting``: iteration tasks not running yet, with their scenario, so one that is
         # cancelled before it ran still counts as failed (started == completed + failed).
         self.tasks: set[asyncio.Task[None]] = set()
-        self.waiting: dict[asyncio.Task[None], Scenario] = {}
+        self.waiting: dict[asyncio.Task[None], list[Scenario | None]] = {}
         self.t0 = 0
         self.deadline = _NEVER
         self.last = 0
@@ -147,9 +147,9 @@ class Iterations:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        scen = self.waiting.pop(task, None)
-        if scen is not None:  # cancelled before it ran
-            self.stats.scenario(scen.name).fail("Cancelled", _CANCELLED)
+        mark = self.waiting.pop(task, None)
+        if mark is not None and mark[0] is not None:  # cancelled before it ran
+            self.stats.scenario(mark[0].name).fail("Cancelled", _CANCELLED)
         self._maybe_done()
 
     def _pace(self) -> None:
@@ -173,7 +173,8 @@ class Iterations:
                 stats.dropped += 1
                 continue
             stats.started += 1
-            self.waiting[self._spawn(self._iterate(scen, due))] = scen
+            mark: list[Scenario | None] = [scen]  # _iterate clears it when it runs
+            self.waiting[self._spawn(self._iterate(scen, due, mark))] = mark
         self.sending = False
         self._maybe_done()
 
@@ -187,10 +188,11 @@ class Iterations:
             await self._iterate(scen, self.clock())
         self.sending = False
 
-    async def _iterate(self, scen: Scenario, due: int) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.waiting.pop(task, None)  # type: ignore[call-overload]
+    async def _iterate(
+        self, scen: Scenario, due: int, mark: list[Scenario | None] | None = None
+    ) -> None:
+        if mark is not None:
+            mark[0] = None
         stats = self.stats.scenario(scen.name)
         now = self.clock()
         late = max(0, now - due)
@@ -259,7 +261,7 @@ class Iterations:
     # -- the outcome ---------------------------------------------------------------------
 
     def summary(self, end: int, timeline: Timeline | None) -> Summary:
-        total = self.stats.total
+        total = self.stats.total()
         spec = self.spec
         p = self.part[1]
         rate = spec.target_rps / p if spec.target_rps is not None else None
@@ -316,14 +318,13 @@ async def drive_scenarios(
         it.begin(base, spec.duration)
         if stop is not None:
             stopper = loop.create_task(_stop_when(stop, it))
-        total = it.stats.total
 
         def tick(second: int) -> None:
             nonlocal ticker
             now = it.clock()
+            total = it.stats.total()  # once a second: the steps added up
             if tl is not None:
-                h = total.histogram()
-                tl.tick(second, h, total.finished, total.errors_total)
+                tl.tick(second, total.histogram(), total.finished, total.errors_total)
             if progress is not None:
                 elapsed = (now - base) / 1e9
                 progress(
@@ -345,6 +346,7 @@ async def drive_scenarios(
         if tl is not None:
             last = max(0, (end - base - 1) // 1_000_000_000)
             if not tl.rows or tl.rows[-1].second < last:
+                total = it.stats.total()
                 tl.tick(int(last), total.histogram(), total.finished, total.errors_total)
         return it.summary(end, tl)
     finally:

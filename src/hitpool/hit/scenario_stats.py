@@ -53,17 +53,28 @@ class IterTally:
 
 
 class Stats:
-    """One process's tallies: ``total`` (every request: the hit/1 keys), ``steps`` by
-    name, ``scenarios`` by name."""
+    """One process's tallies: ``steps`` by name, ``scenarios`` by name. Every request is
+    counted once, in its step; the totals (the hit/1 keys) are the steps added up."""
 
-    __slots__ = ("ok", "scenarios", "steps", "timeout_ns", "total")
+    __slots__ = ("ok", "scenarios", "steps", "timeout_ns")
 
     def __init__(self, ok: list[bool], timeout_ns: int) -> None:
         self.ok = ok
         self.timeout_ns = timeout_ns
-        self.total = Tally(ok, timeout_ns)
         self.steps: dict[str, Tally] = {}
         self.scenarios: dict[str, IterTally] = {}
+
+    def total(self) -> Tally:
+        """Every step added up, with a dense histogram."""
+        t = Tally(self.ok, self.timeout_ns)
+        for step in self.steps.values():
+            t.add(step)
+        return t
+
+    def counts(self) -> tuple[int, int]:
+        """(requests, errors) so far, for the progress line."""
+        steps = self.steps.values()
+        return sum(t.finished for t in steps), sum(t.errors_total for t in steps)
 
     def step(self, name: str) -> Tally:
         t = self.steps.get(name)

@@ -102,6 +102,27 @@ class SparseHistogram:
         return [(lowest_of(i), self.counts[i]) for i in sorted(self.counts)]
 
 
+def _add_histogram(h: Histogram | SparseHistogram, o: Histogram | SparseHistogram) -> None:
+    """``o``'s counts into ``h``, slot by slot (exact), whichever form either has."""
+    if o.total == 0:
+        return
+    counts = o.counts.items() if isinstance(o, SparseHistogram) else enumerate(o.counts)
+    if isinstance(h, SparseHistogram):
+        for i, c in counts:
+            if c:
+                h.counts[i] = h.counts.get(i, 0) + c
+    else:
+        for i, c in counts:
+            if c:
+                h.counts[i] += c
+    if h.total == 0:
+        h.min, h.max = o.min, o.max
+    else:
+        h.min, h.max = min(h.min, o.min), max(h.max, o.max)
+    h.total += o.total
+    h.sum += o.sum
+
+
 class Tally:
     """The counters of one counted thing; see the module docstring."""
 
@@ -131,7 +152,7 @@ class Tally:
         self.timeout_ns = timeout_ns
         # latencies in µs; the single-URL hot path writes the dense one's slots in place
         self.hist: Histogram | SparseHistogram = SparseHistogram() if sparse else Histogram()
-        self.codes: dict[int, int] | list[int] = {} if sparse else [0] * 1000
+        self.codes = [0] * 1000  # codes[status]: responses with that status
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.finished = 0
         self.successes = 0
@@ -153,11 +174,7 @@ class Tally:
                 self.sink(0, latency_ns, rx, "timeout")
             return False
         self.hist.record(latency_ns // 1000)
-        codes = self.codes
-        if isinstance(codes, dict):
-            codes[status] = codes.get(status, 0) + 1
-        else:
-            codes[status] += 1
+        self.codes[status] += 1
         ok = self.ok[status]
         if ok:
             self.successes += 1
@@ -180,10 +197,19 @@ class Tally:
         return sum(self.errors.values())
 
     def status_codes(self) -> dict[int, int]:
-        codes = self.codes
-        if isinstance(codes, dict):
-            return dict(sorted(codes.items()))
-        return {s: c for s, c in enumerate(codes) if c}
+        return {s: c for s, c in enumerate(self.codes) if c}
+
+    def add(self, other: Tally) -> None:
+        """Add ``other``'s counts into this tally (exact; the histograms slot by slot)."""
+        self.finished += other.finished
+        self.successes += other.successes
+        self.bytes += other.bytes
+        for k, v in other.errors.items():
+            self.errors[k] += v
+        for i, c in enumerate(other.codes):
+            if c:
+                self.codes[i] += c
+        _add_histogram(self.hist, other.hist)
 
     def histogram(self) -> Histogram:
         """The latency histogram as a dense `Histogram`."""
