@@ -187,6 +187,7 @@ for run in $(seq "$RUNS"); do
         cmd_for "$tool"
         cg_make "$tool-$run" 50000 100000
         out="$RAW/$tool-$run.out"
+        quiet_wait
         before=$(nginx_requests)
         rc=0
         measure "$RAW/$tool-$run.time" "$CG_DIR" 1 "${CMD[@]}" >"$out" 2>"$RAW/$tool-$run.err" || rc=$?
@@ -201,6 +202,7 @@ for run in $(seq "$RUNS"); do
         if ! rec=$(python3 "$BENCH_DIR/_scenarios.py" record "$PARSER" "$src" tool="$tool" run="$run" \
             budget="$BUDGET" server_count="$server_count" exit_code="$rc" \
             cpu_cores="$(cpu_cores "$RAW/$tool-$run.time")" load="$(cut -d' ' -f1 /proc/loadavg)" \
+            busy_before="$BUSY_BEFORE" \
             2>"$RAW/$tool-$run.parse-err"); then
             log "run $run $tool: could not parse its output (exit $rc), see $out and $RAW/$tool-$run.err"
             continue

@@ -281,3 +281,20 @@ async def test_a_stop_ends_the_run_with_what_was_counted(shop: Shop, tmp_path: P
     assert s.interrupted and w["started"] == 3 and w["failed"] == 3
     assert w["failures"]["Cancelled"]["count"] == 3
     assert s.errors_by_kind["cancelled"] == 3 == s.requests
+
+
+async def test_a_script_imports_modules_beside_it(shop: Shop, tmp_path: Path) -> None:
+    (tmp_path / "helpers_beside.py").write_text("PATH = '/browse'\n")
+    script = _script(
+        tmp_path,
+        """
+        from hitpool.hit import scenario
+        from helpers_beside import PATH
+
+        @scenario
+        async def browse(s):
+            await s.get(PATH, name="browse")
+        """,
+    )
+    s = await run_async(Spec(shop.url, script=script, requests=3, concurrency=1))
+    assert s.steps["browse"]["successes"] == 3 == shop.seen["/browse"]

@@ -75,6 +75,9 @@ def load_script(path: str) -> tuple[Scenario, ...]:
     if spec is None or spec.loader is None:
         raise SpecError("script", f"{path!r} is not a Python file; give a .py script")
     module = importlib.util.module_from_spec(spec)
+    here = str(p.resolve().parent)
+    if here not in sys.path:  # the script may import modules that sit beside it
+        sys.path.insert(0, here)
     del _declared[:]
     sys.modules[name] = module
     try:
