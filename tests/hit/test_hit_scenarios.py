@@ -298,3 +298,15 @@ async def test_a_script_imports_modules_beside_it(shop: Shop, tmp_path: Path) ->
     )
     s = await run_async(Spec(shop.url, script=script, requests=3, concurrency=1))
     assert s.steps["browse"]["successes"] == 3 == shop.seen["/browse"]
+
+
+def test_a_saved_scenario_run_keeps_its_scenarios_and_steps(tmp_path: Path) -> None:
+    from hitpool.hit import saved
+
+    script = _script(tmp_path, CHECKOUT, csv=_users(tmp_path))
+    path = tmp_path / "run.hit"
+    with shop_in_thread() as shop:
+        assert main(["-f", script, "-n", "8", "-c", "2", "--save", str(path), shop.url]) == 0
+    doc = saved.loads(path.read_bytes(), "run").json()
+    assert doc["scenarios"]["checkout"]["completed"] == 6
+    assert doc["steps"]["login"]["requests"] == 6 and doc["steps"]["browse"]["requests"] == 2

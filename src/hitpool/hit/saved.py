@@ -96,7 +96,7 @@ class SavedRun:
         when it holds them (a scenario run's)."""
         doc = self.summary.to_json()
         for key in ("scenarios", "steps"):
-            if key not in doc and key in self.result:
+            if not doc.get(key) and self.result.get(key):
                 doc[key] = self.result[key]
         return doc
 
