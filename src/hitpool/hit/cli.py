@@ -20,7 +20,7 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 import uvloop
 
@@ -33,7 +33,6 @@ from ._stdio import open_stdio, out, say
 from .live import Frame, Lines, Terminal
 from .processes import split
 from .run import run_async
-from .scenario import load_script
 from .spec import (
     DEFAULT_CONCURRENCY,
     DEFAULT_REQUESTS,
@@ -44,7 +43,9 @@ from .spec import (
     parse_processes,
 )
 from .summary import Summary
-from .targets import Line, read_targets
+
+if TYPE_CHECKING:
+    from .targets import Line
 
 EXIT_OK, EXIT_CANNOT_START, EXIT_USAGE, EXIT_ASSERT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
@@ -364,6 +365,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
     ns = parser.parse_args(_glue_dash_values(list(argv), parser))
     targets: tuple[Line, ...] = ()
     if ns.targets is not None:
+        from .targets import read_targets
+
         if ns.url is not None:
             raise _usage("--targets", "the file gives the URLs; drop the URL argument", parser)
         try:
@@ -417,6 +420,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
     except SpecError as e:
         raise _usage(FLAGS.get(e.field, e.field), e.message) from None
     if spec.script is not None:  # load it now: a broken script is a usage error, exit 2
+        from .scenario import load_script
+
         try:
             load_script(spec.script)
         except SpecError as e:

@@ -16,10 +16,8 @@ every cycle of ``sum(weights)`` iterations.
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
+import asyncio
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +52,7 @@ def scenario(
         raise SpecError("script", f"@scenario(weight=) takes a whole number >= 1, got {weight!r}")
 
     def declare(f: ScenarioFn) -> ScenarioFn:
-        if not inspect.iscoroutinefunction(f):
+        if not asyncio.iscoroutinefunction(f):
             raise SpecError(
                 "script", f"@scenario {getattr(f, '__name__', f)!r} must be an 'async def f(s)'"
             )
@@ -67,6 +65,9 @@ def scenario(
 def load_script(path: str) -> tuple[Scenario, ...]:
     """Import the script and return its scenarios; SpecError('script', ...) naming what is
     wrong (no such file, an exception at import with its line, no @scenario)."""
+    import importlib.util  # here: what a single-URL run never needs is not imported for it
+    import traceback
+
     p = Path(path)
     if not p.is_file():
         raise SpecError("script", f"cannot read {path!r}: no such file; give a Python script")
