@@ -85,7 +85,8 @@ async def test_a_slow_server_cannot_stretch_an_open_run(server: Server) -> None:
     assert s.dropped > 0 and s.requests + s.dropped == 100
     assert s.errors_by_kind["timeout"] > 0
     assert s.histogram.total == s.successes and s.latency_s()["max"] <= 0.3
-    assert s.duration_s < 1.0 + 0.3 + 0.2  # -z plus at most -t (plus the sweep's period)
+    # -z plus at most -t, plus the sweep's period and slack for a busy machine (it was 5 s)
+    assert s.duration_s < 2.5
     assert s.to_json()["dropped"] == s.dropped
     assert f"{s.dropped} dropped" in text(s)
     merged = Summary.merge([s.to_wire(), s.to_wire()], processes=2)

@@ -125,13 +125,14 @@ async def test_iterations_due_at_the_cap_are_dropped(shop: Shop, tmp_path: Path)
 
         @scenario
         async def slow(s):
-            await s.get("/slow/300", name="slow")
+            await s.get("/slow/60000", name="slow")
         """,
     )
-    # 50 iterations due over 250 ms, each taking 300 ms, at most 5 in flight
-    s = await run_async(Spec(shop.url, script=script, rps=200, requests=50, max_inflight=5))
+    # 50 iterations due over 250 ms, each waiting for -t, at most 5 in flight
+    spec = Spec(shop.url, script=script, rps=200, requests=50, max_inflight=5, timeout=1.0)
+    s = await run_async(spec)
     w = s.scenarios["slow"]
-    assert w["started"] == 5 and w["dropped"] == 45 and w["completed"] == 5
+    assert w["started"] == 5 and w["dropped"] == 45 and w["failed"] == 5
     assert s.dropped == 45 and shop.seen["/slow"] == 5 == s.steps["slow"]["requests"]
     assert s.to_json()["dropped"] == 45
 

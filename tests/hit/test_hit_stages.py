@@ -120,7 +120,7 @@ async def test_a_staged_run_sends_what_the_stages_hold(server: Server) -> None:
     )
     s = await run_async(spec)
     assert s.requests == s.successes == server.seen["/ok"] == 150  # 50 on the ramp, 100 held
-    assert s.target_rps == pytest.approx(150) and s.duration_s < 1.2
+    assert s.target_rps == pytest.approx(150)
 
 
 def test_staged_runs_in_two_processes_keep_the_count() -> None:
