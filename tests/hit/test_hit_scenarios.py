@@ -311,3 +311,25 @@ def test_a_saved_scenario_run_keeps_its_scenarios_and_steps(tmp_path: Path) -> N
     doc = saved.loads(path.read_bytes(), "run").json()
     assert doc["scenarios"]["checkout"]["completed"] == 6
     assert doc["steps"]["login"]["requests"] == 6 and doc["steps"]["browse"]["requests"] == 2
+
+
+async def test_iterations_that_never_wait_do_not_starve_the_loop(
+    shop: Shop, tmp_path: Path
+) -> None:
+    script = _script(
+        tmp_path,
+        """
+        from hitpool.hit import scenario
+
+        @scenario
+        async def hasty(s):
+            raise LookupError("no await before this")
+        """,
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)  # Ctrl-C, a moment in
+    spec = Spec(shop.url, script=script, duration=30.0, concurrency=2)
+    s = await asyncio.wait_for(run_async(spec, stop=stop), 5)
+    w = s.scenarios["hasty"]
+    assert s.interrupted and w["failed"] == w["started"] > 0
+    assert w["failures"]["LookupError"]["count"] == w["failed"]

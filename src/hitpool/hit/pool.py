@@ -143,9 +143,12 @@ class PoolConn(asyncio.Protocol):
         self.rx = 0
         self.start = start
         self.is_head = is_head
+        t = self.transport
+        if t is None:  # closed since it was taken: the request fails as any on a closed one
+            fut.set_exception(RequestFailed("closed", ""))
+            return fut
         self.pool.busy.add(self)
-        assert self.transport is not None
-        self.transport.write(data)
+        t.write(data)
         return fut
 
     def _complete(self, status: int, keep_alive: bool) -> None:

@@ -181,11 +181,17 @@ class Iterations:
     async def _user(self) -> None:
         """A virtual user of the closed model: iterations back to back."""
         limit = self.limit if self.limit is not None else _NEVER
+        n = 0
         while self.sending and self.taken < limit and self.clock() < self.deadline:
             scen = self.mix.pick(self.taken)
             self.taken += 1
             self.stats.scenario(scen.name).started += 1
             await self._iterate(scen, self.clock())
+            n += 1
+            if not n & 63:
+                # an iteration that never waits (one that raises at once, say) would
+                # otherwise keep the loop from everything else, the stop and -z included
+                await asyncio.sleep(0)
         self.sending = False
 
     async def _iterate(
