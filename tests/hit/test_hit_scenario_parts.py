@@ -114,7 +114,7 @@ def _summary_with_steps() -> Summary:
     stats.step("login").error("timeout", 0, 0)
     it = stats.scenario("checkout")
     it.started, it.completed = 4, 3
-    it.fail("KeyError", "Traceback ...")
+    it.fail("KeyError", lambda: "Traceback ...")
     return Summary(
         "u", "*", 4, 3, 1, {}, {}, 0, 2.0, None, 0, 1, 1, False, Histogram(),
         scenarios=stats.scenarios_wire(), steps=stats.steps_wire(),

@@ -43,6 +43,11 @@ _NEVER = 1 << 62
 _CANCELLED = "the run ended (-z plus -t, or a stop) while the iteration ran"
 
 
+def _example() -> str:
+    """The traceback of the exception being handled (formatted for the first of a kind only)."""
+    return traceback.format_exc()
+
+
 def _share(total: int, k: int, p: int) -> int:
     return total // p + (1 if k < total % p else 0)
 
@@ -149,7 +154,7 @@ class Iterations:
         self.tasks.discard(task)
         mark = self.waiting.pop(task, None)
         if mark is not None and mark[0] is not None:  # cancelled before it ran
-            self.stats.scenario(mark[0].name).fail("Cancelled", _CANCELLED)
+            self.stats.scenario(mark[0].name).fail("Cancelled", lambda: _CANCELLED)
         self._maybe_done()
 
     def _pace(self) -> None:
@@ -207,12 +212,12 @@ class Iterations:
         try:
             await scen.fn(Session(self, late))
         except asyncio.CancelledError:
-            stats.fail("Cancelled", _CANCELLED)
+            stats.fail("Cancelled", lambda: _CANCELLED)
             raise
         except RequestFailed as exc:
-            stats.fail(f"RequestFailed({exc.kind})", traceback.format_exc())
+            stats.fail(f"RequestFailed({exc.kind})", _example)
         except Exception as exc:
-            stats.fail(type(exc).__name__, traceback.format_exc())
+            stats.fail(type(exc).__name__, _example)
         else:
             stats.completed += 1
             stats.hist.record((self.clock() - due) // 1000)

@@ -8,7 +8,7 @@ that names steps by URL cannot blow memory or the report up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .stats import Histogram
@@ -33,11 +33,12 @@ class IterTally:
         self.hist = SparseHistogram()  # iteration times of completed ones (µs, from due)
         self.failures: dict[str, list[Any]] = {}  # exception type -> [count, example traceback]
 
-    def fail(self, kind: str, example: str) -> None:
+    def fail(self, kind: str, example: Callable[[], str]) -> None:
+        """One failed iteration; ``example()`` is asked for the first of each kind only."""
         self.failed += 1
         seen = self.failures.get(kind)
         if seen is None:
-            self.failures[kind] = [1, example]
+            self.failures[kind] = [1, example()]
         else:
             seen[0] += 1
 
