@@ -189,3 +189,14 @@ def test_json_input_cannot_name_a_script_or_targets(field: str) -> None:
 def test_json_input_takes_stages() -> None:
     spec = Spec.from_dict({"url": "http://127.0.0.1:9/", "stages": ["1s:0-10", "2s:10"]})
     assert spec.stages == (Stage(1, 0, 10), Stage(2, 10, 10)) and spec.duration == 3
+
+
+def test_head_fields_come_from_the_final_responses_head() -> None:
+    from hitpool.hit.pool import head_fields
+
+    raw = (
+        b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Two:  a:b \r\n\r\nbody\r\n\r\n"
+    )
+    assert head_fields(raw) == [(b"Content-Type", b"text/plain"), (b"X-Two", b"a:b")]
+    assert head_fields(b"HTTP/1.1 204 No\r\nA: 1\r\n\r\n") == [(b"A", b"1")]

@@ -34,9 +34,10 @@ class RequestFailed(Exception):
         self.url = url
 
 
-# A complete response as read off the wire: status, headers, body, the bytes read for it
-# (head and body), and the ns of its last byte. A tuple: one is made per request.
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes, int, int]
+# A complete response as read off the wire: status, its first bytes (its head is parsed
+# from them only if the scenario reads the headers: no callback per header), body, the
+# bytes read for it (head and body), and the ns of its last byte. A tuple: one a request.
+Answer = tuple[int, bytes, bytes, int, int]
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -50,7 +51,6 @@ class PoolConn(asyncio.Protocol):
         "dead",
         "fut",
         "head",
-        "headers",
         "is_head",
         "origin",
         "parser",
@@ -66,7 +66,6 @@ class PoolConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: Any = httptools.HttpResponseParser(self)
         self.fut: asyncio.Future[Answer] | None = None  # the request in flight
-        self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.rx = 0
         self.head = b""
@@ -96,9 +95,6 @@ class PoolConn(asyncio.Protocol):
         except httptools.HttpParserError:
             self.fail("bad_response")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
@@ -115,8 +111,7 @@ class PoolConn(asyncio.Protocol):
         if self.is_head:
             return
         status = self.parser.get_status_code()
-        if status < 200:  # an interim response: its head is not the answer's
-            self.headers = []
+        if status < 200:  # an interim response: heads() skips it
             return
         self._complete(status, self.parser.should_keep_alive())
 
@@ -138,7 +133,6 @@ class PoolConn(asyncio.Protocol):
     def send(self, data: bytes, is_head: bool, start: int) -> asyncio.Future[Answer]:
         fut: asyncio.Future[Answer] = self.pool.loop.create_future()
         self.fut = fut
-        self.headers = []
         self.body = []
         self.rx = 0
         self.start = start
@@ -159,7 +153,7 @@ class PoolConn(asyncio.Protocol):
         self.fut = None
         self.pool.busy.discard(self)
         body = self.body
-        answer = (status, self.headers, body[0] if len(body) == 1 else b"".join(body), self.rx,
+        answer = (status, self.head, body[0] if len(body) == 1 else b"".join(body), self.rx,
                   self.pool.clock())  # fmt: skip
         if keep_alive and status != 101:
             self.pool.release(self)
@@ -296,3 +290,21 @@ class Pool:
         for conn in list(self.every):
             conn.fail(kind)
         self.idle.clear()
+
+
+def head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of the final response whose bytes start ``head`` (interim 1xx
+    responses before it skipped), as (name, value) pairs in order."""
+    start = 0
+    while True:
+        end = head.find(b"\r\n\r\n", start)
+        block = head[start:] if end < 0 else head[start:end]
+        if block[9:10] != b"1" or end < 0:  # "HTTP/1.1 1xx": an interim response
+            break
+        start = end + 4
+    out: list[tuple[bytes, bytes]] = []
+    for line in block.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out.append((name.strip(), value.strip()))
+    return out

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .._errors import HitpoolError
-from .pool import RequestFailed
+from .pool import RequestFailed, head_fields
 from .spec import Target, parse_url
 
 if TYPE_CHECKING:
@@ -72,11 +72,10 @@ class Response:
     __slots__ = ("_headers", "_ok", "_raw", "_step", "content", "name", "status")
 
     def __init__(
-        self, status: int, raw: list[tuple[bytes, bytes]], content: bytes, name: str, step: Tally,
-        ok: bool,
-    ) -> None:  # fmt: skip
+        self, status: int, raw: bytes, content: bytes, name: str, step: Tally, ok: bool
+    ) -> None:
         self.status = status
-        self._raw = raw
+        self._raw = raw  # the response's first bytes: its head is parsed when first read
         self._headers: Headers | None = None  # built when first read
         self.content = content
         self.name = name
@@ -86,7 +85,7 @@ class Response:
     @property
     def headers(self) -> Headers:
         if self._headers is None:
-            self._headers = Headers(self._raw)
+            self._headers = Headers(head_fields(self._raw))
         return self._headers
 
     @property
