@@ -78,7 +78,7 @@ class Iterations:
         self.base: Target = spec.target
         self.prefix = spec.target.path.partition("?")[0].rstrip("/")
         self.headers = spec.headers
-        self._targets: dict[str, tuple[Target, str]] = {}
+        self.targets: dict[str, tuple[Target, str]] = {}  # resolved paths, see session.resolve
         k, p = part
         self.open_model = spec.rps is not None or bool(spec.stages)
         cap = spec.max_inflight if spec.max_inflight is not None else DEFAULT_MAX_INFLIGHT
@@ -105,7 +105,7 @@ class Iterations:
     # -- what sessions use ---------------------------------------------------------------
 
     def target_of(self, path: str) -> tuple[Target, str]:
-        return resolve(self.base, self.prefix, path, self._targets)
+        return resolve(self.base, self.prefix, path, self.targets)
 
     # -- the run -------------------------------------------------------------------------
 

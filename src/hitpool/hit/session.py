@@ -122,6 +122,7 @@ class Response:
 
 
 _METHODS_WITH_BODY = ("POST", "PUT", "PATCH")
+_encode = _json.JSONEncoder(separators=(",", ":")).encode  # json.dumps makes one per call
 _DEFAULTS = "User-Agent: hit/0.1\r\nAccept: */*\r\n"
 
 
@@ -147,13 +148,14 @@ class Session:
     ) -> Response:
         run = self._run
         method = method.upper()
-        target, url = run.target_of(path)
+        found = run.targets.get(path)
+        target, url = found if found is not None else run.target_of(path)
         step_name = name if name is not None else target.path.partition("?")[0]
-        step = run.stats.step(step_name)
+        step = run.stats.steps.get(step_name) or run.stats.step(step_name)
         body = b""
         ctype: str | None = None
         if json is not None:
-            body = _json.dumps(json, separators=(",", ":")).encode()
+            body = _encode(json).encode()
             ctype = "application/json"
         elif data is None:
             pass

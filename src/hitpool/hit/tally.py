@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .stats import FORMAT, Histogram, index_of, lowest_of
+from .stats import FORMAT, SUB_BUCKET_COUNT, Histogram, index_of, lowest_of
 
 # Every error kind, each a request that got no usable response (client.py documents them).
 ERROR_KINDS = (
@@ -48,10 +48,12 @@ class SparseHistogram:
         self.max = 0
 
     def record(self, value: int) -> None:
-        if value < 0:
-            value = 0
-        i = index_of(value)
-        self.counts[i] = self.counts.get(i, 0) + 1
+        if value < SUB_BUCKET_COUNT:
+            i = value = value if value > 0 else 0
+        else:
+            i = index_of(value)
+        counts = self.counts
+        counts[i] = counts.get(i, 0) + 1
         if self.total == 0 or value < self.min:
             self.min = value
         if value > self.max:
