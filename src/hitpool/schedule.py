@@ -141,21 +141,10 @@ class StagedSchedule:
         return count
 
 
-@dataclass(frozen=True, slots=True)
-class Strided:
-    """Items ``k, k + P, k + 2P, ...`` of ``whole``: process ``k`` of ``P``'s share, so the
-    processes together keep the one schedule."""
-
-    whole: StagedSchedule
-    k: int = 0
-    p: int = 1
-
-    def due(self, j: int) -> float:
-        return self.whole.due(self.k + j * self.p)
-
-    def due_by(self, now: float) -> int:
-        n = self.whole.due_by(now)
-        return max(0, -(-(n - self.k) // self.p))
+def scaled(stages: tuple[Stage, ...], share: float) -> tuple[Stage, ...]:
+    """The stages at ``share`` of their rates: one process's part of a --stage shape when
+    the processes split the rate in proportion to their connections."""
+    return tuple(Stage(st.seconds, st.start * share, st.end * share) for st in stages)
 
 
 def parse_stage(text: str) -> Stage:

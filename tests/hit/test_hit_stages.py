@@ -11,7 +11,7 @@ from hitpool._errors import SpecError
 from hitpool.hit import Spec, run_async
 from hitpool.hit.cli import main
 from hitpool.hit.engine import Engine
-from hitpool.schedule import OpenSchedule, Stage, StagedSchedule, Strided, parse_stage
+from hitpool.schedule import OpenSchedule, Stage, StagedSchedule, parse_stage, scaled
 
 from .servers import Server, serve_in_thread
 from .test_hit_pacing import MS, FakeClock, FakeConn
@@ -59,10 +59,13 @@ def test_a_zero_stage_holds_nothing_and_delays_what_follows() -> None:
     assert s.due_by(4.99) == 0
 
 
-def test_processes_share_the_staged_schedule() -> None:
-    parts = [Strided(RAMP, k, 3) for k in range(3)]
-    merged = sorted(p.due(j) for p in parts for j in range(p.due_by(29.999)))
-    assert merged == [RAMP.due(i) for i in range(RAMP.due_by(29.999))]
+def test_processes_share_the_staged_schedule_by_their_share_of_the_rate() -> None:
+    # -c 3 -p 2: the processes carry 2/3 and 1/3 of the rate, and of every stage
+    parts = [StagedSchedule(scaled(RAMP.stages, share)) for share in (2 / 3, 1 / 3)]
+    # ∫ = 1333.3 and 666.7: items 0..1333 and 0..666 (each process's first is due at 0)
+    assert [p.total for p in parts] == [1334, 667]
+    assert parts[0].due(1) == pytest.approx(RAMP.due(1) * math.sqrt(3 / 2))
+    assert StagedSchedule(scaled(RAMP.stages, 1.0)) == RAMP
 
 
 @pytest.mark.parametrize(

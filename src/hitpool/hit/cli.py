@@ -72,6 +72,10 @@ FIXES = {
     "-o": "give a FILE.json or FILE.csv in a directory you can write, e.g. -o timeline.csv",
     "--html": "give a FILE.html in a directory you can write, e.g. --html report.html",
     "--save": "give a FILE.hit in a directory you can write, e.g. --save run.hit",
+    "--stage": "write DURATION:RATE or DURATION:FROM-TO, e.g. --stage 30s:0-200 --stage 2m:200",
+    "-f": "give a Python script with @scenario functions, e.g. -f shop.py (docs/hit.md)",
+    "--max-inflight": "give a whole number from 1 with -f, e.g. --max-inflight 1000",
+    "--targets": "give a file of 'METHOD URL [@body-file]' lines, e.g. --targets urls.txt",
 }
 _ALIASES = {"-rps": "--rps", "--insecure": "-k"}
 
@@ -335,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Flags that take a value: a value that starts with "-" (-z -1s) is still their value, not
 # a flag argparse cannot find, unless it is a flag hit knows (then the value is missing).
-_VALUED = frozenset({"-n", "-c", "--rps", "-rps", "-z", "-m", "-H", "-d", "-T", "-t", "-p"})
+_VALUED = frozenset({"-n", "-c", "--rps", "-rps", "-z", "-m", "-H", "-d", "-T", "-t", "-p",
+                     "--stage", "-f", "--max-inflight", "--targets"})  # fmt: skip
 _VALUED |= {"--ok", "-o", "--assert"}
 
 

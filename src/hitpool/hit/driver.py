@@ -67,9 +67,7 @@ async def drive(
             spec, lanes=lanes, requests=requests, rate=rate, offset=offset, go=go, stop=stop,
             part=part, timeline=timeline, on_tick=on_tick,
         )  # fmt: skip
-    engine = Engine(
-        spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink, part=part
-    )
+    engine = Engine(spec, lanes=lanes, requests=requests, rate=rate, offset=offset, sink=sink)
     if on_engine is not None:
         on_engine(engine)
     loop = asyncio.get_running_loop()

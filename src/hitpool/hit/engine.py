@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..schedule import OpenSchedule, StagedSchedule, Strided
+from ..schedule import OpenSchedule, StagedSchedule, scaled
 from .client import (
     LATE_NS,
     CannotStart,
@@ -77,7 +77,6 @@ class Engine:
         family: int = 0,
         sink: Callable[[Result], None] | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
-        part: tuple[int, int] = (0, 1),
     ) -> None:
         self.spec = spec
         self.loop = asyncio.get_running_loop()
@@ -93,10 +92,15 @@ class Engine:
         self.limit = requests  # None: until the deadline
         self.rate = rate
         self.offset = offset
-        self.part = part  # (k, P): this is process k of P
+        # --stage: this process's part of the shape, at its share of the rate (``rate``,
+        # given by the processes' split, over the stages' mean rate)
+        self.staged: StagedSchedule | None = None
         if spec.stages:
-            self.rate = StagedSchedule(spec.stages).mean_rate / part[1]
-        self.schedule: OpenSchedule | Strided | None = None
+            whole = StagedSchedule(spec.stages)
+            share = rate / whole.mean_rate if rate is not None and whole.mean_rate else 1.0
+            self.staged = StagedSchedule(scaled(spec.stages, share))
+            self.rate = self.staged.mean_rate
+        self.schedule: OpenSchedule | StagedSchedule | None = None
         self.timeout_ns = int(spec.timeout * 1e9)
         self.tally = Tally(
             [spec.is_ok(s) for s in range(1000)],
@@ -298,9 +302,8 @@ class Engine:
         self.last = base
         if duration is not None:
             self.deadline = base + int(duration * 1e9)
-        if self.spec.stages:
-            k, p = self.part
-            self.schedule = Strided(StagedSchedule(self.spec.stages), k, p)
+        if self.staged is not None:
+            self.schedule = self.staged
         elif self.rate is not None:
             self.schedule = OpenSchedule(self.rate, self.offset)
         if self.schedule is not None and duration is not None:

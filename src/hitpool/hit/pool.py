@@ -19,14 +19,16 @@ from typing import Any
 
 import httptools
 
+from .._errors import HitpoolError
 from .client import _HEAD_KEEP, _close_delimited, connect_error_kind, io_error_kind, ssl_context
 from .spec import Target
 
 __all__ = ["Answer", "Pool", "RequestFailed"]
 
 
-class RequestFailed(Exception):
-    """A request got no usable response; ``kind`` is one of hit's error kinds."""
+class RequestFailed(HitpoolError):
+    """A scenario's request got no usable response; ``kind`` is one of hit's error kinds.
+    Raised into the scenario (it fails its iteration), never out of a run."""
 
     def __init__(self, kind: str, url: str) -> None:
         super().__init__(f"{kind}: {url}")

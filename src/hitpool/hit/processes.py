@@ -201,7 +201,7 @@ async def run_processes(
     procs = [
         ctx.Process(
             target=_child,
-            args=(spec, *shares[k], (k, p), pairs[k][1], timeline, on_tick is not None),
+            args=(spec, *shares[k], pairs[k][1], timeline, on_tick is not None, (k, p)),
             name=f"hit-{k + 1}",
             daemon=True,
         )
@@ -321,10 +321,10 @@ def _child(
     requests: int | None,
     rate: float | None,
     offset: float,
-    part: tuple[int, int],
     sock: socket.socket,
     timeline: bool,
     ticks: bool,
+    part: tuple[int, int] = (0, 1),  # (k, P): this is process k of P
 ) -> None:
     """A worker process: connect, report ready, wait for go, run, send the wire summary."""
     # Born with SIGINT and SIGTERM blocked (`_start_shielded`). SIGINT: the parent decides
@@ -335,9 +335,7 @@ def _child(
     # the group before then waits, and this child still reports its (empty) result.
     gc.freeze()  # as the CLI does: the cyclic GC need not re-scan the imported modules
     try:
-        uvloop.run(
-            _child_async(spec, lanes, requests, rate, offset, part, sock, timeline, ticks)
-        )
+        uvloop.run(_child_async(spec, lanes, requests, rate, offset, sock, timeline, ticks, part))
     except (BrokenPipeError, ConnectionResetError, EOFError):
         # The parent closed its end (it was cancelled or is gone) before this child could
         # report: there is nobody to tell, so end quietly rather than print a traceback.
@@ -352,10 +350,10 @@ async def _child_async(
     requests: int | None,
     rate: float | None,
     offset: float,
-    part: tuple[int, int],
     sock: socket.socket,
     timeline: bool,
     ticks: bool,
+    part: tuple[int, int],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,15 +25,16 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..schedule import OpenSchedule, StagedSchedule, Strided
+from ..schedule import OpenSchedule, StagedSchedule, scaled
 from .stats import Timeline
 from . import feeder
 from .client import LATE_NS, CannotStart
 from .pool import Pool, RequestFailed
+from .progress import Tick
 from .scenario import Mix, Scenario, load_script
 from .session import Session, resolve
 from .spec import Spec, Target
-from .summary import Progress, Summary
+from .summary import Summary
 from .targets import targets_scenario
 
 __all__ = ["DEFAULT_MAX_INFLIGHT", "Iterations", "drive_scenarios"]
@@ -61,6 +62,8 @@ class Iterations:
         scenarios: tuple[Scenario, ...],
         *,
         part: tuple[int, int] = (0, 1),
+        rate: float | None = None,
+        offset: float = 0.0,
         vus: int,
         iterations: int | None,
         clock: Callable[[], int] = time.perf_counter_ns,
@@ -70,7 +73,11 @@ class Iterations:
         self.spec = spec
         self.loop = asyncio.get_running_loop()
         self.clock = clock
-        self.part = part
+        self.part = part  # (k, P): feeders and the in-flight cap are split by it
+        # this process's iterations per second and its first one's due time: its share of
+        # --rps (or of the --stage shape) as the processes' split gave it
+        self.rate = rate if rate is not None else spec.target_rps
+        self.offset = offset
         self.mix = Mix(scenarios)
         self.timeout_ns = int(spec.timeout * 1e9)
         self.stats = Stats([spec.is_ok(s) for s in range(1000)], self.timeout_ns)
@@ -95,7 +102,7 @@ class Iterations:
         self.t0 = 0
         self.deadline = _NEVER
         self.last = 0
-        self.schedule: OpenSchedule | Strided | None = None
+        self.schedule: OpenSchedule | StagedSchedule | None = None
         self.pacer: asyncio.TimerHandle | None = None
         self.ender: asyncio.TimerHandle | None = None
         self.sending = False
@@ -127,14 +134,15 @@ class Iterations:
             self.ender = self.loop.call_later(
                 max(0, self.deadline + self.timeout_ns - self.clock()) / 1e9, self.stop_late
             )
-        k, p = self.part
         if self.open_model:
             spec = self.spec
+            assert self.rate is not None
             if spec.stages:
-                self.schedule = Strided(StagedSchedule(spec.stages), k, p)
+                whole = StagedSchedule(spec.stages)
+                share = self.rate / whole.mean_rate if whole.mean_rate else 1.0
+                self.schedule = StagedSchedule(scaled(spec.stages, share))
             else:
-                assert spec.rps is not None
-                self.schedule = OpenSchedule(spec.rps / p, k / spec.rps)
+                self.schedule = OpenSchedule(self.rate, self.offset)
             if duration is not None:
                 due = self.schedule.due_by(duration - 1e-9)
                 self.limit = due if self.limit is None else min(self.limit, due)
@@ -274,10 +282,8 @@ class Iterations:
     def summary(self, end: int, timeline: Timeline | None) -> Summary:
         total = self.stats.total()
         spec = self.spec
-        p = self.part[1]
-        rate = spec.target_rps / p if spec.target_rps is not None else None
         return Summary(
-            url=spec.url,
+            url=spec.target.shown,  # the password, if the URL holds one, is not reported
             method="*",
             requests=total.finished,
             successes=total.successes,
@@ -286,7 +292,7 @@ class Iterations:
             status_codes=total.status_codes(),
             bytes=total.bytes,
             duration_s=max(0, end - self.t0) / 1e9,
-            target_rps=rate,
+            target_rps=self.rate if self.open_model else None,
             late=self.late,
             concurrency=self.max_inflight if self.open_model else self.vus,
             processes=1,
@@ -305,61 +311,83 @@ async def drive_scenarios(
     *,
     lanes: int,
     requests: int | None,
+    rate: float | None,
+    offset: float,
     go: Callable[[], Awaitable[int]],
     stop: asyncio.Event | None,
     part: tuple[int, int],
     timeline: bool,
-    progress: Callable[[Progress], None] | None,
+    on_tick: Callable[[Tick], None] | None,
 ) -> Summary:
-    """`driver.drive` for a scenario script: load it in this process, connect once, wait
-    for ``go``, run to the end or to ``stop``."""
+    """`driver.drive` for a scenario script (or --targets): load it in this process,
+    connect once, wait for ``go``, run to the end or to ``stop``."""
     if spec.script is not None:
         feeder.set_part(*part)
         scenarios = load_script(spec.script)
     else:
         scenarios = (targets_scenario(spec.targets, spec.targets_order, part),)
-    it = Iterations(spec, scenarios, part=part, vus=lanes, iterations=requests)
+    it = Iterations(
+        spec, scenarios, part=part, rate=rate, offset=offset, vus=lanes, iterations=requests
+    )
     loop = asyncio.get_running_loop()
-    tl = Timeline() if timeline else None
+    # one snapshot of the totals a second feeds both the -o timeline and the ticks
+    tl = Timeline() if timeline or on_tick is not None else None
     ticker: asyncio.TimerHandle | None = None
     stopper: asyncio.Task[None] | None = None
     try:
         await it.preflight()
         base = await go()
+        if stop is not None and stop.is_set():  # stopped while the other processes started
+            it.t0 = it.last = base
+            it.stop()
+            return it.summary(base, tl if timeline else None)
         it.begin(base, spec.duration)
         if stop is not None:
             stopper = loop.create_task(_stop_when(stop, it))
+        prev = base
 
         def tick(second: int) -> None:
-            nonlocal ticker
+            nonlocal ticker, prev
+            assert tl is not None
             now = it.clock()
             total = it.stats.total()  # once a second: the steps added up
-            if tl is not None:
-                tl.tick(second, total.histogram(), total.finished, total.errors_total)
-            if progress is not None:
-                elapsed = (now - base) / 1e9
-                progress(
-                    Progress(
-                        elapsed,
-                        total.finished,
-                        total.errors_total,
-                        total.finished / elapsed if elapsed > 0 else 0.0,
-                        total.histogram().percentile(99) / 1e6,
+            in_flight = len(it.pool.busy)
+            row = tl.tick(
+                second, total.histogram(), total.finished, total.errors_total,
+                total.finished + in_flight,
+            )  # fmt: skip
+            if not timeline:
+                tl.rows.clear()
+            if on_tick is not None:
+                on_tick(
+                    Tick(
+                        second=second,
+                        elapsed_s=(now - base) / 1e9,
+                        requests=total.finished,
+                        errors=total.errors_total,
+                        in_flight=in_flight,
+                        rate=row.requests * 1e9 / max(1, now - prev),
+                        row=row,
                     )
                 )
+            prev = now
             due = base + (second + 2) * 1_000_000_000
             ticker = loop.call_later(max(0, due - it.clock()) / 1e9, tick, second + 1)
 
-        if tl is not None or progress is not None:
+        if tl is not None:
             ticker = loop.call_later(max(0, base + 1_000_000_000 - it.clock()) / 1e9, tick, 0)
         await asyncio.shield(it.done)
         end = it.last if not it.stopped else it.clock()
-        if tl is not None:
+        if timeline:
+            assert tl is not None
             last = max(0, (end - base - 1) // 1_000_000_000)
             if not tl.rows or tl.rows[-1].second < last:
                 total = it.stats.total()
-                tl.tick(int(last), total.histogram(), total.finished, total.errors_total)
-        return it.summary(end, tl)
+                tl.tick(
+                    int(last), total.histogram(), total.finished, total.errors_total,
+                    total.finished,
+                )  # fmt: skip
+        return it.summary(end, tl if timeline else None)
     finally:
         if ticker is not None:
             ticker.cancel()
