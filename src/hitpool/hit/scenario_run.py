@@ -2,7 +2,8 @@
 loop, each a coroutine calling a scenario with its own `Session`.
 
 Open model (``--rps R`` or ``--stage``): iteration ``i`` of the one global schedule is
-due at its time whatever the server does; process k of P starts ``i = k, k+P, ...``.
+due at its time whatever the server does; each process runs its share of the rate (as
+-p splits it), from its own offset, so together they keep the total.
 At its due time an iteration starts as a task, unless ``--max-inflight`` iterations are
 running: then it is counted as dropped and never runs (k6's dropped_iterations, never
 hidden). Which scenario it runs is fixed by its index in this process (`scenario.Mix`):
