@@ -145,23 +145,3 @@ def scaled(stages: tuple[Stage, ...], share: float) -> tuple[Stage, ...]:
     """The stages at ``share`` of their rates: one process's part of a --stage shape when
     the processes split the rate in proportion to their connections."""
     return tuple(Stage(st.seconds, st.start * share, st.end * share) for st in stages)
-
-
-def parse_stage(text: str) -> Stage:
-    """``'30s:0-200'`` (a ramp from 0 to 200 per second) or ``'2m:200'`` (200 per second
-    held), k6's stages written on one line."""
-    from .durations import parse_seconds
-
-    when, sep, rates = text.partition(":")
-    if not sep:
-        raise SpecError("stages", f"{text!r} is not a stage; write DURATION:RATE or D:FROM-TO")
-    seconds = parse_seconds(when.strip(), "stages")
-    lo, dash, hi = rates.strip().partition("-")
-    try:
-        start = float(lo)
-        end = float(hi) if dash else start
-    except ValueError:
-        raise SpecError(
-            "stages", f"{text!r}: {rates!r} is not a rate; write e.g. 30s:100 or 30s:0-200"
-        )
-    return Stage(seconds, start, end)

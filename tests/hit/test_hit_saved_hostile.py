@@ -15,6 +15,7 @@ import pytest
 
 from hitpool.hit import saved, saved_check
 from hitpool.hit.cli import main
+from hitpool.hit.scenario_stats import Stats
 
 from .test_hit_saved import _latencies, _summary
 
@@ -47,6 +48,10 @@ CHANGES = [
     (_set("result.steps", {"login": 5}), "result.steps.login"),
     (_set("result.steps", {"login": {"latency_s": [1]}}), "result.steps.login.latency_s"),
     (_set("result.steps", {"login": {"requests": "9"}}), "result.steps.login.requests"),
+    (
+        _set("result.steps", {"login": {"requests": 1, "successes": 1, "errors": 0, "bytes": 0}}),
+        "result.steps.login.histogram",
+    ),
     (_set("result.scenarios", [1]), "result.scenarios"),
     (_set("result.scenarios", {"s": {"latency_s": 3}}), "result.scenarios.s.latency_s"),
     (_set("sources", [{"command": 5}]), "sources[0].command"),
@@ -99,7 +104,9 @@ def test_a_wrong_type_anywhere_is_named_and_exits_2(
 def test_the_good_document_itself_is_read(tmp_path: Path) -> None:
     f = tmp_path / "ok.hit"
     doc = _good()
-    doc["result"]["steps"] = {"login": {"requests": 3, "latency_s": {"p50": 0.1}}}
+    steps = Stats([True] * 1000, 10**9)
+    steps.step("login").response(200, 5_000_000, 10)
+    doc["result"]["steps"] = steps.steps_wire()  # a scenario run's steps, as hit saves them
     f.write_bytes(gzip.compress(json.dumps(doc).encode()))
     assert main(["report", str(f), "--html", str(tmp_path / "ok.html")]) == 0
 

@@ -17,9 +17,9 @@ from hitpool.hit.scenario_report import parse_selected
 from hitpool.hit.scenario_run import Iterations
 from hitpool.hit.scenario_stats import MAX_STEPS, OTHER, Stats, merge_steps
 from hitpool.hit.session import Headers
+from hitpool.hit.stats import Histogram
 from hitpool.hit.summary import Summary
 from hitpool.schedule import Stage
-from hitpool.hit.stats import Histogram
 
 from .test_hit_pacing import MS, FakeClock
 

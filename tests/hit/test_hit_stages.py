@@ -11,7 +11,8 @@ from hitpool._errors import SpecError
 from hitpool.hit import Spec, run_async
 from hitpool.hit.cli import main
 from hitpool.hit.engine import Engine
-from hitpool.schedule import OpenSchedule, Stage, StagedSchedule, parse_stage, scaled
+from hitpool.hit.spec import parse_stage
+from hitpool.schedule import OpenSchedule, Stage, StagedSchedule, scaled
 
 from .servers import Server, serve_in_thread
 from .test_hit_pacing import MS, FakeClock, FakeConn

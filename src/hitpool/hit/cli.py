@@ -25,7 +25,6 @@ from typing import IO, TYPE_CHECKING, NoReturn
 import uvloop
 
 from ..durations import parse_seconds
-from ..schedule import parse_stage
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
 from ._fds import ensure_room
@@ -41,6 +40,7 @@ from .spec import (
     parse_header,
     parse_ok,
     parse_processes,
+    parse_stage,
 )
 from .summary import Summary
 

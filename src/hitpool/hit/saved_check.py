@@ -162,6 +162,26 @@ def _table(v: Any, where: str, numbers: tuple[str, ...], codes: bool) -> None:
             _map_of(r["latency_s"], f"{at}.latency_s", _number, "a finite number")
         if codes and "status_codes" in r:
             _map_of(r["status_codes"], f"{at}.status_codes", _count, "a whole number >= 0")
+        # what Summary.merge reads of a row (scenario_stats' wire form), each present
+        for key in (*_WIRE_COUNTS[codes], "histogram"):
+            _need(key in r, f"{at}.{key}", "present")
+        _fields(r, at, dict.fromkeys(_WIRE_COUNTS[codes], _COUNT))
+        _histogram(r["histogram"], f"{at}.histogram")
+        if codes:
+            _need("status_codes" in r, f"{at}.status_codes", "present")
+            _map_of(r.get("errors_by_kind"), f"{at}.errors_by_kind", _count, "a whole number >= 0")
+        else:
+            for kind, f in _obj(r.get("failures"), f"{at}.failures").items():
+                fa = f"{at}.failures.{kind}"
+                _fields(_obj(f, fa), fa, {"count": _COUNT, "example": _STR})
+                _need("count" in f and "example" in f, fa, "a count and an example")
+
+
+# steps (True) and scenarios (False): the counts their wire rows hold
+_WIRE_COUNTS = {
+    True: ("requests", "successes", "errors", "bytes"),
+    False: ("started", "completed", "failed", "dropped"),
+}
 
 
 _RESULT: dict[str, tuple[Callable[[Any], bool], str]] = {

@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..schedule import OpenSchedule, StagedSchedule, scaled
-from .stats import Timeline
 from . import feeder
 from .client import LATE_NS, CannotStart
 from .pool import Pool, RequestFailed
@@ -35,6 +34,7 @@ from .progress import Tick
 from .scenario import Mix, Scenario, load_script
 from .session import Session, resolve
 from .spec import Spec, Target
+from .stats import Timeline
 from .summary import Summary
 from .targets import targets_scenario
 

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .._errors import SpecError
 from ..durations import parse_seconds
-from ..schedule import Stage, StagedSchedule, parse_stage
+from ..schedule import Stage, StagedSchedule
 
 if TYPE_CHECKING:
     from .targets import Line
@@ -412,3 +412,21 @@ def _positive_int(name: str, value: object, what: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(name, f"must be a positive integer ({what}), got {value!r}")
+
+
+def parse_stage(text: str) -> Stage:
+    """``'30s:0-200'`` (a ramp from 0 to 200 per second) or ``'2m:200'`` (200 per second
+    held), k6's stages written on one line."""
+    when, sep, rates = text.partition(":")
+    if not sep:
+        raise SpecError("stages", f"{text!r} is not a stage; write DURATION:RATE or D:FROM-TO")
+    seconds = parse_seconds(when.strip(), "stages")
+    lo, dash, hi = rates.strip().partition("-")
+    try:
+        start = float(lo)
+        end = float(hi) if dash else start
+    except ValueError:
+        raise SpecError(
+            "stages", f"{text!r}: {rates!r} is not a rate; write e.g. 30s:100 or 30s:0-200"
+        )
+    return Stage(seconds, start, end)
