@@ -12,10 +12,10 @@ import pytest
 
 from hitpool._errors import SpecError
 from hitpool.hit import Spec, feeder
-from hitpool.hit.scenario import Mix, Scenario, scenario
 from hitpool.hit.scenario_report import parse_selected
 from hitpool.hit.scenario_run import Iterations
 from hitpool.hit.scenario_stats import MAX_STEPS, OTHER, Stats, merge_steps
+from hitpool.hit.script import Mix, Scenario, scenario
 from hitpool.hit.session import Headers
 from hitpool.hit.stats import Histogram
 from hitpool.hit.summary import Summary
@@ -200,3 +200,20 @@ def test_head_fields_come_from_the_final_responses_head() -> None:
     )
     assert head_fields(raw) == [(b"Content-Type", b"text/plain"), (b"X-Two", b"a:b")]
     assert head_fields(b"HTTP/1.1 204 No\r\nA: 1\r\n\r\n") == [(b"A", b"1")]
+
+
+def test_the_scripting_names_are_lazy_and_stay_what_they_are() -> None:
+    import subprocess
+    import sys
+
+    import hitpool.hit
+    import hitpool.hit.scenario_run  # imports the script module under its own name
+
+    assert hitpool.hit.scenario is scenario and hitpool.hit.feeder is feeder
+    code = (
+        "import sys, hitpool.hit.cli; "
+        "print(sorted(m for m in ('hitpool.hit.session', 'hitpool.hit.pool', "
+        "'hitpool.hit.script', 'hitpool.hit.feeder') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # a single-URL run imports none of them

@@ -14,8 +14,8 @@ import pytest
 
 from hitpool.hit import Spec, run_async
 from hitpool.hit.cli import main
-from hitpool.hit.scenario import load_script
 from hitpool.hit.scenario_run import Iterations
+from hitpool.hit.script import load_script
 
 from .shop import Shop, shop_in_thread
 

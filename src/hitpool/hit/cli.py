@@ -425,7 +425,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Spec, argparse.Namespace]:
     except SpecError as e:
         raise _usage(FLAGS.get(e.field, e.field), e.message) from None
     if spec.script is not None:  # load it now: a broken script is a usage error, exit 2
-        from .scenario import load_script
+        from .script import load_script
 
         try:
             load_script(spec.script)

@@ -6,7 +6,7 @@ due at its time whatever the server does; each process runs its share of the rat
 -p splits it), from its own offset, so together they keep the total.
 At its due time an iteration starts as a task, unless ``--max-inflight`` iterations are
 running: then it is counted as dropped and never runs (k6's dropped_iterations, never
-hidden). Which scenario it runs is fixed by its index in this process (`scenario.Mix`):
+hidden). Which scenario it runs is fixed by its index in this process (`script.Mix`):
 each process runs the whole weighted cycle, so weights hold in every process and in all
 of them together, and every process's feeder rows get used. Closed model (``-c C``):
 C virtual users, each running iterations back to back.
@@ -31,7 +31,7 @@ from . import feeder
 from .client import LATE_NS, CannotStart
 from .pool import Pool, RequestFailed
 from .progress import Tick
-from .scenario import Mix, Scenario, load_script
+from .script import Mix, Scenario, load_script
 from .session import Session, resolve
 from .spec import Spec, Target
 from .stats import Timeline

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import SpecError
-from .scenario import Scenario
+from .script import Scenario
 from .spec import _TOKEN, parse_url
 
 __all__ = ["ORDERS", "Line", "parse_targets", "read_targets", "targets_scenario"]
