@@ -14,7 +14,8 @@ What it guarantees, and why:
   each connection keeps a queue of answers, written from the head as they become ready.
 - Limits: the request line plus headers at most ``max_header_bytes`` (16 KiB, h11's figure;
   nginx allows 8 KiB per line, Node 16 KiB in all) or 431 (RFC 6585 5), counted as the bytes
-  arrive, so a header line that never ends is refused at the limit however it is chunked;
+  arrive, so a header line that never ends is refused at the limit however it is chunked
+  (a chunked body's trailers are header lines too, counted the same way);
   the body at most ``max_body_bytes`` (1 MiB) or 413 (RFC 9110 15.5.14), decided from
   ``Content-Length`` before the body is read, and counted as a chunked body arrives.
 - Timeouts, checked once a second by one sweeper: an idle keep-alive connection is closed
