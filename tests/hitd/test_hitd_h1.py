@@ -155,6 +155,59 @@ def test_body_over_the_limit_is_413_by_length_or_as_chunks_arrive() -> None:
     assert [s for s, _, _ in answers(c)] == [413]
 
 
+NEXT = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+CHUNKED = b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n" + CHUNKED[27:] + b"\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"GET /a HTTP/1.1\nHost: t\n\n",
+        b"GET /a HTTP/1.1\r\nHost: t\nX: y\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: t\rX: y\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost : t\r\n\r\n",
+        CHUNKED + b"\r\nFFFFFFFFFFFFFFFFF1\r\n",
+        CHUNKED + b"\r\n3;a\nb\r\nabc\r\n0\r\n\r\n",
+        CHUNKED + b"\r\n3\r\nabcXX0\r\n\r\n",
+        CHUNKED + b"\r\n0\r\nContent-Length: 5\r\n\r\n",
+    ],
+)
+def test_smuggling_shapes_are_400_and_nothing_after_them_is_read(raw: bytes) -> None:
+    """Every framing two parsers could read differently is refused, and the connection ends:
+    the request after it is never handled."""
+    seen: list[str] = []
+
+    def handler(req: Request) -> Response:
+        seen.append(req.path)
+        return echo(req)
+
+    c = conn(handler)
+    c.receive(raw + NEXT)
+    [(status, headers, _)] = answers(c)
+    assert status == 400 and headers["connection"] == "close"
+    assert "/smuggled" not in seen and c.end in (LINGER, CLOSE)
+
+
+def test_transfer_encoding_in_http_1_0_is_400_and_closes() -> None:
+    """HTTP/1.0 has no chunked coding: a 1.0 front end frames such a message by its close,
+    so the keep-alive request after it was a smuggled one (RFC 9112 6.1: faulty framing)."""
+    c = conn()
+    c.receive(
+        b"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    [(status, headers, body)] = answers(c)
+    assert (status, json.loads(body)["field"]) == (400, "Transfer-Encoding")
+    assert headers["connection"] == "close" and c.end == LINGER
+
+
 def test_timeouts_are_decided_from_the_time_given() -> None:
     shared = Shared(
         echo, HttpLimits(first_byte_timeout=2, keep_alive_timeout=75, request_timeout=10)

@@ -382,6 +382,13 @@ class H1Connection:
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if "transfer-encoding" in self._headers and self._parser.get_http_version() == "1.0":
+            # HTTP/1.0 has no Transfer-Encoding: a 1.0 intermediary frames this message by
+            # its length or by the close, not by chunks, so serving what follows would read
+            # a different request than it sent (smuggling). Faulty framing, RFC 9112 6.1
+            # and 6.3: a 400, then close.
+            msg = "HTTP/1.0 has no Transfer-Encoding: send Content-Length, or use HTTP/1.1"
+            raise _AbortRequest(error_response(400, msg, "Transfer-Encoding"))
         length = self._headers.get("content-length")
         if length is not None:
             try:

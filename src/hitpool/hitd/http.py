@@ -40,6 +40,10 @@ What it guarantees, and why:
   follows may be in the other protocol. httptools stops parsing at the end of the head: the
   handler gets no body even if one was announced.
 
+- Framing two parsers could read differently is a 400 and the connection closes (RFC 9112
+  6.1, 6.3, 11.2): Content-Length with Transfer-Encoding, two lengths, obs-fold, bare LF or
+  CR, an unknown coding, a chunk size past 64 bits, and Transfer-Encoding in HTTP/1.0.
+
 Errors the protocol answers itself (400 malformed, 408, 413, 431, 503) carry the same JSON
 body as the application's: ``{"error": ..., "field": ..., "message": ...}``.
 """
