@@ -99,6 +99,43 @@ def test_a_head_is_431_at_the_limit_however_it_is_chunked(step: int) -> None:
     assert c.end == LINGER  # the answer is not destroyed by a reset: see LINGER
 
 
+@pytest.mark.parametrize("step", [1, 7, 1000, 64 * 1024])
+def test_a_trailer_line_that_never_ends_is_431_at_the_limit(step: int) -> None:
+    """httptools buffers an unfinished trailer line as it does a header line; only the head
+    was counted, so a trailer sent without CRLF was held without limit."""
+    c = conn(max_header_bytes=1024)
+    c.receive(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunks = b"3\r\nabc\r\n0\r\n"
+    data = chunks + b"X-Trailer: " + b"a" * 100_000
+    fed = 0
+    while fed < len(data) and not c.out:
+        c.receive(data[fed : fed + step])
+        fed += step
+    [(status, _, body)] = answers(c)
+    assert (status, json.loads(body)["field"]) == (431, "headers")
+    # Refused at the limit, plus the read in which the trailers began (not charged).
+    assert fed - len(chunks) <= 1024 + 2 * step
+    assert c.end == LINGER
+
+
+@pytest.mark.parametrize("split", [0, 1, 2])
+def test_chunked_bodies_and_their_trailers_are_not_charged_as_head_bytes(split: int) -> None:
+    """Chunk data is body (up to max_body_bytes), not head: a large chunk read together with
+    the last chunk's size line, or with trailers that arrive later, is served."""
+    c = conn(max_header_bytes=1024, max_body_bytes=100_000)
+    head = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n" % 50_000 + b"b" * 50_000 + b"\r\n"
+    parts = [head + b"10\r\n" + b"c" * 16 + b"\r\n", chunk + b"0\r\n", b"X-T: 1\r\n\r\n"]
+    if split == 1:  # the size line of a chunk ends a read, its data begins the next
+        parts = [head + chunk[:6], chunk[6:] + b"0\r\nX-T: 1\r\n", b"\r\n"]
+    elif split == 2:  # all in one read, twice
+        parts = [(head + chunk + b"0\r\nX-T: 1\r\n\r\n") * 2]
+    for part in parts:
+        c.receive(part)
+    assert [s for s, _, _ in answers(c)] == [200] * (2 if split == 2 else 1)
+    assert c.end == OPEN
+
+
 def test_heads_after_other_requests_in_one_read_are_not_overcharged() -> None:
     c = conn(max_header_bytes=600)
     one = b"POST / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 400 + b"\r\nContent-Length: 500\r\n\r\n"
@@ -116,6 +153,59 @@ def test_body_over_the_limit_is_413_by_length_or_as_chunks_arrive() -> None:
     assert answers(c) == []
     c.receive(b"6\r\nabcdef\r\n")
     assert [s for s, _, _ in answers(c)] == [413]
+
+
+NEXT = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+CHUNKED = b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n" + CHUNKED[27:] + b"\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"GET /a HTTP/1.1\nHost: t\n\n",
+        b"GET /a HTTP/1.1\r\nHost: t\nX: y\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: t\rX: y\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost : t\r\n\r\n",
+        CHUNKED + b"\r\nFFFFFFFFFFFFFFFFF1\r\n",
+        CHUNKED + b"\r\n3;a\nb\r\nabc\r\n0\r\n\r\n",
+        CHUNKED + b"\r\n3\r\nabcXX0\r\n\r\n",
+        CHUNKED + b"\r\n0\r\nContent-Length: 5\r\n\r\n",
+    ],
+)
+def test_smuggling_shapes_are_400_and_nothing_after_them_is_read(raw: bytes) -> None:
+    """Every framing two parsers could read differently is refused, and the connection ends:
+    the request after it is never handled."""
+    seen: list[str] = []
+
+    def handler(req: Request) -> Response:
+        seen.append(req.path)
+        return echo(req)
+
+    c = conn(handler)
+    c.receive(raw + NEXT)
+    [(status, headers, _)] = answers(c)
+    assert status == 400 and headers["connection"] == "close"
+    assert "/smuggled" not in seen and c.end in (LINGER, CLOSE)
+
+
+def test_transfer_encoding_in_http_1_0_is_400_and_closes() -> None:
+    """HTTP/1.0 has no chunked coding: a 1.0 front end frames such a message by its close,
+    so the keep-alive request after it was a smuggled one (RFC 9112 6.1: faulty framing)."""
+    c = conn()
+    c.receive(
+        b"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    [(status, headers, body)] = answers(c)
+    assert (status, json.loads(body)["field"]) == (400, "Transfer-Encoding")
+    assert headers["connection"] == "close" and c.end == LINGER
 
 
 def test_timeouts_are_decided_from_the_time_given() -> None:

@@ -44,6 +44,7 @@ def test_bad_args_name_the_field(args: dict[str, Any], field: str) -> None:
         ({"duration": "100000000h"}, "args.duration"),
         ({"duration": 601}, "args.duration"),
         ({"requests": 1000, "rps": 1}, "args.rps"),  # 1000 s at 1/s
+        ({"rps": 100_000, "duration": "10m"}, "args.rps"),  # 60 M requests in its duration
         ({"concurrency": 100_000}, "args.concurrency"),
         ({"concurrency": 600, "processes": 2}, "args.concurrency"),
     ],

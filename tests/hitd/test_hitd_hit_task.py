@@ -188,3 +188,22 @@ async def test_a_killed_child_fails_the_job_with_a_clear_error(server: _Server) 
         "killed by SIGKILL"
     )
     assert multiprocessing.active_children() == []
+
+
+async def test_a_hit_job_bounded_by_duration_alone_sends_at_most_max_requests(
+    server: _Server,
+) -> None:
+    """--hit-max-requests bounds every `hit` job: one with only a duration ran until its
+    duration ended, sending as many requests as the target answered."""
+    from hitpool.hitd.tasks import HitLimits
+
+    store = MemoryStore()
+    reg = Registry(include_global=False, hit_limits=HitLimits(max_requests=30))
+    id = await _enqueue(store, reg, {"url": server.url(), "duration": "3s", "concurrency": 2})
+    async with Runner(store, reg, workers=1) as runner:
+        runner.notify()
+        await runner.until_idle()
+    rec = await store.get(id)
+    assert rec is not None and rec.status == "succeeded", rec
+    assert (rec.result["requests"], rec.result["successes"]) == (30, 30)
+    assert multiprocessing.active_children() == []

@@ -471,6 +471,30 @@ async def test_a_header_line_that_never_ends_is_431_at_the_limit(serve, connect,
     assert await c.closed()
 
 
+async def test_a_trailer_line_that_never_ends_is_431_at_the_limit(serve, connect) -> None:
+    """A chunked body's trailer sent without CRLF was buffered without limit (only the head's
+    bytes were counted as they arrived)."""
+    server = await serve(max_header_bytes=16 * 1024)
+    c = await connect(server.port)
+    await c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await c.send(b"3\r\nabc\r\n0\r\nX-Trailer: ")
+    sent, chunk, reply = 0, 4096, None
+    while sent <= 16 * 1024 + 2 * chunk:
+        try:
+            await c.send(b"a" * chunk)
+        except ConnectionError:
+            break
+        sent += chunk
+        try:
+            (reply,) = await c.replies(1, timeout=0.05 if sent <= 16 * 1024 else 2.0)
+            break
+        except TimeoutError:
+            continue
+    assert reply is not None, f"no answer after {sent} bytes of one trailer"
+    assert (reply.status, reply.json()["field"]) == (431, "headers")
+    assert await c.closed()
+
+
 async def test_pipelined_requests_with_heads_under_the_limit_are_served(serve, connect) -> None:
     """Counting head bytes per read must not charge a head for the requests before it."""
     server = await serve(max_header_bytes=2048)

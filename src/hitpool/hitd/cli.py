@@ -24,7 +24,7 @@ from .._errors import SpecError
 from ..durations import parse_seconds
 from .retention import DEFAULT_RETENTION
 from .server import DEFAULT_STORE, ServerConfig, run
-from .tasks import HitLimits
+from .tasks import HitLimits, parse_target
 from .worker import WorkerConfig, check_shared, run_worker
 
 __all__ = ["build_parser", "build_worker_parser", "main", "parse_config", "parse_worker_config"]
@@ -176,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-target",
         action="append",
         default=[],
-        metavar="HOST",
-        help="a host the `hit` task may load-test (repeatable; loopback only by default)",
+        metavar="HOST[:PORT]",
+        help="a host, or one port of it, the `hit` task may load-test (repeatable; by default "
+        "only loopback ports, and only while hitd listens on loopback)",
     )
     p.add_argument(
         "--grace",
@@ -285,8 +286,14 @@ def parse_config(argv: Sequence[str] | None, env: Mapping[str, str]) -> ServerCo
     queue_size = args.queue_size or _env_int(env, "MAX_QUEUE", "--queue-size") or 100_000
     store = args.store or env.get("HITD_STORE") or DEFAULT_STORE
     token = args.token if args.token is not None else env.get("HITD_TOKEN") or None
-    if token is not None and not token.strip():
-        raise SpecError("--token", "an empty token: give a secret, or leave the flag out")
+    if token is not None and (not token or token != token.strip(" \t") or not token.isprintable()):
+        raise SpecError(
+            "--token",
+            "empty, or spaces at its ends or control characters, which "
+            "no client can send in a header: give a secret, or leave the flag out",
+        )
+    for target in args.allow_target:
+        parse_target(target)  # SpecError naming --allow-target when malformed
     retention_s = args.retention if args.retention is not None else _env_retention(env)
     if workers == 0:
         check_shared(store, "--workers 0 (intake only)")
@@ -345,8 +352,8 @@ def build_worker_parser() -> argparse.ArgumentParser:
         "--allow-target",
         action="append",
         default=[],
-        metavar="HOST",
-        help="a host the `hit` task may load-test (repeatable; loopback only by default)",
+        metavar="HOST[:PORT]",
+        help="a host, or one port of it, the `hit` task may load-test (repeatable)",
     )
     _add_hit_caps(p)
     p.add_argument(
@@ -383,6 +390,8 @@ def parse_worker_config(argv: Sequence[str], env: Mapping[str, str]) -> WorkerCo
             "--store", "hitd worker needs the store the intakes use: --store postgresql://..."
         )
     check_shared(store, "hitd worker")
+    for target in args.allow_target:
+        parse_target(target)  # SpecError naming --allow-target when malformed
     return WorkerConfig(
         store=store,
         workers=_first(args.workers, _env_int(env, "MAX_WORKERS", "--workers"), default=16),

@@ -246,8 +246,12 @@ class H1Connection:
         self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
-        # Invariant: _in_head while a request has begun and its headers are not complete;
-        # then _head_fed counts the bytes read for it so far (see _count_head).
+        # Invariant: _in_head while the parser may be buffering an unfinished line: from a
+        # request's start to the end of its headers, and from a chunk's size line to its
+        # first data byte (after the last chunk, the trailers, which are header lines too);
+        # then _head_fed counts the bytes read for it so far, or is -1 when it began in the
+        # read being parsed (see _count_head). It may stay set after a chunked request
+        # completes: the next count starts at a new request, which resets it.
         self._in_head = False
         self._head_fed = 0
         self._messages = 0  # requests parsed on this connection
@@ -307,8 +311,16 @@ class H1Connection:
         Exact for every read that carries only this head (it began in an earlier read, or
         at the start of this one); a head that began after the end of another request in
         the same read is counted from its next read on (its share of this one is unknown),
-        so what a head can hold before its 431 is the limit plus at most one read."""
-        self._head_fed = self._head_fed + len(data) if continued else len(data)
+        so what a head can hold before its 431 is the limit plus at most one read. The same
+        holds for a chunked body's trailers: httptools buffers an unfinished trailer line as
+        it does a header line (see on_chunk_header)."""
+        fed = self._head_fed
+        if fed < 0:
+            # Trailers may have begun in this read, after body bytes (which are not charged):
+            # counted from the next read on.
+            self._head_fed = 0
+            return
+        self._head_fed = fed + len(data) if continued else len(data)
         if self._head_fed > self._limits.max_header_bytes:
             self._fail(self._headers_too_large())
 
@@ -370,6 +382,13 @@ class H1Connection:
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if "transfer-encoding" in self._headers and self._parser.get_http_version() == "1.0":
+            # HTTP/1.0 has no Transfer-Encoding: a 1.0 intermediary frames this message by
+            # its length or by the close, not by chunks, so serving what follows would read
+            # a different request than it sent (smuggling). Faulty framing, RFC 9112 6.1
+            # and 6.3: a 400, then close.
+            msg = "HTTP/1.0 has no Transfer-Encoding: send Content-Length, or use HTTP/1.1"
+            raise _AbortRequest(error_response(400, msg, "Transfer-Encoding"))
         length = self._headers.get("content-length")
         if length is not None:
             try:
@@ -389,7 +408,14 @@ class H1Connection:
             # Never to HTTP/1.0, which has no 1xx answers (RFC 9110 10.1.1).
             self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def on_chunk_header(self) -> None:
+        # A chunk's size line ended: its data follows (on_body), or, after the last chunk,
+        # the trailers, whose unfinished lines httptools buffers. Counted as a head's bytes.
+        self._in_head = True
+        self._head_fed = -1
+
     def on_body(self, chunk: bytes) -> None:
+        self._in_head = False  # data of a chunk (see on_chunk_header)
         self._body_bytes += len(chunk)
         if self._body_bytes > self._limits.max_body_bytes:
             raise _AbortRequest(self._too_large())

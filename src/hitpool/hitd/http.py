@@ -14,7 +14,8 @@ What it guarantees, and why:
   each connection keeps a queue of answers, written from the head as they become ready.
 - Limits: the request line plus headers at most ``max_header_bytes`` (16 KiB, h11's figure;
   nginx allows 8 KiB per line, Node 16 KiB in all) or 431 (RFC 6585 5), counted as the bytes
-  arrive, so a header line that never ends is refused at the limit however it is chunked;
+  arrive, so a header line that never ends is refused at the limit however it is chunked
+  (a chunked body's trailers are header lines too, counted the same way);
   the body at most ``max_body_bytes`` (1 MiB) or 413 (RFC 9110 15.5.14), decided from
   ``Content-Length`` before the body is read, and counted as a chunked body arrives.
 - Timeouts, checked once a second by one sweeper: an idle keep-alive connection is closed
@@ -38,6 +39,10 @@ What it guarantees, and why:
   header ignored (RFC 9110 7.8), and the connection closes after the answers, since what
   follows may be in the other protocol. httptools stops parsing at the end of the head: the
   handler gets no body even if one was announced.
+
+- Framing two parsers could read differently is a 400 and the connection closes (RFC 9112
+  6.1, 6.3, 11.2): Content-Length with Transfer-Encoding, two lengths, obs-fold, bare LF or
+  CR, an unknown coding, a chunk size past 64 bits, and Transfer-Encoding in HTTP/1.0.
 
 Errors the protocol answers itself (400 malformed, 408, 413, 431, 503) carry the same JSON
 body as the application's: ``{"error": ..., "field": ..., "message": ...}``.

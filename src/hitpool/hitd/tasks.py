@@ -33,7 +33,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
@@ -224,8 +224,8 @@ class Registry:
         # Where this hitd listens, (host, port), once bound: the `hit` task may not target
         # it (a load test of the server from inside it; with batches, an amplifier).
         self.listeners: tuple[tuple[str, int], ...] = ()
-        # Hosts the `hit` task may target besides loopback (127.0.0.0/8, ::1, localhost).
-        self.allowed_targets = frozenset(h.strip().strip("[]").lower() for h in allowed_targets)
+        # What --allow-target lists: (host, port), port None for any port of the host.
+        self.allowed_targets = frozenset(parse_target(t) for t in allowed_targets)
         if builtins:
             for t in _BUILTINS:
                 self._tasks[t.name] = t
@@ -233,7 +233,9 @@ class Registry:
             # takes: a load test whose requests are slow cannot run past its cap either.
             hit_td = self._tasks["hit"]
             self._tasks["hit"] = dataclasses.replace(
-                hit_td, timeout=self.hit_limits.max_duration_s + HIT_DRAIN_S
+                hit_td,
+                fn=_requests_bounded(self.hit_limits.max_requests),
+                timeout=self.hit_limits.max_duration_s + HIT_DRAIN_S,
             )
 
     def add(self, td: TaskDef) -> None:
@@ -282,31 +284,73 @@ class Registry:
         self.get(name).bind(args, self)
 
     def is_own_listener(self, host: str, port: int) -> bool:
-        """Whether host:port reaches this hitd: its port, on its address, on loopback, or
-        on any address when it listens on all of them."""
+        """Whether host:port reaches this hitd: its port, on its address, on a local address
+        (loopback, or 0.0.0.0 and ::, which Linux connects to this host), or on any address
+        when it listens on all of them."""
         h = host.strip("[]").lower()
         for lhost, lport in self.listeners:
             if port != lport:
                 continue
             lh = lhost.strip("[]").lower()
-            if h == lh or lh in ("", "0.0.0.0", "::") or h == "localhost":
+            if h == lh or lh in ("", "0.0.0.0", "::") or is_local(h):
                 return True
-            try:
-                if ipaddress.ip_address(h).is_loopback:
-                    return True
-            except ValueError:
-                pass
         return False
 
-    def target_allowed(self, host: str) -> bool:
-        """Loopback always; other hosts only when listed (--allow-target)."""
+    def target_allowed(self, host: str, port: int) -> bool:
+        """Whether the `hit` task may load-test host:port.
+
+        Listed (--allow-target HOST or HOST:PORT) always. Unlisted local addresses only
+        while every listener of this hitd is on loopback: then whoever can submit a job can
+        reach those ports without hitd. A hitd that listens on another address would
+        otherwise tell a remote client which local ports are open (a test of a closed port
+        fails with connect_refused, of an open one it does not): there, list what may be
+        tested, with its port."""
         h = host.strip("[]").lower()
-        if h in self.allowed_targets or h == "localhost":
+        if (h, port) in self.allowed_targets or (h, None) in self.allowed_targets:
             return True
-        try:
-            return ipaddress.ip_address(h).is_loopback
-        except ValueError:
-            return False
+        return is_local(h) and all(
+            is_local(lh.strip("[]"), wildcard=False) for lh, _ in self.listeners
+        )
+
+
+def is_local(host: str, wildcard: bool = True) -> bool:
+    """A name or address that connects to this host: localhost, loopback (127.0.0.0/8, ::1,
+    and ::ffff:127.x.y.z), or (`wildcard`) the unspecified 0.0.0.0 and ::, which a listener
+    takes for every address but a client connects to this host."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or (wildcard and ip.is_unspecified)
+
+
+def parse_target(text: str) -> tuple[str, int | None]:
+    """--allow-target's HOST, HOST:PORT, [IPv6] or [IPv6]:PORT -> (host, port or None).
+
+    SpecError("--allow-target", ...) when the port is not a number from 1 to 65535."""
+    t = text.strip().lower()
+    port: str | None = None
+    if t.startswith("["):
+        host, _, rest = t[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise SpecError("--allow-target", f"{text!r}: give [IPv6] or [IPv6]:PORT")
+            port = rest[1:]
+    elif t.count(":") == 1:
+        host, _, port = t.partition(":")
+    else:
+        host = t  # a name, an IPv4 address or a bare IPv6 address
+    if not host:
+        raise SpecError("--allow-target", f"{text!r}: give a HOST or HOST:PORT")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SpecError("--allow-target", f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
@@ -467,6 +511,17 @@ def _check_hit(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
             f"{spec.requests} requests at {spec.rps:g}/s take longer than "
             f"{limits.max_duration_s:g} s (hitd --hit-max-duration): raise rps or add duration",
         )
+    if (
+        spec.requests is None
+        and spec.rps
+        and spec.duration
+        and (spec.rps * spec.duration > limits.max_requests)
+    ):
+        raise SpecError(
+            "args.rps",
+            f"{spec.rps:g}/s for {spec.duration:g} s is more than {limits.max_requests} "
+            "requests (hitd --hit-max-requests): lower rps or duration, or give requests",
+        )
     if spec.timeout > HIT_DRAIN_S:
         raise SpecError(
             "args.timeout",
@@ -496,11 +551,13 @@ def _check_hit(registry: Registry, args: dict[str, Any]) -> dict[str, Any]:
             f"{host}:{port} is this hitd's own listener: a load test of the server from "
             "inside it competes with its intake (start hitd with --hit-allow-self to allow)",
         )
-    if not registry.target_allowed(host):
+    if not registry.target_allowed(host, port):
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise SpecError(
             "args.url",
-            f"target host {host!r} is not allowed: hitd targets loopback only unless started "
-            f"with --allow-target {host}",
+            f"target {where} is not allowed: hitd targets only its own host's loopback "
+            f"ports, and those only while it listens on loopback, unless started with "
+            f"--allow-target {where}",
         )
     return args
 
@@ -518,6 +575,19 @@ async def hit(**spec: Any) -> dict[str, Any]:
     # The per-second timeline (requests, errors, p50, p99), and the HTML report's charts
     # (downsampled, hit/charts.py), which the dashboard draws as the report does.
     return {**summary.to_json(), "timeline": timeline_rows(summary), "charts": run_charts(summary)}
+
+
+def _requests_bounded(max_requests: int) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The `hit` task as a registry runs it: a test bounded by its duration alone (no
+    `requests`) sends at most `max_requests` (--hit-max-requests), ending at whichever
+    comes first, as hit does with -n and -z both given."""
+
+    async def bounded_hit(**spec: Any) -> dict[str, Any]:
+        if spec.get("requests") is None and spec.get("duration") is not None:
+            spec["requests"] = max_requests
+        return await hit(**spec)
+
+    return bounded_hit
 
 
 def _builtin(
