@@ -123,7 +123,10 @@ class ThreadDispatcher(Core):
         # a subclass may extend) can still take it through the pool's own methods.
         self._mutex = threading.RLock()
         self._work_cv = threading.Condition(self._mutex)  # idle workers wait here
-        self._room_cv = threading.Condition(self._mutex)  # callers wait here for room
+        # Callers wait for room among the ready jobs on one condition and among the delayed
+        # jobs on another: a notify for one lane never lands on a caller of the other.
+        self._room_cv = threading.Condition(self._mutex)
+        self._delay_room_cv = threading.Condition(self._mutex)
         self._timer_cv = threading.Condition(self._mutex)  # the delay thread waits here
         self._ready: deque[ThreadJob[Any]] = deque()
         self._delayed: set[ThreadJob[Any]] = set()
@@ -131,7 +134,8 @@ class ThreadDispatcher(Core):
         self._seq = itertools.count()
         self._idle = 0
         self._waking = 0  # idle workers notified that have not taken the lock back yet
-        self._room_waiting = 0
+        self._room_waiting = 0  # callers waiting on _room_cv
+        self._delay_room_waiting = 0  # callers waiting on _delay_room_cv
         self._threads: dict[int, threading.Thread] = {}
         self._running: dict[int, ThreadJob[Any] | None] = {}  # worker id -> its job
         self._timer_thread: threading.Thread | None = None
@@ -223,6 +227,7 @@ class ThreadDispatcher(Core):
             # Callers waiting for room raise DispatcherClosed; idle workers and the timer
             # thread exit once nothing is left.
             self._room_cv.notify_all()
+            self._delay_room_cv.notify_all()
             self._work_cv.notify_all()
             self._timer_cv.notify_all()
 
@@ -262,16 +267,28 @@ class ThreadDispatcher(Core):
                 self._refuse()
             if self._full(delay):
                 if not wait:
-                    raise QueueFull(f"{self._queue_size} jobs are queued (queue_size)")
-                self._room_waiting += 1
-                try:
-                    while self._full(delay):
-                        self._room_cv.wait()
-                        if not self._accepting:
-                            self._refuse()
-                finally:
-                    self._room_waiting -= 1
+                    what = "delayed jobs are waiting" if delay else "jobs are queued"
+                    raise QueueFull(f"{self._queue_size} {what} (queue_size)")
+                if delay:
+                    self._delay_room_waiting += 1
+                    try:
+                        self._wait_for_room(self._delay_room_cv, delay)
+                    finally:
+                        self._delay_room_waiting -= 1
+                else:
+                    self._room_waiting += 1
+                    try:
+                        self._wait_for_room(self._room_cv, delay)
+                    finally:
+                        self._room_waiting -= 1
             return self._put(fn, args, kwargs, delay)
+
+    def _wait_for_room(self, cv: threading.Condition, delay: float | None) -> None:
+        """Wait, under the lock, until the lane of ``delay`` has room (or the pool stops)."""
+        while self._full(delay):
+            cv.wait()
+            if not self._accepting:
+                self._refuse()
 
     def _full(self, delay: float | None) -> bool:
         if delay:
@@ -328,6 +345,8 @@ class ThreadDispatcher(Core):
                     self._delayed.discard(job)
                     self._ready.append(job)
                     self._wake_worker()
+                    if self._delay_room_waiting:
+                        self._delay_room_cv.notify()
                     if not self._accepting and not self._delayed:
                         self._work_cv.notify_all()
 
@@ -439,11 +458,13 @@ class ThreadDispatcher(Core):
                     # job; nothing will come due to wake them.
                     self._work_cv.notify_all()
                     self._timer_cv.notify_all()
+                if self._delay_room_waiting:
+                    self._delay_room_cv.notify()
             else:
                 self._ready.remove(job)  # type: ignore[arg-type]
+                if self._room_waiting:
+                    self._room_cv.notify()
             self._settle(job, CANCELLED, None, None)
-            if self._room_waiting:
-                self._room_cv.notify()
             hooks = self._take_hooks()
         self._call_hooks(hooks)
         return True
