@@ -6,13 +6,17 @@ arguments alive with them, whatever the outcome, on either dispatcher.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gc
+import inspect
+import textwrap
 import weakref
 from typing import Any
 
 import pytest
 
+from _waiting import finishes
 from hitpool import Dispatcher, ThreadDispatcher, ThreadJob
 from hitpool._core import _EMPTY, SUCCEEDED, BaseJob, Core
 
@@ -95,13 +99,18 @@ async def test_the_inlined_success_path_settles_a_job_as_core_settle_does() -> N
         assert inline.kwargs is _EMPTY and inline.args == ()
 
 
-async def test_the_inlined_dispatch_path_puts_a_job_as_put_does() -> None:
-    """`dispatch` puts a ready job inline when there is room (once per job); the job and the
-    wake-up it gives must be `_put`'s, so that the two copies cannot drift."""
+@pytest.mark.parametrize("nowait", [False, True])
+async def test_the_inlined_dispatch_path_puts_a_job_as_put_does(nowait: bool) -> None:
+    """`dispatch_nowait` (and `dispatch`, which copies it) put a ready job inline when there
+    is room (once per job); the job and the wake-up it gives must be `_put`'s, so that the
+    copies cannot drift."""
     async with Dispatcher(workers=1, queue_size=4) as pool:
         await asyncio.sleep(0)  # the worker has parked
         assert len(pool._idle) == 1
-        inline = await pool.dispatch(succeeds, 1, kw=2)
+        if nowait:
+            inline = pool.dispatch_nowait(succeeds, 1, kw=2)
+        else:
+            inline = await pool.dispatch(succeeds, 1, kw=2)
         woke_inline = (pool._idle.on_its_way, len(pool._idle))
         await pool.join()
         await asyncio.sleep(0)
@@ -112,6 +121,35 @@ async def test_the_inlined_dispatch_path_puts_a_job_as_put_does() -> None:
     assert woke_inline == woke_general == (1, 0)
     assert general.id == inline.id + 1
     assert _state(inline) == _state(general)
+
+
+def _fast_path(method: Any) -> str:
+    """The source of a dispatch method's first `if` (its hot path), as an AST dump."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+    func = tree.body[0]
+    assert isinstance(func, ast.AsyncFunctionDef | ast.FunctionDef)
+    first_if = next(node for node in func.body if isinstance(node, ast.If))
+    return ast.dump(first_if)
+
+
+def test_dispatch_copies_dispatch_nowaits_hot_path_statement_for_statement() -> None:
+    """One rule: `dispatch` is `dispatch_nowait` plus parking, with its hot path copied
+    (a call would cost every awaited dispatch); the copy must stay the same code."""
+    assert _fast_path(Dispatcher.dispatch) == _fast_path(Dispatcher.dispatch_nowait)
+
+
+async def test_a_worker_cancelled_on_its_way_hands_its_wake_up_on() -> None:
+    """The workers park with `ParkingLot.park` inlined: a worker woken for a job and
+    cancelled before it resumed passes the wake-up to the next idle worker."""
+    async with Dispatcher(workers=2, queue_size=4) as pool:
+        await asyncio.sleep(0)  # both workers have parked
+        assert len(pool._idle) == 2
+        job = pool.dispatch_nowait(succeeds, Arg(), kw=Arg())
+        assert pool._idle.on_its_way == 1 and len(pool._idle) == 1
+        pool._tasks[0].cancel()  # the worker woken for the job, before it resumed
+        assert await finishes(job) == (True, 1), "the wake-up was lost with the worker"
+        assert 0 not in pool._tasks and pool._idle.on_its_way == 0
+        assert job.worker_id == 1
 
 
 def test_the_thread_success_path_settles_a_job_as_core_settle_does() -> None:

@@ -43,7 +43,12 @@ class ParkingLot:
 
     async def park(self, loop: asyncio.AbstractEventLoop, first: bool = False) -> None:
         """Wait until woken; ``first`` parks at the front (a task woken before that lost
-        what it was woken for keeps its turn)."""
+        what it was woken for keeps its turn).
+
+        A caller that parks once per job may inline this body (the dispatcher's workers
+        do): a future of its own appended to ``waiters``, `abandon` when the wait ends in
+        an exception, ``on_its_way`` counted down when the result says so.
+        """
         fut: asyncio.Future[bool] = loop.create_future()
         if first:
             self.waiters.appendleft(fut)
@@ -52,22 +57,27 @@ class ParkingLot:
         try:
             counted = await fut
         except BaseException:
-            if fut.done() and not fut.cancelled():
-                # Woken, then cancelled before it resumed: pass the wake-up on.
-                if fut.result():
-                    self.on_its_way -= 1
-                    self.wake_one_on_its_way()
-                else:
-                    self.wake_one()
-            else:
-                fut.cancel()
-                try:
-                    self.waiters.remove(fut)
-                except ValueError:  # a wake already skipped it
-                    pass
+            self.abandon(fut)
             raise
         if counted:
             self.on_its_way -= 1
+
+    def abandon(self, fut: asyncio.Future[bool]) -> None:
+        """The task parked on ``fut`` stops waiting (it was cancelled): take it out of the
+        lot, or, when it had been woken already, pass its wake-up on."""
+        if fut.done() and not fut.cancelled():
+            # Woken, then cancelled before it resumed: pass the wake-up on.
+            if fut.result():
+                self.on_its_way -= 1
+                self.wake_one_on_its_way()
+            else:
+                self.wake_one()
+        else:
+            fut.cancel()
+            try:
+                self.waiters.remove(fut)
+            except ValueError:  # a wake already skipped it
+                pass
 
     def wake_one(self) -> bool:
         """Wake the first parked task; False when none is parked."""

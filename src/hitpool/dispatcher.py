@@ -215,9 +215,9 @@ class Dispatcher(Core):
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)``; wait while the queue is full. Returns the job."""
+        # `dispatch_nowait` where it does not raise, then parking where it would: its hot
+        # path is copied here statement for statement (the tests compare the two).
         if delay is None and len(self._ready) < self._room_limit and not self._room.waiters:
-            # The hot path: `_put` of a ready job, inlined. The only copy; the tests pin
-            # it to `_put`.
             job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._latch)
             self._next_id += 1
             self._latch.count += 1
@@ -226,13 +226,9 @@ class Dispatcher(Core):
             if idle.waiters and not idle.on_its_way:
                 idle.wake_one_on_its_way()
             return job
-        # `dispatch_nowait`, parking while it finds no room.
         if not self._accepting:
             self._refuse()
-        if delay is None:
-            lot, full = self._room, self._ready_full
-        else:
-            lot, full, delay = self._lane(delay)
+        lot, full, delay = self._lane(delay)
         if not full() and not lot.waiters:
             return self._put(fn, args, kwargs, delay)
         # Full, or others wait before us: wait our turn. A woken caller takes the room it
@@ -260,9 +256,21 @@ class Dispatcher(Core):
         delay: float | None = None,
         **kwargs: Any,
     ) -> Job[T]:
-        """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
+        """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once.
+
+        The rule of where a job may go now; `dispatch` follows it and parks where this
+        raises. The hot path (a ready job, a running pool, room, nobody waiting before
+        it) is `_put` inlined, pinned to it by the tests.
+        """
         if delay is None and len(self._ready) < self._room_limit and not self._room.waiters:
-            return self._put(fn, args, kwargs, None)  # a ready job with room: `dispatch`'s test
+            job: Job[T] = Job(self, self._next_id, fn, args, kwargs, self._latch)
+            self._next_id += 1
+            self._latch.count += 1
+            self._ready.append(job)
+            idle = self._idle
+            if idle.waiters and not idle.on_its_way:
+                idle.wake_one_on_its_way()
+            return job
         if not self._accepting:
             self._refuse()
         lot, full, delay = self._lane(delay)
@@ -336,7 +344,16 @@ class Dispatcher(Core):
                     running[wid] = None  # its last job, kept until now: see _busy_now
                     if wid >= self._workers or (not self._accepting and not self._delayed):
                         return
-                    await idle.park(loop)
+                    # idle.park(loop), inlined (a worker parks up to once per job).
+                    fut = loop.create_future()
+                    idle.waiters.append(fut)
+                    try:
+                        counted = await fut
+                    except BaseException:
+                        idle.abandon(fut)
+                        raise
+                    if counted:
+                        idle.on_its_way -= 1
                     continue
                 if wid >= self._workers:
                     # Resized down: leave the job to a worker that stays, and go.
