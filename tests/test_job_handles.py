@@ -162,3 +162,40 @@ def test_the_thread_success_path_settles_a_job_as_core_settle_does() -> None:
             Core._settle(pool, general, SUCCEEDED, 1, None)
         general._retrieved = True
         assert _state(inline) == _state(general)
+
+
+async def test_an_await_that_gives_up_leaves_no_callback_on_the_job() -> None:
+    """A job awaited under a timeout again and again (a poll) must not keep one callback
+    per await that gave up until it finishes."""
+    async with Dispatcher(workers=1, queue_size=4) as pool:
+        release = asyncio.Event()
+        job = await pool.dispatch(release.wait)
+        for _ in range(5):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0):
+                    await job
+        assert not job._callbacks
+        waiting = asyncio.ensure_future(_await(job))
+        await asyncio.sleep(0)
+        assert job._callbacks is not None and len(job._callbacks) == 1  # the live await
+        release.set()
+        assert await waiting is True
+
+
+async def _await(job: Any) -> Any:
+    return await job
+
+
+def test_a_result_that_times_out_leaves_no_event_on_the_thread_job() -> None:
+    import threading
+
+    release = threading.Event()
+    with ThreadDispatcher(workers=1, queue_size=4) as pool:
+        job = pool.dispatch(release.wait)
+        for _ in range(5):
+            assert not job.wait(0)
+            with pytest.raises(TimeoutError):
+                job.result(0)
+        assert not job._callbacks
+        release.set()
+        assert job.result(5) is True

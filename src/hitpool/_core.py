@@ -210,6 +210,15 @@ class BaseJob(Generic[T]):
         else:
             self._callbacks.append(fn)
 
+    def _remove_callback(self, fn: Callable[[Any], object]) -> None:
+        """Forget a done callback of a waiter that gave up (a no-op once the job settled)."""
+        callbacks = self._callbacks
+        if callbacks is not None:
+            try:
+                callbacks.remove(fn)
+            except ValueError:
+                pass
+
     def _outcome(self) -> T:
         self._retrieved = True
         if self.status == SUCCEEDED:

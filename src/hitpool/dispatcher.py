@@ -57,12 +57,16 @@ class Job(BaseJob[T]):
         if self.status not in _FINISHED:
             pool: Dispatcher = self._pool  # type: ignore[assignment]
             fut = pool._require_loop().create_future()
-            self.add_done_callback(partial(_wake_future, fut))
+            wake = partial(_wake_future, fut)
+            self.add_done_callback(wake)
             try:
                 yield from fut.__await__()
             finally:
-                if not fut.done():  # our awaiter was cancelled; the job goes on
+                if self.status not in _FINISHED:  # our awaiter was cancelled; the job goes on
                     fut.cancel()
+                    # Without its callback: a job awaited under a timeout again and again
+                    # keeps none of the awaits that gave up.
+                    self._remove_callback(wake)
         return self._outcome()
 
 

@@ -72,10 +72,13 @@ class ThreadJob(BaseJob[T]):
                     event = None
                 else:
                     event = threading.Event()
+                    wake = partial(_set_event, event)
                     if self._callbacks is None:
                         self._callbacks = []
-                    self._callbacks.append(partial(_set_event, event))
+                    self._callbacks.append(wake)
             if event is not None and not event.wait(timeout):
+                with pool._mutex:  # a job polled with a timeout keeps no event per poll
+                    self._remove_callback(wake)
                 raise TimeoutError(f"{self!r} did not finish within {timeout} s")
         return self._outcome()
 
