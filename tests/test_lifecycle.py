@@ -4,6 +4,8 @@ does: new -> running -> draining -> closed (and new -> closed)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -147,6 +149,37 @@ def test_a_fail_fast_failure_while_a_thread_pool_drains_cancels_the_rest() -> No
     queued = pool.dispatch(_noop)
     pool.stop()
     assert (failing.status, queued.status) == ("failed", "cancelled")
+    assert pool._state is PoolState.CLOSED
+
+
+def test_a_fail_fast_failure_while_a_thread_pool_drains_frees_the_timer_thread() -> None:
+    """The failure cancels a delayed job the timer thread is waiting an hour for: stop()
+    returns at once, not when the job would have come due."""
+    pool = ThreadDispatcher(workers=1, queue_size=4, fail_fast=True)
+    pool.start()
+    gate = threading.Event()
+
+    def fails() -> None:
+        gate.wait(5)
+        raise ValueError("boom")
+
+    failing = pool.dispatch(fails)
+    delayed = pool.dispatch(_noop, delay=3600)
+    stopping = threading.Thread(target=pool.stop, daemon=True)
+    stopping.start()
+    # Fail only once the drain has begun and the timer thread waits again for the delayed
+    # job (a thread in a Condition's _waiters holding none of its lock is inside wait()).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with pool._mutex:
+            timer_waits = len(pool._timer_cv._waiters)  # type: ignore[attr-defined]
+            if pool._state is PoolState.DRAINING and timer_waits == 1:
+                break
+        time.sleep(0.001)
+    gate.set()
+    stopping.join(5)
+    assert not stopping.is_alive(), "stop() waits for the timer of a cancelled delayed job"
+    assert (failing.status, delayed.status) == ("failed", "cancelled")
     assert pool._state is PoolState.CLOSED
 
 

@@ -208,8 +208,6 @@ class ThreadDispatcher(Core):
                 self._set_state(PoolState.DRAINING)
             if cancel:
                 self._cancel_queued()
-                self._work_cv.notify_all()  # nothing is left to wait for
-                self._timer_cv.notify_all()
             threads = list(self._threads.values())
             if self._timer_thread is not None:
                 threads.append(self._timer_thread)
@@ -235,11 +233,16 @@ class ThreadDispatcher(Core):
             self._timer_cv.notify_all()
 
     def _cancel_queued(self) -> None:
+        """Cancel the ready and delayed jobs (the pool is draining: stop(cancel=True), or a
+        fail_fast failure), and wake the idle workers and the timer thread, which may be
+        waiting for a delayed job that is gone now."""
         while self._ready:
             self._settle(self._ready.popleft(), CANCELLED, None, None)
         for job in list(self._delayed):
             self._delayed.discard(job)
             self._settle(job, CANCELLED, None, None)
+        self._work_cv.notify_all()
+        self._timer_cv.notify_all()
 
     # -- dispatching --------------------------------------------------------------------
 
