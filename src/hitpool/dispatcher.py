@@ -10,8 +10,10 @@ go-dispatcher lets one panicking job kill the process; here a job's exception st
 the job. Its delayed dispatch sleeps inside the one dispatch loop; here a delayed job
 waits on a loop timer, holding no worker and no place in the ready queue.
 
-Memory is bounded whatever the caller does: at most ``queue_size`` ready jobs, at most
-``queue_size`` delayed jobs, and ``workers`` running ones.
+Memory is bounded whatever the caller does: at most ``queue_size`` delayed jobs, at most
+``2 * queue_size`` ready ones (a dispatch finds room only below ``queue_size``, and a delayed
+job that comes due joins the ready queue even when it is full: it has waited its turn), and
+``workers`` running ones.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class Dispatcher(Core):
     ) -> None:
         super().__init__(workers, queue_size, on_error, fail_fast)
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start(), then kept
-        # Invariant: at most queue_size jobs in each; a job is in one of them, or running.
+        # Invariant: a queued job is in exactly one of these. A dispatch puts into either
+        # only below queue_size; due delayed jobs may take the ready queue up to twice that.
         self._ready: deque[Job[Any]] = deque()
         self._delayed: set[Job[Any]] = set()
         # Every wait goes through a lot: idle workers (woken as a chain, see ParkingLot),
