@@ -31,8 +31,9 @@ from . import feeder
 from .client import LATE_NS, CannotStart
 from .pool import Pool, RequestFailed
 from .progress import Tick
+from .scenario_stats import IterTally
 from .script import Mix, Scenario, load_script
-from .session import Session, resolve
+from .session import Route, Session, resolve
 from .spec import Spec, Target
 from .stats import Timeline
 from .summary import Summary
@@ -87,6 +88,7 @@ class Iterations:
         self.prefix = spec.target.path.partition("?")[0].rstrip("/")
         self.headers = spec.headers
         self.targets: dict[str, tuple[Target, str]] = {}  # resolved paths, see session.resolve
+        self.routes: dict[tuple[str, str], Route] = {}  # (method, path): see session._route
         k, p = part
         self.open_model = spec.rps is not None or bool(spec.stages)
         cap = spec.max_inflight if spec.max_inflight is not None else DEFAULT_MAX_INFLIGHT
@@ -188,7 +190,7 @@ class Iterations:
                 continue
             stats.started += 1
             mark: list[Scenario | None] = [scen]  # _iterate clears it when it runs
-            self.waiting[self._spawn(self._iterate(scen, due, mark))] = mark
+            self.waiting[self._spawn(self._iterate(scen, due, mark, stats))] = mark
         self.sending = False
         self._maybe_done()
 
@@ -199,8 +201,9 @@ class Iterations:
         while self.sending and self.taken < limit and self.clock() < self.deadline:
             scen = self.mix.pick(self.taken)
             self.taken += 1
-            self.stats.scenario(scen.name).started += 1
-            await self._iterate(scen, self.clock())
+            stats = self.stats.scenario(scen.name)
+            stats.started += 1
+            await self._iterate(scen, self.clock(), None, stats)
             n += 1
             if not n & 63:
                 # an iteration that never waits (one that raises at once, say) would
@@ -209,15 +212,21 @@ class Iterations:
         self.sending = False
 
     async def _iterate(
-        self, scen: Scenario, due: int, mark: list[Scenario | None] | None = None
+        self,
+        scen: Scenario,
+        due: int,
+        mark: list[Scenario | None] | None = None,
+        stats: IterTally | None = None,  # the scenario's, when the caller has it at hand
     ) -> None:
         if mark is not None:
             mark[0] = None
-        stats = self.stats.scenario(scen.name)
-        now = self.clock()
-        late = max(0, now - due)
+        if stats is None:
+            stats = self.stats.scenario(scen.name)
+        late = self.clock() - due
         if late > LATE_NS:
             self.late += 1
+        elif late < 0:
+            late = 0
         try:
             await scen.fn(Session(self, late))
         except asyncio.CancelledError:

@@ -13,7 +13,7 @@ the iteration started (coordinated omission corrected, as the single-URL mode's 
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -102,7 +102,12 @@ class Response:
             return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        return _json.loads(self.content)
+        c = self.content
+        first = c[:4]
+        if b"\x00" not in first and first[:1] < b"\x80":
+            # no BOM and not UTF-16/32 (json.loads' detect_encoding): UTF-8, decoded here
+            return _decode(c.decode("utf-8", "surrogatepass"))
+        return _json.loads(c)
 
     def expect(self, *statuses: int) -> Response:
         """This response, if its status is one of ``statuses`` (or in --ok when none are
@@ -122,8 +127,29 @@ class Response:
 
 
 _METHODS_WITH_BODY = ("POST", "PUT", "PATCH")
-_encode = _json.JSONEncoder(separators=(",", ":")).encode  # json.dumps makes one per call
 _DEFAULTS = "User-Agent: hit/0.1\r\nAccept: */*\r\n"
+
+
+def _json_encoder() -> Callable[[Any], bytes]:
+    """``json=``'s encoder, made once: JSONEncoder.encode() builds its C encoder anew at
+    every call and tracks every list and dict for cycles. The same bytes as
+    ``json.dumps(obj, separators=(",", ":"))`` (ASCII, NaN allowed); a body with a cycle
+    raises RecursionError (its iteration fails) where json.dumps raises ValueError."""
+    make = getattr(_json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the _json accelerator
+        slow = _json.JSONEncoder(separators=(",", ":")).encode
+        return lambda obj: slow(obj).encode()
+    enc = make(None, _not_json, _json.encoder.encode_basestring_ascii, None, ":", ",",
+               False, False, True)  # fmt: skip
+    return lambda obj: "".join(enc(obj, 0)).encode()
+
+
+def _not_json(obj: Any) -> Any:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_encode = _json_encoder()
+_decode = _json.JSONDecoder().decode
 
 
 class Session:
@@ -148,25 +174,37 @@ class Session:
     ) -> Response:
         run = self._run
         method = method.upper()
-        found = run.targets.get(path)
-        target, url = found if found is not None else run.target_of(path)
-        step_name = name if name is not None else target.path.partition("?")[0]
+        route = run.routes.get((method, path))
+        if route is None:
+            route = _route(run, method, path)
+        target, url, head, path_name = route
+        step_name = name if name is not None else path_name
         step = run.stats.steps.get(step_name) or run.stats.step(step_name)
-        body = b""
-        ctype: str | None = None
         if json is not None:
-            body = _encode(json).encode()
-            ctype = "application/json"
+            body = _encode(json)
+            ctype: str | None = "application/json"
         elif data is None:
-            pass
+            body = b""
+            ctype = None
         elif isinstance(data, bytes | str):
             body = data.encode() if isinstance(data, str) else data
+            ctype = None
         elif isinstance(data, Mapping):
             body = urlencode(data).encode()
             ctype = "application/x-www-form-urlencoded"
         else:
             body = bytes(data)
-        wire = _request_bytes(method, target, run.headers, self.headers, headers, ctype, body)
+            ctype = None
+        session = self.headers
+        if not session and not headers and not run.headers:
+            # the common head: pre-built per (method, path), only the body's fields added
+            if ctype is not None:
+                head += f"Content-Type: {ctype}\r\n"
+            if body or method in _METHODS_WITH_BODY:
+                head += f"Content-Length: {len(body)}\r\n"
+            wire = (head + "\r\n").encode("latin-1") + body
+        else:
+            wire = _request_bytes(method, target, head, run.headers, session, headers, ctype, body)
         clock = run.clock
         now = clock()
         start = now - self._late
@@ -211,7 +249,43 @@ class Session:
         return self.request("HEAD", path, **kw)
 
 
+_FIXED = frozenset({"host", "user-agent", "accept", "content-type", "content-length"})
+
+
 def _request_bytes(
+    method: str,
+    target: Target,
+    head: str,
+    run_headers: tuple[tuple[str, str], ...],
+    session: Mapping[str, str],
+    extra: Mapping[str, str] | None,
+    ctype: str | None,
+    body: bytes,
+) -> bytes:
+    """The request's bytes; later headers replace earlier ones of the same name: hit's
+    defaults, then -H, then ``s.headers``, then the request's own ``headers=``. ``head`` is
+    the route's fixed part (request line, Host, hit's defaults): kept whole unless one of
+    the headers given replaces a field of it or another given one (then `_merged_bytes`)."""
+    lines = []
+    seen: set[str] = set()
+    for source in (run_headers, session.items(), extra.items() if extra else ()):
+        for n, v in source:
+            if "\r" in v or "\n" in v or "\r" in n or "\n" in n or ":" in n:
+                raise ValueError(f"header {n!r}: a name or value cannot hold ':' or a line break")
+            low = n.lower()
+            if low in _FIXED or low in seen:
+                return _merged_bytes(method, target, run_headers, session, extra, ctype, body)
+            seen.add(low)
+            lines.append(f"{n}: {v}\r\n")
+    if ctype is not None:
+        head += f"Content-Type: {ctype}\r\n"
+    head += "".join(lines)
+    if body or method in _METHODS_WITH_BODY:
+        head += f"Content-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode("latin-1") + body
+
+
+def _merged_bytes(
     method: str,
     target: Target,
     run_headers: tuple[tuple[str, str], ...],
@@ -220,15 +294,8 @@ def _request_bytes(
     ctype: str | None,
     body: bytes,
 ) -> bytes:
-    """The request's bytes; later headers replace earlier ones of the same name: hit's
-    defaults, then -H, then ``s.headers``, then the request's own ``headers=``."""
-    if not run_headers and not session and not extra:
-        head = f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n" + _DEFAULTS
-        if ctype is not None:
-            head += f"Content-Type: {ctype}\r\n"
-        if body or method in _METHODS_WITH_BODY:
-            head += f"Content-Length: {len(body)}\r\n"
-        return (head + "\r\n").encode("latin-1") + body
+    """`_request_bytes` when a header given replaces another: each name once, in the place
+    of its first occurrence, with the last value given and the last spelling of its name."""
     merged: dict[str, tuple[str, str]] = {
         "host": ("Host", target.host_header),
         "user-agent": ("User-Agent", "hit/0.1"),
@@ -246,6 +313,20 @@ def _request_bytes(
     lines = [f"{method} {target.path} HTTP/1.1"]
     lines += [f"{n}: {v}" for n, v in merged.values()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+Route = tuple[Target, str, str, str]  # target, its URL, its head's fixed part, its step name
+
+
+def _route(run: Iterations, method: str, path: str) -> Route:
+    """What a (method, path) always sends: its target, and the head's fixed part -- request
+    line, Host and hit's defaults -- as one string. Cached, up to a thousand."""
+    target, url = run.target_of(path)
+    head = f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n" + _DEFAULTS
+    route = (target, url, head, target.path.partition("?")[0])
+    if len(run.routes) < 1000:
+        run.routes[(method, path)] = route
+    return route
 
 
 def resolve(
