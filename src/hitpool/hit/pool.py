@@ -53,7 +53,6 @@ class PoolConn(asyncio.Protocol):
         "dead",
         "fut",
         "head",
-        "is_head",
         "origin",
         "parser",
         "pool",
@@ -72,7 +71,6 @@ class PoolConn(asyncio.Protocol):
         self.rx = 0
         self.head = b""
         self.start = 0  # ns -t counts from
-        self.is_head = False
         self.dead = False
 
     # -- asyncio callbacks -------------------------------------------------------------
@@ -100,18 +98,7 @@ class PoolConn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if self.is_head and status >= 200:
-            # a HEAD response ends with its head whatever Content-Length says, which
-            # httptools cannot be told: a new parser for the next response
-            keep = self.parser.should_keep_alive()
-            self.parser = httptools.HttpResponseParser(self)
-            self._complete(status, keep)
-
     def on_message_complete(self) -> None:
-        if self.is_head:
-            return
         status = self.parser.get_status_code()
         if status < 200:  # an interim response: heads() skips it
             return
@@ -138,11 +125,12 @@ class PoolConn(asyncio.Protocol):
         self.body = []
         self.rx = 0
         self.start = start
-        self.is_head = is_head
         t = self.transport
         if t is None:  # closed since it was taken: the request fails as any on a closed one
             fut.set_exception(RequestFailed("closed", ""))
             return fut
+        if is_head:  # its own parser: no on_headers_complete call for every other response
+            self.parser = httptools.HttpResponseParser(_HeadWatch(self))
         self.pool.busy.add(self)
         t.write(data)
         return fut
@@ -178,6 +166,25 @@ class PoolConn(asyncio.Protocol):
         self.transport = None
         if t is not None:
             t.abort()
+
+
+class _HeadWatch:
+    """The parser callbacks while a HEAD request is in flight. A HEAD response ends with its
+    head whatever Content-Length says, which httptools cannot be told: at the final head the
+    response is complete, and the connection gets a new parser of its own for the next one."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: PoolConn) -> None:
+        self.conn = conn
+
+    def on_headers_complete(self) -> None:
+        conn = self.conn
+        status = conn.parser.get_status_code()
+        if status >= 200:  # an interim response's head is skipped
+            keep = conn.parser.should_keep_alive()
+            conn.parser = httptools.HttpResponseParser(conn)
+            conn._complete(status, keep)
 
 
 class Pool:
