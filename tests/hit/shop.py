@@ -3,7 +3,7 @@
     POST /login     {"user": U} -> {"token": "tok-U"}; the token is remembered
     GET /items/N    200 {"item": N} with "Authorization: Bearer tok-U" for a token it gave,
                     else 401 (counted in ``bad_tokens``)
-    GET /browse     200
+    GET /browse     200 (HEAD /browse: the same head, no body)
     GET /slow/MS    200 after MS milliseconds
     anything else   404
 
@@ -120,7 +120,9 @@ class _Proto(asyncio.Protocol):
                 shop.pairs[(user, parts[1])] += 1
                 t.write(_answer(200, json.dumps({"item": parts[1]}).encode()))
         elif parts[0] == "browse":
-            t.write(_answer(200, b"<html>shop</html>", "text/html; charset=utf-8"))
+            page = _answer(200, b"<html>shop</html>", "text/html; charset=utf-8")
+            # HEAD: the same head (its Content-Length included), no body (RFC 9110 §9.3.2)
+            t.write(page.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if method == "HEAD" else page)
         elif parts[0] == "slow":
             loop = asyncio.get_running_loop()
             loop.call_later(int(parts[1]) / 1000, _write_unless_closed, t, _answer(200))

@@ -217,3 +217,71 @@ def test_the_scripting_names_are_lazy_and_stay_what_they_are() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # a single-URL run imports none of them
+
+
+HEAD = "GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: hit/0.1\r\nAccept: */*\r\n"
+
+
+@pytest.mark.parametrize(
+    ("run", "session", "extra", "ctype", "body", "want"),
+    [
+        ((), {"Authorization": "Bearer t"}, None, None, b"", "Authorization: Bearer t\r\n"),
+        ((("X-Run", "r"),), {"X-S": "s"}, {"X-E": "e"}, None, b"",
+         "X-Run: r\r\nX-S: s\r\nX-E: e\r\n"),
+        ((), {"X": "1"}, None, "application/json", b"{}",
+         "Content-Type: application/json\r\nX: 1\r\nContent-Length: 2\r\n"),
+        # one that replaces another keeps the first one's place, the last value and spelling
+        ((("X-Run", "r"),), {"x-run": "s"}, None, None, b"", "x-run: s\r\n"),
+        ((), {"user-agent": "me"}, None, None, b"", None),
+        ((), {"A": "1", "a": "2"}, None, None, b"", "a: 2\r\n"),
+    ],
+)  # fmt: skip
+def test_request_heads_merge_headers_in_order(
+    run: tuple[tuple[str, str], ...],
+    session: dict[str, str],
+    extra: dict[str, str] | None,
+    ctype: str | None,
+    body: bytes,
+    want: str | None,
+) -> None:
+    from hitpool.hit.session import _request_bytes
+    from hitpool.hit.spec import parse_url
+
+    target = parse_url("http://h/a")
+    got = _request_bytes("GET", target, HEAD, run, session, extra, ctype, body)
+    if want is None:  # a default replaced in its own place
+        assert got == b"GET /a HTTP/1.1\r\nHost: h\r\nuser-agent: me\r\nAccept: */*\r\n\r\n"
+    else:
+        assert got == (HEAD + want + "\r\n").encode() + body
+    with pytest.raises(ValueError, match="line break"):
+        _request_bytes("GET", target, HEAD, run, {**session, "X-Bad": "a\r\nb"}, extra, None, b"")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"user": "u1"}, [1, 2.5, None, True], "é✓", {"n": float("nan")}, {"k": {"deep": [{}]}}, 7],
+)
+def test_json_bodies_are_json_dumps_bytes(value: object) -> None:
+    import json
+
+    from hitpool.hit.session import _encode
+
+    assert _encode(value) == json.dumps(value, separators=(",", ":")).encode()
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        _encode({"s": {1}})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"token": "t"}', b"\xef\xbb\xbf[1]", '{"é": 1}'.encode("utf-16"), b"  3 ", b'"\xc3\xa9"'],
+)
+def test_response_json_reads_what_json_loads_reads(content: bytes) -> None:
+    import json
+
+    from hitpool.hit.session import Response
+    from hitpool.hit.tally import Tally
+
+    r = Response(200, b"", content, "x", Tally([True] * 1000, 1, sparse=True), True)
+    assert r.json() == json.loads(content)
+    with pytest.raises(json.JSONDecodeError):
+        Response(200, b"", b"{", "x", Tally([True] * 1000, 1), True).json()

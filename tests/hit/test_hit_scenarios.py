@@ -333,3 +333,23 @@ async def test_iterations_that_never_wait_do_not_starve_the_loop(
     w = s.scenarios["hasty"]
     assert s.interrupted and w["failed"] == w["started"] > 0
     assert w["failures"]["LookupError"]["count"] == w["failed"]
+
+
+async def test_head_then_get_on_one_kept_alive_connection(shop: Shop, tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        from hitpool.hit import scenario
+
+        @scenario
+        async def peek(s):
+            r = await s.head("/browse", name="head")
+            assert r.content == b"" and r.headers["content-length"] == "17"
+            r = await s.get("/browse", name="get")
+            assert r.content == b"<html>shop</html>"
+        """,
+    )
+    s = await run_async(Spec(shop.url, script=script, requests=5, concurrency=1))
+    assert s.scenarios["peek"]["completed"] == 5 and s.errors == 0
+    assert s.steps["head"]["successes"] == s.steps["get"]["successes"] == 5
+    assert shop.seen["/browse"] == 10
