@@ -229,24 +229,72 @@ class Session:
         return Response(status, raw, content, step_name, step, ok)
 
     # Plain functions returning the request's coroutine: ``await s.get(...)`` runs one
-    # coroutine per request, not two.
-    def get(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("GET", path, **kw)
+    # coroutine per request, not two; keywords spelled out, so no dict is packed per call.
+    def get(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Coroutine[Any, Any, Response]:
+        return self.request("GET", path, json=json, data=data, headers=headers, name=name)
 
-    def post(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("POST", path, **kw)
+    def post(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", path, json=json, data=data, headers=headers, name=name)
 
-    def put(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("PUT", path, **kw)
+    def put(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Coroutine[Any, Any, Response]:
+        return self.request("PUT", path, json=json, data=data, headers=headers, name=name)
 
-    def patch(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("PATCH", path, **kw)
+    def patch(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Coroutine[Any, Any, Response]:
+        return self.request("PATCH", path, json=json, data=data, headers=headers, name=name)
 
-    def delete(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("DELETE", path, **kw)
+    def delete(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Coroutine[Any, Any, Response]:
+        return self.request("DELETE", path, json=json, data=data, headers=headers, name=name)
 
-    def head(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("HEAD", path, **kw)
+    def head(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> Coroutine[Any, Any, Response]:
+        return self.request("HEAD", path, json=json, data=data, headers=headers, name=name)
 
 
 _FIXED = frozenset({"host", "user-agent", "accept", "content-type", "content-length"})
