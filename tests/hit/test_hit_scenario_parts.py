@@ -281,7 +281,11 @@ def test_response_json_reads_what_json_loads_reads(content: bytes) -> None:
     from hitpool.hit.session import Response
     from hitpool.hit.tally import Tally
 
-    r = Response(200, b"", content, "x", Tally([True] * 1000, 1, sparse=True), True)
-    assert r.json() == json.loads(content)
-    with pytest.raises(json.JSONDecodeError):
-        Response(200, b"", b"{", "x", Tally([True] * 1000, 1), True).json()
+    step = Tally([True] * 1000, 1, sparse=True)
+    assert Response(200, b"", content, "x", step, True).json() == json.loads(content)
+    for bad in (b"{", b"", b"  ", b"1 2", b'{"a": 1} x', b"\xef\xbb\xbf"):
+        with pytest.raises(json.JSONDecodeError) as want:
+            json.loads(bad)
+        with pytest.raises(json.JSONDecodeError) as got:
+            Response(200, b"", bad, "x", step, True).json()
+        assert str(got.value) == str(want.value)

@@ -280,7 +280,11 @@ class Pool:
         if self.closed or conn.dead:
             conn.close()
             return
-        self.idle.setdefault(conn.origin, []).append(conn)
+        idle = self.idle.get(conn.origin)
+        if idle is None:
+            self.idle[conn.origin] = [conn]
+        else:
+            idle.append(conn)
 
     def forget(self, conn: PoolConn) -> None:
         self.busy.discard(conn)

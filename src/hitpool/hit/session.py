@@ -104,10 +104,19 @@ class Response:
     def json(self) -> Any:
         c = self.content
         first = c[:4]
-        if b"\x00" not in first and first[:1] < b"\x80":
-            # no BOM and not UTF-16/32 (json.loads' detect_encoding): UTF-8, decoded here
-            return _decode(c.decode("utf-8", "surrogatepass"))
-        return _json.loads(c)
+        if b"\x00" in first or first[:1] >= b"\x80":  # a BOM, or UTF-16/32
+            return _json.loads(c)
+        # UTF-8 (json.loads' detect_encoding says so for these bytes): JSONDecoder.decode
+        # and raw_decode, inlined, with their errors
+        s = c.decode("utf-8", "surrogatepass")
+        try:
+            obj, end = _scan(s, _ws(s, 0).end())
+        except StopIteration as err:
+            raise _json.JSONDecodeError("Expecting value", s, err.value) from None
+        end = _ws(s, end).end()
+        if end != len(s):
+            raise _json.JSONDecodeError("Extra data", s, end)
+        return obj
 
     def expect(self, *statuses: int) -> Response:
         """This response, if its status is one of ``statuses`` (or in --ok when none are
@@ -149,7 +158,9 @@ def _not_json(obj: Any) -> Any:
 
 
 _encode = _json_encoder()
-_decode = _json.JSONDecoder().decode
+# r.json()'s parts: the C scanner json.loads ends in, and the whitespace it skips
+_scan: Callable[[str, int], tuple[Any, int]] = _json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_ws: Callable[[str, int], Any] = _json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 
 
 class Session:

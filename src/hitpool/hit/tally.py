@@ -24,7 +24,6 @@ from .stats import (
     SUB_BUCKET_COUNT,
     SUB_BUCKET_HALF_MAGNITUDE,
     Histogram,
-    index_of,
     lowest_of,
 )
 
@@ -59,8 +58,11 @@ class SparseHistogram:
     def record(self, value: int) -> None:
         if value < SUB_BUCKET_COUNT:
             i = value = value if value > 0 else 0
-        else:
-            i = index_of(value)
+        else:  # index_of, inlined: once per scenario iteration
+            b = value.bit_length() - SUB_BUCKET_BITS
+            i = (b << SUB_BUCKET_HALF_MAGNITUDE) + (value >> b)
+            if i >= COUNTS_LEN:
+                i = COUNTS_LEN - 1
         counts = self.counts
         counts[i] = counts.get(i, 0) + 1
         if self.total == 0 or value < self.min:
