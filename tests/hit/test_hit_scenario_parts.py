@@ -192,7 +192,7 @@ def test_json_input_takes_stages() -> None:
 
 
 def test_head_fields_come_from_the_final_responses_head() -> None:
-    from hitpool.hit.pool import head_fields
+    from hitpool.hit.response import head_fields
 
     raw = (
         b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"

@@ -303,21 +303,3 @@ class Pool:
         for conn in list(self.every):
             conn.fail(kind)
         self.idle.clear()
-
-
-def head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    """The header fields of the final response whose bytes start ``head`` (interim 1xx
-    responses before it skipped), as (name, value) pairs in order."""
-    start = 0
-    while True:
-        end = head.find(b"\r\n\r\n", start)
-        block = head[start:] if end < 0 else head[start:end]
-        if block[9:10] != b"1" or end < 0:  # "HTTP/1.1 1xx": an interim response
-            break
-        start = end + 4
-    out: list[tuple[bytes, bytes]] = []
-    for line in block.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            out.append((name.strip(), value.strip()))
-    return out
