@@ -21,9 +21,11 @@ import httptools
 
 from .._errors import HitpoolError
 from .client import _HEAD_KEEP, _close_delimited, connect_error_kind, io_error_kind, ssl_context
+from .response import Response
 from .spec import Target
+from .tally import Tally
 
-__all__ = ["Answer", "Pool", "RequestFailed"]
+__all__ = ["Pool", "RequestFailed"]
 
 
 class RequestFailed(HitpoolError):
@@ -34,12 +36,6 @@ class RequestFailed(HitpoolError):
         super().__init__(f"{kind}: {url}")
         self.kind = kind
         self.url = url
-
-
-# A complete response as read off the wire: status, its first bytes (its head is parsed
-# from them only if the scenario reads the headers: no callback per header), body, the
-# bytes read for it (head and body), and the ns of its last byte. A tuple: one a request.
-Answer = tuple[int, bytes, bytes, int, int]
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -53,12 +49,15 @@ class PoolConn(asyncio.Protocol):
         "dead",
         "fut",
         "head",
+        "name",
         "origin",
         "parser",
         "pool",
         "rx",
         "start",
+        "step",
         "transport",
+        "url",
     )
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
@@ -66,11 +65,15 @@ class PoolConn(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.parser: Any = httptools.HttpResponseParser(self)
-        self.fut: asyncio.Future[Answer] | None = None  # the request in flight
+        self.fut: asyncio.Future[Response] | None = None  # the request in flight
         self.body: list[bytes] = []
         self.rx = 0
         self.head = b""
         self.start = 0  # ns -t counts from
+        # the request in flight's step, step name and URL (what its response is counted in)
+        self.step: Tally | None = None
+        self.name = ""
+        self.url = ""
         self.dead = False
 
     # -- asyncio callbacks -------------------------------------------------------------
@@ -119,15 +122,22 @@ class PoolConn(asyncio.Protocol):
 
     # -- the request cycle -------------------------------------------------------------
 
-    def send(self, data: bytes, is_head: bool, start: int) -> asyncio.Future[Answer]:
-        fut: asyncio.Future[Answer] = self.pool.loop.create_future()
+    def send(
+        self, data: bytes, is_head: bool, start: int, step: Tally, name: str, url: str
+    ) -> asyncio.Future[Response]:
+        """Write the request; the future resolves with its `Response`, counted into ``step``
+        (or fails with RequestFailed, counted too) from the protocol callbacks."""
+        fut: asyncio.Future[Response] = self.pool.loop.create_future()
         self.fut = fut
         self.body = []
         self.rx = 0
         self.start = start
+        self.step = step
+        self.name = name
+        self.url = url
         t = self.transport
         if t is None:  # closed since it was taken: the request fails as any on a closed one
-            fut.set_exception(RequestFailed("closed", ""))
+            self.fail("closed")
             return fut
         if is_head:  # its own parser: no on_headers_complete call for every other response
             self.parser = httptools.HttpResponseParser(_HeadWatch(self))
@@ -141,23 +151,39 @@ class PoolConn(asyncio.Protocol):
             self.close()
             return
         self.fut = None
-        self.pool.busy.discard(self)
-        body = self.body
-        answer = (status, self.head, body[0] if len(body) == 1 else b"".join(body), self.rx,
-                  self.pool.clock())  # fmt: skip
+        pool = self.pool
+        pool.busy.discard(self)
         if keep_alive and status != 101:
-            self.pool.release(self)
+            pool.release(self)
         else:
             self.close()
-        if not fut.done():
-            fut.set_result(answer)
+        step = self.step
+        assert step is not None
+        lat = pool.clock() - self.start
+        if fut.done():  # cancelled while in flight (its iteration was): counted as that
+            step.error("cancelled", lat, 0)
+            return
+        ok = step.response(status, lat, self.rx)
+        if lat > pool.timeout_ns:  # the answer came, but past -t: counted as a timeout
+            fut.set_exception(RequestFailed("timeout", self.url))
+            return
+        body = self.body
+        content = body[0] if len(body) == 1 else b"".join(body)
+        fut.set_result(Response(status, self.head, content, self.name, step, ok))
 
     def fail(self, kind: str) -> None:
         fut = self.fut
         self.fut = None
         self.close()
-        if fut is not None and not fut.done():
-            fut.set_exception(RequestFailed(kind, ""))
+        if fut is None:
+            return
+        step = self.step
+        assert step is not None
+        if fut.done():  # cancelled while in flight
+            kind = "cancelled"
+        step.error(kind, self.pool.clock() - self.start, 0)
+        if not fut.done():
+            fut.set_exception(RequestFailed(kind, self.url))
 
     def close(self) -> None:
         self.dead = True

@@ -12,8 +12,9 @@ the iteration started (coordinated omission corrected, as the single-URL mode's 
 
 from __future__ import annotations
 
+import asyncio
 import json as _json
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -23,6 +24,7 @@ from .spec import Target, parse_url
 
 if TYPE_CHECKING:
     from .scenario_run import Iterations
+    from .tally import Tally
 
 __all__ = ["ExpectationFailed", "Headers", "RequestFailed", "Response", "Session"]
 
@@ -62,7 +64,7 @@ class Session:
         self._late = late  # ns the iteration started after its due time
         self.headers: dict[str, str] = {}
 
-    async def request(
+    def request(
         self,
         method: str,
         path: str,
@@ -71,7 +73,10 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Response:
+    ) -> Awaitable[Response]:
+        """Send the request now; what is returned is awaited for its `Response` (a future
+        resolved by the connection, or a coroutine when a connection must be opened first).
+        Errors raise at the await: RequestFailed, or ValueError for a header with a line break."""
         run = self._run
         method = method.upper()
         route = run.routes.get((method, path))
@@ -105,31 +110,17 @@ class Session:
             wire = (head + "\r\n").encode("latin-1") + body
         else:
             wire = _request_bytes(method, target, head, run.headers, session, headers, ctype, body)
-        clock = run.clock
-        now = clock()
+        now = run.clock()
         start = now - self._late
         if now - start > run.timeout_ns:  # already -t past due: a timeout, unsent
             step.error("timeout", now - start, 0)
-            raise RequestFailed("timeout", url)
-        try:
-            conn = run.pool.take(target)
-            if conn is None:
-                conn = await run.pool.open(target)
-            status, raw, content, rx, end = await conn.send(wire, method == "HEAD", start)
-        except RequestFailed as exc:
-            step.error(exc.kind, clock() - start, 0)
-            raise RequestFailed(exc.kind, url) from None
-        except BaseException:  # cancelled (the run was stopped): counted, then re-raised
-            step.error("cancelled", clock() - start, 0)
-            raise
-        lat = end - start
-        ok = step.response(status, lat, rx)
-        if lat > run.timeout_ns:  # the answer came, but past -t: counted as a timeout
-            raise RequestFailed("timeout", url)
-        return Response(status, raw, content, step_name, step, ok)
+            return _failed(run, RequestFailed("timeout", url))
+        conn = run.pool.take(target)
+        if conn is None:
+            return _open_then_send(run, target, wire, method == "HEAD", start, step, step_name, url)
+        return conn.send(wire, method == "HEAD", start, step, step_name, url)
 
-    # Plain functions returning the request's coroutine: ``await s.get(...)`` runs one
-    # coroutine per request, not two; keywords spelled out, so no dict is packed per call.
+    # Keywords spelled out, so no dict is packed per call.
     def get(
         self,
         path: str,
@@ -138,7 +129,7 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Awaitable[Response]:
         return self.request("GET", path, json=json, data=data, headers=headers, name=name)
 
     def post(
@@ -149,7 +140,7 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Awaitable[Response]:
         return self.request("POST", path, json=json, data=data, headers=headers, name=name)
 
     def put(
@@ -160,7 +151,7 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Awaitable[Response]:
         return self.request("PUT", path, json=json, data=data, headers=headers, name=name)
 
     def patch(
@@ -171,7 +162,7 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Awaitable[Response]:
         return self.request("PATCH", path, json=json, data=data, headers=headers, name=name)
 
     def delete(
@@ -182,7 +173,7 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Awaitable[Response]:
         return self.request("DELETE", path, json=json, data=data, headers=headers, name=name)
 
     def head(
@@ -193,8 +184,36 @@ class Session:
         data: bytes | str | Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Awaitable[Response]:
         return self.request("HEAD", path, json=json, data=data, headers=headers, name=name)
+
+
+def _failed(run: Iterations, exc: BaseException) -> asyncio.Future[Response]:
+    fut: asyncio.Future[Response] = run.loop.create_future()
+    fut.set_exception(exc)
+    return fut
+
+
+async def _open_then_send(
+    run: Iterations,
+    target: Target,
+    wire: bytes,
+    is_head: bool,
+    start: int,
+    step: Tally,
+    name: str,
+    url: str,
+) -> Response:
+    """A request when no idle connection was at hand: a new one, then the request on it."""
+    try:
+        conn = await run.pool.open(target)
+    except RequestFailed as exc:
+        step.error(exc.kind, run.clock() - start, 0)
+        raise RequestFailed(exc.kind, url) from None
+    except BaseException:  # cancelled (the run was stopped): counted, then re-raised
+        step.error("cancelled", run.clock() - start, 0)
+        raise
+    return await conn.send(wire, is_head, start, step, name, url)
 
 
 _FIXED = frozenset({"host", "user-agent", "accept", "content-type", "content-length"})
