@@ -353,3 +353,31 @@ async def test_head_then_get_on_one_kept_alive_connection(shop: Shop, tmp_path: 
     assert s.scenarios["peek"]["completed"] == 5 and s.errors == 0
     assert s.steps["head"]["successes"] == s.steps["get"]["successes"] == 5
     assert shop.seen["/browse"] == 10
+
+
+async def test_a_request_the_scenario_gives_up_on_counts_once_as_cancelled(
+    shop: Shop, tmp_path: Path
+) -> None:
+    script = _script(
+        tmp_path,
+        """
+        import asyncio
+        from hitpool.hit import scenario
+
+        @scenario
+        async def impatient(s):
+            r = await s.get("/browse", name="fine")
+            try:
+                await asyncio.wait_for(s.get("/slow/300", name="slow"), 0.01)
+            except TimeoutError:
+                pass
+            r = await s.get("/browse", name="fine")  # another connection: that one is busy
+            r.expect(200)
+        """,
+    )
+    s = await run_async(Spec(shop.url, script=script, requests=2, concurrency=1))
+    assert s.scenarios["impatient"]["completed"] == 2
+    slow = s.steps["slow"]
+    assert slow["requests"] == 2 and slow["errors_by_kind"]["cancelled"] == 2
+    assert s.steps["fine"]["successes"] == 4
+    assert s.requests == s.successes + s.errors == 6
