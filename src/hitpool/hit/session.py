@@ -76,7 +76,7 @@ class Session:
     ) -> Awaitable[Response]:
         """Send the request now; what is returned is awaited for its `Response` (a future
         resolved by the connection, or a coroutine when a connection must be opened first).
-        Errors raise at the await: RequestFailed, or ValueError for a header with a line break."""
+        RequestFailed raises at the await; ValueError (a header with a line break) at the call."""
         run = self._run
         method = method.upper()
         route = run.routes.get((method, path))
