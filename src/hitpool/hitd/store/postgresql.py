@@ -129,6 +129,36 @@ SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h), (SELECT count
 """
 
 
+# A claim in one statement (one round trip, one commit), at `now` $1 for worker $3, leases to
+# $2, at most $4 jobs: expired leases of other workers first (`k` false), then due queued jobs
+# in (run_at, id) order (`k` true). Every CTE sees the same snapshot, so the expired jobs on
+# their last attempt, which `dead` ends, are kept out of `c` by its `attempts < max_attempts`
+# (the two take disjoint rows). `dead` runs to completion though nothing reads it (PostgreSQL
+# always does so for a data-modifying CTE). The Limit over the Append pulls lazily, so the
+# second arm locks only as many rows as the first left room for.
+_CLAIM = f"""
+WITH dead AS (
+    UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL,
+        error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+    WHERE id IN (SELECT id FROM hitd_jobs WHERE status = 'running' AND lease_until <= $1
+                 AND attempts >= max_attempts AND worker <> $3 FOR UPDATE SKIP LOCKED)
+), c AS (
+    SELECT id, false AS k FROM (
+        SELECT id FROM hitd_jobs WHERE status = 'running' AND lease_until <= $1
+        AND attempts < max_attempts AND worker <> $3
+        ORDER BY lease_until, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS e
+    UNION ALL
+    SELECT id, true FROM (
+        SELECT id FROM hitd_jobs WHERE status = 'queued' AND run_at <= $1
+        ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS q
+    LIMIT $4
+)
+UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, runs = runs + 1,
+    lease_until = $2, started_at = $1, worker = $3
+FROM c WHERE hitd_jobs.id = c.id RETURNING {_RETURNING}, c.k
+"""
+
+
 async def _migrate(c: asyncpg.Connection) -> None:
     """Bring a table made by an older hitd up to SCHEMA (under the schema lock): `runs` was
     added after it. Its running jobs start from runs = attempts, the fence they hold."""
@@ -256,6 +286,14 @@ class PostgreSQLStore(Store):
         """Run fn(conn, *args) in one transaction; database errors become StoreError."""
         try:
             async with self._db.acquire() as c, c.transaction():
+                return await fn(c, *args)
+        except _DB_ERRORS as e:
+            raise _store_error(e) from e
+
+    async def _on_conn(self, fn: Any, *args: Any) -> Any:
+        """Run fn(conn, *args) on one connection, each statement its own transaction."""
+        try:
+            async with self._db.acquire() as c:
                 return await fn(c, *args)
         except _DB_ERRORS as e:
             raise _store_error(e) from e
@@ -439,7 +477,8 @@ class PostgreSQLStore(Store):
     async def claim(self, worker: str, limit: int, now: float, lease_s: float) -> list[JobRecord]:
         if limit <= 0:
             return []
-        recs, due = await self._run(self._claim, worker, limit, now, now + lease_s)
+        # One statement, so no BEGIN and COMMIT: its own transaction (see _CLAIM).
+        recs, due = await self._on_conn(self._claim, worker, limit, now, now + lease_s)
         self._queued -= due
         return list(recs)
 
@@ -451,66 +490,36 @@ class PostgreSQLStore(Store):
         now: float,
         lease_until: float,
     ) -> tuple[list[JobRecord], int]:
-        await c.execute(
-            "UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL, "
-            "error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts "
-            "WHERE id IN (SELECT id FROM hitd_jobs WHERE status = 'running' "
-            "AND lease_until <= $1 AND attempts >= max_attempts AND worker <> $2 "
-            "FOR UPDATE SKIP LOCKED)",
-            now,
-            worker,
-        )
-        take = (
-            "UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, runs = runs + 1, "
-            "lease_until = $2, started_at = $1, worker = $3 FROM ({}) AS c "
-            f"WHERE hitd_jobs.id = c.id RETURNING {_RETURNING}"
-        )
-        expired = await c.fetch(
-            take.format(
-                "SELECT id FROM hitd_jobs WHERE status = 'running' AND lease_until <= $1 "
-                "AND worker <> $3 ORDER BY lease_until, id LIMIT $4 FOR UPDATE SKIP LOCKED"
-            ),
-            now,
-            lease_until,
-            worker,
-            limit,
-        )
-        due: list[Any] = []
-        if len(expired) < limit:
-            due = await c.fetch(
-                take.format(
-                    "SELECT id FROM hitd_jobs WHERE status = 'queued' AND run_at <= $1 "
-                    "ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
-                ),
-                now,
-                lease_until,
-                worker,
-                limit - len(expired),
-            )
-        recs: list[JobRecord] = []
+        rows = await c.fetch(_CLAIM, now, lease_until, worker, limit)
+        expired: list[JobRecord] = []
+        due: list[JobRecord] = []
         poison: list[tuple[int, str]] = []
-        for rows, key in ((expired, _by_id), (due, _by_due)):
-            decoded = []
-            for r in rows:
-                rec, bad = decode_row(tuple(r))
-                if bad is None:
-                    decoded.append(rec)
-                else:
-                    poison.append((rec.id, bad))
-            recs += sorted(decoded, key=key)
+        for r in rows:
+            rec, bad = decode_row(tuple(r)[:-1])
+            if bad is not None:
+                poison.append((rec.id, bad))
+            elif r[-1]:
+                due.append(rec)
+            else:
+                expired.append(rec)
         if poison:
             # Rows that cannot be decoded (not written by this store, or damaged): failed
-            # with the reason in this transaction, so no worker gets them and no later
-            # claim trips on them.
+            # with the reason, so no worker gets them and no later claim trips on them.
+            # Under this claim's lease guard: a crash before this commit leaves them
+            # running under our lease, and the claim that takes them over fails them.
             await c.execute(
                 "UPDATE hitd_jobs SET status = 'failed', error = u.e, finished_at = $3, "
                 "lease_until = NULL FROM unnest($1::bigint[], $2::text[]) AS u(i, e) "
-                "WHERE hitd_jobs.id = u.i",
+                "WHERE hitd_jobs.id = u.i AND hitd_jobs.worker = $4 "
+                "AND hitd_jobs.status = 'running'",
                 [id for id, _ in poison],
                 [storable(why) for _, why in poison],
                 now,
+                worker,
             )
-        return recs, len(due)
+        expired.sort(key=_by_id)
+        due.sort(key=_by_due)
+        return expired + due, sum(1 for r in rows if r[-1])
 
     async def renew(self, ids: Sequence[int], worker: str, now: float, lease_s: float) -> None:
         if not ids:
