@@ -752,6 +752,69 @@ async def test_a_commit_claims_only_when_jobs_are_queued(clock: Clock) -> None:
     await store.close()
 
 
+class RidingStore(CountingStore):
+    """A store whose finish carries the next claim (as PostgreSQL's does in one statement):
+    `rode` records (limit, jobs returned) per finish that claimed."""
+
+    claims_with_finish = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rode: list[tuple[int, int]] = []
+        self.plain_finishes = 0
+
+    async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
+        self.plain_finishes += 1
+        await super().finish(outcomes, now)
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], now: float, worker: str, limit: int, lease_s: float
+    ) -> list[JobRecord]:
+        await MemoryStore.finish(self, outcomes, now)
+        got = await MemoryStore.claim(self, worker, limit, now, lease_s)
+        self.rode.append((limit, len(got)))
+        return got
+
+
+async def test_the_claim_rides_the_finish_of_the_jobs_that_freed_the_workers(
+    clock: Clock,
+) -> None:
+    store = RidingStore()
+    await store.open()
+    reg = Registry(include_global=False)
+    gate, four = asyncio.Event(), asyncio.Event()
+    started: list[int] = []
+    running = peak = 0
+
+    @reg.task
+    async def block(i: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        started.append(i)
+        if len(started) == 4:
+            four.set()
+        await gate.wait()
+        running -= 1
+
+    for i in range(12):
+        await enqueue(store, "block", args={"i": i})
+    async with make_runner(store, reg, clock, workers=4, poll_s=3600) as runner:
+        runner.notify()
+        await four.wait()
+        assert store.took == [(4, 4)]  # the first look is the claimer's
+        gate.set()
+        await runner.until_idle()
+        # Each group of four that ended claimed the next four in its own finish; the last
+        # finish, with nothing queued, claimed nothing; the claimer claimed no more.
+        assert store.rode == [(4, 4), (4, 4)]
+        assert store.took == [(4, 4)]
+        assert store.plain_finishes == 1
+        assert peak == 4 and sorted(started) == list(range(12))
+        assert (await store.counts())["succeeded"] == 12
+    await store.close()
+
+
 class ClaimSignalStore(MemoryStore):
     """Sets `claimed` after every claim returns: a test waits for a claim, not for time."""
 

@@ -391,6 +391,51 @@ class StoreContract:
         r = await store.get(id)
         assert r is not None and (r.status, r.result) == ("succeeded", "second run")
 
+    async def test_finish_and_claim_records_the_outcomes_and_claims_the_next(
+        self, store: Store
+    ) -> None:
+        ids = [id for id, _ in await store.enqueue([job() for _ in range(5)], T0)]
+        await store.claim("w1", 2, T0, 30)
+        nxt = await store.finish_and_claim(
+            [ok(ids[0], "w1", "a"), ok(ids[1], "w1", "b")], T0 + 1, "w1", 2, 30
+        )
+        assert [(r.id, r.status, r.attempts, r.started_at) for r in nxt] == [
+            (ids[2], "running", 1, T0 + 1),
+            (ids[3], "running", 1, T0 + 1),
+        ]
+        for id, result in ((ids[0], "a"), (ids[1], "b")):
+            r = await store.get(id)
+            assert r is not None and (r.status, r.result, r.finished_at) == (
+                "succeeded",
+                result,
+                T0 + 1,
+            )
+        # A failure among the outcomes, and more room than jobs left: all recorded, one taken.
+        last = await store.finish_and_claim(
+            [ok(ids[2], "w1", "c"), ended(ids[3], "w1", "failed", "no")], T0 + 2, "w1", 5, 30
+        )
+        assert [r.id for r in last] == [ids[4]]
+        assert await store.counts() == {**EMPTY, "succeeded": 3, "failed": 1, "running": 1}
+        assert store.queued_estimate() == 0
+
+    async def test_finish_and_claim_keeps_the_lease_guard_and_the_claim_order(
+        self, store: Store
+    ) -> None:
+        # w1's job expired under it and w2 took it over: w1's late outcome is ignored, and
+        # the claim riding it takes another worker's expired lease before queued jobs.
+        [(a, _)] = await store.enqueue([job()], T0)
+        [(b, _)] = await store.enqueue([job()], T0 + 1)
+        await store.claim("w1", 1, T0, 10)  # a
+        [again] = await store.claim("w2", 1, T0 + 10, 5)  # a, attempt 2, lease to T0 + 15
+        assert again.id == a
+        [(c, _)] = await store.enqueue([job()], T0 + 10)
+        nxt = await store.finish_and_claim([ok(a, "w1", "late")], T0 + 16, "w1", 2, 10)
+        assert [(r.id, r.attempts) for r in nxt] == [(a, 3), (b, 1)]
+        r = await store.get(a)
+        assert r is not None and (r.status, r.worker, r.result) == ("running", "w1", None)
+        assert (await store.counts())["queued"] == 1  # c
+        assert c not in {r.id for r in nxt}
+
     async def test_a_claimer_never_takes_back_its_own_expired_leases(self, store: Store) -> None:
         # Its wall clock stepped past the lease while its jobs run (NTP, a resumed VM): the
         # claimer is alive, so they are not run a second time by it, nor made dead on their

@@ -540,7 +540,9 @@ class Runner:
                 if not self._outcomes:  # the finisher waits for an empty list to fill
                     self._flush.set()
                 self._outcomes.append(outcome)
-            if self._open and (self._polled or self._store.queued_estimate() > self._not_due):
+            if outcome is not None and self._store.claims_with_finish:
+                pass  # the finish of this outcome claims for the worker it frees
+            elif self._open and (self._polled or self._store.queued_estimate() > self._not_due):
                 # A worker is free and jobs wait in the store. Not otherwise: the claimer
                 # has looked and found nothing queued (a commit or notify() wakes it when
                 # that changes), and a wake per job would be a task step for nothing.
@@ -606,8 +608,12 @@ class Runner:
                 await self._flush.wait()
                 continue
             batch, self._outcomes = self._outcomes, []
+            want = self._ride_want()
             try:
-                await self._store.finish(batch, self._clock())
+                if want:
+                    await self._finish_and_claim(batch, want)
+                else:
+                    await self._store.finish(batch, self._clock())
             except Exception as e:
                 log.exception("could not record %d outcomes", len(batch))
                 # One outcome the store cannot take must not hold back every later one
@@ -629,6 +635,43 @@ class Runner:
                     del held[o.id]
             if not held:
                 self._wake.set()  # the claimer decides whether the runner is idle
+
+    def _ride_want(self) -> int:
+        """How many jobs the next finish claims (stores with `claims_with_finish`): the
+        free workers, when the store holds queued jobs beyond those the last claim left as
+        not due. 0: a plain finish (the claimer claims for polls and commits)."""
+        if not (self._open and self._store.claims_with_finish):
+            return 0
+        free = self._workers - self._active
+        if free <= 0 or self._store.queued_estimate() <= self._not_due:
+            return 0
+        return min(free, self._claim_batch)
+
+    async def _finish_and_claim(self, batch: list[Outcome], want: int) -> None:
+        # The workers asked for are taken while the statement is under way, as the
+        # claimer's are, so that a handoff committed meanwhile cannot give them away too.
+        queued = self._store.queued_estimate()
+        self._active += want
+        try:
+            recs = await self._store.finish_and_claim(
+                batch, self._clock(), self.worker_name, want, self._lease_s
+            )
+        except BaseException:
+            self._active -= want
+            raise
+        self._active -= want - len(recs)
+        self._held.update((rec.id, rec.runs) for rec in recs)
+        self._claimed += len(recs)
+        self._start_jobs((r.id, r, r.attempts, r.runs, False) for r in recs)
+        if len(recs) == want:
+            self._not_due = 0
+            if self._active < self._workers:
+                # More workers are free than one claim takes (`claim_batch`), and more jobs
+                # may be due. Not otherwise: the claimer would take the workers the jobs just
+                # started free as they end, ahead of the finish that is to claim for them.
+                self._wake.set()
+        else:
+            self._not_due = max(0, queued - len(recs))
 
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await self._store.finish(outcomes, self._clock())

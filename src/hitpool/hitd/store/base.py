@@ -254,6 +254,9 @@ class Store(ABC):
     """False for memory://: its jobs die with the process."""
 
     supports_handoff: ClassVar[bool] = False
+    # True when `finish_and_claim` does both in one round trip: the runner then claims for
+    # the workers an outcome freed in that outcome's finish, not in a claim of its own.
+    claims_with_finish: ClassVar[bool] = False
 
     def set_handoff(self, handoff: Handoff | None) -> None:
         """Attach (or detach, with None) a runner that takes fresh due jobs straight from
@@ -326,6 +329,17 @@ class Store(ABC):
     @abstractmethod
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> None:
         """Record outcomes in one transaction; ignored for jobs no longer held by that worker."""
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], now: float, worker: str, limit: int, lease_s: float
+    ) -> list[JobRecord]:
+        """`finish(outcomes, now)`, then `claim(worker, limit, now, lease_s)`: the workers
+        those outcomes freed take their next jobs. A store may do both in one round trip.
+        After an error the outcomes may or may not be recorded (this default commits the
+        finish before it claims): recording them again is harmless, the lease guard and the
+        run fence ignore an outcome for a job no longer held on that run."""
+        await self.finish(outcomes, now)
+        return await self.claim(worker, limit, now, lease_s)
 
     @abstractmethod
     async def release(self, ids: Sequence[int], worker: str) -> None:

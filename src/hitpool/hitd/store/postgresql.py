@@ -136,8 +136,8 @@ SELECT (SELECT array_agg(i ORDER BY o) FROM u), (SELECT k FROM h), (SELECT count
 # (the two take disjoint rows). `dead` runs to completion though nothing reads it (PostgreSQL
 # always does so for a data-modifying CTE). The Limit over the Append pulls lazily, so the
 # second arm locks only as many rows as the first left room for.
-_CLAIM = f"""
-WITH dead AS (
+_CLAIM_CTES = """
+dead AS (
     UPDATE hitd_jobs SET status = 'dead', finished_at = $1, lease_until = NULL,
         error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
     WHERE id IN (SELECT id FROM hitd_jobs WHERE status = 'running' AND lease_until <= $1
@@ -153,10 +153,13 @@ WITH dead AS (
         ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) AS q
     LIMIT $4
 )
+"""
+_CLAIM_TAKE = f"""
 UPDATE hitd_jobs SET status = 'running', attempts = attempts + 1, runs = runs + 1,
     lease_until = $2, started_at = $1, worker = $3
 FROM c WHERE hitd_jobs.id = c.id RETURNING {_RETURNING}, c.k
 """
+_CLAIM = f"WITH {_CLAIM_CTES}{_CLAIM_TAKE}"
 
 
 async def _migrate(c: asyncpg.Connection) -> None:
@@ -204,6 +207,7 @@ class PostgreSQLStore(Store):
 
     durable: ClassVar[bool] = True
     supports_handoff: ClassVar[bool] = True
+    claims_with_finish: ClassVar[bool] = True
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         parts = _parse_url(url)
@@ -489,8 +493,10 @@ class PostgreSQLStore(Store):
         limit: int,
         now: float,
         lease_until: float,
+        sql: str = _CLAIM,
+        extra: Sequence[Any] = (),
     ) -> tuple[list[JobRecord], int]:
-        rows = await c.fetch(_CLAIM, now, lease_until, worker, limit)
+        rows = await c.fetch(sql, now, lease_until, worker, limit, *extra)
         expired: list[JobRecord] = []
         due: list[JobRecord] = []
         poison: list[tuple[int, str]] = []
@@ -542,6 +548,18 @@ class PostgreSQLStore(Store):
             return
         requeued: int = await self._run(self._finish, list(outcomes), now)
         self._queued += requeued
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], now: float, worker: str, limit: int, lease_s: float
+    ) -> list[JobRecord]:
+        if limit <= 0 or not all(o.status == "succeeded" for o in outcomes):
+            return await super().finish_and_claim(outcomes, now, worker, limit, lease_s)
+        ok = _ok_args(outcomes, now)[:4]
+        recs, due = await self._on_conn(
+            self._claim, worker, limit, now, now + lease_s, _FINISH_CLAIM, ok
+        )
+        self._queued -= due
+        return list(recs)
 
     async def _finish(self, c: asyncpg.Connection, outcomes: list[Outcome], now: float) -> int:
         # The statuses are the runner's (`Outcome.status`): written as given, under the lease
@@ -742,6 +760,16 @@ _FINISH_OK = (
     "UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, finished_at = $5, "
     "lease_until = NULL FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) "
     f"AS u(i, w, a, r) WHERE {_HELD}"
+)
+
+# Successes recorded and the next claim, in one statement (one round trip, one commit): the
+# claim of _CLAIM ($1-$4) with _FINISH_OK's update ($5-$8, finished at $1) as a CTE. They
+# touch disjoint rows: the finished jobs are held by this worker, and a claim takes only
+# queued jobs and other workers' expired leases.
+_FINISH_CLAIM = (
+    "WITH f AS (UPDATE hitd_jobs SET status = 'succeeded', result = u.r, error = NULL, "
+    "finished_at = $1, lease_until = NULL FROM unnest($5::bigint[], $6::text[], $7::int[], "
+    f"$8::text[]) AS u(i, w, a, r) WHERE {_HELD}), {_CLAIM_CTES}{_CLAIM_TAKE}"
 )
 
 
