@@ -49,7 +49,8 @@ ops = st.one_of(
     ),
     st.builds(lambda w, n: Op("claim", (w, n)), st.sampled_from(WORKERS), st.integers(1, 4)),
     st.builds(
-        lambda w, picks: Op("finish", (w, picks)),
+        # n > 0: the finish carries the next claim of n (Store.finish_and_claim).
+        lambda w, picks, n: Op("finish_claim" if n else "finish", (w, picks, n)),
         st.sampled_from(WORKERS),
         st.lists(
             st.tuples(
@@ -57,6 +58,7 @@ ops = st.one_of(
             ),
             max_size=4,
         ),
+        st.sampled_from([0, 0, 2]),
     ),
     st.builds(
         lambda w, picks: Op("release", (w, picks)),
@@ -98,8 +100,8 @@ async def apply(store: Store, op: Op, now: float, known: list[int], held: list[i
     if op.kind == "claim":
         recs = await store.claim(op.args[0], op.args[1], now, 30.0)
         return [(r.id, r.attempts) for r in recs]
-    if op.kind == "finish":
-        worker, picks = op.args
+    if op.kind in ("finish", "finish_claim"):
+        worker, picks, n = op.args
         outcomes = []
         for i, kind in picks:
             id = pick(i)
@@ -120,6 +122,9 @@ async def apply(store: Store, op: Op, now: float, known: list[int], held: list[i
             )
         # One outcome per job in a batch, as a runner sends them.
         unique = list({o.id: o for o in outcomes}.values())
+        if n:
+            recs = await store.finish_and_claim(unique, now, worker, n, 30.0)
+            return [(r.id, r.attempts) for r in recs]
         return await store.finish(unique, now)
     if op.kind == "release":
         return await store.release(sorted({pick(i) for i in op.args[1]}), op.args[0])
@@ -161,7 +166,9 @@ async def run(sequence: list[Op], use_json: bool, real: Store | None = None) -> 
                 if op.kind == "tick":
                     now += op.args[0]
                     continue
-                worker = op.args[0] if op.kind in ("finish", "release", "renew") else ""
+                worker = (
+                    op.args[0] if op.kind in ("finish", "finish_claim", "release", "renew") else ""
+                )
                 held = await held_by(model, worker, known) if worker else []
                 a = await apply(model, op, now, known, held)
                 b = await apply(
@@ -172,7 +179,7 @@ async def run(sequence: list[Op], use_json: bool, real: Store | None = None) -> 
                         if created:
                             to_real[ia], to_model[ib] = ib, ia
                     known.extend(id for id, created in a if created)
-                if op.kind in ("enqueue", "claim"):
+                if op.kind in ("enqueue", "claim", "finish_claim"):
                     b = [(to_model[i], x) for i, x in b]
                 assert a == b, (op, a, b)
                 for id in known:
