@@ -20,8 +20,9 @@ Same contract and the same test suite as the SQLite store. What differs:
   without keys (ids, insert and the handoff in one INSERT), a claim, and a finish of
   successes only, which carries the claim for the workers it freed (`finish_and_claim`).
   With the handoff (`set_handoff`, as for SQLite) fresh due jobs are inserted already claimed
-  by this process's runner, unless older due jobs wait; that saves the claim per batch. Several enqueues run at once on the pool, so the room each
-  takes is reserved here before its statement runs.
+  by this process's runner, unless older due jobs wait; that saves the claim per batch.
+  Several enqueues run at once on the pool, so the room each takes is reserved here before
+  its statement runs.
 
 `?schema=name` in the URL puts the table in that schema (created if missing); the tests use
 it to give every test a fresh one. Needs asyncpg (the `postgres` extra).
