@@ -815,6 +815,51 @@ async def test_the_claim_rides_the_finish_of_the_jobs_that_freed_the_workers(
     await store.close()
 
 
+class FailingRideStore(RidingStore):
+    """Its first finish that carries a claim fails (a store hiccup); the rest work."""
+
+    failed = False
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], now: float, worker: str, limit: int, lease_s: float
+    ) -> list[JobRecord]:
+        if not self.failed:
+            self.failed = True
+            raise StoreError("PostgreSQL: a hiccup")
+        return await super().finish_and_claim(outcomes, now, worker, limit, lease_s)
+
+
+async def test_workers_freed_by_a_failed_finish_and_claim_are_claimed_for_at_once(
+    clock: Clock,
+) -> None:
+    store = FailingRideStore()
+    await store.open()
+    reg = Registry(include_global=False)
+    gate = asyncio.Event()
+    done: list[int] = []
+    four = asyncio.Event()
+
+    @reg.task
+    async def step(i: int) -> None:
+        if i < 2:
+            await gate.wait()  # two workers stay busy throughout
+        done.append(i)
+        if len(done) == 4:
+            four.set()
+
+    for i in range(6):
+        await enqueue(store, "step", args={"i": i})
+    # poll_s is long: the jobs after the failure can only come from a claim it woke.
+    async with make_runner(store, reg, clock, workers=4, poll_s=3600) as runner:
+        runner.notify()
+        await four.wait()  # 2 and 3 ended, their finish failed, 4 and 5 ran meanwhile
+        assert store.failed and sorted(done) == [2, 3, 4, 5]
+        gate.set()
+        await runner.until_idle()
+        assert (await store.counts())["succeeded"] == 6
+    await store.close()
+
+
 class ClaimSignalStore(MemoryStore):
     """Sets `claimed` after every claim returns: a test waits for a claim, not for time."""
 

@@ -658,6 +658,7 @@ class Runner:
             )
         except BaseException:
             self._active -= want
+            self._wake.set()  # the freed workers are the claimer's again (it retries at poll)
             raise
         self._active -= want - len(recs)
         self._held.update((rec.id, rec.runs) for rec in recs)
