@@ -80,11 +80,3 @@ def build() -> str:
         return "pure"
     return f"mixed ({n} of {len(COMPILED)} compiled)"
 
-
-def version_line(program: str) -> str:
-    """What `--version` prints: the program, the package version, the build and Python."""
-    from . import __version__
-
-    impl = sys.implementation.name
-    py = ".".join(str(v) for v in sys.version_info[:3])
-    return f"{program} {__version__} ({build()} build, {impl} {py})"

@@ -137,10 +137,12 @@ def test_usage_errors_come_before_the_first_request(
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from importlib.metadata import version
 
+    from hitpool._build import build
+
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0
-    assert capsys.readouterr().out == f"hit (hitpool) {version('hitpool')}\n"
+    assert capsys.readouterr().out == f"hit (hitpool) {version('hitpool')} ({build()} build)\n"
 
 
 def test_credentials_in_the_url_send_basic_auth_and_are_not_reported(

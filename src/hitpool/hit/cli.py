@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, NoReturn
 
 import uvloop
 
+from .._build import build
 from ..durations import parse_seconds
 from . import report, reportcmd, saved
 from ._errors import CannotStart, HitError, SpecError, UsageError
@@ -185,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 could not start, 2 usage error, 3 an --assert failed, "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
     )
-    p.add_argument("--version", action="version", version=f"hit (hitpool) {_hit_version()}")
+    shown = f"hit (hitpool) {_hit_version()} ({build()} build)"  # pure, or compiled by mypyc
+    p.add_argument("--version", action="version", version=shown)
     p.add_argument(
         "url",
         metavar="URL",

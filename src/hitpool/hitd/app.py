@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from .._build import build
 from .._errors import DispatcherClosed, SpecError
 from ..durations import parse_seconds
 from .admin import Admin, parse_purge
@@ -485,6 +486,7 @@ class App:
             },
             "draining": self.draining,
             "uptime_s": round(self.clock() - self.started_at, 3),
+            "build": build(),
         }
         return json_response(200, body)
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._build import build
 from .._errors import HitpoolError, SpecError
 from .app import App, AppConfig
 from .http import HttpLimits, HttpServer, connection_cap, raise_fd_limit
@@ -248,7 +249,7 @@ class Hitd:
         return (
             f"hitd listening on http://{host}:{self.port} "
             f"(store {c.store} [{durable}], {workers}, queue-size {c.queue_size}, "
-            f"retention {describe(c.retention_s)}{ui}{auth})"
+            f"retention {describe(c.retention_s)}{ui}{auth}, {build()} build)"
         )
 
 
