@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import hitpool
 from hitpool.hit.cli import main, parse_args
 
 from .servers import Server, serve_in_thread
@@ -261,7 +262,9 @@ def test_processes_report_the_rate_they_were_given(
 
 
 def _env() -> dict[str, str]:
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    # The child imports the hitpool this test imported (the source tree, or the installed
+    # compiled build), not whichever one its own sys.path would find first.
+    src = str(Path(hitpool.__file__).resolve().parents[1])
     return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
