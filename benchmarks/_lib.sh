@@ -8,7 +8,10 @@
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$BENCH_DIR/.." && pwd)"
 OUT_DIR="$BENCH_DIR/out"
-PY="$ROOT_DIR/.venv/bin/python"
+# The compiled build (make's .venv-compiled), or the pure one (.venv) with HITPOOL_PURE=1.
+if [[ ${HITPOOL_PURE:-} == 1 ]]; then VENV_NAME=.venv; else VENV_NAME=.venv-compiled; fi
+VENV_BIN="$ROOT_DIR/$VENV_NAME/bin"
+PY="$VENV_BIN/python"
 STATS="$BENCH_DIR/_stats.py"
 mkdir -p "$OUT_DIR"
 
@@ -134,10 +137,9 @@ cpu_cores() { awk 'END{ if ($1 > 0) printf "%.2f", ($2 + $3) / $1; else print "n
 load_note() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"; }
 
 need_venv() {
-    if [[ ! -x $PY ]]; then
-        log "project .venv missing: make .venv/.installed"
-        make -C "$ROOT_DIR" .venv/.installed >&2 || die "make .venv/.installed failed"
-    fi
+    # make rebuilds the compiled venv when a source changed since its build.
+    make -C "$ROOT_DIR" "$VENV_NAME/.installed" >&2 || die "make $VENV_NAME/.installed failed"
+    log "build: $("$PY" -c 'from hitpool._build import build; print(build())')"
 }
 
 need_apt_file() { # need_apt_file PATH PACKAGE...: for a library or header rather than a binary

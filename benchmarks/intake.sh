@@ -21,8 +21,9 @@
 # hitd and Go: 16 workers (each one's default) running the built-in `hello` as jobs arrive,
 # a queue large enough that no run is answered 429 (see GO_QUEUE, HITD_QUEUE), per-job logging off.
 #
-# Generator: hit (`.venv/bin/hit`) when it works, else wrk with a Lua POST script. The Go
-# collector is built here with the system's go (no modules fetched, GOCACHE in benchmarks/out).
+# Generator: hit (the compiled build's; `.venv/bin/hit` with HITPOOL_PURE=1) when it works, else
+# wrk with a Lua POST script. The Go collector is built here with the system's go (no modules
+# fetched, GOCACHE in benchmarks/out).
 # Bounded: about 2 minutes with the defaults; loopback only. Not part of the test suite.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
@@ -71,8 +72,8 @@ WORKERS=${WORKERS:-16} # both servers; the env overrides it for experiments
 
 # --- what we need ---------------------------------------------------------------------------------
 need_venv
-HIT="$ROOT_DIR/.venv/bin/hit"
-HITD="$ROOT_DIR/.venv/bin/hitd"
+HIT="$VENV_BIN/hit"
+HITD="$VENV_BIN/hitd"
 if [[ -z $GEN ]]; then
     if "$HIT" --help >/dev/null 2>&1; then GEN=hit; else GEN=wrk; fi
 fi

@@ -85,7 +85,7 @@ if [[ " $TOOLS " == *" aiohttp "* || " $TOOLS " == *" locust "* ]]; then
             die "pip install into $BVENV failed"
     fi
 fi
-HIT="$ROOT_DIR/.venv/bin/hit"
+HIT="$VENV_BIN/hit"
 if [[ " $TOOLS " == *" hit"* ]] && ! "$HIT" --help >/dev/null 2>&1; then
     log "hit is not installed or not working yet ($HIT --help fails): skipping it"
     TOOLS=$(tr ' ' '\n' <<<"$TOOLS" | grep -v '^hit' | tr '\n' ' ')
