@@ -91,7 +91,7 @@ class SQLiteStore(Store):
         self.path = str(path)
         self._use_json = use_json
         self._ops: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._writer_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rconn: sqlite3.Connection | None = None
         self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
@@ -127,10 +127,10 @@ class SQLiteStore(Store):
         st = os.stat(self.path)
         self._file = (st.st_dev, st.st_ino)
         self._rconn = connect(self.path)
-        self._thread = threading.Thread(
+        self._writer_thread = threading.Thread(
             target=self._write_loop, args=(conn,), name="hitd-sqlite-write", daemon=True
         )
-        self._thread.start()
+        self._writer_thread.start()
 
     def _open_conn(self) -> sqlite3.Connection:
         conn = connect(self.path)
@@ -141,12 +141,12 @@ class SQLiteStore(Store):
         return conn
 
     async def close(self) -> None:
-        if self._closed or self._thread is None:
+        if self._closed or self._writer_thread is None:
             self._closed = True
             return
         self._closed = True
         self._ops.put(None)  # the writer finishes what is queued before the sentinel
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._writer_thread.join)
         if self._rconn is not None:
             self._rconn.close()
             self._rconn = None
@@ -465,7 +465,7 @@ class SQLiteStore(Store):
         """From the counts kept by every commit: exact while this store is the only writer of
         the file (one hitd per SQLite file), and free, where a GROUP BY over a million jobs
         takes half a second."""
-        if self._closed or self._thread is None:
+        if self._closed or self._writer_thread is None:
             raise StoreError("the SQLite store is closed (or was never opened)")
         return dict(self._counts)
 
