@@ -72,6 +72,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+from mypy_extensions import mypyc_attr
+
 from ..._errors import SpecError
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancelled"]
@@ -247,6 +249,7 @@ class Handoff(Protocol):
 _URL_FORMS = "use memory://, sqlite:///path.db or postgresql://user@host:port/db"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # memory.py, postgresql.py and tests' fakes
 class Store(ABC):
     """The abstract job store. Pick a backend with `Store.from_url(url)`."""
 
