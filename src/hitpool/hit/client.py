@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from ._errors import CannotStart as CannotStart  # engine.py imports it from here
 from .stats import COUNTS_LEN, SUB_BUCKET_BITS, SUB_BUCKET_COUNT, SUB_BUCKET_HALF_MAGNITUDE
@@ -125,6 +126,7 @@ class Home(Protocol):
         """``conn`` is dead: no sweep or stop needs to see it any more."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fake connections
 class Conn(asyncio.Protocol):
     """One keep-alive connection; a request in flight between ``send`` and its response."""
 
