@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, NoReturn, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from ._errors import DispatcherClosed, JobCancelled, SpecError
 
 __all__ = ["DispatcherStatistics", "JobStatus"]
@@ -124,6 +126,7 @@ class CountdownLatch:
         self.waiter: Any = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # failed_class() subclasses at run time
 class BaseJob(Generic[T]):
     """A dispatched call: its function, its state, and its outcome once it has one."""
 
@@ -229,12 +232,14 @@ class BaseJob(Generic[T]):
         raise self._exc
 
 
+@mypyc_attr(native_class=False)  # mixed in at run time: compiled classes cannot be
 class _UnretrievedFailure:
     """Mixed into a failed job's class so that only failed jobs pay for a finalizer."""
 
     __slots__ = ()
 
-    def __del__(self) -> None:
+    # Untyped: in the compiled build a typed __del__ of a non-native class is not called.
+    def __del__(self):  # type: ignore[no-untyped-def]
         job: Any = self
         if not job._retrieved and job._exc is not None:
             log.error("hitpool: exception of %r was never retrieved", job, exc_info=job._exc)
