@@ -36,6 +36,8 @@ from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from ._core import (
     _FINISHED,
     CANCELLED,
@@ -58,6 +60,7 @@ __all__ = ["ThreadDispatcher", "ThreadJob"]
 T = TypeVar("T")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # _core.failed_class() subclasses it
 class ThreadJob(BaseJob[T]):
     """A job on a `ThreadDispatcher`: ``job.result(timeout)`` blocks for its outcome."""
 
