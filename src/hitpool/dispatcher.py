@@ -25,6 +25,8 @@ from functools import partial
 from types import CoroutineType, TracebackType
 from typing import Any, TypeVar, overload
 
+from mypy_extensions import mypyc_attr
+
 from ._core import (
     _EMPTY,
     _FINISHED,
@@ -50,6 +52,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # _core.failed_class() subclasses it
 class Job(BaseJob[T]):
     """A job on a `Dispatcher`: ``await job`` gives its result or raises its exception."""
 
@@ -132,11 +135,15 @@ class Dispatcher(Core):
         if exc_type is not None:
             await self.stop(cancel=True)
             return
+        # Caught into a variable, awaited after the except: see scripts/check_compiled.py.
+        failure: BaseException | None = None
         try:
             await self.join()
-        except BaseException:
+        except BaseException as e:
+            failure = e
+        if failure is not None:
             await self.stop(cancel=True)
-            raise
+            raise failure
         await self.stop()
         if self._fail_fast and self._first_failure is not None:
             raise self._first_failure
@@ -183,16 +190,20 @@ class Dispatcher(Core):
             self._cancel_all()
         self._idle.wake_all()  # a worker parked for a delayed job may have nothing left
         tasks = list(self._tasks.values())
+        interrupted: BaseException | None = None
         try:
             if tasks:
                 await asyncio.wait(tasks)
-        except BaseException:
-            # Cancelled while draining: do not leave the workers behind.
-            self._cancel_all()
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks)
-            raise
+        except BaseException as e:
+            interrupted = e  # awaited after the except: see scripts/check_compiled.py
+        try:
+            if interrupted is not None:
+                # Cancelled while draining: do not leave the workers behind.
+                self._cancel_all()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.wait(tasks)
+                raise interrupted
         finally:
             if self._state is PoolState.DRAINING and not self._tasks:
                 self._set_state(PoolState.CLOSED)
