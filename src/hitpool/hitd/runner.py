@@ -363,10 +363,13 @@ class Runner:
         self._wake.set()
         await claimer
         pool = self._pool
+        timed_out = False
         try:
             async with asyncio.timeout(grace):
                 await pool.stop()
         except TimeoutError:
+            timed_out = True  # awaited after the except: see scripts/check_compiled.py
+        if timed_out:
             # pool.stop() was cancelled by the timeout: it cancelled the running jobs (each
             # leaves an interrupted outcome) and waited for them. Calling it again is a
             # no-op that makes that explicit.
@@ -442,6 +445,8 @@ class Runner:
                 except Exception:  # a failing store must not silently stop the workers
                     self._active -= want
                     log.exception("claim failed; trying again in %gs", self._poll_s)
+                    recs = None  # paused after the except: see scripts/check_compiled.py
+                if recs is None:
                     await self._pause()
                     continue
                 self._active -= want - len(recs)
@@ -609,6 +614,7 @@ class Runner:
                 continue
             batch, self._outcomes = self._outcomes, []
             want = self._ride_want()
+            refused: Exception | None = None
             try:
                 if want:
                     await self._finish_and_claim(batch, want)
@@ -616,9 +622,11 @@ class Runner:
                     await self._store.finish(batch, self._clock())
             except Exception as e:
                 log.exception("could not record %d outcomes", len(batch))
+                refused = e  # awaited after the except: see scripts/check_compiled.py
+            if refused is not None:
                 # One outcome the store cannot take must not hold back every later one
                 # (they all join the batch being retried): record the batch in halves.
-                left = await retry_in_halves(batch, e, self._record, self._record_alone)
+                left = await retry_in_halves(batch, refused, self._record, self._record_alone)
                 if left:
                     # Not recorded (the store is failing): the jobs stay held (their leases
                     # renewed) and are tried again after a pause. After a stop or a crash
