@@ -37,10 +37,13 @@ async def retry_in_halves(
         if down:
             left.extend(part)
             return False
+        refused: Exception | None = None
         try:
             await attempt(part)
         except Exception as e:
-            return await failed(part, e)
+            refused = e  # awaited after the except: see scripts/check_compiled.py
+        if refused is not None:
+            return await failed(part, refused)
         worked = True
         return True
 
