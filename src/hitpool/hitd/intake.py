@@ -168,9 +168,12 @@ class Intake:
         store refused is committed again in halves (`retry_in_halves`): one request it cannot take
         (a text it cannot encode, say) must not fail every other client's jobs with it."""
         try:
+            exc: Exception | None = None
             try:
                 await self._enqueue(jobs, waiters)
-            except Exception as exc:
+            except Exception as e:
+                exc = e  # awaited after the except: see scripts/check_compiled.py
+            if exc is not None:
                 self._failures += 1
                 if len(waiters) > 1:
                     log.warning("enqueue of %d jobs failed (%s): committing apart", len(jobs), exc)
