@@ -113,7 +113,10 @@ class HttpServer(Shared):
 
     @property
     def sockets(self) -> tuple[Any, ...]:
-        return tuple(self._server.sockets) if self._server is not None else ()
+        # Read through Any: uvloop's Server.sockets is a list where the stubs say tuple, and
+        # the compiled build checks a declared type when the attribute is read.
+        server: Any = self._server
+        return tuple(server.sockets) if server is not None else ()
 
     @property
     def port(self) -> int:
