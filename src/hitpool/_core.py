@@ -259,6 +259,7 @@ def failed_class(cls: type) -> type:
     return sub
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # so that the public dispatchers can
 class Core:
     """The counters and rules both dispatchers follow; subclasses add the waiting."""
 
@@ -267,8 +268,8 @@ class Core:
 
     def __init__(
         self,
-        workers: int,
-        queue_size: int,
+        workers: object,
+        queue_size: object,
         on_error: Callable[[Any, BaseException], object] | None,
         fail_fast: bool,
     ) -> None:
