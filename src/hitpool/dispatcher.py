@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
 from functools import partial
 from types import CoroutineType, TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, SupportsFloat, SupportsIndex, TypeVar, overload
 
 from mypy_extensions import mypyc_attr
 
@@ -75,6 +75,7 @@ class Job(BaseJob[T]):
         return self._outcome()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a public class: users may subclass it
 class Dispatcher(Core):
     """A fixed pool of worker tasks fed from a bounded queue.
 
@@ -90,10 +91,13 @@ class Dispatcher(Core):
     _kind = "Dispatcher"
     _start_hint = "`async with Dispatcher(...) as pool`"
 
+    # Sizes and delays are typed as what callers may pass (the compiled build checks the
+    # declared types on entry, before our checks could name the field): check_size and
+    # _check_delay take them to int and float or raise SpecError.
     def __init__(
         self,
-        workers: int = 8,
-        queue_size: int = 64,
+        workers: SupportsIndex = 8,
+        queue_size: SupportsIndex = 64,
         *,
         on_error: Callable[[Job[Any], BaseException], object] | None = None,
         fail_fast: bool = False,
@@ -229,7 +233,7 @@ class Dispatcher(Core):
         fn: Callable[..., Awaitable[T] | T],
         /,
         *args: Any,
-        delay: float | None = None,
+        delay: SupportsFloat | None = None,
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)``; wait while the queue is full. Returns the job."""
@@ -271,7 +275,7 @@ class Dispatcher(Core):
         fn: Callable[..., Awaitable[T] | T],
         /,
         *args: Any,
-        delay: float | None = None,
+        delay: SupportsFloat | None = None,
         **kwargs: Any,
     ) -> Job[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once.
@@ -506,7 +510,7 @@ class Dispatcher(Core):
         if self._fail_fast and self._first_failure is not None:
             raise self._first_failure
 
-    def resize(self, workers: int) -> None:
+    def resize(self, workers: SupportsIndex) -> None:
         """Change the number of workers. Extra workers finish their current job and exit."""
         workers = check_size("workers", workers)
         old = self._workers
