@@ -7,6 +7,12 @@ not make: code that is correct Python but that the compiled build gets wrong.
   after the await, in a coroutine awaited by another compiled one: cf. python/mypy#12867) and
   left a stale `sys.exc_info()` that an interpreted caller's bare `raise` re-raised. The fix:
   catch into a variable, leave the `except`, then await and re-raise the variable.
+- No variable read in a `finally` block that the `try` (or its `except` blocks) assigns.
+  mypyc types the variable by its narrowed type at the point of the read: `x = None` before
+  the `try`, `x = Outcome(...)` inside, and `if x is not None` in the `finally` raised
+  TypeError ("tuple object expected; got None") when the `try` was left by an exception
+  before the assignment. Do the work after the `try` statement, or read only names the
+  `try` does not assign.
 - No attribute whose C field name is a C keyword: mypyc stores `self.x` in a struct field
   named `_x`, so `self._thread` becomes `__thread`, a GCC keyword, and the C does not compile.
 
@@ -98,9 +104,33 @@ def _awaits(node: ast.AST) -> Iterator[ast.AST]:
         yield from _awaits(child)
 
 
+def _names(nodes: list[ast.stmt] | list[ast.ExceptHandler], ctx: type) -> Iterator[ast.Name]:
+    """The names used with `ctx` (ast.Load or ast.Store) in `nodes`, outside nested functions."""
+    stack: list[ast.AST] = list(nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ctx):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def findings(path: Path) -> Iterator[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
+        if isinstance(node, ast.Try | ast.TryStar) and node.finalbody:
+            assigned = {n.id for n in _names([*node.body, *node.handlers], ast.Store)}
+            assigned |= {h.name for h in node.handlers if h.name}
+            # A name the finally block assigns itself (a loop variable) holds its own value.
+            assigned -= {n.id for n in _names(node.finalbody, ast.Store)}
+            for name in _names(node.finalbody, ast.Load):
+                if name.id in assigned:
+                    yield (
+                        f"{path}:{name.lineno}: {name.id} is read in a finally block and "
+                        f"assigned in its try (line {node.lineno}) in a compiled module: "
+                        "the compiled build trusts its narrowed type; read it after the try"
+                    )
         if isinstance(node, ast.ExceptHandler):
             for aw in _awaits(node):
                 what = {ast.AsyncWith: "async with", ast.AsyncFor: "async for"}.get(

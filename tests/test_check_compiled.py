@@ -115,3 +115,38 @@ def test_the_script_checks_every_compiled_module_and_exits_1_on_a_finding(
     )
     assert (run.returncode, run.stdout.count("\n")) == (1, 1)
     assert run.stdout.startswith(f"{bad}:5: await inside an except block")
+
+
+def test_a_name_the_try_assigns_read_in_its_finally_is_found(tmp_path: Path) -> None:
+    source = """
+    async def h():
+        outcome = None
+        try:
+            outcome = await f()
+        except Exception as e:
+            log(e)
+        finally:
+            if outcome is not None:
+                record(outcome)
+    """
+    expected = (
+        "outcome is read in a finally block and assigned in its try (line 4) in a compiled "
+        "module: the compiled build trusts its narrowed type; read it after the try"
+    )
+    assert _findings(tmp_path, source) == [expected, expected]  # both reads
+
+
+def test_a_finally_reading_what_the_try_does_not_assign_is_fine(tmp_path: Path) -> None:
+    source = """
+    def h(self, fut, jobs):
+        timer = start()
+        try:
+            result = run()
+        finally:
+            timer.cancel()
+            for job in jobs:
+                job.cancel()
+            self.count -= 1
+        return result
+    """
+    assert _findings(tmp_path, source) == []
