@@ -497,7 +497,6 @@ class Runner:
             # seed's workers did, instead of a set and a reset per job.
             current_worker.set(self._slots.pop())
         t0 = time.perf_counter()
-        outcome: Outcome | None = None
         td: TaskDef | None = None
         scope: asyncio.Timeout | None = None
         try:
@@ -534,24 +533,36 @@ class Runner:
             outcome = self._failure(id, job, attempts, run, msg, permanent=False)
         except asyncio.CancelledError:
             # The grace period of a stop ended (or a hard stop): the attempt is used.
-            outcome = self._interrupt(id, job, attempts, run)
+            self._record_outcome(self._interrupt(id, job, attempts, run))
             raise
         except Exception as e:
             outcome = self._failure(id, job, attempts, run, _describe(e), permanent=False)
         finally:
             self._hist.observe(time.perf_counter() - t0)
             self._active -= 1
-            if outcome is not None:
-                if not self._outcomes:  # the finisher waits for an empty list to fill
-                    self._flush.set()
-                self._outcomes.append(outcome)
-            if outcome is not None and self._store.claims_with_finish:
-                pass  # the finish of this outcome claims for the worker it frees
-            elif self._open and (self._polled or self._store.queued_estimate() > self._not_due):
-                # A worker is free and jobs wait in the store. Not otherwise: the claimer
-                # has looked and found nothing queued (a commit or notify() wakes it when
-                # that changes), and a wake per job would be a task step for nothing.
-                self._wake.set()
+        # Recorded after the try, not in its finally (the compiled build trusts `outcome`'s
+        # narrowed type there: see scripts/check_compiled.py); a cancellation records its own.
+        # `_record_outcome`, inlined: this runs once per job.
+        if not self._outcomes:  # the finisher waits for an empty list to fill
+            self._flush.set()
+        self._outcomes.append(outcome)
+        if self._store.claims_with_finish:
+            pass  # the finish of this outcome claims for the worker it frees
+        elif self._open and (self._polled or self._store.queued_estimate() > self._not_due):
+            # A worker is free and jobs wait in the store. Not otherwise: the claimer has
+            # looked and found nothing queued (a commit or notify() wakes it when that
+            # changes), and a wake per job would be a task step for nothing.
+            self._wake.set()
+
+    def _record_outcome(self, outcome: Outcome) -> None:
+        """The tail of `_run` for an outcome recorded on its way out (a cancellation)."""
+        if not self._outcomes:
+            self._flush.set()
+        self._outcomes.append(outcome)
+        if self._store.claims_with_finish:
+            pass  # the finish of this outcome claims for the worker it frees
+        elif self._open and (self._polled or self._store.queued_estimate() > self._not_due):
+            self._wake.set()
 
     async def _in_thread(self, td: TaskDef, args: dict[str, Any]) -> Any:
         # Plain functions run on a thread, with the context (current_worker) copied.
