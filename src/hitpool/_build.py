@@ -29,7 +29,9 @@ COMPILED: tuple[str, ...] = (
     "hitpool.hit.client",
     "hitpool.hit.engine",
     # hitd's request and job path, with the stores it is tested against on every commit.
+    "hitpool.hitd.h1",
     "hitpool.hitd.http",
+    "hitpool.hitd.jsonin",
     "hitpool.hitd.messages",
     "hitpool.hitd.app",
     "hitpool.hitd.intake",
@@ -79,4 +81,3 @@ def build() -> str:
     if n == 0:
         return "pure"
     return f"mixed ({n} of {len(COMPILED)} compiled)"
-
