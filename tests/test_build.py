@@ -17,7 +17,6 @@ import pytest
 import hitpool
 from hitpool import Dispatcher, SpecError, ThreadDispatcher
 from hitpool._build import COMPILED, build, compiled_modules
-from hitpool.hit.cli import main as hit_main
 
 EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
@@ -44,14 +43,6 @@ def test_every_compiled_module_is_one_of_ours_listed_once() -> None:
     for name in COMPILED:
         assert name.startswith("hitpool.")
         assert importlib.util.find_spec(name) is not None, name
-
-
-def test_hit_version_says_which_build(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as e:
-        hit_main(["--version"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    assert out == f"hit {hitpool.__version__} ({build()} build, cpython {sys.version.split()[0]})\n"
 
 
 # --- our errors, not TypeError: the compiled build checks annotations at run time ---------
