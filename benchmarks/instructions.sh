@@ -62,7 +62,8 @@ count() { # count TARGET N -> the Ir of a hitd run that served N single-job POST
     python3 "$STATS" wait-http "http://127.0.0.1:$port/healthz" 120 ||
         die "hitd under valgrind did not answer: $(tail -5 "$dir/server.log")"
     "$HIT" -n "$n" -c 50 -t 60s -m POST -d "@$BODY" -H "Content-Type: application/json" \
-        "http://127.0.0.1:$port/jobs" >/dev/null || die "hit failed against $src"
+        "http://127.0.0.1:$port/jobs" >/dev/null 2>"$dir/hit.err" ||
+        die "hit failed against $target: $(tail -5 "$dir/hit.err")" # stderr: its progress lines
     # Let the workers finish every accepted job, so the count holds each job's whole life.
     for _ in $(seq 300); do
         python3 "$STATS" get-json "http://127.0.0.1:$port/stats" |
