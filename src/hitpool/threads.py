@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, SupportsFloat, SupportsIndex, TypeVar
 
 from mypy_extensions import mypyc_attr
 
@@ -104,6 +104,7 @@ class ThreadJob(BaseJob[T]):
         return True
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a public class: users may subclass it
 class ThreadDispatcher(Core):
     """A fixed pool of worker threads fed from a bounded queue.
 
@@ -114,10 +115,11 @@ class ThreadDispatcher(Core):
     _kind = "ThreadDispatcher"
     _start_hint = "`with ThreadDispatcher(...) as pool`"
 
+    # Typed as what callers may pass: see Dispatcher.__init__.
     def __init__(
         self,
-        workers: int = 8,
-        queue_size: int = 64,
+        workers: SupportsIndex = 8,
+        queue_size: SupportsIndex = 64,
         *,
         on_error: Callable[[ThreadJob[Any], BaseException], object] | None = None,
         fail_fast: bool = False,
@@ -250,13 +252,13 @@ class ThreadDispatcher(Core):
     # -- dispatching --------------------------------------------------------------------
 
     def dispatch(
-        self, fn: Callable[..., T], /, *args: Any, delay: float | None = None, **kwargs: Any
+        self, fn: Callable[..., T], /, *args: Any, delay: SupportsFloat | None = None, **kwargs: Any
     ) -> ThreadJob[T]:
         """Queue ``fn(*args, **kwargs)``; block while the queue is full. Returns the job."""
         return self._dispatch(fn, args, kwargs, delay, wait=True)
 
     def dispatch_nowait(
-        self, fn: Callable[..., T], /, *args: Any, delay: float | None = None, **kwargs: Any
+        self, fn: Callable[..., T], /, *args: Any, delay: SupportsFloat | None = None, **kwargs: Any
     ) -> ThreadJob[T]:
         """Queue ``fn(*args, **kwargs)`` or raise `QueueFull` at once."""
         return self._dispatch(fn, args, kwargs, delay, wait=False)
@@ -266,31 +268,30 @@ class ThreadDispatcher(Core):
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        delay: float | None,
+        delay: SupportsFloat | None,
         wait: bool,
     ) -> ThreadJob[T]:
-        if delay is not None:
-            delay = check_delay(delay)
+        seconds = None if delay is None else check_delay(delay)
         with self._mutex:
             if not self._accepting:
                 self._refuse()
-            if self._full(delay):
+            if self._full(seconds):
                 if not wait:
-                    what = "delayed jobs are waiting" if delay else "jobs are queued"
+                    what = "delayed jobs are waiting" if seconds else "jobs are queued"
                     raise QueueFull(f"{self._queue_size} {what} (queue_size)")
-                if delay:
+                if seconds:
                     self._delay_room_waiting += 1
                     try:
-                        self._wait_for_room(self._delay_room_cv, delay)
+                        self._wait_for_room(self._delay_room_cv, seconds)
                     finally:
                         self._delay_room_waiting -= 1
                 else:
                     self._room_waiting += 1
                     try:
-                        self._wait_for_room(self._room_cv, delay)
+                        self._wait_for_room(self._room_cv, seconds)
                     finally:
                         self._room_waiting -= 1
-            return self._put(fn, args, kwargs, delay)
+            return self._put(fn, args, kwargs, seconds)
 
     def _wait_for_room(self, cv: threading.Condition, delay: float | None) -> None:
         """Wait, under the lock, until the lane of ``delay`` has room (or the pool stops)."""
@@ -556,7 +557,7 @@ class ThreadDispatcher(Core):
         if self._fail_fast and self._first_failure is not None:
             raise self._first_failure
 
-    def resize(self, workers: int) -> None:
+    def resize(self, workers: SupportsIndex) -> None:
         """Change the number of worker threads; extra ones finish their job and exit."""
         workers = check_size("workers", workers)
         with self._mutex:
