@@ -93,7 +93,7 @@ class Dispatcher(Core):
 
     # Sizes and delays are typed as what callers may pass (the compiled build checks the
     # declared types on entry, before our checks could name the field): check_size and
-    # _check_delay take them to int and float or raise SpecError.
+    # check_delay take them to int and float or raise SpecError.
     def __init__(
         self,
         workers: SupportsIndex = 8,
