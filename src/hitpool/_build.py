@@ -17,17 +17,17 @@ import sys
 from pathlib import Path
 
 COMPILED: tuple[str, ...] = (
-    # The dispatcher cluster: both shells with the core they share.
+    # The dispatcher cluster: both shells with the core they share, and its one way to wait.
     "hitpool._core",
+    "hitpool._parking",
     "hitpool.dispatcher",
     "hitpool.threads",
     "hitpool.durations",
-    # Pure numbers under every request: pacing and latency statistics.
+    # hit's request path, with the pure numbers under every request: pacing and latency.
     "hitpool.schedule",
-    "hitpool.stats",
-    # hit's request path.
     "hitpool.hit.client",
     "hitpool.hit.engine",
+    "hitpool.hit.stats",
     # hitd's request and job path, with the stores it is tested against on every commit.
     "hitpool.hitd.h1",
     "hitpool.hitd.http",
