@@ -90,6 +90,10 @@ def compiled_files() -> list[Path]:
     return files
 
 
+def _missing(files: list[Path]) -> list[str]:
+    return [f"{f}: listed in COMPILED (src/hitpool/_build.py) but missing" for f in files]
+
+
 def _awaits(node: ast.AST) -> Iterator[ast.AST]:
     """The awaits in `node`'s body that run in its frame (not in a nested function), and not
     in a nested except block (that one is reported with its own line)."""
@@ -158,6 +162,10 @@ def _line_number(finding: str) -> int:
 
 def main(argv: list[str]) -> int:
     files = [Path(a) for a in argv] if argv else compiled_files()
+    missing = _missing([f for f in files if not f.is_file()])
+    if missing:
+        print("\n".join(missing))
+        return 1
     problems = [line for f in files for line in sorted(findings(f), key=_line_number)]
     for line in problems:
         print(line)

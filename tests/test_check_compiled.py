@@ -150,3 +150,14 @@ def test_a_finally_reading_what_the_try_does_not_assign_is_fine(tmp_path: Path) 
         return result
     """
     assert _findings(tmp_path, source) == []
+
+
+def test_a_listed_module_without_a_source_file_is_named(tmp_path: Path) -> None:
+    gone = tmp_path / "moved.py"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(gone)], capture_output=True, text=True, check=False
+    )
+    assert (run.returncode, run.stdout) == (
+        1,
+        f"{gone}: listed in COMPILED (src/hitpool/_build.py) but missing\n",
+    )
