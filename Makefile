@@ -14,8 +14,10 @@ STAMP := $(VENV)/.installed
 CVENV := .venv-compiled
 CBIN := $(CVENV)/bin
 CSTAMP := $(CVENV)/.installed
-# Every file the compiled wheel is made from: an edit to any of them rebuilds it.
-SOURCES := $(shell find src -type f -not -path '*/__pycache__/*' -not -name '*.py[co]')
+# Every file the compiled wheel is made from: an edit to any of them rebuilds it. (Not the
+# metadata that installs write into src/hitpool.egg-info, nor bytecode.)
+SOURCES := $(shell find src -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' \
+	-not -name '*.py[co]')
 # The suite never imports a source tree named by the caller's environment: each venv runs
 # the build installed in it.
 PYTEST = env -u PYTHONPATH HITPOOL_EXPECT_BUILD=$(1) $(2)/python -m pytest -q -p no:cacheprovider
