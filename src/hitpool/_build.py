@@ -35,11 +35,12 @@ COMPILED: tuple[str, ...] = (
     "hitpool.hitd.messages",
     "hitpool.hitd.app",
     "hitpool.hitd.intake",
-    "hitpool.hitd.apart",
+    "hitpool.hitd.halves",
     "hitpool.hitd.metrics",
     "hitpool.hitd.runner",
     "hitpool.hitd.lifecycle",
     "hitpool.hitd.store.base",
+    "hitpool.hitd.store._codec",
     "hitpool.hitd.store.sqlite",
     "hitpool.hitd.store.sqlite_ops",
 )
