@@ -116,6 +116,9 @@ def decode_row(r: tuple[Any, ...]) -> tuple[JobRecord, str | None]:
     can). Never raises: undecodable arguments come back as {} with the reason, an
     undecodable result as its stored text."""
     bad = None
+    # Declared Any: the compiled build would type `args` as the dict assigned below, and a
+    # decoded list read as one raised TypeError instead of coming back with the reason.
+    args: Any
     try:
         args = _strict(r[2])
     except (ValueError, TypeError, RecursionError) as e:
