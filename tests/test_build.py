@@ -8,6 +8,7 @@ import asyncio
 import importlib.machinery
 import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import hitpool
 from hitpool import Dispatcher, SpecError, ThreadDispatcher
 from hitpool._build import COMPILED, build, compiled_modules
+from hitpool.schedule import OpenSchedule, Stage, StagedSchedule
 
 EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
@@ -170,3 +172,11 @@ async def test_no_stale_exception_after_a_stop_that_caught_one() -> None:
             await pool.stop()
     await pool.stop(cancel=True)
     assert sys.exc_info() == (None, None, None)
+
+
+def test_the_schedules_survive_a_pickle() -> None:
+    # `hit -p` sends its spec, stages included, to each child by pickle; compiled, a frozen
+    # dataclass cannot be unpickled by setting its attributes (FrozenInstanceError).
+    stages = (Stage(1.0, 0.0, 10.0), Stage(2.0, 10.0, 10.0))
+    for value in (OpenSchedule(5.0, 1.5), stages[0], StagedSchedule(stages, 0.5)):
+        assert pickle.loads(pickle.dumps(value)) == value

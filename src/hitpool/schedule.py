@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ._errors import SpecError
 
@@ -23,6 +24,11 @@ class OpenSchedule:
 
     rate: float
     t0: float = 0.0
+
+    # Pickled by its fields (for -p children): compiled, a frozen dataclass cannot be
+    # unpickled by setting its attributes.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (OpenSchedule, (self.rate, self.t0))
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and math.isfinite(self.rate)):
@@ -59,6 +65,9 @@ class Stage:
     start: float
     end: float
 
+    def __reduce__(self) -> tuple[Any, ...]:  # see OpenSchedule.__reduce__
+        return (Stage, (self.seconds, self.start, self.end))
+
     def __post_init__(self) -> None:
         if not (self.seconds > 0 and math.isfinite(self.seconds)):
             raise SpecError("stages", f"a stage lasts a positive time, got {self.seconds!r}")
@@ -85,6 +94,9 @@ class StagedSchedule:
 
     stages: tuple[Stage, ...]
     t0: float = 0.0
+
+    def __reduce__(self) -> tuple[Any, ...]:  # see OpenSchedule.__reduce__
+        return (StagedSchedule, (self.stages, self.t0))
 
     def __post_init__(self) -> None:
         if not self.stages:
