@@ -28,6 +28,7 @@ COMPILED: tuple[str, ...] = (
     "hitpool.hit.client",
     "hitpool.hit.engine",
     "hitpool.hit.stats",
+    "hitpool.hit.tally",
     # hitd's request and job path, with the stores it is tested against on every commit.
     "hitpool.hitd.h1",
     "hitpool.hitd.http",
