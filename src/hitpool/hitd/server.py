@@ -27,9 +27,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .._build import build
 from .._errors import HitpoolError, SpecError
@@ -236,6 +236,12 @@ class Hitd:
         self._set_state(ServerState.STOPPED)
         self._done.set()
 
+    def draining_line(self) -> str:
+        return f"new jobs get 503; running jobs get {self.config.grace_s:g} s"
+
+    def stopped_line(self) -> str:
+        return f"{self.intake.statistics().committed} jobs committed this run"
+
     def startup_line(self) -> str:
         c = self.config
         durable = "durable" if self.store.durable else "NOT durable: jobs die with the process"
@@ -253,33 +259,51 @@ class Hitd:
         )
 
 
-async def _serve(config: ServerConfig) -> int:
+class Service(Protocol):
+    """What `serve_until_signalled` runs: `Hitd` (intake and workers) or `WorkerProcess`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def startup_line(self) -> str: ...
+
+    def draining_line(self) -> str: ...
+
+    def stopped_line(self) -> str: ...
+
+
+async def serve_until_signalled(
+    prog: str, tasks: Sequence[str], make: Callable[[], Service]
+) -> int:
+    """The life of a hitd process, whatever its role: load the task modules, build the
+    service, start it, run until SIGTERM or SIGINT, drain. Exit 2 for a configuration the
+    service refuses, 1 when it cannot start, 0 after a drain."""
     before, after = raise_fd_limit()
     if after > before:
         log.info("raised the open-files limit from %d to %d (the hard limit)", before, after)
     try:
-        if config.tasks:
-            load_modules(config.tasks)
-        hitd = Hitd(config)
+        if tasks:
+            load_modules(tasks)
+        service = make()
     except SpecError as e:
-        print(f"hitd: error: --{e.field}: {e.message}", file=sys.stderr)
+        print(f"{prog}: error: --{e.field}: {e.message}", file=sys.stderr)
         return 2
-    # Signals are handled from before the start: a SIGTERM that comes while hitd opens its
-    # store or right after it printed that it listens drains it (exit 0) instead of killing
-    # it with the default action.
+    # Signals are handled from before the start: a SIGTERM that comes while the store opens
+    # or right after the start-up line drains (exit 0) instead of killing with the default
+    # action.
     stop = stop_on_signals()
     try:
-        await hitd.start()
+        await service.start()
     except (HitpoolError, OSError) as e:
-        print(f"hitd: error: cannot start: {e}", file=sys.stderr)
+        print(f"{prog}: error: cannot start: {e}", file=sys.stderr)
         return 1
     tune_gc()
-    print(hitd.startup_line(), flush=True)
+    print(service.startup_line(), flush=True)
     await stop.wait()
-    print(f"hitd: draining (new jobs get 503; running jobs get {config.grace_s:g} s)", flush=True)
-    await hitd.stop()
-    stats = hitd.intake.statistics()
-    print(f"hitd: stopped; {stats.committed} jobs committed this run", flush=True)
+    print(f"{prog}: draining ({service.draining_line()})", flush=True)
+    await service.stop()
+    print(f"{prog}: stopped; {service.stopped_line()}", flush=True)
     return 0
 
 
@@ -316,4 +340,4 @@ def run(config: ServerConfig) -> int:
     """Run hitd until SIGTERM/SIGINT; the exit code (0 after a clean drain)."""
     import uvloop
 
-    return int(uvloop.run(_serve(config)))
+    return int(uvloop.run(serve_until_signalled("hitd", config.tasks, lambda: Hitd(config))))

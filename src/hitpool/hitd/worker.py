@@ -15,17 +15,16 @@ idle ones.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .._errors import HitpoolError, SpecError
+from .._errors import SpecError
 from .runner import Runner
-from .server import stop_on_signals, tune_gc
+from .server import serve_until_signalled
 from .store.base import Store
-from .tasks import HitLimits, Registry, load_modules
+from .tasks import HitLimits, Registry
 
 __all__ = ["WorkerConfig", "WorkerProcess", "check_shared", "run_worker"]
 
@@ -95,37 +94,23 @@ class WorkerProcess:
         await self.runner.stop(grace_s=self.config.grace_s)
         await self.store.close()
 
+    def draining_line(self) -> str:
+        return f"running jobs get {self.config.grace_s:g} s"
+
+    def stopped_line(self) -> str:
+        return f"{self.runner.statistics().completed} jobs completed this run"
+
     def startup_line(self) -> str:
         c = self.config
         return f"hitd worker running {c.workers} workers on store {c.store}"
-
-
-async def _work(config: WorkerConfig) -> int:
-    try:
-        if config.tasks:
-            load_modules(config.tasks)
-        worker = WorkerProcess(config)
-    except SpecError as e:
-        print(f"hitd worker: error: --{e.field}: {e.message}", file=sys.stderr)
-        return 2
-    stop = stop_on_signals()
-    try:
-        await worker.start()
-    except (HitpoolError, OSError) as e:
-        print(f"hitd worker: error: cannot start: {e}", file=sys.stderr)
-        return 1
-    tune_gc()
-    print(worker.startup_line(), flush=True)
-    await stop.wait()
-    print(f"hitd worker: draining (running jobs get {config.grace_s:g} s)", flush=True)
-    await worker.stop()
-    s = worker.runner.statistics()
-    print(f"hitd worker: stopped; {s.completed} jobs completed this run", flush=True)
-    return 0
 
 
 def run_worker(config: WorkerConfig) -> int:
     """Run workers until SIGTERM/SIGINT; the exit code (0 after a clean drain)."""
     import uvloop
 
-    return int(uvloop.run(_work(config)))
+    return int(
+        uvloop.run(
+            serve_until_signalled("hitd worker", config.tasks, lambda: WorkerProcess(config))
+        )
+    )
