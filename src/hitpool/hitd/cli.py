@@ -103,6 +103,56 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hitd: error: {message}\n")
 
 
+def _add_tasks(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE for its @hitpool.task functions (repeatable)",
+    )
+
+
+def _add_allow_target(p: argparse.ArgumentParser, default_note: str) -> None:
+    p.add_argument(
+        "--allow-target",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help=f"a host, or one port of it, the `hit` task may load-test (repeatable{default_note})",
+    )
+
+
+def _add_grace(p: argparse.ArgumentParser, then: str) -> None:
+    p.add_argument(
+        "--grace",
+        type=_seconds("--grace"),
+        metavar="SECONDS",
+        default=30.0,
+        help=f"on SIGTERM, seconds running jobs get to finish{then} (default %(default)s)",
+    )
+
+
+def _add_lease(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lease",
+        type=_seconds("--lease"),
+        metavar="SECONDS",
+        default=30.0,
+        help="seconds a worker holds a job between renewals; a job whose worker died runs "
+        "again after it (default %(default)s)",
+    )
+
+
+def _add_log_level(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log level (default %(default)s)",
+    )
+
+
 def _add_hit_caps(p: argparse.ArgumentParser) -> None:
     """The `hit` task's server-side caps: checked where a job is submitted and where it runs."""
     p.add_argument(
@@ -159,43 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
         "and workers), or memory:// (jobs die with the process) "
         f"(env HITD_STORE; default {DEFAULT_STORE})",
     )
-    p.add_argument(
-        "--tasks",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE for its @hitpool.task functions (repeatable)",
-    )
+    _add_tasks(p)
     p.add_argument(
         "--token",
         metavar="T",
         help="require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
         "(env HITD_TOKEN)",
     )
-    p.add_argument(
-        "--allow-target",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="a host, or one port of it, the `hit` task may load-test (repeatable; by default "
-        "only loopback ports, and only while hitd listens on loopback)",
+    _add_allow_target(
+        p, "; by default only loopback ports, and only while hitd listens on loopback"
     )
-    p.add_argument(
-        "--grace",
-        type=_seconds("--grace"),
-        metavar="SECONDS",
-        default=30.0,
-        help="on SIGTERM, seconds running jobs get to finish before their leases are "
-        "released (default %(default)s)",
-    )
-    p.add_argument(
-        "--lease",
-        type=_seconds("--lease"),
-        metavar="SECONDS",
-        default=30.0,
-        help="seconds a worker holds a job between renewals; a job whose worker died runs "
-        "again after it (default %(default)s)",
-    )
+    _add_grace(p, " before their leases are released")
+    _add_lease(p)
     p.add_argument(
         "--retention",
         type=_retention,
@@ -243,12 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dashboard at /ui: on; read-only (no retry, cancel or delete from the page, "
         "and the retry and delete routes refused); off (no page) (default %(default)s)",
     )
-    p.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="log level (default %(default)s)",
-    )
+    _add_log_level(p)
     return p
 
 
@@ -341,42 +361,12 @@ def build_worker_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="jobs run at once (env MAX_WORKERS; default 16)",
     )
-    p.add_argument(
-        "--tasks",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE for its @hitpool.task functions (repeatable)",
-    )
-    p.add_argument(
-        "--allow-target",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="a host, or one port of it, the `hit` task may load-test (repeatable)",
-    )
+    _add_tasks(p)
+    _add_allow_target(p, "")
     _add_hit_caps(p)
-    p.add_argument(
-        "--grace",
-        type=_seconds("--grace"),
-        metavar="SECONDS",
-        default=30.0,
-        help="on SIGTERM, seconds running jobs get to finish (default %(default)s)",
-    )
-    p.add_argument(
-        "--lease",
-        type=_seconds("--lease"),
-        metavar="SECONDS",
-        default=30.0,
-        help="seconds a worker holds a job between renewals; a job whose worker died runs "
-        "again after it (default %(default)s)",
-    )
-    p.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="log level (default %(default)s)",
-    )
+    _add_grace(p, "")
+    _add_lease(p)
+    _add_log_level(p)
     return p
 
 
